@@ -1,0 +1,63 @@
+"""Every PGCLONE_* setting, with its default, read when asked for.
+
+Reading settings lazily lets tests and projects change them with
+``override_settings`` and keeps importing pgclone free of side effects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULT_STORAGE_LOCATION = ".pgclone/"
+DEFAULT_RESTORE_CONFIG = {"pre_swap_hooks": ["migrate"]}
+
+
+def _get(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def storage_location() -> str:
+    """Where dumps live: a folder (relative to BASE_DIR) or ``s3://bucket/prefix``."""
+    return _get("PGCLONE_STORAGE_LOCATION", DEFAULT_STORAGE_LOCATION)
+
+
+def s3_endpoint_url() -> str | None:
+    """A custom S3 endpoint (MinIO, DigitalOcean Spaces…); None uses boto3's own lookup."""
+    return _get("PGCLONE_S3_ENDPOINT_URL", None)
+
+
+def dump_configs() -> dict[str, dict[str, Any]]:
+    """Named dump configurations; ``default`` is used when none is named."""
+    return _get("PGCLONE_DUMP_CONFIGS", {}) or {}
+
+
+def restore_configs() -> dict[str, dict[str, Any]]:
+    """Named restore configurations; ``default`` is used when none is named."""
+    return _get("PGCLONE_RESTORE_CONFIGS", {}) or {}
+
+
+def allow_restore() -> bool:
+    """False refuses every restore, wherever it is asked for."""
+    return bool(_get("PGCLONE_ALLOW_RESTORE", True))
+
+
+def celery_queue() -> str | None:
+    """The queue pgclone's tasks go to; None means Celery's default queue."""
+    return _get("PGCLONE_CELERY_QUEUE", None)
+
+
+def zstd_level() -> int:
+    """zstd compression level of dumps (1 is fastest, 19 smallest)."""
+    return int(_get("PGCLONE_ZSTD_LEVEL", 3))
+
+
+def heartbeat_seconds() -> float:
+    """How often a running step records that its worker is alive."""
+    return float(_get("PGCLONE_HEARTBEAT_SECONDS", 5))
+
+
+def base_dir() -> str | None:
+    base = getattr(settings, "BASE_DIR", None)
+    return str(base) if base is not None else None

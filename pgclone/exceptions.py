@@ -1,0 +1,62 @@
+"""One exception tree for everything pgclone raises on purpose.
+
+Each class's docstring is its default message, so ``raise DumpNotFound()``
+already says something useful; pass a message to be more precise.
+"""
+
+from __future__ import annotations
+
+
+class PgCloneError(Exception):
+    """pgclone failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(PgCloneError):
+    """pgclone is misconfigured: check the PGCLONE_* settings."""
+
+
+class InvalidInput(PgCloneError):
+    """The request is invalid."""
+
+
+class StorageError(PgCloneError):
+    """The dump storage could not be used: check PGCLONE_STORAGE_LOCATION."""
+
+
+class DumpNotFound(PgCloneError):
+    """No complete dump matches: list the available dumps with `manage.py pgclone ls`."""
+
+
+class RestoreRefused(PgCloneError):
+    """Restores are disabled here (PGCLONE_ALLOW_RESTORE is False)."""
+
+
+class JobNotFound(PgCloneError):
+    """No such job: list jobs with `manage.py pgclone jobs`."""
+
+
+class BrokerUnavailable(PgCloneError):
+    """The Celery broker did not accept the job: start Redis, or run with --inline."""
+
+
+class HookFailed(PgCloneError):
+    """A hook (management command) failed."""
+
+
+class JobCancelled(PgCloneError):
+    """The job was cancelled."""
+
+
+class CommandFailed(PgCloneError):
+    """An external command failed."""
+
+    def __init__(self, argv: list[str], returncode: int, stderr_tail: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail.strip()
+        program = self.argv[0] if self.argv else "command"
+        detail = self.stderr_tail or "(no error output)"
+        super().__init__(f"{program} exited with code {returncode}: {detail}")

@@ -1,0 +1,132 @@
+"""Following a job live: its steps as they start and end, and its progress.
+
+Everything is read back from the job rows, so a job can be followed from any
+machine that reaches the database, whichever worker runs it. On a terminal
+progress is one line rewritten in place; piped, it is a plain line now and
+then.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, TextIO
+
+from django.db import Error as DatabaseError
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from pgclone import conf
+from pgclone.humanize import human_bytes, human_seconds
+from pgclone.models import Job, JobStep
+
+PIPED_PROGRESS_SECONDS = 5.0
+NO_WORKER_HINT_SECONDS = 10.0
+RECONNECT_SECONDS = 120.0
+
+
+class Follower:
+    def __init__(self, job_id: Any, out: TextIO, *, tty: bool, poll: float = 0.25) -> None:
+        self.job_id = job_id
+        self.out = out
+        self.tty = tty
+        self.poll = poll
+        self._shown: dict[str, str] = {}
+        self._progress_line = False
+        self._last_piped = 0.0
+        self._rate_sample: tuple[float, int] | None = None
+        self._rate = 0.0
+
+    def _write(self, text: str) -> None:
+        if self._progress_line:
+            self.out.write("\r\033[K")
+            self._progress_line = False
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _show_steps(self, steps: list[JobStep]) -> None:
+        for step in steps:
+            before = self._shown.get(step.name, JobStep.Status.PENDING)
+            if step.status == before:
+                continue
+            self._shown[step.name] = step.status
+            stamp = timezone.localtime(step.finished_at or step.started_at or timezone.now())
+            clock = stamp.strftime("%H:%M:%S")
+            if step.status == JobStep.Status.RUNNING or (
+                before == JobStep.Status.PENDING
+                and (step.status in (JobStep.Status.SUCCEEDED, JobStep.Status.FAILED))
+            ):
+                self._write(f"[{clock}] {step.name}: started")
+            if step.status == JobStep.Status.SUCCEEDED:
+                detail = f" - {step.message}" if step.message else ""
+                self._write(
+                    f"[{clock}] {step.name}: done in {human_seconds(step.duration)}{detail}"
+                )
+            elif step.status == JobStep.Status.FAILED:
+                self._write(f"[{clock}] {step.name}: FAILED after {human_seconds(step.duration)}")
+
+    def _show_progress(self, job: Job) -> None:
+        if job.status != Job.Status.RUNNING or job.progress_done is None:
+            return
+        now = time.monotonic()
+        done = job.progress_done
+        if self._rate_sample and now - self._rate_sample[0] >= 1.0:
+            elapsed = now - self._rate_sample[0]
+            self._rate = max(0.0, (done - self._rate_sample[1]) / elapsed)
+            self._rate_sample = (now, done)
+        elif self._rate_sample is None:
+            self._rate_sample = (now, done)
+        line = f"  {job.current_step}: {human_bytes(done)}"
+        if job.progress_total:
+            percent = min(99, int(100 * done / job.progress_total))
+            line += f" (~{percent}%)"
+        line += f", {human_bytes(self._rate)}/s"
+        if self.tty:
+            self.out.write("\r\033[K" + line)
+            self.out.flush()
+            self._progress_line = True
+        elif now - self._last_piped >= PIPED_PROGRESS_SECONDS:
+            self._last_piped = now
+            self._write(line)
+
+    def _read(self) -> tuple[Job, list[JobStep]]:
+        job = Job.objects.get(pk=self.job_id)
+        return job, list(job.steps.all())
+
+    def run(self, stop: threading.Event | None = None) -> Job:
+        """Show the job until it ends (or ``stop`` is set); return its last state."""
+        started = time.monotonic()
+        hinted = False
+        lost_since: float | None = None
+        while True:
+            try:
+                job, steps = self._read()
+                lost_since = None
+            except DatabaseError:
+                # The connection was cut (a restore's swap ends sessions): reconnect.
+                close_old_connections()
+                connection.close()
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > RECONNECT_SECONDS:
+                    raise
+                time.sleep(self.poll)
+                continue
+            self._show_steps(steps)
+            if job.is_finished or (stop is not None and stop.is_set()):
+                if self._progress_line:
+                    self._write("")
+                return job
+            self._show_progress(job)
+            waited = time.monotonic() - started
+            if job.status == Job.Status.PENDING and waited > NO_WORKER_HINT_SECONDS and not hinted:
+                hinted = True
+                queue = conf.celery_queue() or "Celery's default queue"
+                self._write(
+                    f"Still waiting for a worker to start the job. Is a Celery worker running "
+                    f"and consuming from {queue}? (Or run the job here with --inline.)"
+                )
+            time.sleep(self.poll)
+
+
+def follow(job_id: Any, out: TextIO, *, tty: bool, stop: threading.Event | None = None) -> Job:
+    return Follower(job_id, out, tty=tty).run(stop)

@@ -1,0 +1,236 @@
+"""Job state transitions, and the runner that every chain step goes through.
+
+A step is a plain function taking a :class:`Job`. ``run_step`` wraps it: it
+skips steps of jobs that already ended and steps that already succeeded (a
+redelivered task must not redo work), records start, end, duration and the
+real cause of a failure, keeps a heartbeat while the step runs, and runs the
+job's cleanup when anything fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import close_old_connections, transaction
+from django.db.models import CharField
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from pgclone import conf, threads
+from pgclone.exceptions import JobCancelled, JobNotFound, PgCloneError
+from pgclone.models import Job, JobStep
+
+logger = logging.getLogger("pgclone")
+
+StepFunction = Callable[[Job], None]
+
+
+def create_job(
+    kind: str,
+    step_names: Sequence[str],
+    *,
+    database_alias: str,
+    database_name: str,
+    config_name: str,
+    options: dict[str, Any],
+    requested_by: str = "",
+    dump_key: str = "",
+) -> Job:
+    with transaction.atomic():
+        job = Job.objects.create(
+            kind=kind,
+            database_alias=database_alias,
+            database_name=database_name,
+            config_name=config_name,
+            options=options,
+            requested_by=requested_by,
+            dump_key=dump_key,
+        )
+        JobStep.objects.bulk_create(
+            JobStep(job=job, position=position, name=name)
+            for position, name in enumerate(step_names)
+        )
+    return job
+
+
+def get_job(job_id: Any) -> Job:
+    """A job by id, or by a unique prefix (at least 4 characters) of its id."""
+    text = str(job_id).strip().lower()
+    try:
+        return Job.objects.get(pk=uuid.UUID(text))
+    except ValueError:
+        pass  # not a whole id: look it up as a prefix below
+    except Job.DoesNotExist:
+        raise JobNotFound(f"No job {job_id!r}: list jobs with `manage.py pgclone jobs`.") from None
+    if len(text) >= 4:
+        matches = list(
+            Job.objects.annotate(id_text=Cast("id", CharField())).filter(id_text__startswith=text)[
+                :2
+            ]
+        )
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise JobNotFound(f"{job_id!r} matches several jobs: give more of the id.")
+    raise JobNotFound(f"No job {job_id!r}: list jobs with `manage.py pgclone jobs`.")
+
+
+def end_job(job_id: Any, status: str, error: str = "") -> None:
+    """Mark a job as ended (unless it already is) and its unstarted steps as skipped."""
+    now = timezone.now()
+    Job.objects.filter(pk=job_id).exclude(status__in=Job.FINISHED).update(
+        status=status, error=error, finished_at=now, current_step=""
+    )
+    JobStep.objects.filter(job_id=job_id, status=JobStep.Status.PENDING).update(
+        status=JobStep.Status.SKIPPED
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, PgCloneError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return "Interrupted before the job finished."
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Progress:
+    """Records how far a step got, at most a few times a second."""
+
+    def __init__(self, job_id: Any, total: int | None = None, interval: float = 0.5) -> None:
+        self.job_id = job_id
+        self.total = total
+        self.done = 0
+        self.interval = interval
+        self._last = 0.0
+        Job.objects.filter(pk=job_id).update(progress_done=0, progress_total=total)
+
+    def add(self, amount: int) -> None:
+        self.done += amount
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.flush()
+
+    def flush(self) -> None:
+        """Save progress; raise JobCancelled once the job stopped running (cancelled)."""
+        updated = Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(
+            progress_done=self.done, progress_total=self.total, heartbeat_at=timezone.now()
+        )
+        if not updated:
+            raise JobCancelled()
+
+
+class Heartbeat:
+    """Marks the job alive from a thread of its own while a step runs.
+
+    A thread (with its own database connection) keeps beating while the step
+    blocks in a subprocess or a hook, and while the step's own connection is
+    routed to another database.
+    """
+
+    def __init__(self, job_id: Any) -> None:
+        self.job_id = job_id
+        self.cancelled = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        self._thread = threads.start(self._run, name="pgclone-heartbeat")
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(conf.heartbeat_seconds()):
+            try:
+                Job.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
+                status = Job.objects.filter(pk=self.job_id).values_list("status", flat=True)
+                if status.first() == Job.Status.CANCELLED:
+                    self.cancelled.set()
+            except Exception:  # a missed beat is not worth failing the step
+                logger.warning("pgclone heartbeat for job %s failed", self.job_id, exc_info=True)
+                close_old_connections()
+
+
+def run_step(
+    job_id: Any,
+    name: str,
+    function: StepFunction,
+    *,
+    final: bool = False,
+    cleanup: StepFunction | None = None,
+    hostname: str | None = None,
+) -> None:
+    """Run one step of a job and record what happened; re-raise its failure."""
+    job = Job.objects.get(pk=job_id)
+    step = job.steps.get(name=name)
+    if job.is_finished or step.status == JobStep.Status.SUCCEEDED:
+        return
+    now = timezone.now()
+    JobStep.objects.filter(pk=step.pk).update(
+        status=JobStep.Status.RUNNING, started_at=now, finished_at=None, message=""
+    )
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.RUNNING,
+        started_at=job.started_at or now,
+        current_step=name,
+        worker_hostname=hostname or socket.gethostname(),
+        heartbeat_at=now,
+        progress_done=None,
+        progress_total=None,
+    )
+    job.refresh_from_db()
+    try:
+        with Heartbeat(job.pk):
+            function(job)
+    except BaseException as exc:
+        _record_failure(job, step, exc, cleanup)
+        raise
+    JobStep.objects.filter(pk=step.pk).update(
+        status=JobStep.Status.SUCCEEDED, finished_at=timezone.now()
+    )
+    if final:
+        Job.objects.filter(pk=job.pk).exclude(status__in=Job.FINISHED).update(
+            status=Job.Status.SUCCEEDED, finished_at=timezone.now(), current_step=""
+        )
+
+
+def _record_failure(
+    job: Job, step: JobStep, exc: BaseException, cleanup: StepFunction | None
+) -> None:
+    close_old_connections()
+    message = describe_error(exc)
+    if not isinstance(exc, PgCloneError):
+        logger.exception("pgclone job %s: step %s failed", job.pk, step.name)
+    cancelled = isinstance(exc, JobCancelled | KeyboardInterrupt | SystemExit)
+    if cleanup is not None:
+        try:
+            job.refresh_from_db()
+            cleanup(job)
+        except Exception as cleanup_exc:
+            logger.exception("pgclone job %s: cleanup failed", job.pk)
+            message += f"\n(cleanup also failed: {describe_error(cleanup_exc)})"
+    JobStep.objects.filter(pk=step.pk).update(
+        status=JobStep.Status.FAILED, finished_at=timezone.now(), message=message
+    )
+    end_job(job.pk, Job.Status.CANCELLED if cancelled else Job.Status.FAILED, message)
+
+
+def set_step_message(job: Job, name: str, message: str) -> None:
+    JobStep.objects.filter(job=job, name=name).update(message=message)
+
+
+def update_result(job: Job, **values: Any) -> None:
+    """Merge values into ``job.result`` and save them at once (later steps read them)."""
+    job.result = {**job.result, **values}
+    Job.objects.filter(pk=job.pk).update(result=job.result)

@@ -1,0 +1,90 @@
+"""Dump keys: ``{database_name}/{timestamp}.{config_name}.dump``.
+
+Timestamps are UTC in ISO 8601 basic form with microseconds
+(``20261123T230321.482913Z``): fixed width, so sorting keys as text sorts
+them in time order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from pgclone.exceptions import InvalidInput
+
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+SUFFIX = ".dump"
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_KEY = re.compile(
+    r"^(?P<database>[^/]+)/(?P<timestamp>\d{8}T\d{6}\.\d{6}Z)\.(?P<config>[A-Za-z0-9_-]+)\.dump$"
+)
+
+
+@dataclass(frozen=True, order=True)
+class DumpKey:
+    database: str
+    timestamp: str
+    config: str
+
+    def __str__(self) -> str:
+        return f"{self.database}/{self.timestamp}.{self.config}{SUFFIX}"
+
+    @property
+    def created(self) -> dt.datetime:
+        return dt.datetime.strptime(self.timestamp, TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
+
+
+def validate_database_name(name: str) -> str:
+    """Database names become the first part of a key, so they can't hold a '/'."""
+    if not name or "/" in name or name.startswith(".") or not name.isprintable():
+        raise InvalidInput(
+            f"Database name {name!r} can't be used in a dump key: it must be non-empty, "
+            "printable, contain no '/' and not start with '.'."
+        )
+    return name
+
+
+def validate_config_name(name: str) -> str:
+    if not _CONFIG_NAME.match(name or ""):
+        raise InvalidInput(
+            f"Config name {name!r} is invalid: use letters, digits, '_' and '-' only."
+        )
+    return name
+
+
+def format_timestamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def make_key(database: str, config: str, moment: dt.datetime) -> DumpKey:
+    return DumpKey(
+        validate_database_name(database), format_timestamp(moment), validate_config_name(config)
+    )
+
+
+def parse_key(text: str) -> DumpKey:
+    """Parse a full dump key, refusing anything that could escape the storage root."""
+    match = _KEY.match(text)
+    if not match or match["database"] in {".", ".."}:
+        raise InvalidInput(
+            f"{text!r} is not a dump key. Keys look like "
+            "'DATABASE/20261123T230321.482913Z.CONFIG.dump'; "
+            "see `manage.py pgclone ls` for the available ones."
+        )
+    try:
+        key = DumpKey(match["database"], match["timestamp"], match["config"])
+        key.created  # noqa: B018 - validates the date itself, e.g. no month 13
+    except ValueError as exc:
+        raise InvalidInput(f"{text!r} has an invalid timestamp.") from exc
+    return key
+
+
+def looks_like_key(text: str) -> bool:
+    return "/" in text
+
+
+def newest(keys: list[DumpKey], database: str) -> DumpKey | None:
+    """The newest dump of exactly this database (never of one sharing its prefix)."""
+    mine = [key for key in keys if key.database == database]
+    return max(mine, key=lambda key: (key.timestamp, key.config), default=None)

@@ -1,0 +1,223 @@
+"""``manage.py pgclone``: parse, call pgclone.api, render. Nothing else.
+
+Exit codes: 0 success, 1 the job (or the operation) failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from pgclone import api, follow, humanize, threads
+from pgclone.exceptions import ConfigurationError, InvalidInput, PgCloneError
+from pgclone.models import Job
+
+USAGE_ERRORS = (InvalidInput, ConfigurationError)
+
+
+class Command(BaseCommand):
+    help = "Dump and restore PostgreSQL databases as background jobs."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        commands = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+
+        dump = commands.add_parser("dump", help="Dump a database to storage.")
+        dump.add_argument("--config", help="A name from PGCLONE_DUMP_CONFIGS (default: default).")
+        dump.add_argument(
+            "--exclude-model",
+            action="append",
+            dest="exclude_models",
+            metavar="APP.MODEL",
+            help="Leave this model's rows out (its table is kept). Repeatable; added to "
+            "the config's.",
+        )
+        dump.add_argument(
+            "--pre-dump-hook",
+            action="append",
+            dest="pre_dump_hooks",
+            metavar="COMMAND",
+            help="A management command to run before dumping. Repeatable; replaces the "
+            "config's hooks.",
+        )
+        dump.add_argument(
+            "--database", default="default", help="Database alias (default: default)."
+        )
+        self._add_run_mode(dump)
+
+        ls = commands.add_parser("ls", help="List complete dumps in storage.")
+        ls.add_argument("db_name", nargs="?", help="Only this database's dumps.")
+        ls.add_argument(
+            "--only-db-names", action="store_true", help="List the names of dumped databases."
+        )
+
+        jobs = commands.add_parser("jobs", help="List recent jobs.")
+        jobs.add_argument("--limit", type=int, default=20, help="How many (default 20).")
+
+        show = commands.add_parser("show", help="Show one job: its steps, timings and error.")
+        show.add_argument("job_id", help="A job id, or a unique prefix of one.")
+
+        tail = commands.add_parser("tail", help="Follow one job live until it ends.")
+        tail.add_argument("job_id", help="A job id, or a unique prefix of one.")
+
+    @staticmethod
+    def _add_run_mode(parser: CommandParser) -> None:
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument(
+            "--wait", action="store_true", help="Follow the job live and exit with its outcome."
+        )
+        mode.add_argument(
+            "--inline",
+            action="store_true",
+            help="Run the job in this process (no broker or worker needed).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        handler = getattr(self, "handle_" + options["subcommand"])
+        try:
+            handler(options)
+        except USAGE_ERRORS as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        except PgCloneError as exc:
+            raise CommandError(str(exc), returncode=1) from exc
+
+    # dump -------------------------------------------------------------------
+
+    def handle_dump(self, options: dict[str, Any]) -> None:
+        request = {
+            "config": options["config"],
+            "exclude_models": options["exclude_models"],
+            "pre_dump_hooks": options["pre_dump_hooks"],
+            "database": options["database"],
+        }
+        self._start(api.dump, request, options)
+
+    def _start(self, start: Any, request: dict[str, Any], options: dict[str, Any]) -> None:
+        if options["inline"]:
+            job = self._run_inline(start, request)
+        else:
+            job = start(**request)
+            if not options["wait"]:
+                self.stdout.write(str(job.pk))
+                self.stderr.write(
+                    f"Enqueued {job.kind} job {job.pk}. Follow it with: "
+                    f"manage.py pgclone tail {job.pk}"
+                )
+                return
+            self.stdout.write(f"{self._describe(job)}: enqueued as job {job.pk}")
+            job = self._follow(job)
+        self._report(job)
+
+    def _run_inline(self, start: Any, request: dict[str, Any]) -> Job:
+        # The job runs here in the main thread (so Ctrl-C stops pg_dump); a
+        # thread renders its progress from the job rows, as --wait does.
+        stop = threading.Event()
+        followers: list[threading.Thread] = []
+
+        def on_start(job: Job) -> None:
+            followers.append(threads.start(self._follow_until, job.pk, stop, name="pgclone-follow"))
+
+        try:
+            return start(**request, inline=True, on_start=on_start)
+        finally:
+            stop.set()
+            for follower in followers:
+                follower.join(timeout=10)
+
+    def _follow_until(self, job_id: Any, stop: threading.Event) -> None:
+        follow.follow(job_id, self.stdout, tty=self.stdout.isatty(), stop=stop)
+
+    def _follow(self, job: Job) -> Job:
+        try:
+            return follow.follow(job.pk, self.stdout, tty=self.stdout.isatty())
+        except KeyboardInterrupt:
+            self.stderr.write(
+                f"\nStopped following; job {job.pk} goes on. "
+                f"Follow it again with: manage.py pgclone tail {job.pk}"
+            )
+            raise CommandError("Interrupted.", returncode=130) from None
+
+    @staticmethod
+    def _describe(job: Job) -> str:
+        return f"{job.kind.capitalize()} of database {job.database_name or job.database_alias!r}"
+
+    def _report(self, job: Job) -> None:
+        job.refresh_from_db()
+        took = humanize.human_seconds(job.duration)
+        if job.status == Job.Status.SUCCEEDED:
+            manifest = job.result.get("manifest", {})
+            size = humanize.human_bytes(manifest.get("size", 0))
+            self.stdout.write(f"Dump succeeded in {took}: {job.dump_key} ({size})")
+            return
+        failed_step = job.steps.filter(status="failed").first()
+        where = f" in step {failed_step.name}" if failed_step else ""
+        raise CommandError(
+            f"{job.kind.capitalize()} job {job.pk} {job.status}{where}: {job.error}", returncode=1
+        )
+
+    # ls ---------------------------------------------------------------------
+
+    def handle_ls(self, options: dict[str, Any]) -> None:
+        if options["only_db_names"]:
+            names = api.database_names()
+            if options["db_name"]:
+                names = [name for name in names if name == options["db_name"]]
+            for name in names:
+                self.stdout.write(name)
+            return
+        for key in api.ls(options["db_name"]):
+            self.stdout.write(str(key))
+
+    # jobs -------------------------------------------------------------------
+
+    def handle_jobs(self, options: dict[str, Any]) -> None:
+        rows = [("ID", "KIND", "STATUS", "DATABASE", "CREATED", "DURATION", "STEP")]
+        for job in api.recent_jobs(options["limit"]):
+            rows.append(
+                (
+                    str(job.pk)[:8],
+                    job.kind,
+                    job.status,
+                    job.database_name or job.database_alias,
+                    timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    humanize.human_seconds(job.duration),
+                    job.current_step or "-",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            self.stdout.write(
+                "  ".join(
+                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+                ).rstrip()
+            )
+
+    def handle_show(self, options: dict[str, Any]) -> None:
+        job = api.job(options["job_id"])
+        self.stdout.write(f"Job {job.pk}")
+        fields = [
+            ("kind", job.kind),
+            ("status", job.status),
+            ("database", f"{job.database_name} (alias {job.database_alias})"),
+            ("config", job.config_name),
+            ("dump key", job.dump_key or "-"),
+            ("requested by", job.requested_by or "-"),
+            ("created", timezone.localtime(job.created_at).isoformat(timespec="seconds")),
+            ("duration", humanize.human_seconds(job.duration)),
+            ("worker", job.worker_hostname or "-"),
+        ]
+        for label, value in fields:
+            self.stdout.write(f"  {label + ':':<14}{value}")
+        self.stdout.write("  steps:")
+        for step in job.steps.all():
+            line = f"    {step.name:<14}{step.status:<10}{humanize.human_seconds(step.duration):>8}"
+            self.stdout.write(line + (f"  {step.message}" if step.message else ""))
+        if job.error:
+            self.stdout.write(f"  error:\n    {job.error.replace(chr(10), chr(10) + '    ')}")
+
+    def handle_tail(self, options: dict[str, Any]) -> None:
+        job = api.job(options["job_id"])
+        self.stdout.write(f"{self._describe(job)}: job {job.pk} ({job.status})")
+        self._report(self._follow(job))

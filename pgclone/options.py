@@ -1,0 +1,122 @@
+"""Turning a request plus the PGCLONE_*_CONFIGS settings into resolved options.
+
+Resolution happens when a job is asked for, so that bad input is refused
+before anything runs; the resolved options are stored on the job and are
+what every step uses.
+
+Merging rules (documented in the README):
+- ``exclude_models`` given on the command line are *added* to the config's,
+  so a config that keeps personal data out of dumps can't be undone by
+  accident;
+- hooks given on the command line *replace* the config's (hooks are an
+  ordered list, and replacing them is the predictable thing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.db import models
+
+from pgclone import conf, hooks, keys, postgres
+from pgclone.exceptions import ConfigurationError, InvalidInput
+
+DUMP_CONFIG_KEYS = {"exclude_models", "pre_dump_hooks"}
+
+
+def named_config(
+    configs: dict[str, dict[str, Any]], name: str | None, setting: str, allowed: set[str]
+) -> tuple[str, dict[str, Any]]:
+    name = name or "default"
+    keys.validate_config_name(name)
+    if name not in configs and name != "default":
+        known = ", ".join(sorted(configs)) or "none"
+        raise InvalidInput(f"Unknown config {name!r}: {setting} defines {known}.")
+    config = configs.get(name) or {}
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"{setting}[{name!r}] must be a dict.")
+    unknown = set(config) - allowed
+    if unknown:
+        raise ConfigurationError(
+            f"{setting}[{name!r}] has unknown keys {sorted(unknown)}; "
+            f"the known ones are {sorted(allowed)}."
+        )
+    return name, config
+
+
+def model_for_label(label: str) -> type[models.Model]:
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError) as exc:
+        raise InvalidInput(
+            f"Unknown model {label!r} to exclude: use the 'app_label.ModelName' form "
+            "of an installed model, such as 'auth.User'."
+        ) from exc
+    return model._meta.concrete_model
+
+
+def resolve_dump_options(
+    *,
+    config: str | None = None,
+    exclude_models: list[str] | None = None,
+    pre_dump_hooks: list[str] | None = None,
+    database: str = "default",
+) -> dict[str, Any]:
+    name, settings_config = named_config(
+        conf.dump_configs(), config, "PGCLONE_DUMP_CONFIGS", DUMP_CONFIG_KEYS
+    )
+    configured_models = settings_config.get("exclude_models") or []
+    if isinstance(configured_models, str) or not isinstance(configured_models, list | tuple):
+        raise ConfigurationError(
+            f"PGCLONE_DUMP_CONFIGS[{name!r}]['exclude_models'] must be a list of model labels."
+        )
+    labels = []
+    for label in [*configured_models, *(exclude_models or [])]:
+        model = model_for_label(label)
+        if model._meta.label not in labels:
+            labels.append(model._meta.label)
+    if pre_dump_hooks is None:
+        pre_dump_hooks = hooks.normalize(
+            settings_config.get("pre_dump_hooks"),
+            f"PGCLONE_DUMP_CONFIGS[{name!r}]['pre_dump_hooks']",
+        )
+    hooks.validate(pre_dump_hooks)
+    conn = postgres.conn_info(database)
+    keys.validate_database_name(conn.name)
+    return {
+        "config": name,
+        "database": database,
+        "database_name": conn.name,
+        "exclude_models": labels,
+        "pre_dump_hooks": list(pre_dump_hooks),
+    }
+
+
+def excluded_tables(labels: list[str]) -> tuple[list[str], list[str]]:
+    """Tables whose rows a dump leaves out, and the models added to keep it restorable.
+
+    Leaving out a model's rows also leaves out the rows of every model that
+    references it (its many-to-many tables, ``admin.LogEntry`` for
+    ``auth.User``…): otherwise pg_restore could not re-create their foreign
+    keys. The models added that way are returned so the job can say so.
+    """
+    excluded = {model_for_label(label) for label in labels}
+    every_model = [m for m in apps.get_models(include_auto_created=True) if not m._meta.proxy]
+    added = []
+    changed = True
+    while changed:
+        changed = False
+        for model in every_model:
+            if model in excluded:
+                continue
+            if any(
+                field.is_relation and field.concrete and field.related_model in excluded
+                for field in model._meta.get_fields()
+                if getattr(field, "many_to_one", False) or getattr(field, "one_to_one", False)
+            ):
+                excluded.add(model)
+                added.append(model._meta.label)
+                changed = True
+    tables = sorted({model._meta.db_table for model in excluded})
+    return tables, sorted(added)

@@ -1,0 +1,225 @@
+"""Everything that talks to PostgreSQL.
+
+The argv builders at the top are pure functions (unit tested); the functions
+below them are the only places that run pg_dump / pg_restore / SQL. Passwords
+go to the child's environment (PGPASSWORD), never to argv; database names go
+in a quoted conninfo string so that a name holding '=' or spaces is never
+parsed as connection options.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import psycopg2
+from django.conf import settings
+from psycopg2 import sql
+
+from pgclone.exceptions import CommandFailed, ConfigurationError, InvalidInput
+
+POSTGRES_ENGINES = (
+    "django.db.backends.postgresql",
+    "django.db.backends.postgresql_psycopg2",
+    "django.contrib.gis.db.backends.postgis",
+)
+STDERR_TAIL_BYTES = 4000
+APPLICATION_NAME = "pgclone"
+# libpq options that Django users put in OPTIONS and that the tools must share.
+_PASSED_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """How to reach one database, without the password in any printable form."""
+
+    name: str
+    host: str = ""
+    port: str = ""
+    user: str = ""
+    password: str = field(default="", repr=False)
+    options: tuple[tuple[str, str], ...] = ()
+
+    def with_name(self, name: str) -> ConnInfo:
+        return replace(self, name=name)
+
+    def conninfo(self) -> str:
+        """A libpq conninfo string (no password) naming this database."""
+        pairs = [("dbname", self.name), ("application_name", APPLICATION_NAME)]
+        pairs += [(k, v) for k, v in (("host", self.host), ("port", self.port)) if v]
+        pairs += [("user", self.user)] if self.user else []
+        pairs += list(self.options)
+        return " ".join(f"{k}={quote_conninfo_value(v)}" for k, v in pairs)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("PGPASSWORD", None)
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        return env
+
+    def psycopg2_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"dbname": self.name, "application_name": APPLICATION_NAME}
+        for key, value in (("host", self.host), ("port", self.port), ("user", self.user)):
+            if value:
+                kwargs[key] = value
+        if self.password:
+            kwargs["password"] = self.password
+        kwargs.update(dict(self.options))
+        return kwargs
+
+
+def conn_info(alias: str = "default") -> ConnInfo:
+    """Connection details of a Django database alias (must be PostgreSQL)."""
+    databases = settings.DATABASES
+    if alias not in databases:
+        raise InvalidInput(
+            f"Unknown database alias {alias!r}; settings.DATABASES has: {', '.join(databases)}."
+        )
+    config = databases[alias]
+    if config.get("ENGINE") not in POSTGRES_ENGINES:
+        raise ConfigurationError(
+            f"Database {alias!r} uses {config.get('ENGINE')!r}; pgclone only copies PostgreSQL."
+        )
+    options = config.get("OPTIONS") or {}
+    return ConnInfo(
+        name=str(config.get("NAME") or ""),
+        host=str(config.get("HOST") or ""),
+        port=str(config.get("PORT") or ""),
+        user=str(config.get("USER") or ""),
+        password=str(config.get("PASSWORD") or ""),
+        options=tuple((k, str(options[k])) for k in _PASSED_OPTIONS if k in options),
+    )
+
+
+def quote_conninfo_value(value: str) -> str:
+    escaped = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def quote_pattern(name: str) -> str:
+    """A pg_dump name pattern matching exactly ``name`` (no wildcards)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def pg_dump_argv(conn: ConnInfo, *, exclude_table_data: list[str] = ()) -> list[str]:
+    """pg_dump writing an uncompressed custom-format archive to stdout.
+
+    Compression happens outside pg_dump (zstd is several times faster than
+    pg_dump's built-in gzip, and PostgreSQL 15's pg_dump has no zstd).
+    """
+    argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password"]
+    argv += [f"--exclude-table-data={quote_pattern(table)}" for table in exclude_table_data]
+    return [*argv, f"--dbname={conn.conninfo()}"]
+
+
+def tool_version(program: str) -> str:
+    return run([program, "--version"], env=dict(os.environ)).strip()
+
+
+# Running programs -----------------------------------------------------------
+
+
+class _StderrTail:
+    """Drains a child's stderr in a thread, keeping only its last bytes."""
+
+    def __init__(self, stream: Any) -> None:
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, stream: Any) -> None:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            while self._size - len(self._chunks[0]) >= STDERR_TAIL_BYTES:
+                self._size -= len(self._chunks.popleft())
+        stream.close()
+
+    def text(self) -> str:
+        self._thread.join(timeout=5)
+        data = b"".join(self._chunks)[-STDERR_TAIL_BYTES:]
+        return data.decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def spawn(
+    argv: list[str], *, env: dict[str, str], stdin: Any = None, stdout: Any = subprocess.PIPE
+) -> Iterator[subprocess.Popen]:
+    """Run ``argv``; on leaving, wait for it and raise CommandFailed if it failed.
+
+    If the block raises, the child is killed first so that nothing keeps
+    running behind a failed step.
+    """
+    try:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    except FileNotFoundError as exc:
+        raise ConfigurationError(
+            f"{argv[0]} was not found on PATH: install the PostgreSQL client tools "
+            "(same major version as the server or newer) on every worker."
+        ) from exc
+    stderr = _StderrTail(proc.stderr)
+    try:
+        yield proc
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if proc.stdout:
+            proc.stdout.close()
+    returncode = proc.wait()
+    if returncode != 0:
+        raise CommandFailed(argv, returncode, stderr.text())
+
+
+def run(argv: list[str], *, env: dict[str, str], stdin: Any = None) -> str:
+    """Run a program to completion and return its stdout."""
+    with spawn(argv, env=env, stdin=stdin) as proc:
+        output = proc.stdout.read()
+    return output.decode("utf-8", errors="replace")
+
+
+# SQL ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def connect(conn: ConnInfo) -> Iterator[Any]:
+    """An autocommit psycopg2 connection (DDL such as CREATE DATABASE needs one)."""
+    try:
+        connection = psycopg2.connect(**conn.psycopg2_kwargs())
+    except psycopg2.OperationalError as exc:
+        raise ConfigurationError(
+            f"Could not connect to database {conn.name!r}: {str(exc).strip()}"
+        ) from exc
+    connection.autocommit = True
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def server_version(conn: ConnInfo) -> str:
+    with connect(conn) as connection, connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        return cursor.fetchone()[0]
+
+
+def table_bytes(conn: ConnInfo) -> int:
+    """Size of all table data (heap and TOAST, no indexes): what pg_dump reads."""
+    query = sql.SQL(
+        "SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'm', 'p') "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    )
+    with connect(conn) as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+        return int(cursor.fetchone()[0])

@@ -1,0 +1,149 @@
+"""The dump chain: pre_dump → dump → upload."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from pgclone import conf, hooks, jobs, keys, options, postgres, streams
+from pgclone.exceptions import PgCloneError
+from pgclone.humanize import human_bytes
+from pgclone.models import Job, JobStep
+from pgclone.storage import storage_for
+
+STEP_NAMES = ("pre_dump", "dump", "upload")
+# The job tables of the dumped database are never copied: history belongs to
+# each environment, not to the data.
+OWN_TABLES = (Job._meta.db_table, JobStep._meta.db_table)
+
+
+def pre_dump(job: Job) -> None:
+    """Run the pre-dump hooks, in order, on the database about to be dumped."""
+    with _routed_to(job.database_alias):
+        message = hooks.run(job.options.get("pre_dump_hooks", []))
+    jobs.set_step_message(job, "pre_dump", message)
+
+
+def dump(job: Job) -> None:
+    """Stream pg_dump through zstd into storage, staged (not visible yet)."""
+    storage = storage_for(job.options["storage_location"])
+    if job.result.get("staged"):  # a redelivered step: start again from scratch
+        storage.abort(job.result["staged"])
+        jobs.update_result(job, staged=None)
+    conn = postgres.conn_info(job.database_alias)
+    key = keys.make_key(conn.name, job.config_name, timezone.now())
+    tables, cascaded = options.excluded_tables(job.options.get("exclude_models", []))
+    argv = postgres.pg_dump_argv(conn, exclude_table_data=sorted({*tables, *OWN_TABLES}))
+    server_version = postgres.server_version(conn)
+    estimate = postgres.table_bytes(conn)
+    Job.objects.filter(pk=job.pk).update(dump_key=str(key), database_name=conn.name)
+
+    storage.check()
+    upload = storage.start_upload(key, str(job.pk), expected_size=estimate)
+    progress = jobs.Progress(job.pk, total=estimate)
+    try:
+        with postgres.spawn(argv, env=conn.env()) as proc:
+            stats = streams.compress(
+                proc.stdout, upload, level=conf.zstd_level(), on_progress=progress.add
+            )
+        handle = upload.close()
+    except BaseException:
+        upload.abort()
+        raise
+    progress.flush()
+    jobs.update_result(
+        job,
+        staged=handle,
+        key=str(key),
+        server_version=server_version,
+        pg_dump_version=postgres.tool_version("pg_dump"),
+        excluded_tables=tables,
+        **stats,
+    )
+    message = (
+        f"{human_bytes(stats['raw_size'])} dumped, "
+        f"{human_bytes(stats['size'])} after {stats['compression']}"
+    )
+    if cascaded:
+        message += (
+            f". Also left out the rows of {', '.join(cascaded)}, which reference "
+            "excluded models (pg_restore could not re-create their foreign keys otherwise)"
+        )
+    jobs.set_step_message(job, "dump", message)
+
+
+def upload(job: Job) -> None:
+    """Finalise: the dump appears under its key, with its manifest, only now."""
+    handle = job.result.get("staged")
+    if not handle:
+        raise PgCloneError("The dump step recorded no staged dump to finalise.")
+    storage = storage_for(job.options["storage_location"])
+    result = job.result
+    manifest = {
+        "key": result["key"],
+        "database": job.database_name,
+        "config": job.config_name,
+        "created": keys.parse_key(result["key"]).created.isoformat(),
+        "format": "postgresql-custom",
+        "compression": result["compression"],
+        "size": result["size"],
+        "raw_size": result["raw_size"],
+        "sha256": result["sha256"],
+        "server_version": result["server_version"],
+        "pg_dump_version": result["pg_dump_version"],
+        "pgclone_version": _version(),
+        "exclude_models": job.options.get("exclude_models", []),
+        "excluded_tables": result["excluded_tables"],
+        "job_id": str(job.pk),
+    }
+    storage.complete(handle, manifest)
+    jobs.update_result(job, staged=None, manifest=manifest)
+    jobs.set_step_message(job, "upload", f"{result['key']} ({human_bytes(result['size'])})")
+
+
+def cleanup(job: Job) -> None:
+    """After a failure: throw away a staged dump so nothing half-written remains."""
+    handle = job.result.get("staged")
+    if handle:
+        storage_for(job.options["storage_location"]).abort(handle)
+        jobs.update_result(job, staged=None)
+
+
+STEPS = {"pre_dump": pre_dump, "dump": dump, "upload": upload}
+
+
+def run(name: str, job_id: Any, hostname: str | None = None) -> None:
+    jobs.run_step(
+        job_id,
+        name,
+        STEPS[name],
+        final=name == STEP_NAMES[-1],
+        cleanup=cleanup,
+        hostname=hostname,
+    )
+
+
+def run_all(job_id: Any) -> None:
+    """The whole chain in this process (``--inline``)."""
+    for name in STEP_NAMES:
+        run(name, job_id)
+
+
+def _routed_to(alias: str) -> contextlib.AbstractContextManager:
+    """Route ``default`` to another alias so hooks act on the dumped database."""
+    if alias == "default":
+        return contextlib.nullcontext()
+    import pgconnection
+
+    return pgconnection.route(settings.DATABASES[alias])
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("pgclone")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,105 @@
+"""The storage contract shared by the local folder and S3.
+
+A dump is written in two phases so that it is never visible half-written:
+
+1. ``start_upload`` returns an :class:`Upload`; its ``close`` leaves the data
+   *staged* (a hidden file, an uncompleted S3 multipart upload) and returns a
+   JSON-able handle that the job records.
+2. ``complete(handle, manifest)`` moves the data under its final key and then
+   writes the manifest ``KEY.json`` beside it. The manifest is the commit
+   marker: listing and reading only see keys whose manifest exists.
+
+The two phases are separate chain steps; the handle, not a local file, is
+what passes from one to the other.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from pgclone import keys
+from pgclone.exceptions import InvalidInput
+
+MANIFEST_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class DumpInfo:
+    key: keys.DumpKey
+    manifest: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest.get("size", 0))
+
+
+class Upload(abc.ABC):
+    """A staged, write-only object."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> dict[str, Any]:
+        """Finish writing; return the handle that ``Storage.complete`` takes."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Throw away everything written so far."""
+
+
+class Storage(abc.ABC):
+    location: str
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise StorageError unless the storage can be written to."""
+
+    @abc.abstractmethod
+    def start_upload(self, key: keys.DumpKey, job_id: str, expected_size: int = 0) -> Upload:
+        """Start writing a dump; ``expected_size`` helps S3 pick its part size."""
+
+    @abc.abstractmethod
+    def complete(self, handle: dict[str, Any], manifest: dict[str, Any]) -> None:
+        """Make a staged upload visible under its key, with its manifest. Idempotent."""
+
+    @abc.abstractmethod
+    def abort(self, handle: dict[str, Any]) -> None:
+        """Discard a staged upload. Idempotent."""
+
+    @abc.abstractmethod
+    def _manifest_names(self, database: str | None) -> list[str]:
+        """Names (relative to the root) of every manifest, for one database or all."""
+
+    @abc.abstractmethod
+    def _read_bytes(self, name: str) -> bytes:
+        """Read a small object; raise DumpNotFound if it is missing."""
+
+    @abc.abstractmethod
+    def open(self, key: keys.DumpKey) -> BinaryIO:
+        """A readable stream of a dump's data."""
+
+    @abc.abstractmethod
+    def delete(self, key: keys.DumpKey) -> None:
+        """Remove a dump: its manifest first, so it stops being listed at once."""
+
+    def list_keys(self, database: str | None = None) -> list[keys.DumpKey]:
+        """Complete dumps, oldest first."""
+        found = []
+        for name in self._manifest_names(database):
+            try:
+                key = keys.parse_key(name[: -len(MANIFEST_SUFFIX)])
+            except InvalidInput:
+                continue  # not ours: someone else's object under the same prefix
+            if database is None or key.database == database:
+                found.append(key)
+        return sorted(found)
+
+    def read_manifest(self, key: keys.DumpKey) -> dict[str, Any]:
+        return json.loads(self._read_bytes(f"{key}{MANIFEST_SUFFIX}"))
+
+    def info(self, key: keys.DumpKey) -> DumpInfo:
+        return DumpInfo(key, self.read_manifest(key))

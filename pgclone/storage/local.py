@@ -1,0 +1,135 @@
+"""Dumps in a folder on this machine (or a folder every worker mounts)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pgclone import keys
+from pgclone.exceptions import DumpNotFound, StorageError
+from pgclone.storage.base import MANIFEST_SUFFIX, Storage, Upload
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalUpload(Upload):
+    def __init__(self, staged: Path, final: Path) -> None:
+        self.staged = staged
+        self.final = final
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(staged, "wb")  # noqa: SIM115 - closed in close()/abort()
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise StorageError(f"Could not write {self.staged}: {exc.strerror or exc}") from exc
+
+    def close(self) -> dict[str, Any]:
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"Could not write {self.staged}: {exc.strerror or exc}") from exc
+        return {"staged": str(self.staged), "final": str(self.final)}
+
+    def abort(self) -> None:
+        self._file.close()
+        self.staged.unlink(missing_ok=True)
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).resolve()
+        self.location = str(self.root)
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"{name!r} points outside the storage folder {self.root}.")
+        return path
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"Can't create the dump folder {self.root}: {exc.strerror or exc}. "
+                "Fix PGCLONE_STORAGE_LOCATION or the folder's permissions."
+            ) from exc
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageError(
+                f"The dump folder {self.root} is not writable by this process "
+                f"(uid {os.getuid()}): fix its permissions or PGCLONE_STORAGE_LOCATION."
+            )
+
+    def start_upload(self, key: keys.DumpKey, job_id: str, expected_size: int = 0) -> LocalUpload:
+        self.check()
+        final = self._path(str(key))
+        staged = final.with_name(f".{final.name}.{job_id}.partial")
+        return LocalUpload(staged, final)
+
+    def complete(self, handle: dict[str, Any], manifest: dict[str, Any]) -> None:
+        staged, final = Path(handle["staged"]), Path(handle["final"])
+        if staged.exists():
+            os.replace(staged, final)
+        elif not (final.exists() and final.stat().st_size == manifest["size"]):
+            raise StorageError(
+                f"The dump written by the previous step is not at {staged}. With local "
+                "storage every worker must see the same folder (a shared mount); "
+                "otherwise use S3 storage."
+            )
+        manifest_path = final.with_name(final.name + MANIFEST_SUFFIX)
+        temporary = manifest_path.with_name(f".{manifest_path.name}.tmp")
+        temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.replace(temporary, manifest_path)
+        _fsync_dir(final.parent)
+
+    def abort(self, handle: dict[str, Any]) -> None:
+        Path(handle["staged"]).unlink(missing_ok=True)
+        final = Path(handle["final"])
+        if not final.with_name(final.name + MANIFEST_SUFFIX).exists():
+            final.unlink(missing_ok=True)  # moved but never committed: not a dump
+
+    def _manifest_names(self, database: str | None) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        folders = [self.root / database] if database else list(self.root.iterdir())
+        names = []
+        for folder in folders:
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            for entry in folder.iterdir():
+                data = entry.with_name(entry.name[: -len(MANIFEST_SUFFIX)])
+                if entry.name.endswith(f"{keys.SUFFIX}{MANIFEST_SUFFIX}") and data.is_file():
+                    names.append(f"{folder.name}/{entry.name}")
+        return names
+
+    def _read_bytes(self, name: str) -> bytes:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError as exc:
+            raise DumpNotFound(f"No complete dump {name.removesuffix(MANIFEST_SUFFIX)!r}.") from exc
+
+    def open(self, key: keys.DumpKey) -> BinaryIO:
+        try:
+            return open(self._path(str(key)), "rb")
+        except FileNotFoundError as exc:
+            raise DumpNotFound(f"The data of dump {str(key)!r} is missing.") from exc
+
+    def delete(self, key: keys.DumpKey) -> None:
+        final = self._path(str(key))
+        with contextlib.suppress(FileNotFoundError):
+            final.with_name(final.name + MANIFEST_SUFFIX).unlink()
+        final.unlink(missing_ok=True)

@@ -1,0 +1,262 @@
+"""Dumps in S3 or an S3-compatible store, through boto3.
+
+Data is streamed as a multipart upload that the dump step leaves
+uncompleted; S3 shows nothing under the key until the finalising step
+completes it, so a dump that died half-way is never visible. Each part is
+uploaded by a background thread while the next one fills, so memory stays at
+about two parts whatever the database size.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import queue
+import threading
+from typing import Any, BinaryIO
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from pgclone import conf, keys
+from pgclone.exceptions import DumpNotFound, StorageError
+from pgclone.storage.base import MANIFEST_SUFFIX, Storage, Upload
+
+MIN_PART_SIZE = 16 * 1024 * 1024
+MAX_PARTS = 10_000
+# Part sizes double every this many parts, so that no stream runs out of parts.
+PARTS_PER_SIZE = 2_000
+_BOTO_CONFIG = Config(
+    retries={"max_attempts": 8, "mode": "standard"},
+    connect_timeout=10,
+    read_timeout=120,
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(endpoint_url: str | None) -> Any:
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=_BOTO_CONFIG)
+
+
+def _describe(exc: Exception, bucket: str) -> str:
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return "no AWS credentials were found (environment, ~/.aws, or an instance role)"
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError | ConnectionError):
+        return f"S3 could not be reached ({exc}); check PGCLONE_S3_ENDPOINT_URL and the network"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        if code in {"NoSuchBucket", "404"}:
+            return f"the bucket {bucket!r} does not exist"
+        if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+            return f"access to the bucket {bucket!r} was denied ({code})"
+        return f"{code}: {error.get('Message', exc)}"
+    return str(exc)
+
+
+def _storage_error(exc: Exception, bucket: str, doing: str) -> StorageError:
+    return StorageError(f"S3 storage failed while {doing}: {_describe(exc, bucket)}.")
+
+
+_S3_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
+class S3Upload(Upload):
+    def __init__(self, client: Any, bucket: str, key: str, part_size: int) -> None:
+        self.client, self.bucket, self.key = client, bucket, key
+        self.part_size = max(part_size, MIN_PART_SIZE)
+        created = client.create_multipart_upload(Bucket=bucket, Key=key)
+        self.upload_id = created["UploadId"]
+        self.parts: list[dict[str, Any]] = []
+        self._buffer = bytearray()
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._upload_parts, daemon=True)
+        self._thread.start()
+
+    def _upload_parts(self) -> None:
+        while (item := self._queue.get()) is not None:
+            number, body = item
+            if self._error is not None:
+                continue
+            try:
+                answer = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    PartNumber=number,
+                    Body=bytes(body),
+                )
+                self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            except BaseException as exc:  # reported to the writing thread
+                self._error = exc
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise _storage_error(self._error, self.bucket, f"uploading {self.key}")
+
+    def _current_part_size(self) -> int:
+        queued = len(self.parts) + self._queue.qsize()
+        return self.part_size * 2 ** (queued // PARTS_PER_SIZE)
+
+    def _send(self, body: bytearray) -> None:
+        number = len(self.parts) + self._queue.qsize() + 1
+        if number > MAX_PARTS:
+            raise StorageError("The dump is too large for one S3 object (10,000 parts).")
+        self._queue.put((number, body))
+
+    def write(self, data: bytes) -> None:
+        self._raise_if_failed()
+        self._buffer += data
+        while len(self._buffer) >= (size := self._current_part_size()):
+            part, self._buffer = self._buffer[:size], self._buffer[size:]
+            self._send(part)
+
+    def close(self) -> dict[str, Any]:
+        if self._buffer or not self.parts:
+            self._send(self._buffer)
+            self._buffer = bytearray()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            self.abort()
+            self._raise_if_failed()
+        parts = sorted(self.parts, key=lambda part: part["PartNumber"])
+        return {"bucket": self.bucket, "key": self.key, "upload_id": self.upload_id, "parts": parts}
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._error = self._error or StorageError("aborted")
+            self._queue.put(None)
+            self._thread.join()
+        abort_upload(self.client, self.bucket, self.key, self.upload_id)
+
+
+def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> None:
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+            raise _storage_error(exc, bucket, f"discarding the partial upload of {key}") from exc
+
+
+class S3Storage(Storage):
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url if endpoint_url is not None else conf.s3_endpoint_url()
+        self.location = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+
+    @property
+    def client(self) -> Any:
+        return _client(self.endpoint_url)
+
+    def _object(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, self.bucket, f"checking {self.location}") from exc
+
+    def start_upload(self, key: keys.DumpKey, job_id: str, expected_size: int = 0) -> S3Upload:
+        # Aim for ~2,000 parts at the expected size; parts grow anyway if it is exceeded.
+        part_size = max(MIN_PART_SIZE, expected_size // PARTS_PER_SIZE)
+        try:
+            return S3Upload(self.client, self.bucket, self._object(str(key)), part_size)
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, self.bucket, f"starting the upload of {key}") from exc
+
+    def complete(self, handle: dict[str, Any], manifest: dict[str, Any]) -> None:
+        client, bucket, key = self.client, handle["bucket"], handle["key"]
+        try:
+            client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=handle["upload_id"],
+                MultipartUpload={"Parts": handle["parts"]},
+            )
+        except botocore.exceptions.ClientError as exc:
+            # Run twice (a redelivered task): the upload is already complete.
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise _storage_error(exc, bucket, f"completing {key}") from exc
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, bucket, f"completing {key}") from exc
+        try:
+            size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+            if size != manifest["size"]:
+                raise StorageError(
+                    f"S3 holds {size} bytes at {key} but {manifest['size']} were written."
+                )
+            client.put_object(
+                Bucket=bucket,
+                Key=key + MANIFEST_SUFFIX,
+                Body=_json_bytes(manifest),
+                ContentType="application/json",
+            )
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, bucket, f"finalising {key}") from exc
+
+    def abort(self, handle: dict[str, Any]) -> None:
+        client, bucket, key = self.client, handle["bucket"], handle["key"]
+        abort_upload(client, bucket, key, handle["upload_id"])
+        try:
+            client.head_object(Bucket=bucket, Key=key + MANIFEST_SUFFIX)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
+                raise _storage_error(exc, bucket, f"checking {key}") from exc
+            # Completed but never committed: not a dump, so it goes.
+            client.delete_object(Bucket=bucket, Key=key)
+
+    def _manifest_names(self, database: str | None) -> list[str]:
+        base = self._object("")
+        prefix = self._object(f"{database}/") if database else base
+        names = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(base) :]
+                    if name.endswith(f"{keys.SUFFIX}{MANIFEST_SUFFIX}"):
+                        names.append(name)
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, self.bucket, f"listing {self.location}") from exc
+        return names
+
+    def _read_bytes(self, name: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._object(name))["Body"].read()
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise DumpNotFound(
+                    f"No complete dump {name.removesuffix(MANIFEST_SUFFIX)!r}."
+                ) from exc
+            raise _storage_error(exc, self.bucket, f"reading {name}") from exc
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, self.bucket, f"reading {name}") from exc
+
+    def open(self, key: keys.DumpKey) -> BinaryIO:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._object(str(key)))["Body"]
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise DumpNotFound(f"The data of dump {str(key)!r} is missing.") from exc
+            raise _storage_error(exc, self.bucket, f"reading {key}") from exc
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, self.bucket, f"reading {key}") from exc
+
+    def delete(self, key: keys.DumpKey) -> None:
+        name = self._object(str(key))
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=name + MANIFEST_SUFFIX)
+            self.client.delete_object(Bucket=self.bucket, Key=name)
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, self.bucket, f"deleting {key}") from exc
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True).encode()

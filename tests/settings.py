@@ -1,0 +1,83 @@
+"""Settings of the project the tests run against (also used by the test worker)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pgconnection
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "pgclone-tests-only"
+DEBUG = False
+USE_TZ = True
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "pgclone",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+
+# The test worker is another process: it must use the database pytest-django
+# created, so the name can come from the environment.
+DATABASES = pgconnection.configure(
+    {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("PGCLONE_TEST_DATABASE", "pgclone_tests"),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "PASSWORD": os.environ.get("PGCLONE_TEST_PASSWORD", ""),
+        }
+    }
+)
+
+# One queue per test session, shared with the worker it starts through the
+# environment, so concurrent runs on one Redis never take each other's tasks.
+os.environ.setdefault("PGCLONE_TEST_QUEUE", f"pgclone-tests-{uuid.uuid4().hex[:8]}")
+CELERY_BROKER_URL = os.environ.get("PGCLONE_TEST_BROKER", "redis://127.0.0.1:6379/14")
+CELERY_TASK_DEFAULT_QUEUE = os.environ["PGCLONE_TEST_QUEUE"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+PGCLONE_STORAGE_LOCATION = os.environ.get("PGCLONE_TEST_STORAGE", str(BASE_DIR / ".pgclone"))
+PGCLONE_S3_ENDPOINT_URL = os.environ.get("PGCLONE_TEST_S3_ENDPOINT") or None
+PGCLONE_HEARTBEAT_SECONDS = 1
+PGCLONE_DUMP_CONFIGS = {
+    "default": {},
+    "no_secrets": {"exclude_models": ["testapp.Secret"]},
+    "with_hook": {"pre_dump_hooks": "testapp_mark"},
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+TIME_ZONE = "UTC"
