@@ -52,6 +52,9 @@ class Follower:
             self._shown[step.name] = step.status
             stamp = timezone.localtime(step.finished_at or step.started_at or timezone.now())
             clock = stamp.strftime("%H:%M:%S")
+            if step.status == JobStep.Status.RUNNING:
+                self._last_piped = time.monotonic()  # a piped progress line only after a while
+                self._rate_sample = None
             if step.status == JobStep.Status.RUNNING or (
                 before == JobStep.Status.PENDING
                 and (step.status in (JobStep.Status.SUCCEEDED, JobStep.Status.FAILED))
@@ -66,7 +69,8 @@ class Follower:
                 self._write(f"[{clock}] {step.name}: FAILED after {human_seconds(step.duration)}")
 
     def _show_progress(self, job: Job) -> None:
-        if job.status != Job.Status.RUNNING or job.progress_done is None:
+        running = self._shown.get(job.current_step) == JobStep.Status.RUNNING
+        if job.status != Job.Status.RUNNING or job.progress_done is None or not running:
             return
         now = time.monotonic()
         done = job.progress_done

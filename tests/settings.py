@@ -50,16 +50,21 @@ STATIC_URL = "/static/"
 
 # The test worker is another process: it must use the database pytest-django
 # created, so the name can come from the environment.
+_DEFAULT = {
+    "ENGINE": "django.db.backends.postgresql",
+    "NAME": os.environ.get("PGCLONE_TEST_DATABASE", "pgclone_tests"),
+    "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+    "PORT": os.environ.get("PGPORT", "5432"),
+    "USER": os.environ.get("PGUSER", "postgres"),
+    "PASSWORD": os.environ.get("PGCLONE_TEST_PASSWORD", ""),
+}
 DATABASES = pgconnection.configure(
     {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ.get("PGCLONE_TEST_DATABASE", "pgclone_tests"),
-            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-            "PORT": os.environ.get("PGPORT", "5432"),
-            "USER": os.environ.get("PGUSER", "postgres"),
-            "PASSWORD": os.environ.get("PGCLONE_TEST_PASSWORD", ""),
-        }
+        "default": _DEFAULT,
+        # The same database seen by a role without rights on its tables, and a
+        # database that does not exist: both make pg_dump fail for real.
+        "limited": {**_DEFAULT, "USER": "pgclone_limited"},
+        "gone": {**_DEFAULT, "NAME": "pgclone_tests_gone"},
     }
 )
 

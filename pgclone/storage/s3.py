@@ -34,9 +34,14 @@ _BOTO_CONFIG = Config(
 )
 
 
+# Checking that storage answers is done before a job is accepted: fail fast there.
+_QUICK_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5)
+
+
 @functools.lru_cache(maxsize=8)
-def _client(endpoint_url: str | None) -> Any:
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=_BOTO_CONFIG)
+def _client(endpoint_url: str | None, quick: bool = False) -> Any:
+    config = _QUICK_CONFIG if quick else _BOTO_CONFIG
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
 
 def _describe(exc: Exception, bucket: str) -> str:
@@ -157,7 +162,7 @@ class S3Storage(Storage):
 
     def check(self) -> None:
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            _client(self.endpoint_url, quick=True).head_bucket(Bucket=self.bucket)
         except _S3_ERRORS as exc:
             raise _storage_error(exc, self.bucket, f"checking {self.location}") from exc
 

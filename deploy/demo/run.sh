@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The demo: a small shop project with sample data, a real Celery worker on
+# Redis, and pgclone dumping the shop's database and listing the dump.
+set -euo pipefail
+source "$(dirname "$0")/../env.sh"
+cd "$REPO_ROOT/deploy/demo"
+PY="$VENV/bin/python"
+export DEMO_DATABASE="${DEMO_DATABASE:-pgclone_demo}"
+LOG="$(mktemp -d)/worker.log"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Creating the demo database $DEMO_DATABASE with sample data"
+if ! psql -h "$PG_HOST" -p "$PG_PORT" -U "${PGUSER:-postgres}" -XAtqc \
+    "SELECT 1 FROM pg_database WHERE datname = '$DEMO_DATABASE'" postgres | grep -q 1; then
+    createdb -h "$PG_HOST" -p "$PG_PORT" -U "${PGUSER:-postgres}" "$DEMO_DATABASE"
+fi
+"$PY" manage.py migrate --verbosity 0
+"$PY" manage.py demo_seed --orders 20000
+
+step "Starting a Celery worker on the 'pgclone' queue (log: $LOG)"
+"$VENV/bin/celery" -A demo_project worker --queues pgclone --concurrency 1 \
+    --hostname "pgclone-demo@%h" --loglevel INFO >"$LOG" 2>&1 &
+WORKER=$!
+trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT
+for _ in $(seq 1 60); do
+    "$VENV/bin/celery" -A demo_project inspect ping --destination "pgclone-demo@$(hostname)" \
+        --timeout 1 >/dev/null 2>&1 && break
+    kill -0 $WORKER 2>/dev/null || { cat "$LOG"; echo "The worker died." >&2; exit 1; }
+done
+
+step "manage.py pgclone dump --wait"
+"$PY" manage.py pgclone dump --wait
+
+step "manage.py pgclone dump --config anonymous --wait (subscribers' rows left out)"
+"$PY" manage.py pgclone dump --config anonymous --wait
+
+step "manage.py pgclone ls"
+"$PY" manage.py pgclone ls
+
+step "manage.py pgclone jobs"
+"$PY" manage.py pgclone jobs --limit 5
+
+printf '\nDone. Dumps are in %s\n' "$REPO_ROOT/deploy/demo/.pgclone/"

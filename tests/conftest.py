@@ -1,0 +1,260 @@
+"""Fixtures on real services: PostgreSQL, a Redis-backed Celery worker, moto's S3 server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# moto accepts any credentials; set them before any process (the worker) starts.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _reachable(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2):
+        return True
+    return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = [
+        name
+        for name, port in (("PostgreSQL", 5432), ("Redis", 6379))
+        if not _reachable("127.0.0.1", port)
+    ]
+    if missing:
+        pytest.exit(
+            f"{' and '.join(missing)} not reachable on 127.0.0.1: run the tests with "
+            "`bash tests/run.sh`, which starts the local servers.",
+            returncode=3,
+        )
+
+
+@pytest.fixture(scope="session")
+def test_database_name(django_db_setup: None, django_db_blocker: Any) -> str:
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        return connection.settings_dict["NAME"]
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(endpoint + "/", timeout=1)  # noqa: S310 - loopback only
+            return True
+        return False
+
+    try:
+        wait_for(answers, timeout=30, what="the moto S3 server")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def s3_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+@pytest.fixture
+def s3_location(moto_server: str, settings: Any) -> Iterator[str]:
+    """A fresh bucket as PGCLONE_STORAGE_LOCATION; emptied and removed afterwards."""
+    client = s3_client(moto_server)
+    bucket = f"pgclone-test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    settings.PGCLONE_S3_ENDPOINT_URL = moto_server
+    settings.PGCLONE_STORAGE_LOCATION = f"s3://{bucket}/dumps"
+    yield settings.PGCLONE_STORAGE_LOCATION
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    for upload in uploads:
+        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    for item in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        client.delete_object(Bucket=bucket, Key=item["Key"])
+    client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def local_location(tmp_path: Path, settings: Any) -> str:
+    settings.PGCLONE_STORAGE_LOCATION = str(tmp_path / "dumps")
+    return settings.PGCLONE_STORAGE_LOCATION
+
+
+def worker_env(database: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        PGCLONE_TEST_DATABASE=database,
+        **extra,
+    )
+    return env
+
+
+class Worker:
+    def __init__(self, name: str, process: subprocess.Popen, log: Path) -> None:
+        self.name = name
+        self.process = process
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_worker(database: str, log: Path, *, moto: str, name: str | None = None) -> Worker:
+    from tests.celery_app import app
+
+    name = name or f"pgclone-test-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    argv = [
+        sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
+        "--hostname", name, "--queues", os.environ["PGCLONE_TEST_QUEUE"],
+        "--concurrency", "1", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=worker_env(database, PGCLONE_TEST_S3_ENDPOINT=moto),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    worker = Worker(name, process, log)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"The Celery worker exited:\n{worker.output()}")
+        return bool(app.control.ping(destination=[name], timeout=0.5))
+
+    wait_for(ready, timeout=60, what="the Celery worker")
+    return worker
+
+
+def stop_worker(worker: Worker) -> None:
+    if worker.process.poll() is None:
+        worker.process.send_signal(signal.SIGTERM)
+        try:
+            worker.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    test_database_name: str, moto_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """One real worker process for the session, on this session's own queue."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    worker = start_worker(test_database_name, log, moto=moto_server)
+    yield worker
+    stop_worker(worker)
+
+
+def run_pgclone(
+    *args: str,
+    database: str,
+    location: str,
+    moto: str = "",
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """``manage.py pgclone ARGS`` in a process of its own, as a user runs it."""
+    extra = {"PGCLONE_TEST_STORAGE": location, "PGCLONE_TEST_S3_ENDPOINT": moto, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "django", "pgclone", *args],
+        cwd=ROOT,
+        env=worker_env(database, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def pgclone_cli(test_database_name: str, moto_server: str) -> Callable[..., Any]:
+    def run(*args: str, location: str, **kwargs: Any) -> subprocess.CompletedProcess:
+        return run_pgclone(
+            *args, database=test_database_name, location=location, moto=moto_server, **kwargs
+        )
+
+    return run
+
+
+# PostgreSQL helpers -------------------------------------------------------------
+
+
+def psql(sql: str, database: str = "postgres") -> str:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-AtX", "-v",
+         "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[str]:
+    name = f"pgclone_scratch_{uuid.uuid4().hex[:10]}"
+    psql(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def restore_into(dump_bytes: bytes, database: str) -> None:
+    """Decompress a pgclone dump and pg_restore it (the check users can do by hand)."""
+    import zstandard
+
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(dump_bytes)
+    subprocess.run(
+        ["pg_restore", "-h", "127.0.0.1", "-U", "postgres", "--no-owner", "--exit-on-error",
+         "-d", database],
+        input=raw, capture_output=True, check=True,
+    )  # fmt: skip
