@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["database_names", "dump", "job", "ls", "recent_jobs"]
+__all__ = ["database_names", "dump", "job", "local_sources", "ls", "recent_jobs", "restore"]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,13 +12,22 @@ from collections.abc import Callable
 from typing import Any
 
 import kombu.exceptions
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
-from pgclone import jobs, keys, options
-from pgclone.exceptions import BrokerUnavailable, PgCloneError
+from pgclone import conf, databases, jobs, keys, options, postgres
+from pgclone.exceptions import (
+    BrokerUnavailable,
+    DumpNotFound,
+    InvalidInput,
+    PgCloneError,
+    RestoreRefused,
+)
 from pgclone.models import Job
 from pgclone.steps import dump as dump_steps
+from pgclone.steps import restore as restore_steps
 from pgclone.storage import get_storage
+
+ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
 
 
 def default_requester() -> str:
@@ -79,14 +88,133 @@ def dump(
         config_name=resolved["config"],
         database_name=resolved["database_name"],
     )
+    _start(job, dump_steps.run_all, inline=inline, on_start=on_start)
+    job.refresh_from_db()
+    return job
+
+
+def resolve_source(target: str, live_name: str) -> dict[str, Any]:
+    """What a restore target names: a dump, or a database on the same server.
+
+    ``KEY`` is one dump; ``DB_NAME`` that database's newest dump; ``:previous``
+    and ``:current`` the copies a reversible restore keeps; ``:NAME`` any
+    database on the server.
+    """
+    target = target.strip()
+    if target.startswith(":"):
+        name = target[1:]
+        if not name:
+            raise InvalidInput("':' must be followed by previous, current or a database name.")
+        if name in databases.COPY_SUFFIXES:
+            name = databases.copy_name(live_name, name)
+        if name == live_name:
+            raise InvalidInput(f"{target!r} is the database being restored: pick another source.")
+        return {"type": "database", "name": name, "label": target}
+    storage = get_storage()
+    if keys.looks_like_key(target):
+        key = keys.parse_key(target)
+        storage.read_manifest(key)  # DumpNotFound unless complete
+        return {"type": "dump", "key": str(key), "label": target}
+    keys.validate_database_name(target)
+    key = keys.newest(storage.list_keys(target), target)
+    if key is None:
+        raise DumpNotFound(
+            f"No complete dump of database {target!r} in {storage.location}: "
+            "`manage.py pgclone ls --only-db-names` lists the dumped databases."
+        )
+    return {"type": "dump", "key": str(key), "label": target}
+
+
+def restore(
+    target: str,
+    *,
+    config: str | None = None,
+    pre_swap_hooks: list[str] | None = None,
+    reversible: bool = False,
+    database: str = "default",
+    requested_by: str | None = None,
+    inline: bool = False,
+    on_start: Callable[[Job], Any] | None = None,
+) -> Job:
+    """Start a restore of ``target`` into the ``database`` alias; see ``dump``.
+
+    Refused (a failed job, and RestoreRefused raised) when restores are
+    disabled or another restore of the same database is under way.
+    """
+    live = postgres.conn_info(database)
+    request = {
+        "target": target,
+        "config": config,
+        "pre_swap_hooks": pre_swap_hooks,
+        "reversible": reversible,
+    }
+    fields = {
+        "database_alias": database,
+        "database_name": live.name,
+        "config_name": config or "default",
+        "options": {"requested": request},
+        "requested_by": requested_by or default_requester(),
+    }
+    if not conf.allow_restore():
+        error = RestoreRefused()
+        jobs.create_job(Job.Kind.RESTORE, restore_steps.STEP_NAMES, **fields,
+                        status=Job.Status.FAILED, error=str(error))  # fmt: skip
+        raise error
+    try:
+        job = jobs.create_job(Job.Kind.RESTORE, restore_steps.STEP_NAMES, **fields)
+    except IntegrityError:
+        running = Job.objects.filter(
+            kind=Job.Kind.RESTORE, database_name=live.name, status__in=ACTIVE
+        ).first()
+        error = RestoreRefused(
+            f"A restore of database {live.name!r} is already under way"
+            + (f" (job {running.pk}, {running.status})" if running else "")
+            + ": wait for it to end, or cancel it."
+        )
+        jobs.create_job(Job.Kind.RESTORE, restore_steps.STEP_NAMES, **fields,
+                        status=Job.Status.FAILED, error=str(error))  # fmt: skip
+        raise error from None
+    try:
+        resolved = options.resolve_restore_options(
+            config=config, pre_swap_hooks=pre_swap_hooks, reversible=reversible, database=database
+        )
+        storage = get_storage()
+        resolved["source"] = resolve_source(target, live.name)
+    except PgCloneError as exc:
+        jobs.end_job(job.pk, Job.Status.FAILED, str(exc))
+        raise
+    resolved["storage_location"] = storage.location
+    Job.objects.filter(pk=job.pk).update(
+        options={**job.options, **resolved},
+        config_name=resolved["config"],
+        dump_key=resolved["source"].get("key", ""),
+    )
+    _start(job, restore_steps.run_all, inline=inline, on_start=on_start)
+    job.refresh_from_db()
+    return job
+
+
+def local_sources(database: str = "default") -> list[tuple[str, str]]:
+    """What ``restore :…`` can copy on this server: (target, database name) pairs."""
+    live = postgres.conn_info(database)
+    names = databases.local_databases(live)
+    found = []
+    for which in databases.COPY_SUFFIXES:
+        name = databases.copy_name(live.name, which)
+        if name in names:
+            found.append((f":{which}", name))
+    copies = {name for _, name in found}
+    found += [(f":{name}", name) for name in names if name not in copies and name != live.name]
+    return found
+
+
+def _start(job: Job, run_all: Any, *, inline: bool, on_start: Callable[[Job], Any] | None) -> None:
     if on_start is not None:
         on_start(job)
     if inline:
-        _run_inline(dump_steps.run_all, job)
+        _run_inline(run_all, job)
     else:
-        _enqueue(job, "dump")
-    job.refresh_from_db()
-    return job
+        _enqueue(job)
 
 
 def _run_inline(run_all: Any, job: Job) -> None:
@@ -100,10 +228,12 @@ def _run_inline(run_all: Any, job: Job) -> None:
             raise
 
 
-def _enqueue(job: Job, kind: str) -> None:
+def _enqueue(job: Job) -> None:
     from pgclone import tasks
 
-    signature = tasks.dump_chain(str(job.pk))
+    kind = job.kind
+    build = tasks.dump_chain if kind == Job.Kind.DUMP else tasks.restore_chain
+    signature = build(str(job.pk))
 
     def send() -> None:
         try:

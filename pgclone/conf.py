@@ -6,6 +6,7 @@ Reading settings lazily lets tests and projects change them with
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -51,6 +52,16 @@ def celery_queue() -> str | None:
 def zstd_level() -> int:
     """zstd compression level of dumps (1 is fastest, 19 smallest)."""
     return int(_get("PGCLONE_ZSTD_LEVEL", 3))
+
+
+def restore_jobs() -> int:
+    """Parallel pg_restore jobs for restores from local storage (1 streams instead)."""
+    return int(_get("PGCLONE_RESTORE_JOBS", min(os.cpu_count() or 1, 4)))
+
+
+def temp_dir() -> str | None:
+    """Where a restore from local storage unpacks the dump; None is the system's."""
+    return _get("PGCLONE_TEMP_DIR", None)
 
 
 def heartbeat_seconds() -> float:

@@ -30,6 +30,10 @@ class DumpNotFound(PgCloneError):
     """No complete dump matches: list the available dumps with `manage.py pgclone ls`."""
 
 
+class DumpDamaged(PgCloneError):
+    """The dump is damaged: it is not what was written when it was made."""
+
+
 class RestoreRefused(PgCloneError):
     """Restores are disabled here (PGCLONE_ALLOW_RESTORE is False)."""
 

@@ -41,10 +41,17 @@ def create_job(
     options: dict[str, Any],
     requested_by: str = "",
     dump_key: str = "",
+    status: str = Job.Status.PENDING,
+    error: str = "",
 ) -> Job:
+    """A new job with its steps, all pending (or ended at once, given a status)."""
+    ended = status in Job.FINISHED
     with transaction.atomic():
         job = Job.objects.create(
             kind=kind,
+            status=status,
+            error=error,
+            finished_at=timezone.now() if ended else None,
             database_alias=database_alias,
             database_name=database_name,
             config_name=config_name,
@@ -53,7 +60,12 @@ def create_job(
             dump_key=dump_key,
         )
         JobStep.objects.bulk_create(
-            JobStep(job=job, position=position, name=name)
+            JobStep(
+                job=job,
+                position=position,
+                name=name,
+                status=JobStep.Status.SKIPPED if ended else JobStep.Status.PENDING,
+            )
             for position, name in enumerate(step_names)
         )
     return job

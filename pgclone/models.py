@@ -51,6 +51,15 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         permissions = [("restore_database", "Can restore a database with pgclone")]
+        constraints = [
+            # The lock that allows one restore per database at a time, wherever
+            # the workers run: a second active restore row can't be inserted.
+            models.UniqueConstraint(
+                fields=["database_name"],
+                condition=models.Q(kind="restore", status__in=["pending", "running"]),
+                name="pgclone_one_active_restore",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.database_name or self.database_alias} ({self.status})"

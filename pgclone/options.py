@@ -120,3 +120,33 @@ def excluded_tables(labels: list[str]) -> tuple[list[str], list[str]]:
                 changed = True
     tables = sorted({model._meta.db_table for model in excluded})
     return tables, sorted(added)
+
+
+RESTORE_CONFIG_KEYS = {"pre_swap_hooks", "reversible"}
+
+
+def resolve_restore_options(
+    *,
+    config: str | None = None,
+    pre_swap_hooks: list[str] | None = None,
+    reversible: bool = False,
+    database: str = "default",
+) -> dict[str, Any]:
+    configs = {"default": conf.DEFAULT_RESTORE_CONFIG, **conf.restore_configs()}
+    name, settings_config = named_config(
+        configs, config, "PGCLONE_RESTORE_CONFIGS", RESTORE_CONFIG_KEYS
+    )
+    if pre_swap_hooks is None:
+        pre_swap_hooks = hooks.normalize(
+            settings_config.get("pre_swap_hooks", conf.DEFAULT_RESTORE_CONFIG["pre_swap_hooks"]),
+            f"PGCLONE_RESTORE_CONFIGS[{name!r}]['pre_swap_hooks']",
+        )
+    hooks.validate(pre_swap_hooks)
+    conn = postgres.conn_info(database)
+    return {
+        "config": name,
+        "database": database,
+        "database_name": conn.name,
+        "pre_swap_hooks": list(pre_swap_hooks),
+        "reversible": bool(reversible or settings_config.get("reversible", False)),
+    }

@@ -119,6 +119,21 @@ def pg_dump_argv(conn: ConnInfo, *, exclude_table_data: list[str] = ()) -> list[
     return [*argv, f"--dbname={conn.conninfo()}"]
 
 
+def pg_restore_argv(conn: ConnInfo, *, jobs: int = 1, path: str | None = None) -> list[str]:
+    """pg_restore into ``conn``'s database, from ``path`` or else from stdin.
+
+    Objects are owned by the restoring role and keep no grants from the
+    source (``--no-owner --no-privileges``): roles differ between
+    environments. The first error stops the restore (``--exit-on-error``).
+    Parallel jobs need a file, never stdin.
+    """
+    argv = ["pg_restore", "--no-password", "--exit-on-error", "--no-owner", "--no-privileges"]
+    if jobs > 1 and path:
+        argv.append(f"--jobs={jobs}")
+    argv.append(f"--dbname={conn.conninfo()}")
+    return [*argv, path] if path else argv
+
+
 def tool_version(program: str) -> str:
     return run([program, "--version"], env=dict(os.environ)).strip()
 

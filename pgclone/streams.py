@@ -8,6 +8,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
+from pgclone.exceptions import DumpDamaged
 from pgclone.storage import Upload
 
 CHUNK_SIZE = 1024 * 1024
@@ -44,3 +45,41 @@ def compress(
         "size": size,
         "sha256": digest.hexdigest(),
     }
+
+
+def decompress(
+    source: BinaryIO,
+    write: Callable[[bytes], Any],
+    *,
+    expected_sha256: str | None,
+    on_progress: Callable[[int], Any],
+) -> int:
+    """Decompress a stored dump into ``write``, checking it on the way.
+
+    Raises DumpDamaged when the bytes are not what the dump step recorded
+    (checksum), are not zstd, or stop before the end (truncated). Returns the
+    number of stored bytes read.
+    """
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        while chunk := source.read(CHUNK_SIZE):
+            size += len(chunk)
+            digest.update(chunk)
+            data = decompressor.decompress(chunk)
+            if data:
+                write(data)
+            on_progress(len(chunk))
+    except zstandard.ZstdError as exc:
+        raise DumpDamaged(f"The dump is damaged (zstd: {exc}).") from exc
+    if expected_sha256 and digest.hexdigest() != expected_sha256:
+        raise DumpDamaged(
+            f"The dump is damaged: its SHA-256 is {digest.hexdigest()}, "
+            f"but {expected_sha256} was recorded when it was made."
+        )
+    if not decompressor.eof:
+        raise DumpDamaged("The dump is truncated: its compressed stream ends early.")
+    if decompressor.unused_data:
+        raise DumpDamaged("The dump is damaged: bytes follow the end of its compressed stream.")
+    return size

@@ -16,6 +16,7 @@ from celery.canvas import Signature
 from pgclone import conf
 from pgclone.exceptions import PgCloneError
 from pgclone.steps import dump as dump_steps
+from pgclone.steps import restore as restore_steps
 
 _TASK_OPTIONS = {"bind": True, "throws": (PgCloneError,)}
 
@@ -35,6 +36,26 @@ def upload(self: Any, job_id: str) -> None:
     dump_steps.run("upload", job_id, hostname=self.request.hostname)
 
 
+@shared_task(name="pgclone.restore.fetch", **_TASK_OPTIONS)
+def fetch(self: Any, job_id: str) -> None:
+    restore_steps.run("fetch", job_id, hostname=self.request.hostname)
+
+
+@shared_task(name="pgclone.restore.restore_temp", **_TASK_OPTIONS)
+def restore_temp(self: Any, job_id: str) -> None:
+    restore_steps.run("restore_temp", job_id, hostname=self.request.hostname)
+
+
+@shared_task(name="pgclone.restore.pre_swap", **_TASK_OPTIONS)
+def pre_swap(self: Any, job_id: str) -> None:
+    restore_steps.run("pre_swap", job_id, hostname=self.request.hostname)
+
+
+@shared_task(name="pgclone.restore.swap", **_TASK_OPTIONS)
+def swap(self: Any, job_id: str) -> None:
+    restore_steps.run("swap", job_id, hostname=self.request.hostname)
+
+
 def _chain(*tasks: Any, job_id: str) -> Signature:
     signatures = [task.si(job_id) for task in tasks]
     queue = conf.celery_queue()
@@ -45,3 +66,7 @@ def _chain(*tasks: Any, job_id: str) -> Signature:
 
 def dump_chain(job_id: str) -> Signature:
     return _chain(pre_dump, dump, upload, job_id=job_id)
+
+
+def restore_chain(job_id: str) -> Signature:
+    return _chain(fetch, restore_temp, pre_swap, swap, job_id=job_id)

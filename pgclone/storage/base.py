@@ -79,6 +79,10 @@ class Storage(abc.ABC):
         """Read a small object; raise DumpNotFound if it is missing."""
 
     @abc.abstractmethod
+    def data_size(self, key: keys.DumpKey) -> int:
+        """Size of a dump's stored data; raise DumpNotFound if it is missing."""
+
+    @abc.abstractmethod
     def open(self, key: keys.DumpKey) -> BinaryIO:
         """A readable stream of a dump's data."""
 

@@ -122,6 +122,15 @@ class LocalStorage(Storage):
         except FileNotFoundError as exc:
             raise DumpNotFound(f"No complete dump {name.removesuffix(MANIFEST_SUFFIX)!r}.") from exc
 
+    def data_size(self, key: keys.DumpKey) -> int:
+        try:
+            return self._path(str(key)).stat().st_size
+        except FileNotFoundError as exc:
+            raise DumpNotFound(f"The data of dump {str(key)!r} is missing.") from exc
+
+    def path(self, key: keys.DumpKey) -> Path:
+        return self._path(str(key))
+
     def open(self, key: keys.DumpKey) -> BinaryIO:
         try:
             return open(self._path(str(key)), "rb")

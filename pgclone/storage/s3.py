@@ -244,6 +244,18 @@ class S3Storage(Storage):
         except _S3_ERRORS as exc:
             raise _storage_error(exc, self.bucket, f"reading {name}") from exc
 
+    def data_size(self, key: keys.DumpKey) -> int:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._object(str(key)))[
+                "ContentLength"
+            ]
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise DumpNotFound(f"The data of dump {str(key)!r} is missing.") from exc
+            raise _storage_error(exc, self.bucket, f"reading {key}") from exc
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, self.bucket, f"reading {key}") from exc
+
     def open(self, key: keys.DumpKey) -> BinaryIO:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._object(str(key)))["Body"]

@@ -47,11 +47,47 @@ class Command(BaseCommand):
         )
         self._add_run_mode(dump)
 
+        restore = commands.add_parser(
+            "restore",
+            help="Restore a dump (or copy a database on this server) into a database.",
+        )
+        restore.add_argument(
+            "target",
+            help="A dump key, a database name (its newest dump), :previous, :current, "
+            "or :NAME for a database on the same server.",
+        )
+        restore.add_argument(
+            "--config", help="A name from PGCLONE_RESTORE_CONFIGS (default: default)."
+        )
+        restore.add_argument(
+            "--pre-swap-hook",
+            action="append",
+            dest="pre_swap_hooks",
+            metavar="COMMAND",
+            help="A management command to run on the restored copy before the swap. "
+            "Repeatable; replaces the config's hooks (default: migrate).",
+        )
+        restore.add_argument(
+            "--reversible",
+            action="store_true",
+            help="Keep :previous (the database before) and :current (right after).",
+        )
+        restore.add_argument(
+            "--database", default="default", help="Database alias to restore into."
+        )
+        self._add_run_mode(restore)
+
         ls = commands.add_parser("ls", help="List complete dumps in storage.")
         ls.add_argument("db_name", nargs="?", help="Only this database's dumps.")
         ls.add_argument(
             "--only-db-names", action="store_true", help="List the names of dumped databases."
         )
+        ls.add_argument(
+            "--local",
+            action="store_true",
+            help="List the databases on this server that `restore :NAME` can copy.",
+        )
+        ls.add_argument("--database", default="default", help="Alias whose server --local lists.")
 
         jobs = commands.add_parser("jobs", help="List recent jobs.")
         jobs.add_argument("--limit", type=int, default=20, help="How many (default 20).")
@@ -93,6 +129,16 @@ class Command(BaseCommand):
             "database": options["database"],
         }
         self._start(api.dump, request, options)
+
+    def handle_restore(self, options: dict[str, Any]) -> None:
+        request = {
+            "target": options["target"],
+            "config": options["config"],
+            "pre_swap_hooks": options["pre_swap_hooks"],
+            "reversible": options["reversible"],
+            "database": options["database"],
+        }
+        self._start(api.restore, request, options)
 
     def _start(self, start: Any, request: dict[str, Any], options: dict[str, Any]) -> None:
         if options["inline"]:
@@ -146,10 +192,19 @@ class Command(BaseCommand):
     def _report(self, job: Job) -> None:
         job.refresh_from_db()
         took = humanize.human_seconds(job.duration)
-        if job.status == Job.Status.SUCCEEDED:
+        if job.status == Job.Status.SUCCEEDED and job.kind == Job.Kind.DUMP:
             manifest = job.result.get("manifest", {})
             size = humanize.human_bytes(manifest.get("size", 0))
             self.stdout.write(f"Dump succeeded in {took}: {job.dump_key} ({size})")
+            return
+        if job.status == Job.Status.SUCCEEDED:
+            source = job.options.get("source", {})
+            what = source.get("key") or source.get("label", "")
+            window = job.result.get("swap_window_ms", 0)
+            self.stdout.write(
+                f"Restore succeeded in {took}: {job.database_name!r} now holds {what} "
+                f"(new connections waited {window:.0f} ms during the swap)"
+            )
             return
         failed_step = job.steps.filter(status="failed").first()
         where = f" in step {failed_step.name}" if failed_step else ""
@@ -160,6 +215,10 @@ class Command(BaseCommand):
     # ls ---------------------------------------------------------------------
 
     def handle_ls(self, options: dict[str, Any]) -> None:
+        if options["local"]:
+            for target, name in api.local_sources(options["database"]):
+                self.stdout.write(target if target == f":{name}" else f"{target}  ({name})")
+            return
         if options["only_db_names"]:
             names = api.database_names()
             if options["db_name"]:

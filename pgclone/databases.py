@@ -1,0 +1,421 @@
+"""Whole databases on the server: temporary copies, local copies, the swap.
+
+Only this module creates, renames or drops databases. Every identifier goes
+through ``psycopg2.sql.Identifier``; every statement runs on a maintenance
+connection to the server's ``postgres`` database, never on the database it
+changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+
+from pgclone import postgres
+from pgclone.exceptions import PgCloneError
+
+MAX_IDENTIFIER_BYTES = 63
+TEMP_PREFIX = "pgclone_tmp_"
+COPY_SUFFIXES = {"previous": "__previous", "current": "__current"}
+JOB_TABLES = ("pgclone_job", "pgclone_jobstep")
+# How long the swap may retry while autovacuum or a stubborn client holds a database.
+SWAP_DEADLINE_SECONDS = 30
+TERMINATE_TIMEOUT_MS = 5000
+FIRST_RENAME_TIMEOUT_MS = 20
+
+
+def copy_name(live: str, which: str) -> str:
+    """The name of the ``:previous`` / ``:current`` copy of a live database.
+
+    ``live__previous`` when that fits PostgreSQL's 63 bytes; otherwise the
+    live name is shortened and a hash of it keeps the name unique.
+    """
+    suffix = COPY_SUFFIXES[which]
+    name = live + suffix
+    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha256(live.encode()).hexdigest()[:8]
+    room = MAX_IDENTIFIER_BYTES - len(suffix) - len(digest) - 1
+    short = live.encode()[:room].decode("utf-8", errors="ignore")
+    return f"{short}_{digest}{suffix}"
+
+
+def temp_name(job_id: Any) -> str:
+    return TEMP_PREFIX + str(job_id).replace("-", "")[:20]
+
+
+@contextlib.contextmanager
+def maintenance(conn: postgres.ConnInfo) -> Iterator[Any]:
+    """A connection to the server's ``postgres`` database, for DDL on others."""
+    with postgres.connect(conn.with_name("postgres")) as connection:
+        yield connection
+
+
+def _execute(connection: Any, statement: Any, params: Any = None) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def exists(connection: Any, name: str) -> bool:
+    return bool(_execute(connection, "SELECT 1 FROM pg_database WHERE datname = %s", [name]))
+
+
+def local_databases(conn: postgres.ConnInfo) -> list[str]:
+    """Databases on the server that a restore can copy (not templates, not temporaries)."""
+    with maintenance(conn) as connection:
+        rows = _execute(
+            connection,
+            "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' "
+            "AND datname NOT LIKE %s ORDER BY datname",
+            [TEMP_PREFIX.replace("_", "\\_") + "%"],
+        )
+    return [row[0] for row in rows]
+
+
+def drop(connection: Any, name: str) -> None:
+    _execute(
+        connection, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+def create_empty(connection: Any, name: str, like: str | None) -> None:
+    """An empty database, with the encoding and locale of ``like`` when it exists."""
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+    if like and exists(connection, like):
+        encoding, collate, ctype = _execute(
+            connection,
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype "
+            "FROM pg_database WHERE datname = %s",
+            [like],
+        )[0]
+        statement += sql.SQL(" ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype)
+        )
+    _execute(connection, statement)
+
+
+def create_copy(connection: Any, name: str, source: str) -> None:
+    """A file-level copy of ``source`` (much faster than dump and restore).
+
+    PostgreSQL refuses while anyone is connected to ``source``; that error is
+    turned into one that says what to do.
+    """
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+        sql.Identifier(name), sql.Identifier(source)
+    )
+    try:
+        _execute(connection, statement)
+    except psycopg2.errors.ObjectInUse as exc:
+        raise PgCloneError(
+            f"Can't copy database {source!r}: other sessions are connected to it. "
+            "Close them (stop the processes using it) and try again."
+        ) from exc
+
+
+def clear_job_tables(conn: postgres.ConnInfo, database: str) -> None:
+    """Empty pgclone's own tables in a copy: history belongs to the live database."""
+    with postgres.connect(conn.with_name(database)) as connection:
+        present = _present_tables(connection, JOB_TABLES)
+        if present:
+            _execute(
+                connection,
+                sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, present))),
+            )
+
+
+def _present_tables(connection: Any, tables: tuple[str, ...]) -> list[str]:
+    rows = _execute(
+        connection,
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s) "
+        "AND pg_table_is_visible(oid)",
+        [list(tables)],
+    )
+    found = {row[0] for row in rows}
+    return [table for table in tables if table in found]
+
+
+def _columns(connection: Any, table: str) -> list[str]:
+    rows = _execute(
+        connection,
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum",
+        [table],
+    )
+    return [row[0] for row in rows]
+
+
+class JobHistoryCopy:
+    """Copies pgclone's job rows from the live database into its replacement.
+
+    Connections are opened and column lists read before the swap blocks
+    connections, so that only the copy itself happens inside the window.
+    Only columns both sides have are copied.
+    """
+
+    def __init__(self, conn: postgres.ConnInfo, live: str, new: str) -> None:
+        self._stack = contextlib.ExitStack()
+        self.source = self._stack.enter_context(postgres.connect(conn.with_name(live)))
+        self.target = self._stack.enter_context(postgres.connect(conn.with_name(new)))
+        self.columns = {
+            table: [
+                c for c in _columns(self.source, table) if c in set(_columns(self.target, table))
+            ]
+            for table in JOB_TABLES
+        }
+        self.sequences = [
+            (table, column, sequence)
+            for table in JOB_TABLES
+            for column in self.columns[table]
+            for (sequence,) in _execute(
+                self.target, "SELECT pg_get_serial_sequence(%s, %s)", [table, column]
+            )
+            if sequence
+        ]
+        self.copied = 0
+
+    def pids(self) -> tuple[int, int]:
+        return self.source.get_backend_pid(), self.target.get_backend_pid()
+
+    def copy(self) -> None:
+        # The target's job tables are empty (dumps carry no job rows, copies are
+        # cleared), so DELETE costs nothing while TRUNCATE would rewrite files.
+        # The rename's commit flushes this transaction's WAL, hence no sync here.
+        _execute(self.target, "SET synchronous_commit = off")
+        for table in reversed(JOB_TABLES):
+            _execute(self.target, sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+        for table in JOB_TABLES:
+            column_list = sql.SQL(", ").join(map(sql.Identifier, self.columns[table]))
+            buffer = io.BytesIO()
+            with self.source.cursor() as cursor:
+                cursor.copy_expert(
+                    sql.SQL("COPY {} ({}) TO STDOUT").format(sql.Identifier(table), column_list),
+                    buffer,
+                )
+            buffer.seek(0)
+            with self.target.cursor() as cursor:
+                cursor.copy_expert(
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), column_list),
+                    buffer,
+                )
+                if table == JOB_TABLES[0]:
+                    self.copied = cursor.rowcount
+        # Sequences came with the dump: move them past the copied ids.
+        for table, column, sequence in self.sequences:
+            _execute(
+                self.target,
+                sql.SQL(
+                    "SELECT setval(%s, (SELECT coalesce(max({}), 0) + 1 FROM {}), false)"
+                ).format(sql.Identifier(column), sql.Identifier(table)),
+                [sequence],
+            )
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def carry_over(connection: Any, live: str, new: str) -> list[str]:
+    """Give ``new`` what belongs to the database object ``live`` rather than to its data:
+    owner, connection limit, grants and per-database settings. Returns what was done."""
+    done = []
+    if not exists(connection, live):
+        return done
+    owner, limit, acl = _execute(
+        connection,
+        "SELECT pg_get_userbyid(datdba), datconnlimit, datacl IS NOT NULL "
+        "FROM pg_database WHERE datname = %s",
+        [live],
+    )[0]
+    new_id = sql.Identifier(new)
+    with contextlib.suppress(psycopg2.errors.InsufficientPrivilege):
+        _execute(
+            connection,
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(new_id, sql.Identifier(owner)),
+        )
+        done.append(f"owner {owner}")
+    if limit != -1:
+        _execute(
+            connection,
+            sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(new_id, sql.Literal(limit)),
+        )
+    if acl:
+        _execute(connection, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(new_id))
+        grants = _execute(
+            connection,
+            "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
+            "a.privilege_type, a.is_grantable FROM pg_database d, aclexplode(d.datacl) a "
+            "WHERE d.datname = %s AND a.grantee <> d.datdba",
+            [live],
+        )
+        for grantee, privilege, grantable in grants:
+            _execute(
+                connection,
+                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                    sql.SQL(privilege),
+                    new_id,
+                    sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+                    sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL(""),
+                ),
+            )
+        done.append("grants")
+    settings = _execute(
+        connection,
+        "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, "
+        "unnest(s.setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+        "WHERE d.datname = %s",
+        [live],
+    )
+    for role, setting in settings:
+        name, _, value = setting.partition("=")
+        target = (
+            sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), new_id)
+            if role
+            else sql.SQL("ALTER DATABASE {}").format(new_id)
+        )
+        _execute(
+            connection,
+            target + sql.SQL(" SET {} = {}").format(sql.Identifier(name), sql.Literal(value)),
+        )
+    if settings:
+        done.append(f"{len(settings)} setting(s)")
+    return done
+
+
+@dataclass
+class SwapResult:
+    window_ms: float
+    old_name: str | None
+    history_copied: int
+
+
+def swap(
+    conn: postgres.ConnInfo, *, live: str, new: str, old_name: str, copy_history: bool
+) -> SwapResult:
+    """Put ``new`` in place of ``live``; the old database ends up as ``old_name``.
+
+    New connections to ``live`` are refused from just before its sessions are
+    ended until the renames commit; both renames happen in one transaction, so
+    ``live`` always names a whole database, the old one or the new one. The
+    time connections were refused is returned as ``window_ms``.
+    """
+    with maintenance(conn) as connection:
+        if not exists(connection, live):
+            rename(connection, new, live)
+            return SwapResult(0.0, None, 0)
+        history = JobHistoryCopy(conn, live, new) if copy_history else None
+        try:
+            keep = history.pids() if history else ()
+            started = time.monotonic()
+            _allow_connections(connection, live, allowed=False)
+            try:
+                _terminate_sessions(connection, (live, new), keep=keep)
+                if history is not None:
+                    history.copy()
+                deadline = time.monotonic() + SWAP_DEADLINE_SECONDS
+                timeout_ms = FIRST_RENAME_TIMEOUT_MS
+                while True:
+                    try:
+                        _rename_pair(connection, live, old_name, new, timeout_ms)
+                        break
+                    except (psycopg2.errors.ObjectInUse, psycopg2.errors.QueryCanceled):
+                        # A session still exiting, autovacuum, or a client that
+                        # slipped in: end them and try again, a little more patiently.
+                        if time.monotonic() > deadline:
+                            raise
+                        _terminate_sessions(connection, (live, new), keep=())
+                        timeout_ms = min(timeout_ms * 2, 2000)
+            except BaseException:
+                _allow_connections(connection, live, allowed=True)
+                raise
+            _allow_connections(connection, live, allowed=True)
+            window_ms = (time.monotonic() - started) * 1000
+        finally:
+            if history is not None:
+                history.close()
+    return SwapResult(window_ms, old_name, history.copied if history else 0)
+
+
+def _allow_connections(connection: Any, name: str, *, allowed: bool) -> None:
+    _execute(
+        connection,
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(name), sql.Literal(allowed)
+        ),
+    )
+
+
+def _terminate_sessions(connection: Any, names: tuple[str, ...], keep: tuple[int, ...]) -> None:
+    """End every session on these databases but ours, and wait until they are gone.
+
+    PostgreSQL's own waits (``pg_terminate_backend``'s timeout, the check in
+    ``ALTER DATABASE … RENAME``) sleep in 100 ms steps; polling here keeps the
+    swap window to what the sessions really take to exit.
+    """
+    others = (
+        "FROM pg_stat_activity WHERE datname = ANY(%s) AND pid <> pg_backend_pid() "
+        "AND NOT pid = ANY(%s)"
+    )
+    params = [list(names), list(keep) or [0]]
+    _execute(connection, "SELECT pg_terminate_backend(pid) " + others, params)
+    deadline = time.monotonic() + TERMINATE_TIMEOUT_MS / 1000
+    while _execute(connection, "SELECT count(*) " + others, params)[0][0]:
+        if time.monotonic() > deadline:
+            return  # the rename below retries, and reports who is still there
+        time.sleep(0.001)
+
+
+def _rename_pair(connection: Any, live: str, old_name: str, new: str, timeout_ms: int) -> None:
+    connection.autocommit = False
+    try:
+        # A rename that finds sessions still exiting sleeps 100 ms before it
+        # looks again; a short timeout turns that into a quick retry instead.
+        _execute(
+            connection, "SELECT set_config('statement_timeout', %s, true)", [f"{timeout_ms}ms"]
+        )
+        _execute(
+            connection,
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(live), sql.Identifier(old_name)
+            ),
+        )
+        _execute(
+            connection,
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(new), sql.Identifier(live)
+            ),
+        )
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        connection.autocommit = True
+
+
+def rename(connection: Any, name: str, to: str) -> None:
+    _execute(
+        connection,
+        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(to)),
+    )
+
+
+def missing_job_columns(live: Any, new: Any) -> str:
+    """Job tables or columns that ``live`` has and ``new`` lacks ("" when none)."""
+    if _present_tables(new, JOB_TABLES) != list(JOB_TABLES):
+        return "no " + " / ".join(JOB_TABLES)
+    missing = [
+        f"{table}.{column}"
+        for table in JOB_TABLES
+        for column in _columns(live, table)
+        if column not in set(_columns(new, table))
+    ]
+    return ", ".join(missing)

@@ -1,0 +1,262 @@
+"""The restore chain: fetch → restore_temp → pre_swap → swap.
+
+Nothing touches the live database before ``swap``. Every earlier failure
+(and a failure of the swap itself) drops the temporary database and leaves
+the live one as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+
+from pgclone import conf, databases, hooks, jobs, keys, postgres, streams
+from pgclone.exceptions import ConfigurationError, DumpNotFound, PgCloneError, RestoreRefused
+from pgclone.humanize import human_bytes
+from pgclone.models import Job
+from pgclone.storage import storage_for
+from pgclone.storage.local import LocalStorage
+
+STEP_NAMES = ("fetch", "restore_temp", "pre_swap", "swap")
+
+
+def ensure_allowed() -> None:
+    """Checked again in the worker: its settings are the ones that count."""
+    if not conf.allow_restore():
+        raise RestoreRefused()
+
+
+def _live(job: Job) -> postgres.ConnInfo:
+    return postgres.conn_info(job.database_alias)
+
+
+def fetch(job: Job) -> None:
+    """Check the source before any database is created."""
+    ensure_allowed()
+    source = job.options["source"]
+    if source["type"] == "database":
+        live = _live(job)
+        with databases.maintenance(live) as connection:
+            if not databases.exists(connection, source["name"]):
+                raise DumpNotFound(missing_database_message(source, live.name))
+        jobs.set_step_message(job, "fetch", f"Database {source['name']!r} found.")
+        return
+    storage = storage_for(job.options["storage_location"])
+    key = keys.parse_key(source["key"])
+    manifest = storage.read_manifest(key)
+    stored = storage.data_size(key)
+    if stored != manifest.get("size"):
+        raise PgCloneError(
+            f"Dump {key} is incomplete or damaged: {stored} bytes stored, "
+            f"{manifest.get('size')} recorded when it was made."
+        )
+    if manifest.get("compression") != streams.COMPRESSION:
+        raise PgCloneError(f"Dump {key} uses {manifest.get('compression')!r}, not zstd.")
+    jobs.update_result(job, manifest=manifest)
+    jobs.set_step_message(job, "fetch", f"{key} ({human_bytes(stored)}) found and complete.")
+
+
+def missing_database_message(source: dict[str, Any], live: str) -> str:
+    label = source["label"]
+    if label in (":previous", ":current"):
+        return (
+            f"No {label} copy of {live!r} exists: only a restore made with --reversible "
+            "keeps one (and a later restore without it removes them)."
+        )
+    return (
+        f"No database {source['name']!r} on the server: `manage.py pgclone ls --local` lists them."
+    )
+
+
+def restore_temp(job: Job) -> None:
+    """Create the temporary database and fill it."""
+    ensure_allowed()
+    live = _live(job)
+    temp = databases.temp_name(job.pk)
+    jobs.update_result(job, temp_database=temp)
+    source = job.options["source"]
+    with databases.maintenance(live) as connection:
+        databases.drop(connection, temp)  # left by an earlier attempt of this step
+        if source["type"] == "database":
+            databases.create_copy(connection, temp, source["name"])
+            databases.clear_job_tables(live, temp)
+            jobs.set_step_message(job, "restore_temp", f"Copied {source['name']!r} into {temp}.")
+            return
+        databases.create_empty(connection, temp, like=live.name)
+    storage = storage_for(job.options["storage_location"])
+    key = keys.parse_key(source["key"])
+    manifest = job.result["manifest"]
+    target = live.with_name(temp)
+    if isinstance(storage, LocalStorage) and conf.restore_jobs() > 1:
+        message = _restore_parallel(job, storage, key, manifest, target)
+    else:
+        message = _restore_streamed(job, storage, key, manifest, target)
+    jobs.set_step_message(job, "restore_temp", message)
+
+
+def _restore_streamed(
+    job: Job, storage: Any, key: keys.DumpKey, manifest: dict, target: Any
+) -> str:
+    progress = jobs.Progress(job.pk, total=manifest["size"])
+    argv = postgres.pg_restore_argv(target)
+    with (
+        storage.open(key) as source,
+        postgres.spawn(
+            argv, env=target.env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+        ) as proc,
+    ):
+        try:
+            streams.decompress(
+                source,
+                proc.stdin.write,
+                expected_sha256=manifest["sha256"],
+                on_progress=progress.add,
+            )
+        except BrokenPipeError:
+            pass  # pg_restore stopped reading: its exit status and errors say why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+    progress.flush()
+    return f"Streamed {key} into {target.name} with pg_restore."
+
+
+def _restore_parallel(
+    job: Job, storage: LocalStorage, key: keys.DumpKey, manifest: dict, target: Any
+) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="pgclone-restore-", dir=conf.temp_dir()))
+    try:
+        if shutil.disk_usage(workdir).free < manifest.get("raw_size", 0) * 1.1:
+            return _restore_streamed(job, storage, key, manifest, target) + (
+                f" (not enough free space in {workdir.parent} to unpack it for a parallel restore)"
+            )
+        unpacked = workdir / "dump"
+        progress = jobs.Progress(job.pk, total=manifest["size"])
+        with storage.open(key) as source, open(unpacked, "wb") as out:
+            streams.decompress(
+                source, out.write, expected_sha256=manifest["sha256"], on_progress=progress.add
+            )
+        progress.flush()
+        argv = postgres.pg_restore_argv(target, jobs=conf.restore_jobs(), path=str(unpacked))
+        postgres.run(argv, env=target.env())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return f"Restored {key} into {target.name} with pg_restore --jobs={conf.restore_jobs()}."
+
+
+def pre_swap(job: Job) -> None:
+    """Run the pre-swap hooks against the temporary database, never the live one."""
+    ensure_allowed()
+    hook_list = job.options.get("pre_swap_hooks", [])
+    if not hook_list:
+        jobs.set_step_message(job, "pre_swap", "No hooks configured.")
+        return
+    try:
+        import pgconnection
+
+        pgconnection.check()
+    except RuntimeError as exc:
+        raise ConfigurationError(
+            "Pre-swap hooks run on the temporary database through django-pgconnection: "
+            "wrap your settings with DATABASES = pgconnection.configure({...}), or "
+            "restore with no hooks."
+        ) from exc
+    temporary = dict(settings.DATABASES[job.database_alias])
+    temporary["NAME"] = job.result["temp_database"]
+    with pgconnection.route(temporary):
+        message = hooks.run(hook_list)
+    jobs.set_step_message(job, "pre_swap", message)
+
+
+def swap(job: Job) -> None:
+    """Put the temporary database in place of the live one."""
+    ensure_allowed()
+    live = _live(job)
+    temp = job.result["temp_database"]
+    holds_jobs = _holds_job_tables(live)
+    notes = []
+    with databases.maintenance(live) as connection:
+        if holds_jobs:
+            _check_job_tables(live, temp)
+        carried = databases.carry_over(connection, live.name, temp)
+        if carried:
+            notes.append("kept " + ", ".join(carried))
+        if job.options.get("reversible"):
+            current = databases.copy_name(live.name, "current")
+            databases.drop(connection, current)
+            databases.create_copy(connection, current, temp)
+    old = databases.temp_name(job.pk).replace(databases.TEMP_PREFIX, "pgclone_old_")
+    result = databases.swap(live, live=live.name, new=temp, old_name=old, copy_history=holds_jobs)
+    # This process's own connections to the live database were ended by the swap.
+    connections.close_all()
+    jobs.update_result(job, swapped=True, swap_window_ms=round(result.window_ms, 1))
+    notes.extend(_after_swap(job, live, result.old_name))
+    message = f"Swapped {temp} into {live.name!r}; new connections waited {result.window_ms:.0f} ms"
+    jobs.set_step_message(job, "swap", "; ".join([message, *notes]))
+
+
+def _after_swap(job: Job, live: postgres.ConnInfo, old: str | None) -> list[str]:
+    """Keep or drop the old database and the local copies. Never fails the job:
+    the restore already happened."""
+    previous = databases.copy_name(live.name, "previous")
+    current = databases.copy_name(live.name, "current")
+    try:
+        with databases.maintenance(live) as connection:
+            if job.options.get("reversible"):
+                databases.drop(connection, previous)
+                if old:
+                    databases.rename(connection, old, previous)
+                return [f"kept :previous ({previous}) and :current ({current})"]
+            for name in (old, previous, current):
+                if name:
+                    databases.drop(connection, name)
+            return []
+    except PgCloneError as exc:
+        return [f"warning: cleaning up after the swap failed: {exc}"]
+    except Exception as exc:
+        return [f"warning: cleaning up after the swap failed: {type(exc).__name__}: {exc}"]
+
+
+def _holds_job_tables(live: postgres.ConnInfo) -> bool:
+    jobs_db = postgres.conn_info("default")
+    return (jobs_db.host, jobs_db.port, jobs_db.name) == (live.host, live.port, live.name)
+
+
+def _check_job_tables(live: postgres.ConnInfo, temp: str) -> None:
+    """The restored database must be able to hold this environment's job history."""
+    with postgres.connect(live) as current, postgres.connect(live.with_name(temp)) as new:
+        missing = databases.missing_job_columns(current, new)
+    if missing:
+        raise PgCloneError(
+            f"The restored database lacks pgclone's job tables or columns ({missing}); "
+            "job history could not follow the swap. Add 'migrate' to the pre-swap hooks."
+        )
+
+
+def cleanup(job: Job) -> None:
+    """After a failure before the swap: drop the temporary database."""
+    temp = job.result.get("temp_database")
+    if temp and not job.result.get("swapped"):
+        with databases.maintenance(_live(job)) as connection:
+            databases.drop(connection, temp)
+
+
+STEPS = {"fetch": fetch, "restore_temp": restore_temp, "pre_swap": pre_swap, "swap": swap}
+
+
+def run(name: str, job_id: Any, hostname: str | None = None) -> None:
+    jobs.run_step(
+        job_id, name, STEPS[name], final=name == STEP_NAMES[-1], cleanup=cleanup, hostname=hostname
+    )
+
+
+def run_all(job_id: Any) -> None:
+    for name in STEP_NAMES:
+        run(name, job_id)
