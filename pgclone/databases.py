@@ -338,6 +338,7 @@ def swap(
                 raise
             _allow_connections(connection, live, allowed=True)
             window_ms = (time.monotonic() - started) * 1000
+            _allow_connections(connection, old_name, allowed=True)
         finally:
             if history is not None:
                 history.close()

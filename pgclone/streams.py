@@ -73,13 +73,13 @@ def decompress(
             on_progress(len(chunk))
     except zstandard.ZstdError as exc:
         raise DumpDamaged(f"The dump is damaged (zstd: {exc}).") from exc
+    if not decompressor.eof:
+        raise DumpDamaged("The dump is truncated: its compressed stream ends early.")
     if expected_sha256 and digest.hexdigest() != expected_sha256:
         raise DumpDamaged(
             f"The dump is damaged: its SHA-256 is {digest.hexdigest()}, "
             f"but {expected_sha256} was recorded when it was made."
         )
-    if not decompressor.eof:
-        raise DumpDamaged("The dump is truncated: its compressed stream ends early.")
     if decompressor.unused_data:
         raise DumpDamaged("The dump is damaged: bytes follow the end of its compressed stream.")
     return size

@@ -258,3 +258,40 @@ def restore_into(dump_bytes: bytes, database: str) -> None:
          "-d", database],
         input=raw, capture_output=True, check=True,
     )  # fmt: skip
+
+
+def clone_database(source: str, name: str) -> None:
+    """A copy made with the real tools (a template copy would need ``source`` idle)."""
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    psql(f'CREATE DATABASE "{name}"')
+    dump = subprocess.run(
+        ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "-Fc", "-d", source],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    subprocess.run(
+        ["pg_restore", "-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-d", name],
+        input=dump, capture_output=True, check=True,
+    )  # fmt: skip
+
+
+FINGERPRINT_TABLES = ("testapp_author", "testapp_book", "testapp_secret", "testapp_mark")
+
+
+def fingerprint(database: str) -> dict[str, str]:
+    """The contents of the sample tables, as a comparable value."""
+    return {
+        table: psql(
+            "SELECT count(*) || ':' || "
+            f"coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {table} t",
+            database,
+        )
+        for table in FINGERPRINT_TABLES
+    }
+
+
+def pgclone_databases() -> list[str]:
+    """Temporary or old databases pgclone may have left behind."""
+    return psql(
+        "SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database "
+        "WHERE datname LIKE 'pgclone\\_tmp\\_%' OR datname LIKE 'pgclone\\_old\\_%'"
+    ).split()

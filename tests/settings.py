@@ -50,6 +50,13 @@ STATIC_URL = "/static/"
 
 # The test worker is another process: it must use the database pytest-django
 # created, so the name can come from the environment.
+# One queue and one restore target per test session, shared with the worker it
+# starts through the environment, so that concurrent runs on one machine never
+# take each other's tasks or databases.
+_SESSION = uuid.uuid4().hex[:8]
+os.environ.setdefault("PGCLONE_TEST_QUEUE", f"pgclone-tests-{_SESSION}")
+os.environ.setdefault("PGCLONE_TEST_TARGET", f"pgclone_target_{_SESSION}")
+
 _DEFAULT = {
     "ENGINE": "django.db.backends.postgresql",
     "NAME": os.environ.get("PGCLONE_TEST_DATABASE", "pgclone_tests"),
@@ -65,12 +72,12 @@ DATABASES = pgconnection.configure(
         # database that does not exist: both make pg_dump fail for real.
         "limited": {**_DEFAULT, "USER": "pgclone_limited"},
         "gone": {**_DEFAULT, "NAME": "pgclone_tests_gone"},
+        # Restores go here (one database per test session), except the tests
+        # of restoring the database that holds the job history itself.
+        "target": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"]},
     }
 )
 
-# One queue per test session, shared with the worker it starts through the
-# environment, so concurrent runs on one Redis never take each other's tasks.
-os.environ.setdefault("PGCLONE_TEST_QUEUE", f"pgclone-tests-{uuid.uuid4().hex[:8]}")
 CELERY_BROKER_URL = os.environ.get("PGCLONE_TEST_BROKER", "redis://127.0.0.1:6379/14")
 CELERY_TASK_DEFAULT_QUEUE = os.environ["PGCLONE_TEST_QUEUE"]
 CELERY_TASK_IGNORE_RESULT = True
@@ -79,6 +86,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 PGCLONE_STORAGE_LOCATION = os.environ.get("PGCLONE_TEST_STORAGE", str(BASE_DIR / ".pgclone"))
 PGCLONE_S3_ENDPOINT_URL = os.environ.get("PGCLONE_TEST_S3_ENDPOINT") or None
 PGCLONE_HEARTBEAT_SECONDS = 1
+PGCLONE_ALLOW_RESTORE = os.environ.get("PGCLONE_TEST_ALLOW_RESTORE", "1") == "1"
 PGCLONE_DUMP_CONFIGS = {
     "default": {},
     "no_secrets": {"exclude_models": ["testapp.Secret"]},

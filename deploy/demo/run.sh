@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a small shop project with sample data, a real Celery worker on
-# Redis, and pgclone dumping the shop's database and listing the dump.
+# Redis, and pgclone dumping the shop's database, listing the dumps, restoring
+# the newest one (reversibly) and going back to the database as it was.
 set -euo pipefail
 source "$(dirname "$0")/../env.sh"
 cd "$REPO_ROOT/deploy/demo"
@@ -38,7 +39,20 @@ step "manage.py pgclone dump --config anonymous --wait (subscribers' rows left o
 step "manage.py pgclone ls"
 "$PY" manage.py pgclone ls
 
-step "manage.py pgclone jobs"
+"$PY" manage.py demo_counts
+
+step "manage.py pgclone restore $DEMO_DATABASE --reversible --wait (its newest dump: the anonymous one)"
+"$PY" manage.py pgclone restore "$DEMO_DATABASE" --reversible --wait
+"$PY" manage.py demo_counts
+
+step "manage.py pgclone ls --local"
+"$PY" manage.py pgclone ls --local
+
+step "manage.py pgclone restore :previous --wait (back to the database as it was)"
+"$PY" manage.py pgclone restore :previous --wait
+"$PY" manage.py demo_counts
+
+step "manage.py pgclone jobs (history survived both swaps)"
 "$PY" manage.py pgclone jobs --limit 5
 
 printf '\nDone. Dumps are in %s\n' "$REPO_ROOT/deploy/demo/.pgclone/"
