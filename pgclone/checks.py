@@ -57,3 +57,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 checks.Error(f"{setting} must be a dict of named configs.", id="pgclone.E003")
             )
     return errors
+
+
+@checks.register("pgclone")
+def check_pgconnection(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    import pgconnection
+
+    try:
+        pgconnection.check()
+    except RuntimeError:
+        return [
+            checks.Warning(
+                "DATABASES is not wrapped with pgconnection.configure().",
+                hint="Restores run their pre-swap hooks (migrate by default) on the restored "
+                "copy through django-pgconnection: write "
+                "DATABASES = pgconnection.configure({...}) in your settings.",
+                id="pgclone.W002",
+            )
+        ]
+    return []

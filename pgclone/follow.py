@@ -17,6 +17,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from pgclone import conf
+from pgclone.exceptions import JobNotFound
 from pgclone.humanize import human_bytes, human_seconds
 from pgclone.models import Job, JobStep
 
@@ -106,6 +107,11 @@ class Follower:
             try:
                 job, steps = self._read()
                 lost_since = None
+            except Job.DoesNotExist:
+                raise JobNotFound(
+                    f"Job {self.job_id} is no longer in the database (was it replaced by a "
+                    "copy without pgclone's tables?)."
+                ) from None
             except DatabaseError:
                 # The connection was cut (a restore's swap ends sessions): reconnect.
                 close_old_connections()
@@ -118,7 +124,8 @@ class Follower:
             self._show_steps(steps)
             if job.is_finished or (stop is not None and stop.is_set()):
                 if self._progress_line:
-                    self._write("")
+                    self.out.write("\r\033[K")
+                    self.out.flush()
                 return job
             self._show_progress(job)
             waited = time.monotonic() - started

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 from django.db.models import CharField
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -149,7 +149,6 @@ class Heartbeat:
 
     def __init__(self, job_id: Any) -> None:
         self.job_id = job_id
-        self.cancelled = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -166,12 +165,18 @@ class Heartbeat:
         while not self._stop.wait(conf.heartbeat_seconds()):
             try:
                 Job.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
-                status = Job.objects.filter(pk=self.job_id).values_list("status", flat=True)
-                if status.first() == Job.Status.CANCELLED:
-                    self.cancelled.set()
-            except Exception:  # a missed beat is not worth failing the step
-                logger.warning("pgclone heartbeat for job %s failed", self.job_id, exc_info=True)
-                close_old_connections()
+            except Exception as exc:  # a missed beat (during a swap…) is not worth failing for
+                logger.info("pgclone heartbeat for job %s missed: %s", self.job_id, exc)
+                drop_broken_connections()
+
+
+def drop_broken_connections() -> None:
+    """Close connections the server ended (a swap ends every session on the
+    database it replaces), so the next query opens a fresh one."""
+    for wrapper in connections.all(initialized_only=True):
+        usable = wrapper.connection is None or wrapper.in_atomic_block or wrapper.is_usable()
+        if not usable:
+            wrapper.close()
 
 
 def run_step(
@@ -184,6 +189,7 @@ def run_step(
     hostname: str | None = None,
 ) -> None:
     """Run one step of a job and record what happened; re-raise its failure."""
+    drop_broken_connections()
     job = Job.objects.get(pk=job_id)
     step = job.steps.get(name=name)
     if job.is_finished or step.status == JobStep.Status.SUCCEEDED:
@@ -220,7 +226,7 @@ def run_step(
 def _record_failure(
     job: Job, step: JobStep, exc: BaseException, cleanup: StepFunction | None
 ) -> None:
-    close_old_connections()
+    drop_broken_connections()
     message = describe_error(exc)
     if not isinstance(exc, PgCloneError):
         logger.exception("pgclone job %s: step %s failed", job.pk, step.name)

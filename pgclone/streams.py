@@ -76,10 +76,23 @@ def decompress(
     if not decompressor.eof:
         raise DumpDamaged("The dump is truncated: its compressed stream ends early.")
     if expected_sha256 and digest.hexdigest() != expected_sha256:
-        raise DumpDamaged(
-            f"The dump is damaged: its SHA-256 is {digest.hexdigest()}, "
-            f"but {expected_sha256} was recorded when it was made."
-        )
+        raise DumpDamaged(_checksum_message(digest.hexdigest(), expected_sha256))
     if decompressor.unused_data:
         raise DumpDamaged("The dump is damaged: bytes follow the end of its compressed stream.")
     return size
+
+
+def verify(source: BinaryIO, expected_sha256: str) -> None:
+    """Check a stored dump's SHA-256 against the one recorded when it was made."""
+    digest = hashlib.sha256()
+    while chunk := source.read(CHUNK_SIZE):
+        digest.update(chunk)
+    if digest.hexdigest() != expected_sha256:
+        raise DumpDamaged(_checksum_message(digest.hexdigest(), expected_sha256))
+
+
+def _checksum_message(actual: str, expected: str) -> str:
+    return (
+        f"The dump is damaged: its SHA-256 is {actual}, "
+        f"but {expected} was recorded when it was made."
+    )

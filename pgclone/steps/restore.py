@@ -59,8 +59,15 @@ def fetch(job: Job) -> None:
         )
     if manifest.get("compression") != streams.COMPRESSION:
         raise PgCloneError(f"Dump {key} uses {manifest.get('compression')!r}, not zstd.")
+    checked = "complete"
+    if isinstance(storage, LocalStorage):
+        # Reading a local file twice is cheap: check it before creating anything.
+        # A dump from S3 is checked as it streams, before the swap.
+        with storage.open(key) as source:
+            streams.verify(source, manifest["sha256"])
+        checked = "its checksum verified"
     jobs.update_result(job, manifest=manifest)
-    jobs.set_step_message(job, "fetch", f"{key} ({human_bytes(stored)}) found and complete.")
+    jobs.set_step_message(job, "fetch", f"{key} ({human_bytes(stored)}) found, {checked}.")
 
 
 def missing_database_message(source: dict[str, Any], live: str) -> str:

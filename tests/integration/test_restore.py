@@ -23,6 +23,7 @@ from tests.conftest import (
     fingerprint,
     pgclone_databases,
     psql,
+    s3_client,
     wait_for,
 )
 from tests.testapp.models import Author, Book, Secret
@@ -328,35 +329,49 @@ def test_truncated_dump(celery_worker, pgclone_cli, local_location, unchanged_ta
     assert job.steps.get(name="fetch").status == JobStep.Status.FAILED
 
 
-def test_truncated_dump_with_a_lying_manifest(
+def flip_middle(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
+
+
+def test_corrupt_bytes_are_caught_before_anything_is_created(
     celery_worker, pgclone_cli, local_location, unchanged_target
 ):
     key = make_dump("never", local_location)
-    damage(local_location, key, lambda data: data[: len(data) // 2])
-    manifest_path = Path(local_location) / f"{key}.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["size"] = (Path(local_location) / key).stat().st_size
-    manifest_path.write_text(json.dumps(manifest))
+    damage(local_location, key, flip_middle)
 
     result = restore_cli(pgclone_cli, local_location, key)
-    job = assert_refused(result, code=1, message="The dump is truncated")
+    job = assert_refused(result, code=1, message="The dump is damaged: its SHA-256 is")
+    assert job.steps.get(name="fetch").status == JobStep.Status.FAILED
+    assert job.steps.get(name="restore_temp").status == JobStep.Status.SKIPPED
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda data: data[: len(data) // 2], "The dump is truncated"),
+        (flip_middle, "The dump is damaged"),
+    ],
+    ids=["truncated", "corrupt"],
+)
+def test_damage_found_while_streaming_from_s3(
+    celery_worker, pgclone_cli, s3_location, moto_server, unchanged_target, change, message
+):
+    """The manifest's size matches, so only the stream itself can tell."""
+    key = make_dump("never", s3_location)
+    bucket, prefix = s3_location.removeprefix("s3://").split("/", 1)
+    client = s3_client(moto_server)
+    name = f"{prefix}/{key}"
+    data = change(client.get_object(Bucket=bucket, Key=name)["Body"].read())
+    client.put_object(Bucket=bucket, Key=name, Body=data)
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{name}.json")["Body"].read())
+    client.put_object(
+        Bucket=bucket, Key=f"{name}.json", Body=json.dumps({**manifest, "size": len(data)})
+    )
+
+    result = restore_cli(pgclone_cli, s3_location, key)
+    job = assert_refused(result, code=1, message=message)
     assert job.steps.get(name="restore_temp").status == JobStep.Status.FAILED
-
-
-def test_corrupt_bytes(celery_worker, pgclone_cli, local_location, unchanged_target):
-    key = make_dump("never", local_location)
-
-    def flip(data: bytes) -> bytes:
-        middle = len(data) // 2
-        return (
-            data[:middle]
-            + bytes(b ^ 0xFF for b in data[middle : middle + 64])
-            + data[middle + 64 :]
-        )
-
-    damage(local_location, key, flip)
-    result = restore_cli(pgclone_cli, local_location, key)
-    assert_refused(result, code=1, message="The dump is damaged")
 
 
 def test_pg_restore_error_fails_with_its_message(
