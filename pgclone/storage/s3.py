@@ -9,10 +9,12 @@ about two parts whatever the database size.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import queue
 import threading
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import boto3
@@ -142,7 +144,7 @@ def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> None:
     try:
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
     except botocore.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+        if _code(exc) != "NoSuchUpload":
             raise _storage_error(exc, bucket, f"discarding the partial upload of {key}") from exc
 
 
@@ -161,18 +163,14 @@ class S3Storage(Storage):
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def check(self) -> None:
-        try:
+        with self._errors(f"checking {self.location}"):
             _client(self.endpoint_url, quick=True).head_bucket(Bucket=self.bucket)
-        except _S3_ERRORS as exc:
-            raise _storage_error(exc, self.bucket, f"checking {self.location}") from exc
 
     def start_upload(self, key: keys.DumpKey, job_id: str, expected_size: int = 0) -> S3Upload:
         # Aim for ~2,000 parts at the expected size; parts grow anyway if it is exceeded.
         part_size = max(MIN_PART_SIZE, expected_size // PARTS_PER_SIZE)
-        try:
+        with self._errors(f"starting the upload of {key}"):
             return S3Upload(self.client, self.bucket, self._object(str(key)), part_size)
-        except _S3_ERRORS as exc:
-            raise _storage_error(exc, self.bucket, f"starting the upload of {key}") from exc
 
     def complete(self, handle: dict[str, Any], manifest: dict[str, Any]) -> None:
         client, bucket, key = self.client, handle["bucket"], handle["key"]
@@ -185,7 +183,7 @@ class S3Storage(Storage):
             )
         except botocore.exceptions.ClientError as exc:
             # Run twice (a redelivered task): the upload is already complete.
-            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+            if _code(exc) != "NoSuchUpload":
                 raise _storage_error(exc, bucket, f"completing {key}") from exc
         except _S3_ERRORS as exc:
             raise _storage_error(exc, bucket, f"completing {key}") from exc
@@ -210,7 +208,7 @@ class S3Storage(Storage):
         try:
             client.head_object(Bucket=bucket, Key=key + MANIFEST_SUFFIX)
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
+            if _code(exc) not in {"NoSuchKey", "404"}:
                 raise _storage_error(exc, bucket, f"checking {key}") from exc
             # Completed but never committed: not a dump, so it goes.
             client.delete_object(Bucket=bucket, Key=key)
@@ -219,7 +217,7 @@ class S3Storage(Storage):
         base = self._object("")
         prefix = self._object(f"{database}/") if database else base
         names = []
-        try:
+        with self._errors(f"listing {self.location}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix
             )
@@ -228,51 +226,43 @@ class S3Storage(Storage):
                     name = item["Key"][len(base) :]
                     if name.endswith(f"{keys.SUFFIX}{MANIFEST_SUFFIX}"):
                         names.append(name)
-        except _S3_ERRORS as exc:
-            raise _storage_error(exc, self.bucket, f"listing {self.location}") from exc
         return names
 
-    def _read_bytes(self, name: str) -> bytes:
+    @contextlib.contextmanager
+    def _errors(self, doing: str, missing: str | None = None) -> Iterator[None]:
+        """Turn boto3's errors into StorageError (or DumpNotFound for ``missing``)."""
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._object(name))["Body"].read()
+            yield
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                raise DumpNotFound(
-                    f"No complete dump {name.removesuffix(MANIFEST_SUFFIX)!r}."
-                ) from exc
-            raise _storage_error(exc, self.bucket, f"reading {name}") from exc
+            if missing and _code(exc) in {"NoSuchKey", "404"}:
+                raise DumpNotFound(missing) from exc
+            raise _storage_error(exc, self.bucket, doing) from exc
         except _S3_ERRORS as exc:
-            raise _storage_error(exc, self.bucket, f"reading {name}") from exc
+            raise _storage_error(exc, self.bucket, doing) from exc
+
+    def _read_bytes(self, name: str) -> bytes:
+        missing = f"No complete dump {name.removesuffix(MANIFEST_SUFFIX)!r}."
+        with self._errors(f"reading {name}", missing):
+            return self.client.get_object(Bucket=self.bucket, Key=self._object(name))["Body"].read()
 
     def data_size(self, key: keys.DumpKey) -> int:
-        try:
-            return self.client.head_object(Bucket=self.bucket, Key=self._object(str(key)))[
-                "ContentLength"
-            ]
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                raise DumpNotFound(f"The data of dump {str(key)!r} is missing.") from exc
-            raise _storage_error(exc, self.bucket, f"reading {key}") from exc
-        except _S3_ERRORS as exc:
-            raise _storage_error(exc, self.bucket, f"reading {key}") from exc
+        with self._errors(f"reading {key}", f"The data of dump {str(key)!r} is missing."):
+            answer = self.client.head_object(Bucket=self.bucket, Key=self._object(str(key)))
+            return answer["ContentLength"]
 
     def open(self, key: keys.DumpKey) -> BinaryIO:
-        try:
+        with self._errors(f"reading {key}", f"The data of dump {str(key)!r} is missing."):
             return self.client.get_object(Bucket=self.bucket, Key=self._object(str(key)))["Body"]
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                raise DumpNotFound(f"The data of dump {str(key)!r} is missing.") from exc
-            raise _storage_error(exc, self.bucket, f"reading {key}") from exc
-        except _S3_ERRORS as exc:
-            raise _storage_error(exc, self.bucket, f"reading {key}") from exc
 
     def delete(self, key: keys.DumpKey) -> None:
         name = self._object(str(key))
-        try:
+        with self._errors(f"deleting {key}"):
             self.client.delete_object(Bucket=self.bucket, Key=name + MANIFEST_SUFFIX)
             self.client.delete_object(Bucket=self.bucket, Key=name)
-        except _S3_ERRORS as exc:
-            raise _storage_error(exc, self.bucket, f"deleting {key}") from exc
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
