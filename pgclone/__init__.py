@@ -12,7 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["database_names", "dump", "job", "local_sources", "ls", "recent_jobs", "restore"]
+__all__ = [
+    "cancel",
+    "database_names",
+    "dump",
+    "job",
+    "local_sources",
+    "ls",
+    "prune",
+    "recent_jobs",
+    "restore",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import kombu.exceptions
 from django.db import IntegrityError, transaction
 
-from pgclone import conf, databases, jobs, keys, options, postgres
+from pgclone import conf, databases, jobs, keys, options, postgres, retention
 from pgclone.exceptions import (
     BrokerUnavailable,
     DumpNotFound,
@@ -261,6 +261,32 @@ def ls(database: str | None = None) -> list[keys.DumpKey]:
 def database_names() -> list[str]:
     """Names of the databases that have at least one complete dump."""
     return sorted({key.database for key in get_storage().list_keys()})
+
+
+def prune(*, dry_run: bool = False, database: str | None = None) -> list[keys.DumpKey]:
+    """Apply the retention rules of PGCLONE_DUMP_CONFIGS to the dumps in storage.
+
+    Returns what was deleted, or with ``dry_run`` what would be.
+    """
+    storage = get_storage()
+    if dry_run:
+        return retention.expired(storage, database=database)
+    return retention.prune(storage, database=database)
+
+
+def cancel(job_id: Any, *, requested_by: str | None = None) -> Job:
+    """Cancel a pending or running job; its worker stops it within seconds."""
+    found = jobs.get_job(job_id)
+    if not jobs.cancel(found, requested_by or default_requester()):
+        found.refresh_from_db()
+        if found.is_finished:
+            raise PgCloneError(f"Job {found.pk} has already ended ({found.status}).")
+        raise PgCloneError(
+            f"Job {found.pk} is swapping databases, which takes a moment and can't be "
+            "stopped half-way; it is too late to cancel it."
+        )
+    found.refresh_from_db()
+    return found
 
 
 def job(job_id: Any) -> Job:

@@ -22,13 +22,14 @@ from django.db.models import CharField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from pgclone import conf, threads
+from pgclone import conf, postgres, threads
 from pgclone.exceptions import JobCancelled, JobNotFound, PgCloneError
 from pgclone.models import Job, JobStep
 
 logger = logging.getLogger("pgclone")
 
 StepFunction = Callable[[Job], None]
+ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
 
 
 def create_job(
@@ -144,11 +145,13 @@ class Heartbeat:
 
     A thread (with its own database connection) keeps beating while the step
     blocks in a subprocess or a hook, and while the step's own connection is
-    routed to another database.
+    routed to another database. When it finds the job cancelled it kills the
+    programs the step runs (pg_dump, pg_restore), which makes the step fail.
     """
 
     def __init__(self, job_id: Any) -> None:
         self.job_id = job_id
+        self.children = postgres.current_children()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -164,7 +167,10 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(conf.heartbeat_seconds()):
             try:
-                Job.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
+                beating = Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING)
+                if not beating.update(heartbeat_at=timezone.now()):
+                    for child in list(self.children):
+                        child.kill()
             except Exception as exc:  # a missed beat (during a swap…) is not worth failing for
                 logger.info("pgclone heartbeat for job %s missed: %s", self.job_id, exc)
                 drop_broken_connections()
@@ -195,10 +201,7 @@ def run_step(
     if job.is_finished or step.status == JobStep.Status.SUCCEEDED:
         return
     now = timezone.now()
-    JobStep.objects.filter(pk=step.pk).update(
-        status=JobStep.Status.RUNNING, started_at=now, finished_at=None, message=""
-    )
-    Job.objects.filter(pk=job.pk).update(
+    started = Job.objects.filter(pk=job.pk, status__in=ACTIVE).update(
         status=Job.Status.RUNNING,
         started_at=job.started_at or now,
         current_step=name,
@@ -207,10 +210,17 @@ def run_step(
         progress_done=None,
         progress_total=None,
     )
+    if not started:
+        return  # cancelled an instant ago
+    JobStep.objects.filter(pk=step.pk).update(
+        status=JobStep.Status.RUNNING, started_at=now, finished_at=None, message=""
+    )
     job.refresh_from_db()
     try:
         with Heartbeat(job.pk):
             function(job)
+        if Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists():
+            raise JobCancelled()  # while a hook ran: it finished, the job goes no further
     except BaseException as exc:
         _record_failure(job, step, exc, cleanup)
         raise
@@ -228,9 +238,14 @@ def _record_failure(
 ) -> None:
     drop_broken_connections()
     message = describe_error(exc)
-    if not isinstance(exc, PgCloneError):
+    status, reason = Job.objects.filter(pk=job.pk).values_list("status", "error").get()
+    cancelled = status == Job.Status.CANCELLED
+    if cancelled:
+        message = reason or "Cancelled."
+    elif isinstance(exc, KeyboardInterrupt | SystemExit):
+        cancelled = True
+    elif not isinstance(exc, PgCloneError):
         logger.exception("pgclone job %s: step %s failed", job.pk, step.name)
-    cancelled = isinstance(exc, JobCancelled | KeyboardInterrupt | SystemExit)
     if cleanup is not None:
         try:
             job.refresh_from_db()
@@ -242,6 +257,28 @@ def _record_failure(
         status=JobStep.Status.FAILED, finished_at=timezone.now(), message=message
     )
     end_job(job.pk, Job.Status.CANCELLED if cancelled else Job.Status.FAILED, message)
+
+
+def cancel(job: Job, requested_by: str) -> bool:
+    """Mark a job cancelled; its worker stops it within a heartbeat. False if too late.
+
+    A job in its swap step can't be cancelled: stopping half-way would be the
+    one way to leave things worse than either finishing or not starting.
+    """
+    cancelled = (
+        Job.objects.filter(pk=job.pk, status__in=ACTIVE)
+        .exclude(current_step="swap")
+        .update(
+            status=Job.Status.CANCELLED,
+            error=f"Cancelled by {requested_by}.",
+            finished_at=timezone.now(),
+        )
+    )
+    if cancelled:
+        JobStep.objects.filter(job=job, status=JobStep.Status.PENDING).update(
+            status=JobStep.Status.SKIPPED
+        )
+    return bool(cancelled)
 
 
 def set_step_message(job: Job, name: str, message: str) -> None:

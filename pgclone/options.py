@@ -19,10 +19,10 @@ from typing import Any
 from django.apps import apps
 from django.db import models
 
-from pgclone import conf, hooks, keys, postgres
+from pgclone import conf, hooks, keys, postgres, retention
 from pgclone.exceptions import ConfigurationError, InvalidInput
 
-DUMP_CONFIG_KEYS = {"exclude_models", "pre_dump_hooks"}
+DUMP_CONFIG_KEYS = {"exclude_models", "pre_dump_hooks", "keep_last", "keep_days"}
 
 
 def named_config(
@@ -82,6 +82,7 @@ def resolve_dump_options(
             f"PGCLONE_DUMP_CONFIGS[{name!r}]['pre_dump_hooks']",
         )
     hooks.validate(pre_dump_hooks)
+    retention.rules(name)
     conn = postgres.conn_info(database)
     keys.validate_database_name(conn.name)
     return {

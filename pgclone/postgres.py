@@ -20,7 +20,6 @@ from typing import Any
 
 import psycopg2
 from django.conf import settings
-from psycopg2 import sql
 
 from pgclone.exceptions import CommandFailed, ConfigurationError, InvalidInput
 
@@ -45,13 +44,18 @@ class ConnInfo:
     user: str = ""
     password: str = field(default="", repr=False)
     options: tuple[tuple[str, str], ...] = ()
+    application_name: str = APPLICATION_NAME
 
     def with_name(self, name: str) -> ConnInfo:
         return replace(self, name=name)
 
+    def for_job(self, job_id: Any) -> ConnInfo:
+        """Sessions named after the job: visible in pg_stat_activity, and ended with it."""
+        return replace(self, application_name=f"{APPLICATION_NAME}:{job_id}")
+
     def conninfo(self) -> str:
         """A libpq conninfo string (no password) naming this database."""
-        pairs = [("dbname", self.name), ("application_name", APPLICATION_NAME)]
+        pairs = [("dbname", self.name), ("application_name", self.application_name)]
         pairs += [(k, v) for k, v in (("host", self.host), ("port", self.port)) if v]
         pairs += [("user", self.user)] if self.user else []
         pairs += list(self.options)
@@ -65,7 +69,7 @@ class ConnInfo:
         return env
 
     def psycopg2_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"dbname": self.name, "application_name": APPLICATION_NAME}
+        kwargs: dict[str, Any] = {"dbname": self.name, "application_name": self.application_name}
         for key, value in (("host", self.host), ("port", self.port), ("user", self.user)):
             if value:
                 kwargs[key] = value
@@ -164,6 +168,16 @@ class _StderrTail:
         return data.decode("utf-8", errors="replace")
 
 
+_threads = threading.local()
+
+
+def current_children() -> set[subprocess.Popen]:
+    """The programs this thread is running now; another thread may kill them (cancel)."""
+    if not hasattr(_threads, "children"):
+        _threads.children = set()
+    return _threads.children
+
+
 @contextlib.contextmanager
 def spawn(
     argv: list[str], *, env: dict[str, str], stdin: Any = None, stdout: Any = subprocess.PIPE
@@ -181,6 +195,8 @@ def spawn(
             "(same major version as the server or newer) on every worker."
         ) from exc
     stderr = _StderrTail(proc.stderr)
+    children = current_children()
+    children.add(proc)
     try:
         yield proc
     except BaseException:
@@ -188,6 +204,7 @@ def spawn(
         proc.wait()
         raise
     finally:
+        children.discard(proc)
         if proc.stdout:
             proc.stdout.close()
     returncode = proc.wait()
@@ -221,6 +238,21 @@ def connect(conn: ConnInfo) -> Iterator[Any]:
         connection.close()
 
 
+def end_sessions(conn: ConnInfo) -> None:
+    """End the server sessions opened under ``conn``'s application name.
+
+    A killed pg_dump leaves its session behind while that session waits for
+    a lock; this ends it rather than letting it wait on.
+    """
+    ours = replace(conn, application_name=APPLICATION_NAME)
+    with connect(ours) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            [conn.application_name],
+        )
+
+
 def server_version(conn: ConnInfo) -> str:
     with connect(conn) as connection, connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
@@ -228,13 +260,29 @@ def server_version(conn: ConnInfo) -> str:
 
 
 def table_bytes(conn: ConnInfo) -> int:
-    """Size of all table data (heap and TOAST, no indexes): what pg_dump reads."""
-    query = sql.SQL(
-        "SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    """About how much table data (heap and TOAST, no indexes) pg_dump will read.
+
+    Exact sizes need a lock on every table; when one is locked, the planner's
+    page counts are estimate enough for a progress display.
+    """
+    tables = (
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'm', 'p') "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    )
+    exact = "SELECT coalesce(sum(pg_table_size(c.oid)), 0) " + tables
+    estimate = (
+        "SELECT coalesce(sum(c.relpages + coalesce(t.relpages, 0)), 0)::bigint "
+        "* current_setting('block_size')::bigint "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_class t ON t.oid = c.reltoastrelid "
         "WHERE c.relkind IN ('r', 'm', 'p') "
         "AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
     )
     with connect(conn) as connection, connection.cursor() as cursor:
-        cursor.execute(query)
+        cursor.execute("SET lock_timeout = '200ms'")
+        try:
+            cursor.execute(exact)
+        except psycopg2.errors.LockNotAvailable:
+            cursor.execute(estimate)
         return int(cursor.fetchone()[0])

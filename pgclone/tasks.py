@@ -70,3 +70,11 @@ def dump_chain(job_id: str) -> Signature:
 
 def restore_chain(job_id: str) -> Signature:
     return _chain(fetch, restore_temp, pre_swap, swap, job_id=job_id)
+
+
+@shared_task(name="pgclone.scheduled_dump")
+def scheduled_dump(config: str | None = None, database: str = "default") -> str:
+    """For celery beat: enqueue an ordinary dump job and return its id."""
+    from pgclone import api
+
+    return str(api.dump(config=config, database=database, requested_by="celery beat").pk)

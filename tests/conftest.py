@@ -137,10 +137,11 @@ def worker_env(database: str, **extra: str) -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, name: str, process: subprocess.Popen, log: Path) -> None:
+    def __init__(self, name: str, process: subprocess.Popen, log: Path, storage: str) -> None:
         self.name = name
         self.process = process
         self.log = log
+        self.storage = storage  # where jobs the worker starts itself (beat) dump to
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -150,6 +151,7 @@ def start_worker(database: str, log: Path, *, moto: str, name: str | None = None
     from tests.celery_app import app
 
     name = name or f"pgclone-test-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    storage = str(log.parent / "dumps")
     argv = [
         sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
         "--hostname", name, "--queues", os.environ["PGCLONE_TEST_QUEUE"],
@@ -160,11 +162,11 @@ def start_worker(database: str, log: Path, *, moto: str, name: str | None = None
         process = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=worker_env(database, PGCLONE_TEST_S3_ENDPOINT=moto),
+            env=worker_env(database, PGCLONE_TEST_S3_ENDPOINT=moto, PGCLONE_TEST_STORAGE=storage),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    worker = Worker(name, process, log)
+    worker = Worker(name, process, log, storage)
 
     def ready() -> bool:
         if process.poll() is not None:
@@ -295,3 +297,23 @@ def pgclone_databases() -> list[str]:
         "SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database "
         "WHERE datname LIKE 'pgclone\\_tmp\\_%' OR datname LIKE 'pgclone\\_old\\_%'"
     ).split()
+
+
+def copy_dump(
+    location: str, key: str, database: str, timestamp: str, config: str = "default"
+) -> str:
+    """Store an existing local dump again under another name, as if made then."""
+    import json
+
+    from pgclone import keys
+    from pgclone.storage import storage_for
+
+    source = keys.parse_key(key)
+    new = keys.DumpKey(database, timestamp, config)
+    root = Path(location)
+    (root / database).mkdir(exist_ok=True)
+    (root / str(new)).write_bytes((root / str(source)).read_bytes())
+    manifest = storage_for(location).read_manifest(source)
+    manifest.update(key=str(new), database=database, config=config)
+    (root / f"{new}.json").write_text(json.dumps(manifest))
+    return str(new)

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_celery_beat",
     "pgclone",
     "tests.testapp",
 ]
@@ -89,8 +90,19 @@ PGCLONE_HEARTBEAT_SECONDS = 1
 PGCLONE_ALLOW_RESTORE = os.environ.get("PGCLONE_TEST_ALLOW_RESTORE", "1") == "1"
 PGCLONE_DUMP_CONFIGS = {
     "default": {},
+    "kept": {"keep_last": 2},
     "no_secrets": {"exclude_models": ["testapp.Secret"]},
     "with_hook": {"pre_dump_hooks": "testapp_mark"},
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TIME_ZONE = "UTC"
+
+# A beat process started by the tests turns this on: a dump every second.
+if os.environ.get("PGCLONE_TEST_BEAT_SCHEDULE"):
+    CELERY_BEAT_SCHEDULE = {
+        "pgclone-nightly-dump": {
+            "task": "pgclone.scheduled_dump",
+            "schedule": 1.0,
+            "kwargs": {"config": "kept"},
+        }
+    }

@@ -9,11 +9,11 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from pgclone import conf, hooks, jobs, keys, options, postgres, streams
+from pgclone import conf, hooks, jobs, keys, options, postgres, retention, streams
 from pgclone.exceptions import PgCloneError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job, JobStep
-from pgclone.storage import storage_for
+from pgclone.storage import Storage, storage_for
 
 STEP_NAMES = ("pre_dump", "dump", "upload")
 # The job tables of the dumped database are never copied: history belongs to
@@ -34,7 +34,7 @@ def dump(job: Job) -> None:
     if job.result.get("staged"):  # a redelivered step: start again from scratch
         storage.abort(job.result["staged"])
         jobs.update_result(job, staged=None)
-    conn = postgres.conn_info(job.database_alias)
+    conn = postgres.conn_info(job.database_alias).for_job(job.pk)
     key = keys.make_key(conn.name, job.config_name, timezone.now())
     tables, cascaded = options.excluded_tables(job.options.get("exclude_models", []))
     argv = postgres.pg_dump_argv(conn, exclude_table_data=sorted({*tables, *OWN_TABLES}))
@@ -102,11 +102,27 @@ def upload(job: Job) -> None:
     }
     storage.complete(handle, manifest)
     jobs.update_result(job, staged=None, manifest=manifest)
-    jobs.set_step_message(job, "upload", f"{result['key']} ({human_bytes(result['size'])})")
+    message = f"{result['key']} ({human_bytes(result['size'])})"
+    jobs.set_step_message(job, "upload", message + _apply_retention(storage, job))
+
+
+def _apply_retention(storage: Storage, job: Job) -> str:
+    """Prune this database's dumps of this config. A failure here is only a warning:
+    the new dump is safe either way."""
+    try:
+        deleted = retention.prune(storage, database=job.database_name, config=job.config_name)
+    except Exception as exc:
+        return f"; warning: retention failed: {jobs.describe_error(exc)}"
+    if not deleted:
+        return ""
+    jobs.update_result(job, pruned=[str(key) for key in deleted])
+    return f"; retention deleted {len(deleted)} older dump(s)"
 
 
 def cleanup(job: Job) -> None:
-    """After a failure: throw away a staged dump so nothing half-written remains."""
+    """After a failure: end pg_dump's session, and throw away a staged dump so
+    nothing half-written remains."""
+    postgres.end_sessions(postgres.conn_info(job.database_alias).for_job(job.pk))
     handle = job.result.get("staged")
     if handle:
         storage_for(job.options["storage_location"]).abort(handle)

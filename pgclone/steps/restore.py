@@ -34,7 +34,7 @@ def ensure_allowed() -> None:
 
 
 def _live(job: Job) -> postgres.ConnInfo:
-    return postgres.conn_info(job.database_alias)
+    return postgres.conn_info(job.database_alias).for_job(job.pk)
 
 
 def fetch(job: Job) -> None:

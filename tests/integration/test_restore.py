@@ -15,11 +15,11 @@ import pytest
 import zstandard
 from django.db import connection
 
-from pgclone import api, databases, keys
+from pgclone import api, databases
 from pgclone.models import Job, JobStep
-from pgclone.storage import storage_for
 from tests.conftest import (
     clone_database,
+    copy_dump,
     fingerprint,
     pgclone_databases,
     psql,
@@ -110,19 +110,6 @@ def test_round_trip_from_s3_by_database_name(celery_worker, pgclone_cli, s3_loca
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Streamed" in result.stdout  # from S3, pg_restore reads a stream
     assert authors(target) == ["new"]
-
-
-def copy_dump(location: str, key: str, database: str, timestamp: str) -> str:
-    """Store an existing dump again under another database's name."""
-    storage = storage_for(location)
-    source = keys.parse_key(key)
-    new = keys.DumpKey(database, timestamp, "default")
-    root = Path(location)
-    (root / database).mkdir(exist_ok=True)
-    (root / str(new)).write_bytes((root / str(source)).read_bytes())
-    manifest = {**storage.read_manifest(source), "key": str(new), "database": database}
-    (root / f"{new}.json").write_text(json.dumps(manifest))
-    return str(new)
 
 
 def test_a_database_name_picks_its_newest_dump_never_a_prefixed_one(

@@ -98,6 +98,17 @@ class Command(BaseCommand):
         tail = commands.add_parser("tail", help="Follow one job live until it ends.")
         tail.add_argument("job_id", help="A job id, or a unique prefix of one.")
 
+        cancel = commands.add_parser("cancel", help="Cancel a pending or running job.")
+        cancel.add_argument("job_id", help="A job id, or a unique prefix of one.")
+
+        prune = commands.add_parser(
+            "prune", help="Delete dumps that the configs' retention rules no longer keep."
+        )
+        prune.add_argument("db_name", nargs="?", help="Only this database's dumps.")
+        prune.add_argument(
+            "--dry-run", action="store_true", help="Only list what would be deleted."
+        )
+
     @staticmethod
     def _add_run_mode(parser: CommandParser) -> None:
         mode = parser.add_mutually_exclusive_group()
@@ -280,3 +291,18 @@ class Command(BaseCommand):
         job = api.job(options["job_id"])
         self.stdout.write(f"{self._describe(job)}: job {job.pk} ({job.status})")
         self._report(self._follow(job))
+
+    def handle_cancel(self, options: dict[str, Any]) -> None:
+        job = api.cancel(options["job_id"])
+        self.stdout.write(
+            f"Cancelled {job.kind} job {job.pk}. Its worker stops it within a few seconds "
+            "(a running hook finishes first) and removes what it had created."
+        )
+
+    def handle_prune(self, options: dict[str, Any]) -> None:
+        keys = api.prune(dry_run=options["dry_run"], database=options["db_name"])
+        verb = "Would delete" if options["dry_run"] else "Deleted"
+        for key in keys:
+            self.stdout.write(f"{verb} {key}")
+        if not keys:
+            self.stdout.write("Nothing to prune.")
