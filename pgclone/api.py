@@ -13,8 +13,9 @@ from typing import Any
 
 import kombu.exceptions
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from pgclone import conf, databases, jobs, keys, options, postgres, retention
+from pgclone import conf, databases, humanize, jobs, keys, options, postgres, retention
 from pgclone.exceptions import (
     BrokerUnavailable,
     DumpNotFound,
@@ -79,8 +80,8 @@ def dump(
         )
         storage = get_storage()
         storage.check()
-    except PgCloneError as exc:
-        jobs.end_job(job.pk, Job.Status.FAILED, str(exc))
+    except Exception as exc:
+        jobs.end_job(job.pk, Job.Status.FAILED, jobs.describe_error(exc))
         raise
     resolved["storage_location"] = storage.location
     Job.objects.filter(pk=job.pk).update(
@@ -168,8 +169,9 @@ def restore(
         ).first()
         error = RestoreRefused(
             f"A restore of database {live.name!r} is already under way"
-            + (f" (job {running.pk}, {running.status})" if running else "")
-            + ": wait for it to end, or cancel it."
+            + (f" (job {running.pk}, {_liveliness(running)})" if running else "")
+            + ". Wait for it to end, or stop it with `manage.py pgclone cancel "
+            + (f"{running.pk}`." if running else "JOB_ID`.")
         )
         jobs.create_job(Job.Kind.RESTORE, restore_steps.STEP_NAMES, **fields,
                         status=Job.Status.FAILED, error=str(error))  # fmt: skip
@@ -180,8 +182,8 @@ def restore(
         )
         storage = get_storage()
         resolved["source"] = resolve_source(target, live.name)
-    except PgCloneError as exc:
-        jobs.end_job(job.pk, Job.Status.FAILED, str(exc))
+    except Exception as exc:
+        jobs.end_job(job.pk, Job.Status.FAILED, jobs.describe_error(exc))
         raise
     resolved["storage_location"] = storage.location
     Job.objects.filter(pk=job.pk).update(
@@ -192,6 +194,13 @@ def restore(
     _start(job, restore_steps.run_all, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
+
+
+def _liveliness(job: Job) -> str:
+    if job.heartbeat_at is None:
+        return job.status
+    age = (timezone.now() - job.heartbeat_at).total_seconds()
+    return f"{job.status}, last heartbeat {humanize.human_seconds(age)} ago"
 
 
 def local_sources(database: str = "default") -> list[tuple[str, str]]:

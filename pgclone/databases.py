@@ -13,7 +13,7 @@ import hashlib
 import io
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -88,18 +88,29 @@ def drop(connection: Any, name: str) -> None:
 
 
 def create_empty(connection: Any, name: str, like: str | None) -> None:
-    """An empty database, with the encoding and locale of ``like`` when it exists."""
+    """An empty database, with the encoding and locale (provider included) of
+    ``like`` when it exists."""
     statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
     if like and exists(connection, like):
-        encoding, collate, ctype = _execute(
+        columns = set(_columns(connection, "pg_catalog.pg_database"))
+        # PostgreSQL 15 added locale providers; 17 renamed daticulocale to datlocale.
+        provider = "datlocprovider" if "datlocprovider" in columns else "'c'"
+        locale = next((c for c in ("datlocale", "daticulocale") if c in columns), "NULL")
+        encoding, collate, ctype, provider, locale = _execute(
             connection,
-            "SELECT pg_encoding_to_char(encoding), datcollate, datctype "
+            f"SELECT pg_encoding_to_char(encoding), datcollate, datctype, {provider}, {locale} "  # noqa: S608 - column names from the catalog
             "FROM pg_database WHERE datname = %s",
             [like],
         )[0]
         statement += sql.SQL(" ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
             sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype)
         )
+        if provider == "i":
+            statement += sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(locale))
+        elif provider == "b":
+            statement += sql.SQL(" LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(
+                sql.Literal(locale)
+            )
     _execute(connection, statement)
 
 
@@ -283,11 +294,51 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
         )
         _execute(
             connection,
-            target + sql.SQL(" SET {} = {}").format(sql.Identifier(name), sql.Literal(value)),
+            target
+            + sql.SQL(" SET {} = {}").format(sql.Identifier(name), setting_value(name, value)),
         )
     if settings:
         done.append(f"{len(settings)} setting(s)")
     return done
+
+
+# Settings that hold a list: stored as "a, \"B\"", each element must be set apart.
+LIST_SETTINGS = {
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "shared_preload_libraries",
+}
+
+
+def setting_value(name: str, value: str) -> sql.Composable:
+    """A stored per-database setting as SQL that sets the same value again."""
+    if name.lower() not in LIST_SETTINGS:
+        return sql.Literal(value)
+    return sql.SQL(", ").join(sql.Literal(item) for item in split_list_setting(value))
+
+
+def split_list_setting(value: str) -> list[str]:
+    """Split ``a, "B c", "d""e"`` into ``['a', 'B c', 'd"e']`` as PostgreSQL stores lists."""
+    items, current, quoted, index = [], "", False, 0
+    while index < len(value):
+        char = value[index]
+        if char == '"' and quoted and value[index + 1 : index + 2] == '"':
+            current += '"'
+            index += 1
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            items.append(current)
+            current = ""
+        elif char.isspace() and not quoted:
+            pass  # only quoted names hold spaces
+        else:
+            current += char
+        index += 1
+    items.append(current)
+    return [item for item in items if item]
 
 
 @dataclass
@@ -295,6 +346,7 @@ class SwapResult:
     window_ms: float
     old_name: str | None
     history_copied: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def swap(
@@ -326,23 +378,46 @@ def swap(
                     try:
                         _rename_pair(connection, live, old_name, new, timeout_ms)
                         break
-                    except (psycopg2.errors.ObjectInUse, psycopg2.errors.QueryCanceled):
+                    except (psycopg2.errors.ObjectInUse, psycopg2.errors.QueryCanceled) as exc:
                         # A session still exiting, autovacuum, or a client that
                         # slipped in: end them and try again, a little more patiently.
                         if time.monotonic() > deadline:
-                            raise
+                            raise PgCloneError(
+                                f"Could not rename {live!r}: sessions kept using it for "
+                                f"{SWAP_DEADLINE_SECONDS}s ({str(exc).strip()}). Nothing was "
+                                "swapped; the live database is as it was."
+                            ) from exc
                         _terminate_sessions(connection, (live, new), keep=())
                         timeout_ms = min(timeout_ms * 2, 2000)
             except BaseException:
                 _allow_connections(connection, live, allowed=True)
                 raise
-            _allow_connections(connection, live, allowed=True)
+            # The renames are committed: from here on, report problems, undo nothing.
+            _allow_connections_again(connection, live)
             window_ms = (time.monotonic() - started) * 1000
-            _allow_connections(connection, old_name, allowed=True)
+            warnings = []
+            try:
+                _allow_connections(connection, old_name, allowed=True)
+            except psycopg2.Error as exc:
+                warnings.append(f"could not re-open {old_name!r} to connections: {exc}")
         finally:
             if history is not None:
                 history.close()
-    return SwapResult(window_ms, old_name, history.copied if history else 0)
+    return SwapResult(window_ms, old_name, history.copied if history else 0, warnings)
+
+
+def _allow_connections_again(connection: Any, live: str) -> None:
+    for attempt in range(3):
+        try:
+            _allow_connections(connection, live, allowed=True)
+            return
+        except psycopg2.Error as exc:
+            if attempt == 2:
+                raise PgCloneError(
+                    f"The swap happened, but {live!r} still refuses connections ({exc}). "
+                    f'Run: ALTER DATABASE "{live}" WITH ALLOW_CONNECTIONS true'
+                ) from exc
+            time.sleep(0.1)
 
 
 def _allow_connections(connection: Any, name: str, *, allowed: bool) -> None:

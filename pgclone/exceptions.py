@@ -22,6 +22,10 @@ class InvalidInput(PgCloneError):
     """The request is invalid."""
 
 
+class DatabaseUnavailable(PgCloneError):
+    """PostgreSQL could not be reached: check the server and the DATABASES settings."""
+
+
 class StorageError(PgCloneError):
     """The dump storage could not be used: check PGCLONE_STORAGE_LOCATION."""
 

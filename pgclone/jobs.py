@@ -198,6 +198,8 @@ def run_step(
     drop_broken_connections()
     job = Job.objects.get(pk=job_id)
     step = job.steps.get(name=name)
+    if job.status == Job.Status.CANCELLED and cleanup is not None:
+        cleanup(job)  # cancelled between two steps: remove what earlier steps made
     if job.is_finished or step.status == JobStep.Status.SUCCEEDED:
         return
     now = timezone.now()
@@ -210,8 +212,11 @@ def run_step(
         progress_done=None,
         progress_total=None,
     )
-    if not started:
-        return  # cancelled an instant ago
+    if not started:  # cancelled an instant ago
+        if cleanup is not None:
+            job.refresh_from_db()
+            cleanup(job)
+        return
     JobStep.objects.filter(pk=step.pk).update(
         status=JobStep.Status.RUNNING, started_at=now, finished_at=None, message=""
     )

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg2
 from django.conf import settings
 
-from pgclone.exceptions import CommandFailed, ConfigurationError, InvalidInput
+from pgclone.exceptions import CommandFailed, ConfigurationError, DatabaseUnavailable, InvalidInput
 
 POSTGRES_ENGINES = (
     "django.db.backends.postgresql",
@@ -228,7 +228,7 @@ def connect(conn: ConnInfo) -> Iterator[Any]:
     try:
         connection = psycopg2.connect(**conn.psycopg2_kwargs())
     except psycopg2.OperationalError as exc:
-        raise ConfigurationError(
+        raise DatabaseUnavailable(
             f"Could not connect to database {conn.name!r}: {str(exc).strip()}"
         ) from exc
     connection.autocommit = True
@@ -251,6 +251,20 @@ def end_sessions(conn: ConnInfo) -> None:
             "WHERE application_name = %s AND pid <> pg_backend_pid()",
             [conn.application_name],
         )
+
+
+def same_database(one: ConnInfo, other: ConnInfo) -> bool:
+    """Whether two connection settings reach the same database of the same server
+    (``localhost`` and ``127.0.0.1`` alike): same server start time, same oid."""
+    identity = (
+        "SELECT pg_postmaster_start_time(), oid FROM pg_database WHERE datname = current_database()"
+    )
+    found = []
+    for conn in (one, other):
+        with connect(conn) as connection, connection.cursor() as cursor:
+            cursor.execute(identity)
+            found.append(cursor.fetchone())
+    return found[0] == found[1]
 
 
 def server_version(conn: ConnInfo) -> str:

@@ -54,10 +54,10 @@ def dump(job: Job) -> None:
     except BaseException:
         upload.abort()
         raise
+    jobs.update_result(job, staged=handle)  # from here on, cleanup can discard it
     progress.flush()
     jobs.update_result(
         job,
-        staged=handle,
         key=str(key),
         server_version=server_version,
         pg_dump_version=postgres.tool_version("pg_dump"),

@@ -113,6 +113,18 @@ def _restore_streamed(
 ) -> str:
     progress = jobs.Progress(job.pk, total=manifest["size"])
     argv = postgres.pg_restore_argv(target)
+    stopped_reading = False
+
+    def feed(data: bytes) -> None:
+        # pg_restore may stop reading early (when it fails, its exit status says
+        # why); the rest of the dump is still read to check its checksum.
+        nonlocal stopped_reading
+        if not stopped_reading:
+            try:
+                proc.stdin.write(data)
+            except BrokenPipeError:
+                stopped_reading = True
+
     with (
         storage.open(key) as source,
         postgres.spawn(
@@ -121,13 +133,8 @@ def _restore_streamed(
     ):
         try:
             streams.decompress(
-                source,
-                proc.stdin.write,
-                expected_sha256=manifest["sha256"],
-                on_progress=progress.add,
+                source, feed, expected_sha256=manifest["sha256"], on_progress=progress.add
             )
-        except BrokenPipeError:
-            pass  # pg_restore stopped reading: its exit status and errors say why
         finally:
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
@@ -187,26 +194,35 @@ def swap(job: Job) -> None:
     ensure_allowed()
     live = _live(job)
     temp = job.result["temp_database"]
-    holds_jobs = _holds_job_tables(live)
     notes = []
     with databases.maintenance(live) as connection:
+        holds_jobs = databases.exists(connection, live.name) and postgres.same_database(
+            live, postgres.conn_info("default")
+        )
         if holds_jobs:
             _check_job_tables(live, temp)
         carried = databases.carry_over(connection, live.name, temp)
         if carried:
             notes.append("kept " + ", ".join(carried))
         if job.options.get("reversible"):
-            current = databases.copy_name(live.name, "current")
-            databases.drop(connection, current)
-            databases.create_copy(connection, current, temp)
+            # :current is prepared under a temporary name: the one in place now
+            # stays until the swap has happened.
+            staging = _current_staging(job)
+            databases.drop(connection, staging)
+            databases.create_copy(connection, staging, temp)
     old = databases.temp_name(job.pk).replace(databases.TEMP_PREFIX, "pgclone_old_")
     result = databases.swap(live, live=live.name, new=temp, old_name=old, copy_history=holds_jobs)
     # This process's own connections to the live database were ended by the swap.
     connections.close_all()
     jobs.update_result(job, swapped=True, swap_window_ms=round(result.window_ms, 1))
+    notes.extend(f"warning: {warning}" for warning in result.warnings)
     notes.extend(_after_swap(job, live, result.old_name))
     message = f"Swapped {temp} into {live.name!r}; new connections waited {result.window_ms:.0f} ms"
     jobs.set_step_message(job, "swap", "; ".join([message, *notes]))
+
+
+def _current_staging(job: Job) -> str:
+    return databases.temp_name(job.pk) + "_current"
 
 
 def _after_swap(job: Job, live: postgres.ConnInfo, old: str | None) -> list[str]:
@@ -217,23 +233,18 @@ def _after_swap(job: Job, live: postgres.ConnInfo, old: str | None) -> list[str]
     try:
         with databases.maintenance(live) as connection:
             if job.options.get("reversible"):
-                databases.drop(connection, previous)
+                for name in (previous, current):
+                    databases.drop(connection, name)
                 if old:
                     databases.rename(connection, old, previous)
+                databases.rename(connection, _current_staging(job), current)
                 return [f"kept :previous ({previous}) and :current ({current})"]
             for name in (old, previous, current):
                 if name:
                     databases.drop(connection, name)
             return []
-    except PgCloneError as exc:
-        return [f"warning: cleaning up after the swap failed: {exc}"]
     except Exception as exc:
-        return [f"warning: cleaning up after the swap failed: {type(exc).__name__}: {exc}"]
-
-
-def _holds_job_tables(live: postgres.ConnInfo) -> bool:
-    jobs_db = postgres.conn_info("default")
-    return (jobs_db.host, jobs_db.port, jobs_db.name) == (live.host, live.port, live.name)
+        return [f"warning: cleaning up after the swap failed: {jobs.describe_error(exc)}"]
 
 
 def _check_job_tables(live: postgres.ConnInfo, temp: str) -> None:
@@ -248,11 +259,13 @@ def _check_job_tables(live: postgres.ConnInfo, temp: str) -> None:
 
 
 def cleanup(job: Job) -> None:
-    """After a failure before the swap: drop the temporary database."""
+    """After a failure before the swap: drop the temporary databases. (Once
+    the swap has happened the temporary name no longer exists.)"""
     temp = job.result.get("temp_database")
     if temp and not job.result.get("swapped"):
         with databases.maintenance(_live(job)) as connection:
             databases.drop(connection, temp)
+            databases.drop(connection, _current_staging(job))
 
 
 STEPS = {"fetch": fetch, "restore_temp": restore_temp, "pre_swap": pre_swap, "swap": swap}

@@ -92,7 +92,10 @@ class LocalStorage(Storage):
             )
         manifest_path = final.with_name(final.name + MANIFEST_SUFFIX)
         temporary = manifest_path.with_name(f".{manifest_path.name}.tmp")
-        temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        with open(temporary, "w") as out:
+            out.write(json.dumps(manifest, indent=2, sort_keys=True))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temporary, manifest_path)
         _fsync_dir(final.parent)
 

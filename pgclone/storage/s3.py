@@ -46,7 +46,7 @@ def _client(endpoint_url: str | None, quick: bool = False) -> Any:
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
 
-def _describe(exc: Exception, bucket: str) -> str:
+def _describe(exc: Exception, bucket: str, bucket_level: bool = False) -> str:
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return "no AWS credentials were found (environment, ~/.aws, or an instance role)"
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | ConnectionError):
@@ -54,7 +54,7 @@ def _describe(exc: Exception, bucket: str) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
         code = error.get("Code", "")
-        if code in {"NoSuchBucket", "404"}:
+        if code == "NoSuchBucket" or (code == "404" and bucket_level):
             return f"the bucket {bucket!r} does not exist"
         if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
             return f"access to the bucket {bucket!r} was denied ({code})"
@@ -62,8 +62,11 @@ def _describe(exc: Exception, bucket: str) -> str:
     return str(exc)
 
 
-def _storage_error(exc: Exception, bucket: str, doing: str) -> StorageError:
-    return StorageError(f"S3 storage failed while {doing}: {_describe(exc, bucket)}.")
+def _storage_error(
+    exc: Exception, bucket: str, doing: str, bucket_level: bool = False
+) -> StorageError:
+    detail = _describe(exc, bucket, bucket_level)
+    return StorageError(f"S3 storage failed while {doing}: {detail}.")
 
 
 _S3_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
@@ -76,6 +79,7 @@ class S3Upload(Upload):
         created = client.create_multipart_upload(Bucket=bucket, Key=key)
         self.upload_id = created["UploadId"]
         self.parts: list[dict[str, Any]] = []
+        self._sent = 0  # parts handed to the uploading thread, numbered from 1
         self._buffer = bytearray()
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
@@ -104,14 +108,13 @@ class S3Upload(Upload):
             raise _storage_error(self._error, self.bucket, f"uploading {self.key}")
 
     def _current_part_size(self) -> int:
-        queued = len(self.parts) + self._queue.qsize()
-        return self.part_size * 2 ** (queued // PARTS_PER_SIZE)
+        return self.part_size * 2 ** (self._sent // PARTS_PER_SIZE)
 
     def _send(self, body: bytearray) -> None:
-        number = len(self.parts) + self._queue.qsize() + 1
-        if number > MAX_PARTS:
+        if self._sent >= MAX_PARTS:
             raise StorageError("The dump is too large for one S3 object (10,000 parts).")
-        self._queue.put((number, body))
+        self._sent += 1
+        self._queue.put((self._sent, body))
 
     def write(self, data: bytes) -> None:
         self._raise_if_failed()
@@ -121,7 +124,7 @@ class S3Upload(Upload):
             self._send(part)
 
     def close(self) -> dict[str, Any]:
-        if self._buffer or not self.parts:
+        if self._buffer or not self._sent:
             self._send(self._buffer)
             self._buffer = bytearray()
         self._queue.put(None)
@@ -163,7 +166,7 @@ class S3Storage(Storage):
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def check(self) -> None:
-        with self._errors(f"checking {self.location}"):
+        with self._errors(f"checking {self.location}", bucket_level=True):
             _client(self.endpoint_url, quick=True).head_bucket(Bucket=self.bucket)
 
     def start_upload(self, key: keys.DumpKey, job_id: str, expected_size: int = 0) -> S3Upload:
@@ -229,16 +232,18 @@ class S3Storage(Storage):
         return names
 
     @contextlib.contextmanager
-    def _errors(self, doing: str, missing: str | None = None) -> Iterator[None]:
+    def _errors(
+        self, doing: str, missing: str | None = None, bucket_level: bool = False
+    ) -> Iterator[None]:
         """Turn boto3's errors into StorageError (or DumpNotFound for ``missing``)."""
         try:
             yield
         except botocore.exceptions.ClientError as exc:
             if missing and _code(exc) in {"NoSuchKey", "404"}:
                 raise DumpNotFound(missing) from exc
-            raise _storage_error(exc, self.bucket, doing) from exc
+            raise _storage_error(exc, self.bucket, doing, bucket_level) from exc
         except _S3_ERRORS as exc:
-            raise _storage_error(exc, self.bucket, doing) from exc
+            raise _storage_error(exc, self.bucket, doing, bucket_level) from exc
 
     def _read_bytes(self, name: str) -> bytes:
         missing = f"No complete dump {name.removesuffix(MANIFEST_SUFFIX)!r}."

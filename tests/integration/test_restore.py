@@ -441,3 +441,30 @@ def test_restoring_the_live_database_onto_itself_is_refused(
 ):
     result = restore_cli(pgclone_cli, local_location, f":{TARGET}")
     assert_refused(result, code=2, message="is the database being restored")
+
+
+def test_what_belongs_to_the_database_object_is_kept(
+    celery_worker, pgclone_cli, local_location, target
+):
+    """Per-database settings (a search_path list too), grants and the ICU locale."""
+    key = make_dump("kept", local_location)
+    psql(f'DROP DATABASE "{TARGET}" WITH (FORCE)')
+    psql(f"CREATE DATABASE \"{TARGET}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+    psql(f'ALTER DATABASE "{TARGET}" SET search_path TO "$user", public, "Odd Schema"')
+    psql(f"ALTER DATABASE \"{TARGET}\" SET statement_timeout = '5min'")
+    psql(f'REVOKE CONNECT ON DATABASE "{TARGET}" FROM PUBLIC')
+
+    result = restore_cli(pgclone_cli, local_location, key)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert authors(TARGET) == ["kept"]
+    settings_row = psql(
+        "SELECT array_to_string(setconfig, ';') FROM pg_db_role_setting s "
+        f"JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = '{TARGET}'"
+    )
+    assert settings_row == 'search_path="$user", public, "Odd Schema";statement_timeout=5min'
+    assert (
+        psql(f"SELECT datlocprovider::text || daticulocale FROM pg_database WHERE datname = '{TARGET}'")
+        == "ien-US"
+    )
+    assert psql(f"SELECT has_database_privilege('public', '{TARGET}', 'CONNECT')") == "f"

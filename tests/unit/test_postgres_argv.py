@@ -44,3 +44,11 @@ def test_no_password_means_no_pgpassword(monkeypatch):
 
 def test_repr_hides_the_password():
     assert "hunter2" not in repr(CONN)
+
+
+def test_list_settings_are_split_as_postgres_stores_them():
+    from pgclone.databases import split_list_setting
+
+    assert split_list_setting('"$user", public') == ["$user", "public"]
+    assert split_list_setting('app, "My Schema", "we""ird"') == ["app", "My Schema", 'we"ird']
+    assert split_list_setting("") == []

@@ -178,6 +178,11 @@ class Command(BaseCommand):
 
         try:
             return start(**request, inline=True, on_start=on_start)
+        except KeyboardInterrupt:
+            raise CommandError(
+                "Interrupted: the job was cancelled and what it had created removed.",
+                returncode=130,
+            ) from None
         finally:
             stop.set()
             for follower in followers:
