@@ -78,6 +78,19 @@ ensure_redis() {
     fi
 }
 
+ensure_chromium() {
+    # Only the browser test needs it; it is skipped (saying why) when it can't be had.
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "Installing Debian's chromium and chromium-driver for the browser test..." >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            chromium chromium-driver; } >/dev/null 2>&1 ||
+            echo "pgclone: could not install chromium; the browser test will be skipped." >&2
+    else
+        echo "pgclone: chromium/chromedriver missing; the browser test will be skipped." >&2
+    fi
+}
+
 setup_venv
 ensure_postgres
 ensure_redis

@@ -1,33 +1,214 @@
-"""Read-mostly admin for jobs: what ran, when, how long each step took."""
+"""The admin: jobs with live progress, the dumps in storage, dump and restore.
+
+Dumping needs the ``pgclone.dump_database`` permission and restoring
+``pgclone.restore_database`` (being staff is not enough), plus a confirmation
+on which the user types the name of the database to overwrite. Every action
+calls the same ``pgclone.api`` as the management command.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
-from pgclone.models import Job, JobStep
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from pgclone import api, conf, humanize, postgres
+from pgclone.exceptions import PgCloneError
+from pgclone.models import Job
+from pgclone.storage import get_storage
 
 
-class JobStepInline(admin.TabularInline):
-    model = JobStep
-    extra = 0
-    can_delete = False
-    fields = ("position", "name", "status", "started_at", "finished_at", "message")
-    readonly_fields = fields
+def _postgres_aliases() -> list[tuple[str, str]]:
+    return [
+        (alias, f"{alias} ({config.get('NAME')})")
+        for alias, config in settings.DATABASES.items()
+        if config.get("ENGINE") in postgres.POSTGRES_ENGINES
+    ]
 
-    def has_add_permission(self, request, obj=None):
-        return False
+
+def _config_choices(configs: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(name, name) for name in sorted({"default", *configs})]
+
+
+class DumpNowForm(forms.Form):
+    config = forms.ChoiceField()
+    database = forms.ChoiceField()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["config"].choices = _config_choices(conf.dump_configs())
+        self.fields["database"].choices = _postgres_aliases()
+
+
+class RestoreForm(forms.Form):
+    key = forms.CharField(widget=forms.HiddenInput)
+    database = forms.ChoiceField(label="Restore into")
+    config = forms.ChoiceField(label="Restore config")
+    reversible = forms.BooleanField(
+        required=False, help_text="Keep :previous and :current copies to go back to."
+    )
+    confirm = forms.CharField(
+        label="Type the name of the database to overwrite",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["database"].choices = _postgres_aliases()
+        self.fields["config"].choices = _config_choices(conf.restore_configs())
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        alias = data.get("database")
+        if alias:
+            name = postgres.conn_info(alias).name
+            if data.get("confirm", "").strip() != name:
+                self.add_error("confirm", f"Type {name} exactly to confirm the restore.")
+        return data
+
+
+def job_status(job: Job) -> dict[str, Any]:
+    """What the job page shows, as JSON for its live updates."""
+    return {
+        "id": str(job.pk),
+        "status": job.status,
+        "finished": job.is_finished,
+        "current_step": job.current_step,
+        "progress": humanize.human_bytes(job.progress_done) if job.progress_done else "",
+        "duration": humanize.human_seconds(job.duration),
+        "error": job.error,
+        "steps": [
+            {
+                "name": step.name,
+                "status": step.status,
+                "duration": humanize.human_seconds(step.duration),
+                "message": step.message,
+            }
+            for step in job.steps.all()
+        ],
+    }
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("id", "kind", "status", "database_name", "current_step", "created_at")
+    list_display = ("short_id", "kind", "status", "database_name", "current_step", "created_at")
     list_filter = ("kind", "status", "database_name")
     search_fields = ("id", "dump_key", "database_name", "requested_by")
-    inlines = [JobStepInline]
-    readonly_fields = [field.name for field in Job._meta.fields]
+    # Status, progress and error are shown (and kept up to date) by the Progress box.
+    fields = readonly_fields = (
+        "id", "kind", "database_alias", "database_name", "dump_key", "config_name",
+        "requested_by", "created_at", "started_at", "finished_at", "worker_hostname",
+        "heartbeat_at", "task_id", "options", "result",
+    )  # fmt: skip
+    change_form_template = "admin/pgclone/job/change_form.html"
+    change_list_template = "admin/pgclone/job/change_list.html"
 
-    def has_add_permission(self, request):
+    @admin.display(description="id")
+    def short_id(self, job: Job) -> str:
+        return str(job.pk)[:8]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("dumps/", wrap(self.dumps_view), name="pgclone_dumps"),
+            path("dumps/restore/", wrap(self.restore_view), name="pgclone_restore"),
+            path("<uuid:job_id>/status/", wrap(self.status_view), name="pgclone_job_status"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any):
+        extra = kwargs.pop("extra_context", None) or {}
+        job = self.get_object(request, object_id)
+        if job is not None:
+            extra["job_status"] = job_status(job)
+            extra["status_url"] = reverse("admin:pgclone_job_status", args=[job.pk])
+        return super().change_view(request, object_id, *args, extra_context=extra, **kwargs)
+
+    def _require(self, request: HttpRequest, permission: str) -> None:
+        if not request.user.has_perm(f"pgclone.{permission}"):
+            raise PermissionDenied
+
+    def status_view(self, request: HttpRequest, job_id: Any) -> JsonResponse:
+        self._require(request, "view_job")
+        return JsonResponse(job_status(api.job(job_id)))
+
+    def dumps_view(self, request: HttpRequest) -> HttpResponse:
+        self._require(request, "view_job")
+        can_dump = request.user.has_perm("pgclone.dump_database")
+        form = DumpNowForm(request.POST or None)
+        if request.method == "POST":
+            self._require(request, "dump_database")
+            if form.is_valid():
+                try:
+                    job = api.dump(
+                        config=form.cleaned_data["config"],
+                        database=form.cleaned_data["database"],
+                        requested_by=f"{request.user.get_username()} (admin)",
+                    )
+                except PgCloneError as exc:
+                    messages.error(request, str(exc))
+                else:
+                    messages.success(request, f"Dump job {job.pk} started.")
+                    return redirect("admin:pgclone_job_change", job.pk)
+        groups: dict[str, list] = {}
+        storage_error = ""
+        try:
+            storage = get_storage()
+            for key in reversed(storage.list_keys()):
+                groups.setdefault(key.database, []).append(storage.info(key))
+        except PgCloneError as exc:
+            storage_error = str(exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Dumps in storage",
+            "opts": self.model._meta,
+            "groups": sorted(groups.items()),
+            "storage_error": storage_error,
+            "location": conf.storage_location(),
+            "form": form if can_dump else None,
+            "can_restore": request.user.has_perm("pgclone.restore_database")
+            and conf.allow_restore(),
+        }
+        return TemplateResponse(request, "admin/pgclone/dumps.html", context)
+
+    def restore_view(self, request: HttpRequest) -> HttpResponse:
+        self._require(request, "restore_database")
+        key = request.POST.get("key") or request.GET.get("key", "")
+        form = RestoreForm(request.POST or None, initial={"key": key, "database": "default"})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                job = api.restore(
+                    data["key"],
+                    database=data["database"],
+                    config=data["config"],
+                    reversible=data["reversible"],
+                    requested_by=f"{request.user.get_username()} (admin)",
+                )
+            except PgCloneError as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, f"Restore job {job.pk} started.")
+                return redirect("admin:pgclone_job_change", job.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Restore a dump",
+            "opts": self.model._meta,
+            "form": form,
+            "key": key,
+            "allowed": conf.allow_restore(),
+        }
+        return TemplateResponse(request, "admin/pgclone/restore.html", context)

@@ -10,3 +10,6 @@ class PgCloneConfig(AppConfig):
 
     def ready(self) -> None:
         from pgclone import checks  # noqa: F401 - registers the system checks
+        from pgclone.threads import share_database_settings
+
+        share_database_settings()

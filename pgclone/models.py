@@ -50,7 +50,10 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        permissions = [("restore_database", "Can restore a database with pgclone")]
+        permissions = [
+            ("dump_database", "Can start a dump with pgclone"),
+            ("restore_database", "Can restore a database with pgclone"),
+        ]
         constraints = [
             # The lock that allows one restore per database at a time, wherever
             # the workers run: a second active restore row can't be inserted.

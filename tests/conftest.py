@@ -66,6 +66,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def test_database_name(django_db_setup: None, django_db_blocker: Any) -> str:
     from django.db import connection
 
+    from pgclone.threads import share_database_settings
+
+    share_database_settings()  # threads (the live server's) must see the test database too
     with django_db_blocker.unblock():
         return connection.settings_dict["NAME"]
 

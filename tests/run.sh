@@ -2,5 +2,6 @@
 # The test command: works on a fresh machine (see README). Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "$0")/../deploy/env.sh"
+ensure_chromium
 cd "$REPO_ROOT"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -463,8 +463,8 @@ def test_what_belongs_to_the_database_object_is_kept(
         f"JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = '{TARGET}'"
     )
     assert settings_row == 'search_path="$user", public, "Odd Schema";statement_timeout=5min'
-    assert (
-        psql(f"SELECT datlocprovider::text || daticulocale FROM pg_database WHERE datname = '{TARGET}'")
-        == "ien-US"
+    locale = (
+        f"SELECT datlocprovider::text || daticulocale FROM pg_database WHERE datname = '{TARGET}'"
     )
+    assert psql(locale) == "ien-US"
     assert psql(f"SELECT has_database_privilege('public', '{TARGET}', 'CONNECT')") == "f"

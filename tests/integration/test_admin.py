@@ -1,0 +1,125 @@
+"""The admin, through Django's test client: permissions, confirmation, CSRF."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from pgclone import api
+from pgclone.models import Job
+from tests.conftest import wait_for
+from tests.integration.test_restore import TARGET, authors, make_dump, target  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+DUMPS = reverse("admin:pgclone_dumps")
+RESTORE = reverse("admin:pgclone_restore")
+
+
+def staff(username: str, *permissions: str) -> User:
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    codenames = ["view_job", *permissions]
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+def client_for(user: User, **kwargs) -> Client:
+    client = Client(**kwargs)
+    client.force_login(user)
+    return client
+
+
+def restore_form(key: str, confirm: str, database: str = "target") -> dict:
+    return {"key": key, "database": database, "config": "default", "confirm": confirm}
+
+
+def test_dumps_page_lists_storage(local_location):
+    key = make_dump("listed", local_location)
+    page = client_for(staff("viewer")).get(DUMPS)
+    assert page.status_code == 200
+    assert key in page.content.decode()
+    assert b"Dump now" not in page.content  # no dump_database permission
+    assert b"Restore this dump" not in page.content  # no restore_database permission
+
+
+def test_staff_without_the_permission_cannot_restore(local_location, target):  # noqa: F811
+    key = make_dump("never", local_location)
+    client = client_for(staff("staffer"))
+    assert client.get(RESTORE, {"key": key}).status_code == 403
+    answer = client.post(RESTORE, restore_form(key, TARGET))
+    assert answer.status_code == 403
+    assert not Job.objects.filter(kind=Job.Kind.RESTORE).exists()
+    assert authors(TARGET) == ["target-only"]
+
+
+def test_wrong_confirmation_is_refused(local_location, target):  # noqa: F811
+    key = make_dump("never", local_location)
+    client = client_for(staff("restorer", "restore_database"))
+    answer = client.post(RESTORE, restore_form(key, "not-the-name"))
+    assert answer.status_code == 200
+    assert f"Type {TARGET} exactly to confirm the restore." in answer.content.decode()
+    assert not Job.objects.filter(kind=Job.Kind.RESTORE).exists()
+
+
+def test_csrf_is_enforced(local_location, target):  # noqa: F811
+    key = make_dump("never", local_location)
+    client = client_for(staff("restorer", "restore_database"), enforce_csrf_checks=True)
+    assert client.post(RESTORE, restore_form(key, TARGET)).status_code == 403
+    assert client.post(DUMPS, {"config": "default", "database": "default"}).status_code == 403
+    assert not Job.objects.filter(kind=Job.Kind.RESTORE).exists()
+
+
+def test_a_confirmed_restore_runs_and_records_who_asked(
+    celery_worker,
+    local_location,
+    target,  # noqa: F811
+):
+    key = make_dump("from-admin", local_location)
+    client = client_for(staff("restorer", "restore_database"))
+    page = client.get(RESTORE, {"key": key})
+    assert page.status_code == 200 and b"Type the name of the database" in page.content
+
+    answer = client.post(RESTORE, {**restore_form(key, TARGET), "reversible": "on"})
+
+    job = Job.objects.get(kind=Job.Kind.RESTORE)
+    assert answer.status_code == 302
+    assert answer["Location"] == reverse("admin:pgclone_job_change", args=[job.pk])
+    assert job.requested_by == "restorer (admin)" and job.options["reversible"] is True
+    status_url = reverse("admin:pgclone_job_status", args=[job.pk])
+    done = wait_for(
+        lambda: (status := client.get(status_url).json())["finished"] and status,
+        what="the restore to finish",
+    )
+    assert done["status"] == "succeeded", done["error"]
+    assert [step["status"] for step in done["steps"]] == ["succeeded"] * 4
+    assert authors(TARGET) == ["from-admin"]
+    job_page = client.get(answer["Location"])
+    assert b'id="pgclone-steps"' in job_page.content and b"swap" in job_page.content
+
+
+def test_restores_disabled_refuse_in_the_admin_too(local_location, target, settings):  # noqa: F811
+    key = make_dump("never", local_location)
+    settings.PGCLONE_ALLOW_RESTORE = False
+    client = client_for(staff("restorer", "restore_database"))
+    assert b"Restores are disabled here" in client.get(RESTORE, {"key": key}).content
+    answer = client.post(RESTORE, restore_form(key, TARGET), follow=True)
+    assert b"Restores are disabled here" in answer.content
+    job = Job.objects.get(kind=Job.Kind.RESTORE)
+    assert job.status == Job.Status.FAILED and job.requested_by == "restorer (admin)"
+    assert authors(TARGET) == ["target-only"]
+
+
+def test_dump_now_needs_its_permission(celery_worker, local_location):
+    viewer = client_for(staff("viewer"))
+    assert viewer.post(DUMPS, {"config": "default", "database": "default"}).status_code == 403
+    assert not Job.objects.exists()
+
+    dumper = client_for(staff("dumper", "dump_database"))
+    answer = dumper.post(DUMPS, {"config": "default", "database": "default"})
+    job = Job.objects.get()
+    assert answer.status_code == 302 and job.requested_by == "dumper (admin)"
+    done = wait_for(lambda: Job.objects.filter(pk=job.pk, status__in=Job.FINISHED).first())
+    assert done.status == Job.Status.SUCCEEDED, done.error
+    assert [str(key) for key in api.ls()] == [done.dump_key]
