@@ -22,6 +22,8 @@ __all__ = [
     "prune",
     "recent_jobs",
     "restore",
+    "sweep",
+    "verify",
 ]
 
 

@@ -7,7 +7,11 @@ of these functions and render what it returns.
 from __future__ import annotations
 
 import getpass
+import logging
+import os
 import socket
+import subprocess
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -15,9 +19,10 @@ import kombu.exceptions
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pgclone import conf, databases, humanize, jobs, keys, options, postgres, retention
+from pgclone import conf, databases, humanize, jobs, keys, options, postgres, retention, streams
 from pgclone.exceptions import (
     BrokerUnavailable,
+    DumpDamaged,
     DumpNotFound,
     InvalidInput,
     PgCloneError,
@@ -29,6 +34,7 @@ from pgclone.steps import restore as restore_steps
 from pgclone.storage import get_storage
 
 ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
+logger = logging.getLogger("pgclone")
 
 
 def default_requester() -> str:
@@ -56,6 +62,7 @@ def dump(
     returned job, not raised. ``on_start(job)`` is called once the job is
     accepted, before it runs (the command uses it to show progress).
     """
+    _sweep_quietly()
     job = jobs.create_job(
         Job.Kind.DUMP,
         dump_steps.STEP_NAMES,
@@ -143,6 +150,7 @@ def restore(
     disabled or another restore of the same database is under way.
     """
     live = postgres.conn_info(database)
+    _sweep_quietly()
     request = {
         "target": target,
         "config": config,
@@ -217,6 +225,21 @@ def local_sources(database: str = "default") -> list[tuple[str, str]]:
     return found
 
 
+def sweep() -> list[Job]:
+    """Fail jobs whose worker was lost and remove what they left; return them."""
+    from pgclone import sweeping
+
+    return sweeping.sweep()
+
+
+def _sweep_quietly() -> None:
+    """Before a new job: a lost job must not hold a restore lock (nor leave debris)."""
+    try:
+        sweep()
+    except Exception as exc:
+        logger.warning("pgclone: the stale-job sweep failed: %s", exc)
+
+
 def _start(job: Job, run_all: Any, *, inline: bool, on_start: Callable[[Job], Any] | None) -> None:
     if on_start is not None:
         on_start(job)
@@ -281,6 +304,36 @@ def prune(*, dry_run: bool = False, database: str | None = None) -> list[keys.Du
     if dry_run:
         return retention.expired(storage, database=database)
     return retention.prune(storage, database=database)
+
+
+def verify(key_text: str) -> dict[str, Any]:
+    """Check a dump without restoring it: complete, its checksum, and an archive
+    that pg_restore can read. Raises DumpNotFound or DumpDamaged; returns the
+    manifest with the number of archive entries added."""
+    storage = get_storage()
+    key = keys.parse_key(key_text)
+    manifest = storage.read_manifest(key)
+    stored = storage.data_size(key)
+    if stored != manifest.get("size"):
+        raise DumpDamaged(
+            f"Dump {key} is incomplete: {stored} bytes stored, {manifest.get('size')} recorded."
+        )
+    with tempfile.TemporaryFile() as listing:
+        with (
+            storage.open(key) as source,
+            postgres.spawn(
+                ["pg_restore", "--list"],
+                env=dict(os.environ),
+                stdin=subprocess.PIPE,
+                stdout=listing,
+            ) as proc,
+        ):
+            streams.decompress_into(
+                source, proc, expected_sha256=manifest.get("sha256"), on_progress=lambda _: None
+            )
+        listing.seek(0)
+        entries = sum(1 for line in listing if line.strip() and not line.startswith(b";"))
+    return {**manifest, "archive_entries": entries}
 
 
 def cancel(job_id: Any, *, requested_by: str | None = None) -> Job:

@@ -76,3 +76,47 @@ def check_pgconnection(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
             )
         ]
     return []
+
+
+@checks.register("pgclone")
+def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The Celery settings long jobs need (see the README's "Running workers")."""
+    from celery import current_app
+
+    config = current_app.conf
+    found = []
+    if (config.worker_prefetch_multiplier or 0) > 1:
+        found.append(
+            checks.Warning(
+                f"CELERY_WORKER_PREFETCH_MULTIPLIER is {config.worker_prefetch_multiplier}.",
+                hint="Set it to 1: a worker busy with a long dump should not hold other "
+                "jobs' steps it has prefetched.",
+                id="pgclone.W010",
+            )
+        )
+    time_limit = config.task_time_limit
+    if not time_limit:
+        found.append(
+            checks.Warning(
+                "No CELERY_TASK_TIME_LIMIT is set.",
+                hint="A hung pg_dump or pg_restore would hold its worker forever: set a limit "
+                "above your longest step (for instance 6 hours for a large database).",
+                id="pgclone.W011",
+            )
+        )
+    broker = str(config.broker_url or "")
+    if broker.startswith(("redis://", "rediss://")):
+        visibility = (config.broker_transport_options or {}).get("visibility_timeout", 3600)
+        if time_limit and visibility < time_limit:
+            found.append(
+                checks.Warning(
+                    f"The Redis visibility timeout ({visibility}s) is shorter than "
+                    f"CELERY_TASK_TIME_LIMIT ({time_limit}s).",
+                    hint="Redis hands a step still running to another worker after the "
+                    "visibility timeout. pgclone notices and skips the copy, but set "
+                    "CELERY_BROKER_TRANSPORT_OPTIONS = {'visibility_timeout': …} above the "
+                    "time limit.",
+                    id="pgclone.W012",
+                )
+            )
+    return found

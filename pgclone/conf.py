@@ -29,6 +29,11 @@ def s3_endpoint_url() -> str | None:
     return _get("PGCLONE_S3_ENDPOINT_URL", None)
 
 
+def s3_max_attempts() -> int:
+    """Attempts per S3 request: errors (5xx, throttling, timeouts) are retried with backoff."""
+    return int(_get("PGCLONE_S3_MAX_ATTEMPTS", 8))
+
+
 def dump_configs() -> dict[str, dict[str, Any]]:
     """Named dump configurations; ``default`` is used when none is named."""
     return _get("PGCLONE_DUMP_CONFIGS", {}) or {}
@@ -67,6 +72,11 @@ def temp_dir() -> str | None:
 def heartbeat_seconds() -> float:
     """How often a running step records that its worker is alive."""
     return float(_get("PGCLONE_HEARTBEAT_SECONDS", 5))
+
+
+def stale_job_seconds() -> float:
+    """A running job whose heartbeat is older than this has lost its worker."""
+    return float(_get("PGCLONE_STALE_JOB_SECONDS", max(60.0, 6 * heartbeat_seconds())))
 
 
 def base_dir() -> str | None:

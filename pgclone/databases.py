@@ -24,6 +24,7 @@ from pgclone.exceptions import PgCloneError
 
 MAX_IDENTIFIER_BYTES = 63
 TEMP_PREFIX = "pgclone_tmp_"
+OLD_PREFIX = "pgclone_old_"
 COPY_SUFFIXES = {"previous": "__previous", "current": "__current"}
 JOB_TABLES = ("pgclone_job", "pgclone_jobstep")
 # How long the swap may retry while autovacuum or a stubborn client holds a database.
@@ -52,6 +53,11 @@ def temp_name(job_id: Any) -> str:
     return TEMP_PREFIX + str(job_id).replace("-", "")[:20]
 
 
+def old_name(job_id: Any) -> str:
+    """What the replaced live database is called between the swap and its removal."""
+    return OLD_PREFIX + str(job_id).replace("-", "")[:20]
+
+
 @contextlib.contextmanager
 def maintenance(conn: postgres.ConnInfo) -> Iterator[Any]:
     """A connection to the server's ``postgres`` database, for DDL on others."""
@@ -69,14 +75,24 @@ def exists(connection: Any, name: str) -> bool:
     return bool(_execute(connection, "SELECT 1 FROM pg_database WHERE datname = %s", [name]))
 
 
+def leftover_databases(connection: Any) -> list[str]:
+    """Temporary and old databases pgclone made (``pgclone_tmp_<job>…``, ``pgclone_old_<job>``)."""
+    rows = _execute(
+        connection,
+        "SELECT datname FROM pg_database WHERE datname LIKE 'pgclone\\_tmp\\_%' "
+        "OR datname LIKE 'pgclone\\_old\\_%' ORDER BY datname",
+    )
+    return [row[0] for row in rows]
+
+
 def local_databases(conn: postgres.ConnInfo) -> list[str]:
     """Databases on the server that a restore can copy (not templates, not temporaries)."""
     with maintenance(conn) as connection:
         rows = _execute(
             connection,
             "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' "
-            "AND datname NOT LIKE %s ORDER BY datname",
-            [TEMP_PREFIX.replace("_", "\\_") + "%"],
+            "AND datname NOT LIKE %s AND datname NOT LIKE %s ORDER BY datname",
+            [prefix.replace("_", "\\_") + "%" for prefix in (TEMP_PREFIX, OLD_PREFIX)],
         )
     return [row[0] for row in rows]
 

@@ -37,6 +37,7 @@ class Follower:
         self._last_piped = 0.0
         self._rate_sample: tuple[float, int] | None = None
         self._rate = 0.0
+        self._last_sweep = 0.0
 
     def _write(self, text: str) -> None:
         if self._progress_line:
@@ -94,6 +95,17 @@ class Follower:
             self._last_piped = now
             self._write(line)
 
+    def _sweep_if_silent(self, job: Job) -> None:
+        """A job whose worker went silent is swept, so that following it ends."""
+        if job.status != Job.Status.RUNNING or job.heartbeat_at is None:
+            return
+        silent = (timezone.now() - job.heartbeat_at).total_seconds()
+        if silent > conf.stale_job_seconds() and time.monotonic() - self._last_sweep > 5:
+            from pgclone import sweeping
+
+            self._last_sweep = time.monotonic()
+            sweeping.sweep()
+
     def _read(self) -> tuple[Job, list[JobStep]]:
         job = Job.objects.get(pk=self.job_id)
         return job, list(job.steps.all())
@@ -128,6 +140,7 @@ class Follower:
                     self.out.flush()
                 return job
             self._show_progress(job)
+            self._sweep_if_silent(job)
             waited = time.monotonic() - started
             if job.status == Job.Status.PENDING and waited > NO_WORKER_HINT_SECONDS and not hinted:
                 hinted = True

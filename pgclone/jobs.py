@@ -9,6 +9,7 @@ job's cleanup when anything fails.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 import threading
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections, models, transaction
 from django.db.models import CharField
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -108,8 +109,10 @@ def end_job(job_id: Any, status: str, error: str = "") -> None:
 def describe_error(exc: BaseException) -> str:
     if isinstance(exc, PgCloneError):
         return str(exc)
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
-        return "Interrupted before the job finished."
+    if isinstance(exc, KeyboardInterrupt):
+        return "Interrupted (Ctrl-C) before the job finished."
+    if isinstance(exc, SystemExit):
+        return "The worker was stopped (shut down) before the job finished."
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -193,33 +196,28 @@ def run_step(
     final: bool = False,
     cleanup: StepFunction | None = None,
     hostname: str | None = None,
-) -> None:
-    """Run one step of a job and record what happened; re-raise its failure."""
+) -> bool:
+    """Run one step of a job and record what happened; re-raise its failure.
+
+    Returns whether the chain should go on: False when the job has ended
+    (failed, cancelled) or when this step is already running elsewhere (a
+    redelivered task while its first delivery still runs). A step whose
+    worker stopped beating is taken over and run again: steps are idempotent.
+    """
     drop_broken_connections()
     job = Job.objects.get(pk=job_id)
     step = job.steps.get(name=name)
     if job.status == Job.Status.CANCELLED and cleanup is not None:
         cleanup(job)  # cancelled between two steps: remove what earlier steps made
-    if job.is_finished or step.status == JobStep.Status.SUCCEEDED:
-        return
-    now = timezone.now()
-    started = Job.objects.filter(pk=job.pk, status__in=ACTIVE).update(
-        status=Job.Status.RUNNING,
-        started_at=job.started_at or now,
-        current_step=name,
-        worker_hostname=hostname or socket.gethostname(),
-        heartbeat_at=now,
-        progress_done=None,
-        progress_total=None,
-    )
-    if not started:  # cancelled an instant ago
-        if cleanup is not None:
-            job.refresh_from_db()
+    if job.is_finished:
+        return False
+    if step.status == JobStep.Status.SUCCEEDED:
+        return True
+    if not _claim(job, step, hostname):
+        job.refresh_from_db()
+        if job.status == Job.Status.CANCELLED and cleanup is not None:
             cleanup(job)
-        return
-    JobStep.objects.filter(pk=step.pk).update(
-        status=JobStep.Status.RUNNING, started_at=now, finished_at=None, message=""
-    )
+        return False
     job.refresh_from_db()
     try:
         with Heartbeat(job.pk):
@@ -236,6 +234,34 @@ def run_step(
         Job.objects.filter(pk=job.pk).exclude(status__in=Job.FINISHED).update(
             status=Job.Status.SUCCEEDED, finished_at=timezone.now(), current_step=""
         )
+    return True
+
+
+def _claim(job: Job, step: JobStep, hostname: str | None) -> bool:
+    """Take the step for this worker, atomically: only one delivery runs it."""
+    now = timezone.now()
+    abandoned = now - dt.timedelta(seconds=conf.stale_job_seconds())
+    claimable = models.Q(status=JobStep.Status.PENDING) | models.Q(
+        status=JobStep.Status.RUNNING, job__heartbeat_at__lt=abandoned
+    )
+    with transaction.atomic():
+        claimed = (
+            JobStep.objects.filter(pk=step.pk)
+            .filter(claimable)
+            .update(status=JobStep.Status.RUNNING, started_at=now, finished_at=None, message="")
+        )
+        started = claimed and Job.objects.filter(pk=job.pk, status__in=ACTIVE).update(
+            status=Job.Status.RUNNING,
+            started_at=job.started_at or now,
+            current_step=step.name,
+            worker_hostname=hostname or socket.gethostname(),
+            heartbeat_at=now,
+            progress_done=None,
+            progress_total=None,
+        )
+        if claimed and not started:
+            transaction.set_rollback(True)  # cancelled an instant ago
+    return bool(claimed and started)
 
 
 def _record_failure(
@@ -247,7 +273,7 @@ def _record_failure(
     cancelled = status == Job.Status.CANCELLED
     if cancelled:
         message = reason or "Cancelled."
-    elif isinstance(exc, KeyboardInterrupt | SystemExit):
+    elif isinstance(exc, KeyboardInterrupt):
         cancelled = True
     elif not isinstance(exc, PgCloneError):
         logger.exception("pgclone job %s: step %s failed", job.pk, step.name)

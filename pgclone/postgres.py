@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -169,6 +170,16 @@ class _StderrTail:
 
 
 _threads = threading.local()
+_SETPRIV = shutil.which("setpriv")
+
+
+def _dies_with_us(argv: list[str]) -> list[str]:
+    """Have the kernel kill the program if this process dies (a worker killed
+    mid-job), so that no pg_dump or pg_restore goes on as an orphan. Uses
+    util-linux's setpriv where there is one (every Linux distribution)."""
+    if _SETPRIV is None:
+        return argv
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
 def current_children() -> set[subprocess.Popen]:
@@ -187,13 +198,14 @@ def spawn(
     If the block raises, the child is killed first so that nothing keeps
     running behind a failed step.
     """
-    try:
-        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
-    except FileNotFoundError as exc:
+    if shutil.which(argv[0], path=env.get("PATH")) is None:
         raise ConfigurationError(
             f"{argv[0]} was not found on PATH: install the PostgreSQL client tools "
             "(same major version as the server or newer) on every worker."
-        ) from exc
+        )
+    proc = subprocess.Popen(
+        _dies_with_us(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env
+    )
     stderr = _StderrTail(proc.stderr)
     children = current_children()
     children.add(proc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -96,3 +97,28 @@ def _checksum_message(actual: str, expected: str) -> str:
         f"The dump is damaged: its SHA-256 is {actual}, "
         f"but {expected} was recorded when it was made."
     )
+
+
+def decompress_into(
+    source: BinaryIO, proc: Any, *, expected_sha256: str | None, on_progress: Callable[[int], Any]
+) -> None:
+    """Decompress a stored dump into a program's stdin (pg_restore), checking it.
+
+    The program may stop reading early (when it fails, its exit status says
+    why); the rest of the dump is still read so that its checksum is checked.
+    """
+    stopped_reading = False
+
+    def feed(data: bytes) -> None:
+        nonlocal stopped_reading
+        if not stopped_reading:
+            try:
+                proc.stdin.write(data)
+            except BrokenPipeError:
+                stopped_reading = True
+
+    try:
+        decompress(source, feed, expected_sha256=expected_sha256, on_progress=on_progress)
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()

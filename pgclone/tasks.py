@@ -1,59 +1,47 @@
 """Celery tasks: thin wrappers around the steps, and the chain builders.
 
-Every task takes the job id as its only argument; everything else is read
-from the job row, so a step can run on any worker. Failures are recorded on
-the job by the step runner and then re-raised to stop the chain; they are
-listed in ``throws`` so the worker logs them without a traceback.
+Every step task takes the job id as its only argument; everything else is
+read from the job row, so a step can run on any worker. Failures are
+recorded on the job by the step runner and re-raised to stop the chain;
+they are listed in ``throws`` so the worker logs them without a traceback.
+
+Tasks are acknowledged late: a worker that dies mid-step leaves the message
+to be delivered again, and the step runner decides what a second delivery
+does (nothing while the first still beats; take over once it stopped).
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 from celery import chain, shared_task
 from celery.canvas import Signature
+from celery.exceptions import Ignore
 
 from pgclone import conf
 from pgclone.exceptions import PgCloneError
 from pgclone.steps import dump as dump_steps
 from pgclone.steps import restore as restore_steps
 
-_TASK_OPTIONS = {"bind": True, "throws": (PgCloneError,)}
+
+def _step_task(steps: ModuleType, kind: str, name: str) -> Any:
+    @shared_task(name=f"pgclone.{kind}.{name}", bind=True, acks_late=True, throws=(PgCloneError,))
+    def task(self: Any, job_id: str) -> None:
+        if not steps.run(name, job_id, hostname=self.request.hostname):
+            raise Ignore()  # the job ended, or this step runs elsewhere: stop this chain
+
+    task.__doc__ = steps.STEPS[name].__doc__
+    return task
 
 
-@shared_task(name="pgclone.dump.pre_dump", **_TASK_OPTIONS)
-def pre_dump(self: Any, job_id: str) -> None:
-    dump_steps.run("pre_dump", job_id, hostname=self.request.hostname)
-
-
-@shared_task(name="pgclone.dump.dump", **_TASK_OPTIONS)
-def dump(self: Any, job_id: str) -> None:
-    dump_steps.run("dump", job_id, hostname=self.request.hostname)
-
-
-@shared_task(name="pgclone.dump.upload", **_TASK_OPTIONS)
-def upload(self: Any, job_id: str) -> None:
-    dump_steps.run("upload", job_id, hostname=self.request.hostname)
-
-
-@shared_task(name="pgclone.restore.fetch", **_TASK_OPTIONS)
-def fetch(self: Any, job_id: str) -> None:
-    restore_steps.run("fetch", job_id, hostname=self.request.hostname)
-
-
-@shared_task(name="pgclone.restore.restore_temp", **_TASK_OPTIONS)
-def restore_temp(self: Any, job_id: str) -> None:
-    restore_steps.run("restore_temp", job_id, hostname=self.request.hostname)
-
-
-@shared_task(name="pgclone.restore.pre_swap", **_TASK_OPTIONS)
-def pre_swap(self: Any, job_id: str) -> None:
-    restore_steps.run("pre_swap", job_id, hostname=self.request.hostname)
-
-
-@shared_task(name="pgclone.restore.swap", **_TASK_OPTIONS)
-def swap(self: Any, job_id: str) -> None:
-    restore_steps.run("swap", job_id, hostname=self.request.hostname)
+pre_dump = _step_task(dump_steps, "dump", "pre_dump")
+dump = _step_task(dump_steps, "dump", "dump")
+upload = _step_task(dump_steps, "dump", "upload")
+fetch = _step_task(restore_steps, "restore", "fetch")
+restore_temp = _step_task(restore_steps, "restore", "restore_temp")
+pre_swap = _step_task(restore_steps, "restore", "pre_swap")
+swap = _step_task(restore_steps, "restore", "swap")
 
 
 def _chain(*tasks: Any, job_id: str) -> Signature:
@@ -78,3 +66,11 @@ def scheduled_dump(config: str | None = None, database: str = "default") -> str:
     from pgclone import api
 
     return str(api.dump(config=config, database=database, requested_by="celery beat").pk)
+
+
+@shared_task(name="pgclone.sweep")
+def sweep() -> int:
+    """For celery beat: fail jobs whose worker was lost and remove what they left."""
+    from pgclone import sweeping
+
+    return len(sweeping.sweep())

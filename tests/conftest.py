@@ -150,15 +150,23 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-def start_worker(database: str, log: Path, *, moto: str, name: str | None = None) -> Worker:
+def start_worker(
+    database: str,
+    log: Path,
+    *,
+    moto: str,
+    name: str | None = None,
+    queue: str | None = None,
+    pool: str = "prefork",
+) -> Worker:
     from tests.celery_app import app
 
     name = name or f"pgclone-test-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     storage = str(log.parent / "dumps")
     argv = [
         sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
-        "--hostname", name, "--queues", os.environ["PGCLONE_TEST_QUEUE"],
-        "--concurrency", "1", "--loglevel", "INFO",
+        "--hostname", name, "--queues", queue or os.environ["PGCLONE_TEST_QUEUE"],
+        "--concurrency", "1", "--pool", pool, "--loglevel", "INFO",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     with open(log, "wb") as out:

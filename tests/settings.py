@@ -54,7 +54,7 @@ STATIC_URL = "/static/"
 # One queue and one restore target per test session, shared with the worker it
 # starts through the environment, so that concurrent runs on one machine never
 # take each other's tasks or databases.
-_SESSION = uuid.uuid4().hex[:8]
+_SESSION = os.environ.setdefault("PGCLONE_TEST_SESSION", uuid.uuid4().hex[:8])
 os.environ.setdefault("PGCLONE_TEST_QUEUE", f"pgclone-tests-{_SESSION}")
 os.environ.setdefault("PGCLONE_TEST_TARGET", f"pgclone_target_{_SESSION}")
 
@@ -65,6 +65,8 @@ _DEFAULT = {
     "PORT": os.environ.get("PGPORT", "5432"),
     "USER": os.environ.get("PGUSER", "postgres"),
     "PASSWORD": os.environ.get("PGCLONE_TEST_PASSWORD", ""),
+    # pytest-django's database: one per session too.
+    "TEST": {"NAME": f"test_pgclone_{_SESSION}"},
 }
 DATABASES = pgconnection.configure(
     {
@@ -76,17 +78,27 @@ DATABASES = pgconnection.configure(
         # Restores go here (one database per test session), except the tests
         # of restoring the database that holds the job history itself.
         "target": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"]},
+        # A database whose name needs quoting everywhere.
+        "odd": {**_DEFAULT, "NAME": f"pgclone Odd \"Ünï\" 'db' {_SESSION}"},
+        # The test database with a password set (trust auth ignores it): it must
+        # never show in a process listing, a log or a job record.
+        "secret": {**_DEFAULT, "PASSWORD": "pgclone-SeCrEt-pw-4711"},
     }
 )
 
 CELERY_BROKER_URL = os.environ.get("PGCLONE_TEST_BROKER", "redis://127.0.0.1:6379/14")
 CELERY_TASK_DEFAULT_QUEUE = os.environ["PGCLONE_TEST_QUEUE"]
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 6 * 3600
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7 * 3600}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 PGCLONE_STORAGE_LOCATION = os.environ.get("PGCLONE_TEST_STORAGE", str(BASE_DIR / ".pgclone"))
 PGCLONE_S3_ENDPOINT_URL = os.environ.get("PGCLONE_TEST_S3_ENDPOINT") or None
 PGCLONE_HEARTBEAT_SECONDS = 1
+PGCLONE_STALE_JOB_SECONDS = 5
+PGCLONE_S3_MAX_ATTEMPTS = int(os.environ.get("PGCLONE_TEST_S3_ATTEMPTS", 8))
 PGCLONE_ALLOW_RESTORE = os.environ.get("PGCLONE_TEST_ALLOW_RESTORE", "1") == "1"
 PGCLONE_DUMP_CONFIGS = {
     "default": {},

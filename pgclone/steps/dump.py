@@ -23,8 +23,12 @@ OWN_TABLES = (Job._meta.db_table, JobStep._meta.db_table)
 
 def pre_dump(job: Job) -> None:
     """Run the pre-dump hooks, in order, on the database about to be dumped."""
+    hook_list = job.options.get("pre_dump_hooks", [])
+    if not hook_list:
+        jobs.set_step_message(job, "pre_dump", "No hooks configured.")
+        return
     with _routed_to(job.database_alias):
-        message = hooks.run(job.options.get("pre_dump_hooks", []))
+        message = hooks.run(hook_list)
     jobs.set_step_message(job, "pre_dump", message)
 
 
@@ -44,6 +48,7 @@ def dump(job: Job) -> None:
 
     storage.check()
     upload = storage.start_upload(key, str(job.pk), expected_size=estimate)
+    jobs.update_result(job, staged=upload.handle)  # so a cleanup can find it, even after a crash
     progress = jobs.Progress(job.pk, total=estimate)
     try:
         with postgres.spawn(argv, env=conn.env()) as proc:
@@ -132,8 +137,9 @@ def cleanup(job: Job) -> None:
 STEPS = {"pre_dump": pre_dump, "dump": dump, "upload": upload}
 
 
-def run(name: str, job_id: Any, hostname: str | None = None) -> None:
-    jobs.run_step(
+def run(name: str, job_id: Any, hostname: str | None = None) -> bool:
+    """Run one step; whether the chain should go on."""
+    return jobs.run_step(
         job_id,
         name,
         STEPS[name],
@@ -146,16 +152,19 @@ def run(name: str, job_id: Any, hostname: str | None = None) -> None:
 def run_all(job_id: Any) -> None:
     """The whole chain in this process (``--inline``)."""
     for name in STEP_NAMES:
-        run(name, job_id)
+        if not run(name, job_id):
+            return
 
 
 def _routed_to(alias: str) -> contextlib.AbstractContextManager:
-    """Route ``default`` to another alias so hooks act on the dumped database."""
-    if alias == "default":
-        return contextlib.nullcontext()
+    """Route ``default`` to another alias's database so hooks act on the dumped one."""
+    target, default = settings.DATABASES[alias], settings.DATABASES["default"]
+    where = ("HOST", "PORT", "NAME", "USER")
+    if [target.get(k) for k in where] == [default.get(k) for k in where]:
+        return contextlib.nullcontext()  # the same database under another alias
     import pgconnection
 
-    return pgconnection.route(settings.DATABASES[alias])
+    return pgconnection.route(target)
 
 
 def _version() -> str:

@@ -7,7 +7,6 @@ the live one as it was.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -113,31 +112,15 @@ def _restore_streamed(
 ) -> str:
     progress = jobs.Progress(job.pk, total=manifest["size"])
     argv = postgres.pg_restore_argv(target)
-    stopped_reading = False
-
-    def feed(data: bytes) -> None:
-        # pg_restore may stop reading early (when it fails, its exit status says
-        # why); the rest of the dump is still read to check its checksum.
-        nonlocal stopped_reading
-        if not stopped_reading:
-            try:
-                proc.stdin.write(data)
-            except BrokenPipeError:
-                stopped_reading = True
-
     with (
         storage.open(key) as source,
         postgres.spawn(
             argv, env=target.env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
         ) as proc,
     ):
-        try:
-            streams.decompress(
-                source, feed, expected_sha256=manifest["sha256"], on_progress=progress.add
-            )
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()
+        streams.decompress_into(
+            source, proc, expected_sha256=manifest["sha256"], on_progress=progress.add
+        )
     progress.flush()
     return f"Streamed {key} into {target.name} with pg_restore."
 
@@ -210,7 +193,7 @@ def swap(job: Job) -> None:
             staging = _current_staging(job)
             databases.drop(connection, staging)
             databases.create_copy(connection, staging, temp)
-    old = databases.temp_name(job.pk).replace(databases.TEMP_PREFIX, "pgclone_old_")
+    old = databases.old_name(job.pk)
     result = databases.swap(live, live=live.name, new=temp, old_name=old, copy_history=holds_jobs)
     # This process's own connections to the live database were ended by the swap.
     connections.close_all()
@@ -271,12 +254,15 @@ def cleanup(job: Job) -> None:
 STEPS = {"fetch": fetch, "restore_temp": restore_temp, "pre_swap": pre_swap, "swap": swap}
 
 
-def run(name: str, job_id: Any, hostname: str | None = None) -> None:
-    jobs.run_step(
+def run(name: str, job_id: Any, hostname: str | None = None) -> bool:
+    """Run one step; whether the chain should go on."""
+    return jobs.run_step(
         job_id, name, STEPS[name], final=name == STEP_NAMES[-1], cleanup=cleanup, hostname=hostname
     )
 
 
 def run_all(job_id: Any) -> None:
+    """The whole chain in this process (``--inline``)."""
     for name in STEP_NAMES:
-        run(name, job_id)
+        if not run(name, job_id):
+            return

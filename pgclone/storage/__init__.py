@@ -23,9 +23,10 @@ def storage_for(location: str) -> Storage:
                 "use s3://BUCKET/PREFIX."
             )
         return S3Storage(bucket, prefix)
-    if "://" in location:
+    if "://" in location or location.lower().startswith(("s3:", "s3/")):
         raise ConfigurationError(
-            f"PGCLONE_STORAGE_LOCATION {location!r} is neither a folder nor s3://BUCKET/PREFIX."
+            f"PGCLONE_STORAGE_LOCATION {location!r} is neither a folder nor an S3 location: "
+            "write s3://BUCKET/PREFIX (lower case, two slashes) or a folder path."
         )
     from pgclone.storage.local import LocalStorage
 

@@ -42,6 +42,12 @@ class Upload(abc.ABC):
     @abc.abstractmethod
     def write(self, data: bytes) -> None: ...
 
+    @property
+    @abc.abstractmethod
+    def handle(self) -> dict[str, Any]:
+        """A JSON-able handle that ``Storage.abort`` takes, valid from the start:
+        a job records it at once, so cleanup can discard a dump cut short."""
+
     @abc.abstractmethod
     def close(self) -> dict[str, Any]:
         """Finish writing; return the handle that ``Storage.complete`` takes."""

@@ -34,6 +34,10 @@ class LocalUpload(Upload):
         except OSError as exc:
             raise StorageError(f"Could not write {self.staged}: {exc.strerror or exc}") from exc
 
+    @property
+    def handle(self) -> dict[str, Any]:
+        return {"staged": str(self.staged), "final": str(self.final)}
+
     def close(self) -> dict[str, Any]:
         try:
             self._file.flush()
@@ -42,7 +46,7 @@ class LocalUpload(Upload):
         except OSError as exc:
             self.abort()
             raise StorageError(f"Could not write {self.staged}: {exc.strerror or exc}") from exc
-        return {"staged": str(self.staged), "final": str(self.final)}
+        return self.handle
 
     def abort(self) -> None:
         self._file.close()

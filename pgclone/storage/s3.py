@@ -132,6 +132,10 @@ class S3Upload(Upload):
         if self._error is not None:
             self.abort()
             self._raise_if_failed()
+        return self.handle
+
+    @property
+    def handle(self) -> dict[str, Any]:
         parts = sorted(self.parts, key=lambda part: part["PartNumber"])
         return {"bucket": self.bucket, "key": self.key, "upload_id": self.upload_id, "parts": parts}
 

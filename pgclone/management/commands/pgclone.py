@@ -101,6 +101,15 @@ class Command(BaseCommand):
         cancel = commands.add_parser("cancel", help="Cancel a pending or running job.")
         cancel.add_argument("job_id", help="A job id, or a unique prefix of one.")
 
+        verify = commands.add_parser(
+            "verify", help="Check a dump (checksum, archive) without restoring it."
+        )
+        verify.add_argument("key", help="The dump key, as `ls` prints it.")
+
+        commands.add_parser(
+            "sweep", help="Fail jobs whose worker was lost and remove what they left."
+        )
+
         prune = commands.add_parser(
             "prune", help="Delete dumps that the configs' retention rules no longer keep."
         )
@@ -311,3 +320,18 @@ class Command(BaseCommand):
             self.stdout.write(f"{verb} {key}")
         if not keys:
             self.stdout.write("Nothing to prune.")
+
+    def handle_verify(self, options: dict[str, Any]) -> None:
+        manifest = api.verify(options["key"])
+        self.stdout.write(
+            f"{options['key']} is sound: {humanize.human_bytes(manifest['size'])}, "
+            f"SHA-256 {manifest['sha256'][:16]}…, {manifest['archive_entries']} archive "
+            f"entries, made by {manifest.get('pg_dump_version', 'pg_dump')}."
+        )
+
+    def handle_sweep(self, options: dict[str, Any]) -> None:
+        swept = api.sweep()
+        for job in swept:
+            self.stdout.write(f"{job.kind} job {job.pk}: {job.error}")
+        if not swept:
+            self.stdout.write("No lost jobs.")

@@ -1,0 +1,362 @@
+"""Faults and bad input, against real services: workers killed for real, S3
+answering errors over HTTP, a full disk, names that need quoting, a role
+without rights. For every case: the live data unchanged, nothing left behind,
+the job ended with its cause."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import zstandard
+from django.core.management import call_command
+from django.utils import timezone
+
+from pgclone import api, databases, jobs
+from pgclone.exceptions import DumpDamaged
+from pgclone.models import Job, JobStep
+from pgclone.storage import storage_for
+from tests.conftest import (
+    fingerprint,
+    pgclone_databases,
+    psql,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
+from tests.faultproxy import FaultProxy
+from tests.integration.test_restore import TARGET, authors, make_dump, target  # noqa: F401
+from tests.testapp.models import Author, Secret
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+# Workers that die ------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_worker(request, test_database_name, moto_server, tmp_path, settings):
+    """A worker of this test's own, on a queue of its own, so the test knows which
+    worker runs its job. Its pool is "solo" (the task runs in the process a
+    SIGKILL hits) unless the test asks for another."""
+    queue = f"pgclone-faults-{uuid.uuid4().hex[:8]}"
+    settings.PGCLONE_CELERY_QUEUE = queue
+    pool = getattr(request, "param", "solo")
+    worker = start_worker(
+        test_database_name, tmp_path / "worker.log", moto=moto_server, queue=queue, pool=pool
+    )
+    yield worker
+    if worker.process.poll() is None:
+        stop_worker(worker)
+
+
+@pytest.fixture
+def locked_table(test_database_name):
+    """A table locked by another session: pg_dump waits for it until stopped."""
+    holder = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=test_database_name)
+    with holder.cursor() as cursor:
+        cursor.execute("LOCK TABLE testapp_secret IN ACCESS EXCLUSIVE MODE")
+    yield
+    holder.rollback()
+    holder.close()
+
+
+def process_listing() -> str:
+    return subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+
+
+def pg_dump_processes(job: Job) -> list[str]:
+    """Running pg_dump processes of this job (its id is in their connection string)."""
+    listing = process_listing()
+    return [line for line in listing.splitlines() if "pg_dump" in line and str(job.pk) in line]
+
+
+def swept(job: Job) -> Job:
+    """Run the sweep until the lost job is marked failed (it must be within seconds)."""
+
+    def lost():
+        api.sweep()
+        job.refresh_from_db()
+        return job if job.is_finished else None
+
+    return wait_for(lost, timeout=30, what="the sweep to mark the job lost")
+
+
+def test_worker_killed_during_pg_dump(own_worker, local_location, locked_table):
+    job = api.dump()
+    wait_for(lambda: pg_dump_processes(job), what="pg_dump to start")
+
+    own_worker.process.send_signal(signal.SIGKILL)
+    own_worker.process.wait()
+
+    wait_for(lambda: not pg_dump_processes(job), what="pg_dump to die with its worker")
+    job = swept(job)
+    assert job.status == Job.Status.FAILED and "Worker lost" in job.error
+    assert job.steps.get(name="dump").status == JobStep.Status.FAILED
+    assert api.ls() == []
+    assert [p for p in Path(local_location).rglob("*") if p.is_file()] == []
+
+
+def test_worker_killed_during_a_restore(own_worker, local_location, target, tmp_path):  # noqa: F811
+    key = make_dump("never", local_location)
+    before = fingerprint(target)
+    release = tmp_path / "release"
+    job = api.restore(key, database="target", pre_swap_hooks=[f"testapp_wait {release}"])
+    wait_for(lambda: Path(f"{release}.started").exists(), what="the hook")
+    assert len(pgclone_databases()) == 1
+
+    own_worker.process.send_signal(signal.SIGKILL)
+    own_worker.process.wait()
+
+    job = swept(job)
+    assert job.status == Job.Status.FAILED and "during step pre_swap" in job.error
+    assert pgclone_databases() == []
+    assert fingerprint(target) == before
+    # The lock is free again: another restore of the same database is accepted.
+    again = api.restore(key, database="target", inline=True, pre_swap_hooks=[])
+    assert again.status == Job.Status.SUCCEEDED, again.error
+
+
+@pytest.mark.parametrize("own_worker", ["prefork"], indirect=True)
+def test_worker_shut_down_during_pg_dump(own_worker, local_location, locked_table):
+    job = api.dump()
+    wait_for(lambda: pg_dump_processes(job), what="pg_dump to start")
+
+    own_worker.process.send_signal(signal.SIGTERM)  # warm shutdown: waits for the task…
+    own_worker.process.send_signal(signal.SIGQUIT)  # …cold shutdown: stops it
+    own_worker.process.wait(timeout=30)
+
+    assert not pg_dump_processes(job)  # no orphan left running
+    job.refresh_from_db()
+    if not job.is_finished:
+        job = swept(job)
+    assert job.status == Job.Status.FAILED
+    assert "worker was stopped" in job.error or "Worker lost" in job.error
+    assert api.ls() == []
+    assert [p for p in Path(local_location).rglob("*") if p.is_file()] == []
+
+
+def test_a_redelivered_step_does_not_run_twice(local_location, target):  # noqa: F811
+    key = make_dump("once", local_location)
+    job = api.restore(key, database="target", inline=True, pre_swap_hooks=[])
+    assert job.status == Job.Status.SUCCEEDED
+    before = fingerprint(target)
+    calls = []
+
+    # A second delivery of a finished job's step stops its chain and does nothing.
+    assert not jobs.run_step(job.pk, "swap", lambda j: calls.append(j))
+    # A step that another worker is running (heartbeat fresh) is left to it.
+    dump = api.dump(inline=True)
+    Job.objects.filter(pk=dump.pk).update(status="running", heartbeat_at=timezone.now())
+    JobStep.objects.filter(job=dump, name="upload").update(status="running")
+    assert not jobs.run_step(dump.pk, "upload", lambda j: calls.append(j))
+    assert calls == []
+    assert fingerprint(target) == before
+
+
+# S3 and disk faults ---------------------------------------------------------------
+
+
+def test_s3_errors_are_retried(moto_server, s3_location, settings):
+    failures = {"count": 0}
+
+    def flaky(method, path):
+        if method == "PUT" and "partNumber=" in path and failures["count"] < 2:
+            failures["count"] += 1
+            return 503, "SlowDown"
+        return None
+
+    with FaultProxy(moto_server, flaky) as proxy:
+        settings.PGCLONE_S3_ENDPOINT_URL = proxy.url
+        job = api.dump(inline=True)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert proxy.failed == 2
+    settings.PGCLONE_S3_ENDPOINT_URL = moto_server
+    assert [str(key) for key in api.ls()] == [job.dump_key]
+
+
+def test_s3_failing_for_good_fails_the_job_clearly(moto_server, s3_location, settings):
+    def broken(method, path):
+        return (500, "InternalError") if "partNumber=" in path else None
+
+    settings.PGCLONE_S3_MAX_ATTEMPTS = 2
+    with FaultProxy(moto_server, broken) as proxy:
+        settings.PGCLONE_S3_ENDPOINT_URL = proxy.url
+        job = api.dump(inline=True)
+
+    assert job.status == Job.Status.FAILED
+    assert "S3 storage failed while uploading" in job.error and "InternalError" in job.error
+    settings.PGCLONE_S3_ENDPOINT_URL = moto_server
+    assert api.ls() == []
+    bucket = s3_location.removeprefix("s3://").split("/")[0]
+    client = storage_for(s3_location).client
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"can't mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_while_dumping(tiny_disk, settings):
+    Secret.objects.bulk_create(Secret(value=os.urandom(40).hex()) for _ in range(3000))
+    settings.PGCLONE_STORAGE_LOCATION = str(tiny_disk)
+
+    job = api.dump(inline=True)
+
+    assert job.status == Job.Status.FAILED
+    assert "No space left on device" in job.error
+    assert api.ls() == []
+    assert [p for p in tiny_disk.rglob("*") if p.is_file()] == []
+
+
+# Bad input ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def odd_database(settings):
+    name = settings.DATABASES["odd"]["NAME"]
+    quoted = '"' + name.replace('"', '""') + '"'
+    psql(f"CREATE DATABASE {quoted}")
+    psql("CREATE TABLE testapp_author (id int PRIMARY KEY, name text)", name)
+    psql("INSERT INTO testapp_author VALUES (1, 'odd one')", name)
+    yield name
+    psql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+    for which in ("previous", "current"):
+        copy = databases.copy_name(name, which)
+        psql('DROP DATABASE IF EXISTS "' + copy.replace('"', '""') + '" WITH (FORCE)')
+
+
+def test_database_names_that_need_quoting(odd_database, local_location, pgclone_cli):
+    dump = api.dump(database="odd", inline=True)
+    assert dump.status == Job.Status.SUCCEEDED, dump.error
+    assert dump.dump_key.startswith(f"{odd_database}/")
+    listed = pgclone_cli("ls", odd_database, location=local_location)
+    assert listed.stdout.strip() == dump.dump_key
+
+    psql("UPDATE testapp_author SET name = 'changed'", odd_database)
+    restored = api.restore(
+        odd_database, database="odd", inline=True, pre_swap_hooks=[], reversible=True
+    )
+
+    assert restored.status == Job.Status.SUCCEEDED, restored.error
+    assert authors(odd_database) == ["odd one"]
+    assert pgclone_databases() == []
+
+
+def test_a_dump_from_a_newer_pg_dump_fails_with_pg_restores_words(local_location, target):  # noqa: F811
+    key = make_dump("never", local_location)
+    path = Path(local_location) / key
+    raw = bytearray(zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()))
+    assert raw[:5] == b"PGDMP"
+    raw[5:8] = bytes([9, 99, 0])  # archive format 9.99: from a far newer pg_dump
+    data = zstandard.ZstdCompressor(write_checksum=True).compress(bytes(raw))
+    path.write_bytes(data)
+    manifest_path = Path(f"{path}.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    manifest_path.write_text(json.dumps(manifest))
+    before = fingerprint(target)
+
+    job = api.restore(key, database="target", inline=True)
+
+    assert job.status == Job.Status.FAILED
+    assert "pg_restore exited with code 1" in job.error and "unsupported version" in job.error
+    assert fingerprint(target) == before and pgclone_databases() == []
+
+
+@pytest.fixture
+def limited_role():
+    psql("DROP ROLE IF EXISTS pgclone_limited")
+    psql("CREATE ROLE pgclone_limited LOGIN NOCREATEDB")
+    yield
+    psql("DROP ROLE pgclone_limited")
+
+
+def test_a_role_without_createdb(local_location, limited_role, test_database_name):
+    key = make_dump("never", local_location)
+    Author.objects.create(name="still here")
+    before = fingerprint(test_database_name)
+
+    job = api.restore(key, database="limited", inline=True)
+
+    assert job.status == Job.Status.FAILED
+    assert "permission denied to create database" in job.error
+    assert fingerprint(test_database_name) == before and pgclone_databases() == []
+
+
+@pytest.mark.parametrize("location", ["s3:/bucket/dumps", "s3//bucket", "S3:bucket", "gs://x/y"])
+def test_storage_location_typos(location, settings):
+    settings.PGCLONE_STORAGE_LOCATION = location
+    with pytest.raises(Exception, match="write s3://BUCKET/PREFIX"):
+        api.dump(inline=True)
+    job = Job.objects.get()
+    assert job.status == Job.Status.FAILED and "s3://BUCKET/PREFIX" in job.error
+
+
+# Integrity and secrets ------------------------------------------------------------------
+
+
+def test_verify(local_location):
+    key = make_dump("checked", local_location)
+    out = io.StringIO()
+    call_command("pgclone", "verify", key, stdout=out)
+    assert f"{key} is sound" in out.getvalue() and "archive entries" in out.getvalue()
+
+    path = Path(local_location) / key
+    data = path.read_bytes()
+    path.write_bytes(data[:100] + bytes(b ^ 1 for b in data[100:150]) + data[150:])
+    with pytest.raises(DumpDamaged, match="damaged"):
+        api.verify(key)
+
+
+def test_secrets_stay_out_of_argv_logs_and_jobs(
+    celery_worker, local_location, locked_table, settings
+):
+    password = settings.DATABASES["secret"]["PASSWORD"]
+    job = api.dump(database="secret")
+    wait_for(lambda: pg_dump_processes(job), what="pg_dump to start")
+
+    listing = process_listing()
+    assert "pg_dump" in listing and password not in listing
+
+    api.cancel(job.pk)
+    wait_for(lambda: not pg_dump_processes(job), what="pg_dump to stop")
+    job.refresh_from_db()
+    record = json.dumps([job.options, job.result, job.error, [s.message for s in job.steps.all()]])
+    assert password not in record
+    assert password not in celery_worker.output()
+
+
+def test_checks_name_the_celery_settings_long_jobs_need():
+    from celery import current_app
+
+    from pgclone.checks import check_celery
+
+    assert check_celery() == []
+    saved = current_app.conf.worker_prefetch_multiplier, current_app.conf.task_time_limit
+    try:
+        current_app.conf.worker_prefetch_multiplier = 4
+        current_app.conf.task_time_limit = None
+        assert {message.id for message in check_celery()} == {"pgclone.W010", "pgclone.W011"}
+        current_app.conf.task_time_limit = 8 * 3600
+        assert "pgclone.W012" in {message.id for message in check_celery()}
+    finally:
+        current_app.conf.worker_prefetch_multiplier, current_app.conf.task_time_limit = saved
