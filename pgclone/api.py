@@ -6,13 +6,14 @@ of these functions and render what it returns.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kombu.exceptions
@@ -78,7 +79,7 @@ def dump(
         },
         requested_by=requested_by or default_requester(),
     )
-    try:
+    with _failing(job):
         resolved = options.resolve_dump_options(
             config=config,
             exclude_models=exclude_models,
@@ -87,15 +88,7 @@ def dump(
         )
         storage = get_storage()
         storage.check()
-    except Exception as exc:
-        jobs.end_job(job.pk, Job.Status.FAILED, jobs.describe_error(exc))
-        raise
-    resolved["storage_location"] = storage.location
-    Job.objects.filter(pk=job.pk).update(
-        options={**job.options, **resolved},
-        config_name=resolved["config"],
-        database_name=resolved["database_name"],
-    )
+    _accept(job, resolved, storage, database_name=resolved["database_name"])
     _start(job, dump_steps.run_all, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
@@ -184,21 +177,13 @@ def restore(
         jobs.create_job(Job.Kind.RESTORE, restore_steps.STEP_NAMES, **fields,
                         status=Job.Status.FAILED, error=str(error))  # fmt: skip
         raise error from None
-    try:
+    with _failing(job):
         resolved = options.resolve_restore_options(
             config=config, pre_swap_hooks=pre_swap_hooks, reversible=reversible, database=database
         )
         storage = get_storage()
         resolved["source"] = resolve_source(target, live.name)
-    except Exception as exc:
-        jobs.end_job(job.pk, Job.Status.FAILED, jobs.describe_error(exc))
-        raise
-    resolved["storage_location"] = storage.location
-    Job.objects.filter(pk=job.pk).update(
-        options={**job.options, **resolved},
-        config_name=resolved["config"],
-        dump_key=resolved["source"].get("key", ""),
-    )
+    _accept(job, resolved, storage, dump_key=resolved["source"].get("key", ""))
     _start(job, restore_steps.run_all, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
@@ -238,6 +223,25 @@ def _sweep_quietly() -> None:
         sweep()
     except Exception as exc:
         logger.warning("pgclone: the stale-job sweep failed: %s", exc)
+
+
+@contextlib.contextmanager
+def _failing(job: Job) -> Iterator[None]:
+    """Whatever goes wrong while a job is being accepted fails it, with the cause."""
+    try:
+        yield
+    except Exception as exc:
+        jobs.end_job(job.pk, Job.Status.FAILED, jobs.describe_error(exc))
+        raise
+
+
+def _accept(job: Job, resolved: dict[str, Any], storage: Any, **fields: Any) -> None:
+    """Record the resolved options (where the dump goes or comes from included)."""
+    resolved["storage_location"] = storage.location
+    job.options = {**job.options, **resolved}
+    Job.objects.filter(pk=job.pk).update(
+        options=job.options, config_name=resolved["config"], **fields
+    )
 
 
 def _start(job: Job, run_all: Any, *, inline: bool, on_start: Callable[[Job], Any] | None) -> None:

@@ -6,12 +6,26 @@ The rows only record state; the workflow lives in ``jobs`` and ``steps``.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
 
 
-class Job(models.Model):
+class Timed:
+    started_at: Any
+    finished_at: Any
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (or to now while it runs)."""
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+
+class Job(Timed, models.Model):
     class Kind(models.TextChoices):
         DUMP = "dump", "Dump"
         RESTORE = "restore", "Restore"
@@ -71,15 +85,8 @@ class Job(models.Model):
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
 
-    @property
-    def duration(self) -> float | None:
-        if not self.started_at:
-            return None
-        end = self.finished_at or timezone.now()
-        return (end - self.started_at).total_seconds()
 
-
-class JobStep(models.Model):
+class JobStep(Timed, models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         RUNNING = "running", "Running"
@@ -103,10 +110,3 @@ class JobStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
-
-    @property
-    def duration(self) -> float | None:
-        if not self.started_at:
-            return None
-        end = self.finished_at or timezone.now()
-        return (end - self.started_at).total_seconds()

@@ -328,3 +328,16 @@ def copy_dump(
     manifest.update(key=str(new), database=database, config=config)
     (root / f"{new}.json").write_text(json.dumps(manifest))
     return str(new)
+
+
+@pytest.fixture
+def locked_table(test_database_name: str) -> Iterator[None]:
+    """A table locked by another session: pg_dump waits for it until stopped."""
+    import psycopg2
+
+    holder = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=test_database_name)
+    with holder.cursor() as cursor:
+        cursor.execute("LOCK TABLE testapp_secret IN ACCESS EXCLUSIVE MODE")
+    yield
+    holder.rollback()
+    holder.close()

@@ -9,12 +9,12 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import uuid
 from pathlib import Path
 
-import psycopg2
 import pytest
 import zstandard
 from django.core.management import call_command
@@ -56,17 +56,6 @@ def own_worker(request, test_database_name, moto_server, tmp_path, settings):
     yield worker
     if worker.process.poll() is None:
         stop_worker(worker)
-
-
-@pytest.fixture
-def locked_table(test_database_name):
-    """A table locked by another session: pg_dump waits for it until stopped."""
-    holder = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=test_database_name)
-    with holder.cursor() as cursor:
-        cursor.execute("LOCK TABLE testapp_secret IN ACCESS EXCLUSIVE MODE")
-    yield
-    holder.rollback()
-    holder.close()
 
 
 def process_listing() -> str:
@@ -360,3 +349,49 @@ def test_checks_name_the_celery_settings_long_jobs_need():
         assert "pgclone.W012" in {message.id for message in check_celery()}
     finally:
         current_app.conf.worker_prefetch_multiplier, current_app.conf.task_time_limit = saved
+
+
+# The broker restarted mid-job ---------------------------------------------------------
+
+
+def restart_redis() -> None:
+    """Restart the local Redis (it keeps nothing on disk: queued messages are lost)."""
+    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True)
+    wait_for(lambda: subprocess.run(["redis-cli", "ping"], capture_output=True).returncode,
+             what="Redis to stop")  # fmt: skip
+    subprocess.run(
+        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
+         "--save", "", "--appendonly", "no"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    wait_for(
+        lambda: (
+            subprocess.run(["redis-cli", "ping"], capture_output=True).stdout.strip() == b"PONG"
+        ),
+        what="Redis to start again",
+    )
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs a local redis-server")
+def test_redis_restarted_during_a_restore(own_worker, local_location, target, tmp_path):  # noqa: F811
+    key = make_dump("after-redis", local_location)
+    before = fingerprint(target)
+    release = tmp_path / "release"
+    job = api.restore(key, database="target", pre_swap_hooks=[f"testapp_wait {release}"])
+    wait_for(lambda: Path(f"{release}.started").exists(), what="the hook")
+
+    restart_redis()
+    release.touch()
+
+    def ended():
+        api.sweep()  # a step message lost with Redis leaves the job silent: swept
+        job.refresh_from_db()
+        return job.is_finished
+
+    wait_for(ended, timeout=90, what="the job to end in a clear state")
+    assert pgclone_databases() == []
+    if job.status == Job.Status.SUCCEEDED:
+        assert authors(target) == ["after-redis"]
+    else:
+        assert job.status == Job.Status.FAILED and job.error
+        assert fingerprint(target) == before

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg2
 import pytest
 from django.core.management import call_command
 
@@ -36,17 +35,6 @@ def waiting_pg_dumps(database: str) -> int:
             "AND query ILIKE 'LOCK TABLE%'"
         )
     )
-
-
-@pytest.fixture
-def locked_table(test_database_name):
-    """A table locked by another session: pg_dump waits for it until stopped."""
-    connection = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=test_database_name)
-    with connection.cursor() as cursor:
-        cursor.execute("LOCK TABLE testapp_secret IN ACCESS EXCLUSIVE MODE")
-    yield
-    connection.rollback()
-    connection.close()
 
 
 def test_cancel_stops_a_running_pg_dump(
