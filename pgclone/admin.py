@@ -89,6 +89,7 @@ def job_status(job: Job) -> dict[str, Any]:
                 "name": step.name,
                 "status": step.status,
                 "duration": humanize.human_seconds(step.duration),
+                "worker": step.worker_hostname,
                 "message": step.message,
             }
             for step in job.steps.all()

@@ -80,7 +80,10 @@ def check_pgconnection(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
 
 @checks.register("pgclone")
 def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """The Celery settings long jobs need (see the README's "Running workers")."""
+    """The Celery settings long jobs need (see the README's "Running a worker").
+
+    They are read from Celery's current app: the project must load its Celery
+    app when Django starts (in the project package's ``__init__``)."""
     from celery import current_app
 
     config = current_app.conf

@@ -308,11 +308,19 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
             if role
             else sql.SQL("ALTER DATABASE {}").format(new_id)
         )
-        _execute(
-            connection,
-            target
-            + sql.SQL(" SET {} = {}").format(sql.Identifier(name), setting_value(name, value)),
+        statement = target + sql.SQL(" SET {} = {}").format(
+            sql.Identifier(name), setting_value(name, value)
         )
+        if role:
+            # Another role's setting needs rights over that role: skip it rather
+            # than fail the restore, and say so.
+            try:
+                _execute(connection, statement)
+            except psycopg2.errors.InsufficientPrivilege:
+                done.append(f"not {name} for role {role} (no right to set it)")
+                continue
+        else:
+            _execute(connection, statement)
     if settings:
         done.append(f"{len(settings)} setting(s)")
     return done
@@ -434,6 +442,14 @@ def _allow_connections_again(connection: Any, live: str) -> None:
                     f'Run: ALTER DATABASE "{live}" WITH ALLOW_CONNECTIONS true'
                 ) from exc
             time.sleep(0.1)
+
+
+def reopen(connection: Any, name: str) -> None:
+    """Allow connections to a database again if a swap cut short left them refused."""
+    if _execute(
+        connection, "SELECT 1 FROM pg_database WHERE datname = %s AND NOT datallowconn", [name]
+    ):
+        _allow_connections(connection, name, allowed=True)
 
 
 def _allow_connections(connection: Any, name: str, *, allowed: bool) -> None:

@@ -244,17 +244,24 @@ def _claim(job: Job, step: JobStep, hostname: str | None) -> bool:
     claimable = models.Q(status=JobStep.Status.PENDING) | models.Q(
         status=JobStep.Status.RUNNING, job__heartbeat_at__lt=abandoned
     )
+    worker = hostname or socket.gethostname()
     with transaction.atomic():
         claimed = (
             JobStep.objects.filter(pk=step.pk)
             .filter(claimable)
-            .update(status=JobStep.Status.RUNNING, started_at=now, finished_at=None, message="")
+            .update(
+                status=JobStep.Status.RUNNING,
+                started_at=now,
+                finished_at=None,
+                message="",
+                worker_hostname=worker,
+            )
         )
         started = claimed and Job.objects.filter(pk=job.pk, status__in=ACTIVE).update(
             status=Job.Status.RUNNING,
             started_at=job.started_at or now,
             current_step=step.name,
-            worker_hostname=hostname or socket.gethostname(),
+            worker_hostname=worker,
             heartbeat_at=now,
             progress_done=None,
             progress_total=None,

@@ -100,6 +100,7 @@ class JobStep(Timed, models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    worker_hostname = models.CharField(max_length=255, blank=True)
     message = models.TextField(blank=True)
 
     class Meta:

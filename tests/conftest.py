@@ -158,13 +158,15 @@ def start_worker(
     name: str | None = None,
     queue: str | None = None,
     pool: str = "prefork",
+    prefix: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Worker:
     from tests.celery_app import app
 
     name = name or f"pgclone-test-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     storage = str(log.parent / "dumps")
     argv = [
-        sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
+        *prefix, sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
         "--hostname", name, "--queues", queue or os.environ["PGCLONE_TEST_QUEUE"],
         "--concurrency", "1", "--pool", pool, "--loglevel", "INFO",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
@@ -173,7 +175,9 @@ def start_worker(
         process = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=worker_env(database, PGCLONE_TEST_S3_ENDPOINT=moto, PGCLONE_TEST_STORAGE=storage),
+            env=worker_env(
+                database, PGCLONE_TEST_S3_ENDPOINT=moto, PGCLONE_TEST_STORAGE=storage, **(env or {})
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -303,11 +307,18 @@ def fingerprint(database: str) -> dict[str, str]:
 
 
 def pgclone_databases() -> list[str]:
-    """Temporary or old databases pgclone may have left behind."""
-    return psql(
+    """Temporary or old databases left by this session's jobs (other runs on the
+    same server, a benchmark say, have their own)."""
+    from pgclone.models import Job
+
+    ours = {
+        str(job_id).replace("-", "")[:20] for job_id in Job.objects.values_list("id", flat=True)
+    }
+    found = psql(
         "SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database "
         "WHERE datname LIKE 'pgclone\\_tmp\\_%' OR datname LIKE 'pgclone\\_old\\_%'"
     ).split()
+    return [name for name in found if name.split("_")[2] in ours]
 
 
 def copy_dump(
@@ -341,3 +352,54 @@ def locked_table(test_database_name: str) -> Iterator[None]:
     yield
     holder.rollback()
     holder.close()
+
+
+# Restores in the integration tests -------------------------------------------------------
+
+TARGET = os.environ.get("PGCLONE_TEST_TARGET", "")  # set by tests.settings
+
+
+def drop_target_databases() -> None:
+    from pgclone import databases
+
+    for name in (
+        TARGET,
+        databases.copy_name(TARGET, "previous"),
+        databases.copy_name(TARGET, "current"),
+    ):
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def target(test_database_name: str) -> Iterator[str]:
+    """The database restores go into, holding the rows 'target-only' to start with."""
+    from tests.testapp.models import Author
+
+    Author.objects.create(name="target-only")
+    clone_database(test_database_name, TARGET)
+    Author.objects.all().delete()
+    yield TARGET
+    drop_target_databases()
+    assert pgclone_databases() == []
+
+
+def make_dump(name: str, location: str) -> str:
+    """A real dump of the test database holding one author called ``name``."""
+    from pgclone import api
+    from pgclone.models import Job
+    from tests.testapp.models import Author, Book, Secret
+
+    Book.objects.all().delete()
+    Author.objects.all().delete()
+    author = Author.objects.create(name=name)
+    Book.objects.create(author=author, title=f"{name}'s book")
+    Secret.objects.create(value=name)
+    job = api.dump(inline=True)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    return job.dump_key
+
+
+def authors(database: str) -> list[str]:
+    return psql("SELECT string_agg(name, ',' ORDER BY name) FROM testapp_author", database).split(
+        ","
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -92,6 +93,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 6 * 3600
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7 * 3600}
+# The multi-host tests send each step to a given worker's queue.
+CELERY_TASK_ROUTES = json.loads(os.environ.get("PGCLONE_TEST_ROUTES", "{}"))
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 PGCLONE_STORAGE_LOCATION = os.environ.get("PGCLONE_TEST_STORAGE", str(BASE_DIR / ".pgclone"))

@@ -245,8 +245,11 @@ def cleanup(job: Job) -> None:
     """After a failure before the swap: drop the temporary databases. (Once
     the swap has happened the temporary name no longer exists.)"""
     temp = job.result.get("temp_database")
-    if temp and not job.result.get("swapped"):
-        with databases.maintenance(_live(job)) as connection:
+    live = _live(job)
+    with databases.maintenance(live) as connection:
+        # A worker that died inside the swap may have left new connections refused.
+        databases.reopen(connection, live.name)
+        if temp and not job.result.get("swapped"):
             databases.drop(connection, temp)
             databases.drop(connection, _current_staging(job))
 

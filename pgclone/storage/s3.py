@@ -3,8 +3,8 @@
 Data is streamed as a multipart upload that the dump step leaves
 uncompleted; S3 shows nothing under the key until the finalising step
 completes it, so a dump that died half-way is never visible. Each part is
-uploaded by a background thread while the next one fills, so memory stays at
-about two parts whatever the database size.
+uploaded by a background thread while the next one fills (one more waits in
+between), so memory stays at about three parts whatever the database size.
 """
 
 from __future__ import annotations
@@ -29,20 +29,21 @@ MIN_PART_SIZE = 16 * 1024 * 1024
 MAX_PARTS = 10_000
 # Part sizes double every this many parts, so that no stream runs out of parts.
 PARTS_PER_SIZE = 2_000
-_BOTO_CONFIG = Config(
-    retries={"max_attempts": 8, "mode": "standard"},
-    connect_timeout=10,
-    read_timeout=120,
-)
 
 
-# Checking that storage answers is done before a job is accepted: fail fast there.
-_QUICK_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5)
+def _client(endpoint_url: str | None, quick: bool = False) -> Any:
+    # Checking that storage answers happens before a job is accepted: fail fast
+    # there. Elsewhere 5xx answers, throttling and timeouts are retried with backoff.
+    return _cached_client(endpoint_url, 2 if quick else conf.s3_max_attempts(), quick)
 
 
 @functools.lru_cache(maxsize=8)
-def _client(endpoint_url: str | None, quick: bool = False) -> Any:
-    config = _QUICK_CONFIG if quick else _BOTO_CONFIG
+def _cached_client(endpoint_url: str | None, attempts: int, quick: bool) -> Any:
+    config = Config(
+        retries={"max_attempts": attempts, "mode": "standard"},
+        connect_timeout=5 if quick else 10,
+        read_timeout=120,
+    )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
 

@@ -9,8 +9,7 @@ from django.urls import reverse
 
 from pgclone import api
 from pgclone.models import Job
-from tests.conftest import wait_for
-from tests.integration.test_restore import TARGET, authors, make_dump, target  # noqa: F401
+from tests.conftest import TARGET, authors, make_dump, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -44,7 +43,7 @@ def test_dumps_page_lists_storage(local_location):
     assert b"Restore this dump" not in page.content  # no restore_database permission
 
 
-def test_staff_without_the_permission_cannot_restore(local_location, target):  # noqa: F811
+def test_staff_without_the_permission_cannot_restore(local_location, target):
     key = make_dump("never", local_location)
     client = client_for(staff("staffer"))
     assert client.get(RESTORE, {"key": key}).status_code == 403
@@ -54,7 +53,7 @@ def test_staff_without_the_permission_cannot_restore(local_location, target):  #
     assert authors(TARGET) == ["target-only"]
 
 
-def test_wrong_confirmation_is_refused(local_location, target):  # noqa: F811
+def test_wrong_confirmation_is_refused(local_location, target):
     key = make_dump("never", local_location)
     client = client_for(staff("restorer", "restore_database"))
     answer = client.post(RESTORE, restore_form(key, "not-the-name"))
@@ -63,7 +62,7 @@ def test_wrong_confirmation_is_refused(local_location, target):  # noqa: F811
     assert not Job.objects.filter(kind=Job.Kind.RESTORE).exists()
 
 
-def test_csrf_is_enforced(local_location, target):  # noqa: F811
+def test_csrf_is_enforced(local_location, target):
     key = make_dump("never", local_location)
     client = client_for(staff("restorer", "restore_database"), enforce_csrf_checks=True)
     assert client.post(RESTORE, restore_form(key, TARGET)).status_code == 403
@@ -74,7 +73,7 @@ def test_csrf_is_enforced(local_location, target):  # noqa: F811
 def test_a_confirmed_restore_runs_and_records_who_asked(
     celery_worker,
     local_location,
-    target,  # noqa: F811
+    target,
 ):
     key = make_dump("from-admin", local_location)
     client = client_for(staff("restorer", "restore_database"))
@@ -99,7 +98,7 @@ def test_a_confirmed_restore_runs_and_records_who_asked(
     assert b'id="pgclone-steps"' in job_page.content and b"swap" in job_page.content
 
 
-def test_restores_disabled_refuse_in_the_admin_too(local_location, target, settings):  # noqa: F811
+def test_restores_disabled_refuse_in_the_admin_too(local_location, target, settings):
     key = make_dump("never", local_location)
     settings.PGCLONE_ALLOW_RESTORE = False
     client = client_for(staff("restorer", "restore_database"))

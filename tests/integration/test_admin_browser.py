@@ -8,7 +8,7 @@ import shutil
 import pytest
 from django.contrib.auth.models import Permission, User
 
-from tests.integration.test_restore import TARGET, authors, make_dump, target  # noqa: F401
+from tests.conftest import TARGET, authors, make_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -43,7 +43,7 @@ def test_restore_from_the_dumps_page_and_watch_it_finish(
     browser,
     live_server,
     local_location,
-    target,  # noqa: F811 - the fixture
+    target,
     tmp_path,
 ):
     from selenium.webdriver.common.by import By

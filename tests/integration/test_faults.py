@@ -25,7 +25,9 @@ from pgclone.exceptions import DumpDamaged
 from pgclone.models import Job, JobStep
 from pgclone.storage import storage_for
 from tests.conftest import (
+    authors,
     fingerprint,
+    make_dump,
     pgclone_databases,
     psql,
     start_worker,
@@ -33,7 +35,6 @@ from tests.conftest import (
     wait_for,
 )
 from tests.faultproxy import FaultProxy
-from tests.integration.test_restore import TARGET, authors, make_dump, target  # noqa: F401
 from tests.testapp.models import Author, Secret
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -94,7 +95,7 @@ def test_worker_killed_during_pg_dump(own_worker, local_location, locked_table):
     assert [p for p in Path(local_location).rglob("*") if p.is_file()] == []
 
 
-def test_worker_killed_during_a_restore(own_worker, local_location, target, tmp_path):  # noqa: F811
+def test_worker_killed_during_a_restore(own_worker, local_location, target, tmp_path):
     key = make_dump("never", local_location)
     before = fingerprint(target)
     release = tmp_path / "release"
@@ -133,7 +134,7 @@ def test_worker_shut_down_during_pg_dump(own_worker, local_location, locked_tabl
     assert [p for p in Path(local_location).rglob("*") if p.is_file()] == []
 
 
-def test_a_redelivered_step_does_not_run_twice(local_location, target):  # noqa: F811
+def test_a_redelivered_step_does_not_run_twice(local_location, target):
     key = make_dump("once", local_location)
     job = api.restore(key, database="target", inline=True, pre_swap_hooks=[])
     assert job.status == Job.Status.SUCCEEDED
@@ -250,7 +251,7 @@ def test_database_names_that_need_quoting(odd_database, local_location, pgclone_
     assert pgclone_databases() == []
 
 
-def test_a_dump_from_a_newer_pg_dump_fails_with_pg_restores_words(local_location, target):  # noqa: F811
+def test_a_dump_from_a_newer_pg_dump_fails_with_pg_restores_words(local_location, target):
     key = make_dump("never", local_location)
     path = Path(local_location) / key
     raw = bytearray(zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()))
@@ -373,7 +374,7 @@ def restart_redis() -> None:
 
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs a local redis-server")
-def test_redis_restarted_during_a_restore(own_worker, local_location, target, tmp_path):  # noqa: F811
+def test_redis_restarted_during_a_restore(own_worker, local_location, target, tmp_path):
     key = make_dump("after-redis", local_location)
     before = fingerprint(target)
     release = tmp_path / "release"

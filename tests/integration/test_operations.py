@@ -17,12 +17,12 @@ from tests.conftest import (
     ROOT,
     copy_dump,
     fingerprint,
+    make_dump,
     pgclone_databases,
     psql,
     wait_for,
     worker_env,
 )
-from tests.integration.test_restore import make_dump, target  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -63,7 +63,7 @@ def test_cancel_a_restore_in_its_hook_drops_the_temporary_database(
     celery_worker,
     pgclone_cli,
     local_location,
-    target,  # noqa: F811 - the fixture
+    target,
     tmp_path,
 ):
     key = make_dump("never", local_location)

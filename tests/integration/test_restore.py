@@ -18,57 +18,20 @@ from django.db import connection
 from pgclone import api, databases
 from pgclone.models import Job, JobStep
 from tests.conftest import (
+    TARGET,
+    authors,
     clone_database,
     copy_dump,
     fingerprint,
+    make_dump,
     pgclone_databases,
     psql,
     s3_client,
     wait_for,
 )
-from tests.testapp.models import Author, Book, Secret
+from tests.testapp.models import Author
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-TARGET = os.environ["PGCLONE_TEST_TARGET"]
-
-
-def drop_target_databases() -> None:
-    for name in (
-        TARGET,
-        databases.copy_name(TARGET, "previous"),
-        databases.copy_name(TARGET, "current"),
-    ):
-        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def target(test_database_name):
-    """The database restores go into, holding the rows 'target-only' to start with."""
-    Author.objects.create(name="target-only")
-    clone_database(test_database_name, TARGET)
-    Author.objects.all().delete()
-    yield TARGET
-    drop_target_databases()
-    assert pgclone_databases() == []
-
-
-def make_dump(name: str, location: str) -> str:
-    """A real dump of the test database holding one author called ``name``."""
-    Book.objects.all().delete()
-    Author.objects.all().delete()
-    author = Author.objects.create(name=name)
-    Book.objects.create(author=author, title=f"{name}'s book")
-    Secret.objects.create(value=name)
-    job = api.dump(inline=True)
-    assert job.status == Job.Status.SUCCEEDED, job.error
-    return job.dump_key
-
-
-def authors(database: str) -> list[str]:
-    return psql("SELECT string_agg(name, ',' ORDER BY name) FROM testapp_author", database).split(
-        ","
-    )
 
 
 def restore_cli(pgclone_cli, location, *args):

@@ -297,6 +297,7 @@ class Command(BaseCommand):
         self.stdout.write("  steps:")
         for step in job.steps.all():
             line = f"    {step.name:<14}{step.status:<10}{humanize.human_seconds(step.duration):>8}"
+            line += f"  {step.worker_hostname}" if step.worker_hostname else ""
             self.stdout.write(line + (f"  {step.message}" if step.message else ""))
         if job.error:
             self.stdout.write(f"  error:\n    {job.error.replace(chr(10), chr(10) + '    ')}")
