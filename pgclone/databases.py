@@ -473,7 +473,14 @@ def _terminate_sessions(connection: Any, names: tuple[str, ...], keep: tuple[int
         "AND NOT pid = ANY(%s)"
     )
     params = [list(names), list(keep) or [0]]
-    _execute(connection, "SELECT pg_terminate_backend(pid) " + others, params)
+    try:
+        _execute(connection, "SELECT pg_terminate_backend(pid) " + others, params)
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise PgCloneError(
+            f"Can't end the other sessions on {names[0]!r}: {str(exc).strip()}. The role pgclone "
+            "connects as must be allowed to (a superuser, or a member of pg_signal_backend for "
+            "other roles' sessions). Nothing was swapped."
+        ) from exc
     deadline = time.monotonic() + TERMINATE_TIMEOUT_MS / 1000
     while _execute(connection, "SELECT count(*) " + others, params)[0][0]:
         if time.monotonic() > deadline:

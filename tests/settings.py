@@ -79,6 +79,9 @@ DATABASES = pgconnection.configure(
         # Restores go here (one database per test session), except the tests
         # of restoring the database that holds the job history itself.
         "target": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"]},
+        # The restore target seen by a role that may create databases but not
+        # end a superuser's sessions.
+        "owner": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"], "USER": "pgclone_owner"},
         # A database whose name needs quoting everywhere.
         "odd": {**_DEFAULT, "NAME": f"pgclone Odd \"Ünï\" 'db' {_SESSION}"},
         # The test database with a password set (trust auth ignores it): it must

@@ -15,6 +15,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import psycopg2
 import pytest
 import zstandard
 from django.core.management import call_command
@@ -290,6 +291,34 @@ def test_a_role_without_createdb(local_location, limited_role, test_database_nam
     assert job.status == Job.Status.FAILED
     assert "permission denied to create database" in job.error
     assert fingerprint(test_database_name) == before and pgclone_databases() == []
+
+
+@pytest.fixture
+def owner_role(target):
+    psql("DROP ROLE IF EXISTS pgclone_owner")
+    psql("CREATE ROLE pgclone_owner LOGIN CREATEDB")
+    psql(f'ALTER DATABASE "{target}" OWNER TO pgclone_owner')
+    yield "pgclone_owner"
+    psql(f'ALTER DATABASE "{target}" OWNER TO postgres')
+    psql("DROP OWNED BY pgclone_owner CASCADE")
+    psql("DROP ROLE pgclone_owner")
+
+
+def test_a_role_that_cannot_end_other_sessions(local_location, target, owner_role):
+    key = make_dump("never", local_location)
+    before = fingerprint(target)
+    superuser_session = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=target)
+    try:
+        job = api.restore(key, database="owner", inline=True, pre_swap_hooks=[])
+    finally:
+        superuser_session.close()
+
+    assert job.status == Job.Status.FAILED
+    assert job.steps.get(name="swap").status == JobStep.Status.FAILED
+    assert "end the other sessions" in job.error and "pg_signal_backend" in job.error
+    assert fingerprint(target) == before and pgclone_databases() == []
+    # Connections were allowed again after the refused swap.
+    assert psql(f"SELECT datallowconn FROM pg_database WHERE datname = '{target}'") == "t"
 
 
 @pytest.mark.parametrize("location", ["s3:/bucket/dumps", "s3//bucket", "S3:bucket", "gs://x/y"])
