@@ -1,0 +1,61 @@
+"""Settings of the bench project: pgclone as a user would set it up, driven by
+environment variables that ``bench/run.py`` sets for the command and the worker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pgconnection
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "pgclone-bench-only"  # noqa: S105 - a local bench
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "pgclone"]
+
+
+def _db(name: str) -> dict[str, str]:
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
+    }
+
+
+# default holds the job tables; the other aliases are what is dumped and restored.
+DATABASES = pgconnection.configure(
+    {
+        "default": _db(os.environ.get("BENCH_JOBS_DB", "pgclone_bench_jobs")),
+        "data": _db(os.environ.get("BENCH_DATA_DB", "pgclone_bench_data")),
+        "target": _db(os.environ.get("BENCH_TARGET_DB", "pgclone_bench_target")),
+        "empty": _db(os.environ.get("BENCH_EMPTY_DB", "pgclone_bench_empty")),
+        "data3x": _db(os.environ.get("BENCH_DATA3X_DB", "pgclone_bench_data3x")),
+    }
+)
+
+CELERY_BROKER_URL = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/13")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 6 * 3600
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7 * 3600}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+PGCLONE_CELERY_QUEUE = os.environ.get("BENCH_QUEUE", "pgclone-bench")
+PGCLONE_STORAGE_LOCATION = os.environ.get("PGCLONE_STORAGE_LOCATION", str(BASE_DIR / ".work"))
+PGCLONE_S3_ENDPOINT_URL = os.environ.get("PGCLONE_S3_ENDPOINT_URL") or None
+PGCLONE_DUMP_CONFIGS = {"default": {}}
+# Restores without hooks: the bench measures pgclone, not `migrate`.
+PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
+if os.environ.get("PGCLONE_TEMP_DIR"):
+    PGCLONE_TEMP_DIR = os.environ["PGCLONE_TEMP_DIR"]
+# Variants the bench can measure (unset: pgclone's defaults).
+if os.environ.get("PGCLONE_ZSTD_LEVEL"):
+    PGCLONE_ZSTD_LEVEL = int(os.environ["PGCLONE_ZSTD_LEVEL"])
+if os.environ.get("PGCLONE_RESTORE_JOBS"):
+    PGCLONE_RESTORE_JOBS = int(os.environ["PGCLONE_RESTORE_JOBS"])

@@ -1,0 +1,85 @@
+"""The bench in tiny mode: it runs end to end and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTENDERS = (
+    "pgclone_dump_s",
+    "floor_dump_s",
+    "pgclone_restore_s",
+    "raw_restore_s",
+    "s3_dump_s",
+    "s3_restore_s",
+    "raw_stream_restore_s",
+    "local_restore_s",
+    "template_copy_s",
+    "swap_gap_ms",
+    "empty_dump_s",
+    "enqueue_to_start_ms",
+    "manage_py_startup_s",
+)
+
+
+def _bench_databases() -> set[str]:
+    out = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SELECT datname FROM pg_database"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {name for name in out.split() if name.startswith("pgclone_bench_")}
+
+
+def _bench_processes() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"bench.celery_app" in cmdline or b"moto.server" in cmdline:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.integration
+def test_tiny_bench_writes_a_row_per_contender(tmp_path: Path) -> None:
+    databases, processes = _bench_databases(), _bench_processes()
+    work = ROOT / "bench" / ".work"
+    sessions = set(work.iterdir()) if work.exists() else set()
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--size", "tiny", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    [md_file] = [p for p in tmp_path.glob("bench-*-tiny.md")]
+    [json_file] = [p for p in tmp_path.glob("bench-*-tiny.json")]
+    report = json.loads(json_file.read_text())
+    table = md_file.read_text()
+    for name in CONTENDERS:
+        assert report["samples"].get(name), f"no sample for {name}"
+        assert f"| {name} |" in table
+    assert any(key.endswith("_worker_rss_mb") for key in report["samples"])
+    for row in report["targets"]:
+        assert f"| {row['target']} |" in table
+    # Nothing left behind: databases, the worker, moto, the work files.
+    assert _bench_databases() == databases
+    assert _bench_processes() <= processes
+    assert (set(work.iterdir()) if work.exists() else set()) == sessions
