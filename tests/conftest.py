@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 
 ROOT = Path(__file__).resolve().parent.parent
 # moto accepts any credentials; set them before any process (the worker) starts.
@@ -46,6 +47,12 @@ def _reachable(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2):
         return True
     return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart a shared service (Redis) run last: connections this
+    process holds die with the service."""
+    items.sort(key=lambda item: item.get_closest_marker("restarts_services") is not None)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -183,12 +190,19 @@ def start_worker(
         )
     worker = Worker(name, process, log, storage)
 
+    # A Celery app of its own for the pings: fresh broker connections, whatever
+    # happened to this process's (a test restarts Redis).
+    pinger = Celery(broker=app.conf.broker_url, set_as_current=False)
+
     def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"The Celery worker exited:\n{worker.output()}")
-        return bool(app.control.ping(destination=[name], timeout=0.5))
+        return bool(pinger.control.ping(destination=[name], timeout=0.5))
 
-    wait_for(ready, timeout=60, what="the Celery worker")
+    try:
+        wait_for(ready, timeout=60, what="the Celery worker")
+    finally:
+        pinger.close()
     return worker
 
 

@@ -177,8 +177,17 @@ def swap(job: Job) -> None:
     ensure_allowed()
     live = _live(job)
     temp = job.result["temp_database"]
+    old = databases.old_name(job.pk)
     notes = []
     with databases.maintenance(live) as connection:
+        if not databases.exists(connection, temp) and databases.exists(connection, old):
+            # Run again after its worker was lost just after the renames: the swap
+            # happened; finish what follows it.
+            databases.reopen(connection, live.name)
+            jobs.update_result(job, swapped=True)
+            notes = ["the swap had already happened", *_after_swap(job, live, old)]
+            jobs.set_step_message(job, "swap", "; ".join(notes))
+            return
         holds_jobs = databases.exists(connection, live.name) and postgres.same_database(
             live, postgres.conn_info("default")
         )
@@ -193,7 +202,6 @@ def swap(job: Job) -> None:
             staging = _current_staging(job)
             databases.drop(connection, staging)
             databases.create_copy(connection, staging, temp)
-    old = databases.old_name(job.pk)
     result = databases.swap(live, live=live.name, new=temp, old_name=old, copy_history=holds_jobs)
     # This process's own connections to the live database were ended by the swap.
     connections.close_all()

@@ -402,6 +402,7 @@ def restart_redis() -> None:
     )
 
 
+@pytest.mark.restarts_services
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs a local redis-server")
 def test_redis_restarted_during_a_restore(own_worker, local_location, target, tmp_path):
     key = make_dump("after-redis", local_location)
