@@ -1,8 +1,9 @@
 """Several hosts: consecutive steps of one job on different workers.
 
-The second worker runs in a mount namespace of its own with a private
-/tmp, so the two share no temporary files, as on two machines; each step is
-routed to the other worker than the step before it.
+Each worker has a temporary folder of its own (TMPDIR), and the second runs in
+a mount namespace where the folder used as "local storage" is a private empty
+tmpfs, as on another machine; each step is routed to the other worker than
+the step before it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from celery import current_app
@@ -42,16 +44,18 @@ STEPS = {
 }
 
 
-def private_tmp() -> tuple[str, ...]:
+def private_folder(folder: Path) -> tuple[str, ...]:
+    """A command prefix that runs a worker in a mount namespace of its own, where
+    ``folder`` is an empty tmpfs: what another machine would see of it."""
     if not shutil.which("unshare"):
-        pytest.skip("needs unshare (util-linux) to give a worker a /tmp of its own")
+        pytest.skip("needs unshare (util-linux) to give a worker a folder of its own")
     probe = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True
     )
     if probe.returncode != 0:
         pytest.skip(f"can't make a mount namespace here: {probe.stderr.decode().strip()}")
-    script = 'mount -t tmpfs pgclone-host-b /tmp && exec "$@"'
-    return ("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh")
+    script = 'mount -t tmpfs pgclone-host-b "$1" && shift && exec "$@"'
+    return ("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(folder))
 
 
 def use_routes(routes: dict) -> None:
@@ -71,17 +75,20 @@ def two_hosts(test_database_name, moto_server, tmp_path_factory):
     env = {"PGCLONE_TEST_ROUTES": json.dumps(routes)}
     saved = current_app.conf.task_routes
     use_routes(routes)
+    shared = tmp_path / "storage"  # host-b gets an empty folder of its own here
+    shared.mkdir()
     workers = []
     try:
-        for host, prefix in (("a", ()), ("b", private_tmp())):
-            (tmp_path / host).mkdir()
+        for host, prefix in (("a", ()), ("b", private_folder(shared))):
+            (tmp_path / host / "tmp").mkdir(parents=True)
             workers.append(
                 start_worker(
                     test_database_name, tmp_path / host / "worker.log", moto=moto_server,
-                    name=f"pgclone-{run}@host-{host}", queue=queues[host], prefix=prefix, env=env,
+                    name=f"pgclone-{run}@host-{host}", queue=queues[host], prefix=prefix,
+                    env={**env, "TMPDIR": str(tmp_path / host / "tmp")},
                 )
             )  # fmt: skip
-        yield workers
+        yield shared
     finally:
         use_routes(saved)
         for worker in workers:
@@ -114,7 +121,8 @@ def test_dump_and_restore_hop_between_hosts_with_s3(two_hosts, s3_location, targ
     assert pgclone_databases() == []
 
 
-def test_local_storage_that_hosts_do_not_share_fails_clearly(two_hosts, local_location):
+def test_local_storage_that_hosts_do_not_share_fails_clearly(two_hosts, settings):
+    settings.PGCLONE_STORAGE_LOCATION = str(two_hosts)
     dump = finished(api.dump())
 
     assert dump.status == Job.Status.FAILED
