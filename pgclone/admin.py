@@ -142,6 +142,18 @@ class JobAdmin(admin.ModelAdmin):
         if not request.user.has_perm(f"pgclone.{permission}"):
             raise PermissionDenied
 
+    def _start_job(
+        self, request: HttpRequest, start: Any, *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        """Start a job for this user; its page, or None (with the error shown) if refused."""
+        try:
+            job = start(*args, requested_by=f"{request.user.get_username()} (admin)", **kwargs)
+        except PgCloneError as exc:
+            messages.error(request, str(exc))
+            return None
+        messages.success(request, f"{job.kind.capitalize()} job {job.pk} started.")
+        return redirect("admin:pgclone_job_change", job.pk)
+
     def status_view(self, request: HttpRequest, job_id: Any) -> JsonResponse:
         self._require(request, "view_job")
         return JsonResponse(job_status(api.job(job_id)))
@@ -153,17 +165,14 @@ class JobAdmin(admin.ModelAdmin):
         if request.method == "POST":
             self._require(request, "dump_database")
             if form.is_valid():
-                try:
-                    job = api.dump(
-                        config=form.cleaned_data["config"],
-                        database=form.cleaned_data["database"],
-                        requested_by=f"{request.user.get_username()} (admin)",
-                    )
-                except PgCloneError as exc:
-                    messages.error(request, str(exc))
-                else:
-                    messages.success(request, f"Dump job {job.pk} started.")
-                    return redirect("admin:pgclone_job_change", job.pk)
+                started = self._start_job(
+                    request,
+                    api.dump,
+                    config=form.cleaned_data["config"],
+                    database=form.cleaned_data["database"],
+                )
+                if started:
+                    return started
         groups: dict[str, list] = {}
         storage_error = ""
         try:
@@ -191,19 +200,16 @@ class JobAdmin(admin.ModelAdmin):
         form = RestoreForm(request.POST or None, initial={"key": key, "database": "default"})
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
-            try:
-                job = api.restore(
-                    data["key"],
-                    database=data["database"],
-                    config=data["config"],
-                    reversible=data["reversible"],
-                    requested_by=f"{request.user.get_username()} (admin)",
-                )
-            except PgCloneError as exc:
-                messages.error(request, str(exc))
-            else:
-                messages.success(request, f"Restore job {job.pk} started.")
-                return redirect("admin:pgclone_job_change", job.pk)
+            started = self._start_job(
+                request,
+                api.restore,
+                data["key"],
+                database=data["database"],
+                config=data["config"],
+                reversible=data["reversible"],
+            )
+            if started:
+                return started
         context = {
             **self.admin_site.each_context(request),
             "title": "Restore a dump",

@@ -23,7 +23,6 @@ from django.utils import timezone
 from pgclone import conf, databases, humanize, jobs, keys, options, postgres, retention, streams
 from pgclone.exceptions import (
     BrokerUnavailable,
-    DumpDamaged,
     DumpNotFound,
     InvalidInput,
     PgCloneError,
@@ -316,12 +315,7 @@ def verify(key_text: str) -> dict[str, Any]:
     manifest with the number of archive entries added."""
     storage = get_storage()
     key = keys.parse_key(key_text)
-    manifest = storage.read_manifest(key)
-    stored = storage.data_size(key)
-    if stored != manifest.get("size"):
-        raise DumpDamaged(
-            f"Dump {key} is incomplete: {stored} bytes stored, {manifest.get('size')} recorded."
-        )
+    manifest = storage.complete_manifest(key)
     with tempfile.TemporaryFile() as listing:
         with (
             storage.open(key) as source,

@@ -49,13 +49,7 @@ def fetch(job: Job) -> None:
         return
     storage = storage_for(job.options["storage_location"])
     key = keys.parse_key(source["key"])
-    manifest = storage.read_manifest(key)
-    stored = storage.data_size(key)
-    if stored != manifest.get("size"):
-        raise PgCloneError(
-            f"Dump {key} is incomplete or damaged: {stored} bytes stored, "
-            f"{manifest.get('size')} recorded when it was made."
-        )
+    manifest = storage.complete_manifest(key)
     if manifest.get("compression") != streams.COMPRESSION:
         raise PgCloneError(f"Dump {key} uses {manifest.get('compression')!r}, not zstd.")
     checked = "complete"
@@ -66,7 +60,8 @@ def fetch(job: Job) -> None:
             streams.verify(source, manifest["sha256"])
         checked = "its checksum verified"
     jobs.update_result(job, manifest=manifest)
-    jobs.set_step_message(job, "fetch", f"{key} ({human_bytes(stored)}) found, {checked}.")
+    size = human_bytes(manifest["size"])
+    jobs.set_step_message(job, "fetch", f"{key} ({size}) found, {checked}.")
 
 
 def missing_database_message(source: dict[str, Any], live: str) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from pgclone import keys
-from pgclone.exceptions import InvalidInput
+from pgclone.exceptions import DumpDamaged, InvalidInput
 
 MANIFEST_SUFFIX = ".json"
 
@@ -110,6 +110,20 @@ class Storage(abc.ABC):
 
     def read_manifest(self, key: keys.DumpKey) -> dict[str, Any]:
         return json.loads(self._read_bytes(f"{key}{MANIFEST_SUFFIX}"))
+
+    def complete_manifest(self, key: keys.DumpKey) -> dict[str, Any]:
+        """The manifest of a dump whose stored data has the size it recorded.
+
+        Raises DumpNotFound without a manifest, DumpDamaged when the sizes differ.
+        """
+        manifest = self.read_manifest(key)
+        stored = self.data_size(key)
+        if stored != manifest.get("size"):
+            raise DumpDamaged(
+                f"Dump {key} is incomplete or damaged: {stored} bytes stored, "
+                f"{manifest.get('size')} recorded when it was made."
+            )
+        return manifest
 
     def info(self, key: keys.DumpKey) -> DumpInfo:
         return DumpInfo(key, self.read_manifest(key))
