@@ -329,6 +329,7 @@ class Bench:
     with_legacy: bool
     with_3x: bool
     variants: list[dict[str, str]]
+    pool: str = "prefork"
     keep_logs: Path | None = None
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     samples: dict[str, list[float]] = field(default_factory=dict)
@@ -488,6 +489,8 @@ class Bench:
             queue,
             "--concurrency",
             "1",
+            "--pool",
+            self.pool,
             "--loglevel",
             "INFO",
             "--without-gossip",
@@ -695,7 +698,6 @@ class Bench:
                 label,
                 ["restore", key, "--database", "target"],
                 worker,
-                probe=True,
                 memory=f"{label}_1x",
             )
 
@@ -759,7 +761,6 @@ class Bench:
                 "s3_restore",
                 ["restore", key["key"], "--database", "target"],
                 s3_worker,
-                probe=True,
                 memory="s3_restore_1x",
             )
 
@@ -793,7 +794,6 @@ class Bench:
                 "local_restore",
                 ["restore", f":{self.db['data']}", "--database", "target"],
                 main,
-                probe=True,
                 memory="local_restore_1x",
             )
 
@@ -806,6 +806,21 @@ class Bench:
         self.alternate(
             [("pgclone restore :NAME", pgclone), ("CREATE DATABASE ... TEMPLATE", template)]
         )
+
+    def swap_round(self, main: Worker) -> None:
+        """Restores with a client reconnecting every 5 ms to the database being
+        replaced. Its connections cost CPU (a backend started every few ms), so
+        it runs in restores of its own, not in the timed ones; a copy of
+        ``data`` makes them short, and their swap is the same as any restore's."""
+        for rep in range(max(self.reps, 5)):
+            log(f"swap under a reconnecting client {rep + 1}")
+            self.pgclone_job(
+                "swap_restore",
+                ["restore", f":{self.db['data']}", "--database", "target"],
+                main,
+                probe=True,
+                memory="local_restore_1x",
+            )
 
     def overhead_round(self, main: Worker) -> None:
         self.new_database("empty")
@@ -875,6 +890,7 @@ class Bench:
             self.restore_round(main, key, raw_file)
             self.s3_round(main, raw_file)
             self.local_round(main)
+            self.swap_round(main)
             self.overhead_round(main)
             if self.with_3x:
                 self.triple_round(main)
@@ -986,7 +1002,8 @@ class Bench:
             ratio(m("pgclone_restore_s"), m("raw_restore_s")),
             1.15,
             "x",
-            detail=f"{fmt(m('pgclone_restore_s'))} s vs {fmt(m('raw_restore_s'))} s",
+            detail=f"{fmt(m('pgclone_restore_s'))} s vs {fmt(m('raw_restore_s'))} s; the job "
+            f"alone {fmt(m('pgclone_restore_job_s'))} s",
         )
         target(
             "django-pgclone restore / pgclone restore",
@@ -1008,7 +1025,9 @@ class Bench:
             ratio(m("local_restore_s"), m("template_copy_s")),
             1.2,
             "x",
-            detail=f"{fmt(m('local_restore_s'))} s vs {fmt(m('template_copy_s'))} s",
+            detail=f"{fmt(m('local_restore_s'))} s vs {fmt(m('template_copy_s'))} s; the job "
+            f"alone {fmt(m('local_restore_job_s'))} s "
+            f"({fmt(ratio(m('local_restore_job_s'), m('template_copy_s')))} x)",
         )
         gaps = self.samples.get("swap_gap_ms", [])
         target(
@@ -1064,6 +1083,7 @@ class Bench:
             "machine": machine(),
             "size_requested_bytes": self.size,
             "reps": self.reps,
+            "pool": self.pool,
             "tiny": self.tiny,
             "variants": self.variants,
             "targets": rows,
@@ -1111,7 +1131,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Database: {data.get('rows', 0):,} rows, {data.get('bytes', 0) / 1024**2:.0f} MB on disk "
         f"(built in {data.get('build_seconds')} s); {report['reps']} repetition(s) per contender"
         + (" (tiny mode)" if report["tiny"] else "")
-        + ".",
+        + f"; Celery worker pool: {report.get('pool', 'prefork')}, concurrency 1.",
         "",
         "| target | limit | measured | met | detail |",
         "| --- | --- | --- | --- | --- |",
@@ -1178,6 +1198,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "e.g. PGCLONE_ZSTD_LEVEL=1",
     )
     parser.add_argument(
+        "--pool",
+        choices=["prefork", "threads", "solo"],
+        default="prefork",
+        help="the Celery worker's pool (default prefork, Celery's default)",
+    )
+    parser.add_argument(
         "--keep-logs", action="store_true", help="copy the commands' and worker's logs to --out"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
@@ -1200,6 +1226,7 @@ def main(argv: list[str] | None = None) -> int:
         with_legacy=not (tiny or args.skip_legacy),
         with_3x=not (tiny or args.skip_3x),
         variants=variants,
+        pool=args.pool,
         keep_logs=args.out if args.keep_logs else None,
     )
 

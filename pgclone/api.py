@@ -327,7 +327,11 @@ def verify(key_text: str) -> dict[str, Any]:
             ) as proc,
         ):
             streams.decompress_into(
-                source, proc, expected_sha256=manifest.get("sha256"), on_progress=lambda _: None
+                source,
+                proc,
+                expected_sha256=manifest.get("sha256"),
+                expected_raw_size=manifest.get("raw_size"),
+                on_progress=lambda _: None,
             )
         listing.seek(0)
         entries = sum(1 for line in listing if line.strip() and not line.startswith(b";"))

@@ -523,6 +523,22 @@ def rename(connection: Any, name: str, to: str) -> None:
     )
 
 
+def retire(connection: Any, name: str, to: str) -> str | None:
+    """Rename ``name`` to ``to`` (a ``pgclone_old_…`` name, dropped later), ending
+    the sessions on it first; returns ``to``, or None when ``name`` does not
+    exist or had to be dropped at once (a client kept reconnecting to it)."""
+    if not exists(connection, name):
+        return None
+    drop(connection, to)
+    try:
+        _terminate_sessions(connection, (name,), keep=())
+        rename(connection, name, to)
+    except psycopg2.errors.ObjectInUse:
+        drop(connection, name)
+        return None
+    return to
+
+
 def missing_job_columns(live: Any, new: Any) -> str:
     """Job tables or columns that ``live`` has and ``new`` lacks ("" when none)."""
     if _present_tables(new, JOB_TABLES) != list(JOB_TABLES):

@@ -29,7 +29,9 @@ from pgclone.models import Job, JobStep
 
 logger = logging.getLogger("pgclone")
 
-StepFunction = Callable[[Job], None]
+# A step may return work to do once it is recorded as succeeded (and the job,
+# after its last step): slow cleanup nobody needs to wait for.
+StepFunction = Callable[[Job], Callable[[], Any] | None]
 ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
 
 
@@ -203,6 +205,8 @@ def run_step(
     (failed, cancelled) or when this step is already running elsewhere (a
     redelivered task while its first delivery still runs). A step whose
     worker stopped beating is taken over and run again: steps are idempotent.
+    What the step returns, if anything, is called once the step (and, for the
+    last step, the job) is recorded as succeeded; its failure is only logged.
     """
     drop_broken_connections()
     job = Job.objects.get(pk=job_id)
@@ -221,7 +225,7 @@ def run_step(
     job.refresh_from_db()
     try:
         with Heartbeat(job.pk):
-            function(job)
+            afterwards = function(job)
         if Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists():
             raise JobCancelled()  # while a hook ran: it finished, the job goes no further
     except BaseException as exc:
@@ -234,6 +238,11 @@ def run_step(
         Job.objects.filter(pk=job.pk).exclude(status__in=Job.FINISHED).update(
             status=Job.Status.SUCCEEDED, finished_at=timezone.now(), current_step=""
         )
+    if afterwards is not None:
+        try:
+            afterwards()
+        except Exception:  # the step and its job succeeded: a failure here is only logged
+            logger.exception("pgclone job %s: work after step %s failed", job.pk, name)
     return True
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import queue
+import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -13,6 +16,8 @@ from pgclone.exceptions import DumpDamaged
 from pgclone.storage import Upload
 
 CHUNK_SIZE = 1024 * 1024
+WRITE_QUEUE = 4
+PIPE_SIZE = 1024 * 1024
 COMPRESSION = "zstd"
 
 
@@ -48,39 +53,107 @@ def compress(
     }
 
 
+class _Hashing:
+    """A source that hashes and counts what is read from it, and reports progress."""
+
+    def __init__(self, source: BinaryIO, on_progress: Callable[[int], Any]) -> None:
+        self.source = source
+        self.on_progress = on_progress
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.source.read(size)
+        if chunk:
+            self.size += len(chunk)
+            self.digest.update(chunk)
+            self.on_progress(len(chunk))
+        return chunk
+
+
+class _Writer:
+    """Writes in a thread of its own, so that decompressing the next chunk and
+    writing this one (to a file, to pg_restore's stdin) overlap; at most
+    ``WRITE_QUEUE`` chunks wait in between."""
+
+    def __init__(self, write: Callable[[bytes], Any]) -> None:
+        self.write = write
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(WRITE_QUEUE)
+        self._thread = threading.Thread(target=self._run, name="pgclone-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(data)
+
+    def close(self) -> None:
+        """Wait for every chunk to be written; raise what writing raised."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.write(data)
+                except BaseException as exc:  # handed to the decompressing thread
+                    self.error = exc
+
+
 def decompress(
     source: BinaryIO,
     write: Callable[[bytes], Any],
     *,
     expected_sha256: str | None,
+    expected_raw_size: int | None = None,
     on_progress: Callable[[int], Any],
 ) -> int:
     """Decompress a stored dump into ``write``, checking it on the way.
 
+    Memory stays bounded whatever the compression ratio: at most CHUNK_SIZE
+    bytes come out of the decompressor at a time, and ``write`` (called from
+    a thread of its own) lags by at most WRITE_QUEUE chunks.
+
     Raises DumpDamaged when the bytes are not what the dump step recorded
-    (checksum), are not zstd, or stop before the end (truncated). Returns the
-    number of stored bytes read.
+    (checksum, size), are not zstd, or stop before the end (truncated).
+    Returns the number of stored bytes read.
     """
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    digest = hashlib.sha256()
-    size = 0
+    hashing = _Hashing(source, on_progress)
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        hashing, read_size=CHUNK_SIZE, read_across_frames=False
+    )
+    writer = _Writer(write)
+    raw_size = 0
     try:
-        while chunk := source.read(CHUNK_SIZE):
-            size += len(chunk)
-            digest.update(chunk)
-            data = decompressor.decompress(chunk)
-            if data:
-                write(data)
-            on_progress(len(chunk))
-    except zstandard.ZstdError as exc:
-        raise DumpDamaged(f"The dump is damaged (zstd: {exc}).") from exc
-    if not decompressor.eof:
-        raise DumpDamaged("The dump is truncated: its compressed stream ends early.")
-    if expected_sha256 and digest.hexdigest() != expected_sha256:
-        raise DumpDamaged(_checksum_message(digest.hexdigest(), expected_sha256))
-    if decompressor.unused_data:
+        try:
+            while data := reader.read(CHUNK_SIZE):
+                raw_size += len(data)
+                writer.put(data)
+            trailing = hashing.read(CHUNK_SIZE)
+        except zstandard.ZstdError as exc:
+            raise DumpDamaged(f"The dump is damaged (zstd: {exc}).") from exc
+    finally:
+        writer.close()
+    if expected_raw_size is not None and raw_size < expected_raw_size:
+        raise DumpDamaged(
+            f"The dump is truncated: it decompresses to {raw_size} bytes, "
+            f"not the {expected_raw_size} recorded when it was made."
+        )
+    if trailing:
         raise DumpDamaged("The dump is damaged: bytes follow the end of its compressed stream.")
-    return size
+    actual = hashing.digest.hexdigest()
+    if expected_sha256 and actual != expected_sha256:
+        raise DumpDamaged(_checksum_message(actual, expected_sha256))
+    if expected_raw_size is not None and raw_size != expected_raw_size:
+        raise DumpDamaged(
+            f"The dump is damaged: it decompresses to {raw_size} bytes, "
+            f"not the {expected_raw_size} recorded when it was made."
+        )
+    return hashing.size
 
 
 def verify(source: BinaryIO, expected_sha256: str) -> None:
@@ -100,7 +173,12 @@ def _checksum_message(actual: str, expected: str) -> str:
 
 
 def decompress_into(
-    source: BinaryIO, proc: Any, *, expected_sha256: str | None, on_progress: Callable[[int], Any]
+    source: BinaryIO,
+    proc: Any,
+    *,
+    expected_sha256: str | None,
+    expected_raw_size: int | None = None,
+    on_progress: Callable[[int], Any],
 ) -> None:
     """Decompress a stored dump into a program's stdin (pg_restore), checking it.
 
@@ -108,6 +186,8 @@ def decompress_into(
     why); the rest of the dump is still read so that its checksum is checked.
     """
     stopped_reading = False
+    with contextlib.suppress(OSError, AttributeError):  # a bigger pipe keeps pg_restore fed
+        fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
     def feed(data: bytes) -> None:
         nonlocal stopped_reading
@@ -118,7 +198,13 @@ def decompress_into(
                 stopped_reading = True
 
     try:
-        decompress(source, feed, expected_sha256=expected_sha256, on_progress=on_progress)
+        decompress(
+            source,
+            feed,
+            expected_sha256=expected_sha256,
+            expected_raw_size=expected_raw_size,
+            on_progress=on_progress,
+        )
     finally:
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.close()

@@ -322,17 +322,32 @@ def fingerprint(database: str) -> dict[str, str]:
 
 def pgclone_databases() -> list[str]:
     """Temporary or old databases left by this session's jobs (other runs on the
-    same server, a benchmark say, have their own)."""
+    same server, a benchmark say, have their own).
+
+    A restore drops the database it replaced just after reporting success:
+    the ``pgclone_old_…`` databases of succeeded jobs get a few seconds to go.
+    """
     from pgclone.models import Job
 
-    ours = {
-        str(job_id).replace("-", "")[:20] for job_id in Job.objects.values_list("id", flat=True)
-    }
-    found = psql(
-        "SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database "
-        "WHERE datname LIKE 'pgclone\\_tmp\\_%' OR datname LIKE 'pgclone\\_old\\_%'"
-    ).split()
-    return [name for name in found if name.split("_")[2] in ours]
+    deadline = time.monotonic() + 10
+    while True:
+        ours = {
+            str(pk).replace("-", "")[:20]: status
+            for pk, status in Job.objects.values_list("id", "status")
+        }
+        found = psql(
+            "SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database "
+            "WHERE datname LIKE 'pgclone\\_tmp\\_%' OR datname LIKE 'pgclone\\_old\\_%'"
+        ).split()
+        names = [name for name in found if name.split("_")[2] in ours]
+        dropping = [
+            name
+            for name in names
+            if name.startswith("pgclone_old_") and ours[name.split("_")[2]] == Job.Status.SUCCEEDED
+        ]
+        if not dropping or time.monotonic() > deadline:
+            return names
+        time.sleep(0.05)
 
 
 def copy_dump(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,9 @@ def fetch(job: Job) -> None:
     if manifest.get("compression") != streams.COMPRESSION:
         raise PgCloneError(f"Dump {key} uses {manifest.get('compression')!r}, not zstd.")
     checked = "complete"
-    if isinstance(storage, LocalStorage):
+    if _unpacks(storage):
+        checked = "complete (its checksum is checked as it is unpacked)"
+    elif isinstance(storage, LocalStorage):
         # Reading a local file twice is cheap: check it before creating anything.
         # A dump from S3 is checked as it streams, before the swap.
         with storage.open(key) as source:
@@ -90,21 +93,32 @@ def restore_temp(job: Job) -> None:
             databases.clear_job_tables(live, temp)
             jobs.set_step_message(job, "restore_temp", f"Copied {source['name']!r} into {temp}.")
             return
-        databases.create_empty(connection, temp, like=live.name)
     storage = storage_for(job.options["storage_location"])
     key = keys.parse_key(source["key"])
     manifest = job.result["manifest"]
     target = live.with_name(temp)
-    if isinstance(storage, LocalStorage) and conf.restore_jobs() > 1:
+    if _unpacks(storage):
         message = _restore_parallel(job, storage, key, manifest, target)
     else:
         message = _restore_streamed(job, storage, key, manifest, target)
     jobs.set_step_message(job, "restore_temp", message)
 
 
+def _unpacks(storage: Any) -> bool:
+    """A local dump is unpacked to a file for a parallel pg_restore (which
+    needs a file it can seek in); a dump in S3 is streamed."""
+    return isinstance(storage, LocalStorage) and conf.restore_jobs() > 1
+
+
+def _create_temp(live: postgres.ConnInfo, temp: str) -> None:
+    with databases.maintenance(live) as connection:
+        databases.create_empty(connection, temp, like=live.name)
+
+
 def _restore_streamed(
     job: Job, storage: Any, key: keys.DumpKey, manifest: dict, target: Any
 ) -> str:
+    _create_temp(_live(job), target.name)
     progress = jobs.Progress(job.pk, total=manifest["size"])
     argv = postgres.pg_restore_argv(target)
     with (
@@ -114,7 +128,11 @@ def _restore_streamed(
         ) as proc,
     ):
         streams.decompress_into(
-            source, proc, expected_sha256=manifest["sha256"], on_progress=progress.add
+            source,
+            proc,
+            expected_sha256=manifest["sha256"],
+            expected_raw_size=manifest.get("raw_size"),
+            on_progress=progress.add,
         )
     progress.flush()
     return f"Streamed {key} into {target.name} with pg_restore."
@@ -123,6 +141,8 @@ def _restore_streamed(
 def _restore_parallel(
     job: Job, storage: LocalStorage, key: keys.DumpKey, manifest: dict, target: Any
 ) -> str:
+    """Unpack (checking the dump: nothing is created from a damaged one), then
+    create the temporary database and restore into it with several jobs."""
     workdir = Path(tempfile.mkdtemp(prefix="pgclone-restore-", dir=conf.temp_dir()))
     try:
         if shutil.disk_usage(workdir).free < manifest.get("raw_size", 0) * 1.1:
@@ -133,9 +153,14 @@ def _restore_parallel(
         progress = jobs.Progress(job.pk, total=manifest["size"])
         with storage.open(key) as source, open(unpacked, "wb") as out:
             streams.decompress(
-                source, out.write, expected_sha256=manifest["sha256"], on_progress=progress.add
+                source,
+                out.write,
+                expected_sha256=manifest["sha256"],
+                expected_raw_size=manifest.get("raw_size"),
+                on_progress=progress.add,
             )
         progress.flush()
+        _create_temp(_live(job), target.name)
         argv = postgres.pg_restore_argv(target, jobs=conf.restore_jobs(), path=str(unpacked))
         postgres.run(argv, env=target.env())
     finally:
@@ -167,7 +192,7 @@ def pre_swap(job: Job) -> None:
     jobs.set_step_message(job, "pre_swap", message)
 
 
-def swap(job: Job) -> None:
+def swap(job: Job) -> Callable[[], None]:
     """Put the temporary database in place of the live one."""
     ensure_allowed()
     live = _live(job)
@@ -175,14 +200,16 @@ def swap(job: Job) -> None:
     old = databases.old_name(job.pk)
     notes = []
     with databases.maintenance(live) as connection:
-        if not databases.exists(connection, temp) and databases.exists(connection, old):
+        if not databases.exists(connection, temp) and (
+            job.result.get("swapped") or databases.exists(connection, old)
+        ):
             # Run again after its worker was lost just after the renames: the swap
             # happened; finish what follows it.
             databases.reopen(connection, live.name)
             jobs.update_result(job, swapped=True)
-            notes = ["the swap had already happened", *_after_swap(job, live, old)]
-            jobs.set_step_message(job, "swap", "; ".join(notes))
-            return
+            kept, retired = _after_swap(job, live, old)
+            jobs.set_step_message(job, "swap", "; ".join(["the swap had already happened", *kept]))
+            return _dropper(job, live, retired)
         holds_jobs = databases.exists(connection, live.name) and postgres.same_database(
             live, postgres.conn_info("default")
         )
@@ -202,35 +229,65 @@ def swap(job: Job) -> None:
     connections.close_all()
     jobs.update_result(job, swapped=True, swap_window_ms=round(result.window_ms, 1))
     notes.extend(f"warning: {warning}" for warning in result.warnings)
-    notes.extend(_after_swap(job, live, result.old_name))
+    kept, retired = _after_swap(job, live, result.old_name)
     message = f"Swapped {temp} into {live.name!r}; new connections waited {result.window_ms:.0f} ms"
-    jobs.set_step_message(job, "swap", "; ".join([message, *notes]))
+    jobs.set_step_message(job, "swap", "; ".join([message, *notes, *kept]))
+    return _dropper(job, live, retired)
 
 
 def _current_staging(job: Job) -> str:
     return databases.temp_name(job.pk) + "_current"
 
 
-def _after_swap(job: Job, live: postgres.ConnInfo, old: str | None) -> list[str]:
-    """Keep or drop the old database and the local copies. Never fails the job:
-    the restore already happened."""
+def _after_swap(job: Job, live: postgres.ConnInfo, old: str | None) -> tuple[list[str], list[str]]:
+    """Put :previous / :current in place (reversible) and set aside what is no
+    longer wanted under ``pgclone_old_…`` names; returns notes for the step and
+    the names set aside, which are dropped once the job has succeeded (the
+    sweep drops them if that never happens). Never fails the job: the restore
+    already happened."""
     previous = databases.copy_name(live.name, "previous")
     current = databases.copy_name(live.name, "current")
+    retired: list[str] = []
     try:
         with databases.maintenance(live) as connection:
-            if job.options.get("reversible"):
-                for name in (previous, current):
-                    databases.drop(connection, name)
-                if old:
-                    databases.rename(connection, old, previous)
-                databases.rename(connection, _current_staging(job), current)
-                return [f"kept :previous ({previous}) and :current ({current})"]
-            for name in (old, previous, current):
-                if name:
-                    databases.drop(connection, name)
-            return []
+            for which, name in (("previous", previous), ("current", current)):
+                to = f"{databases.old_name(job.pk)}_{which}"
+                set_aside = databases.retire(connection, name, to)
+                if set_aside:
+                    retired.append(set_aside)
+            if not job.options.get("reversible"):
+                return [], [name for name in (old, *retired) if name]
+            if old:
+                databases.rename(connection, old, previous)
+            databases.rename(connection, _current_staging(job), current)
+            return [f"kept :previous ({previous}) and :current ({current})"], retired
     except Exception as exc:
-        return [f"warning: cleaning up after the swap failed: {jobs.describe_error(exc)}"]
+        warning = f"warning: cleaning up after the swap failed: {jobs.describe_error(exc)}"
+        return [warning], [name for name in (old, *retired) if name]
+
+
+def _dropper(job: Job, live: postgres.ConnInfo, names: list[str]) -> Callable[[], None]:
+    """Dropping a large database takes seconds: done after the job is reported
+    succeeded, so nobody waits for it."""
+
+    def drop() -> None:
+        failed = []
+        with databases.maintenance(live) as connection:
+            for name in names:
+                try:
+                    databases.drop(connection, name)
+                except Exception as exc:
+                    failed.append(f"{name} ({jobs.describe_error(exc).strip()})")
+        if failed:
+            step = job.steps.get(name="swap")
+            jobs.set_step_message(
+                job,
+                "swap",
+                f"{step.message}; warning: could not drop {', '.join(failed)}: "
+                "`manage.py pgclone sweep` drops it",
+            )
+
+    return drop
 
 
 def _check_job_tables(live: postgres.ConnInfo, temp: str) -> None:

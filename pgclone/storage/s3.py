@@ -4,7 +4,8 @@ Data is streamed as a multipart upload that the dump step leaves
 uncompleted; S3 shows nothing under the key until the finalising step
 completes it, so a dump that died half-way is never visible. Each part is
 uploaded by a background thread while the next one fills (one more waits in
-between), so memory stays at about three parts whatever the database size.
+between), so memory stays at about three parts (8 MiB each, more only past
+16 GB) whatever the database size.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pgclone import conf, keys
 from pgclone.exceptions import DumpNotFound, StorageError
 from pgclone.storage.base import MANIFEST_SUFFIX, Storage, Upload
 
-MIN_PART_SIZE = 16 * 1024 * 1024
+MIN_PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS = 10_000
 # Part sizes double every this many parts, so that no stream runs out of parts.
 PARTS_PER_SIZE = 2_000
@@ -44,7 +45,13 @@ def _cached_client(endpoint_url: str | None, attempts: int, quick: bool) -> Any:
         connect_timeout=5 if quick else 10,
         read_timeout=120,
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    return _session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+@functools.cache
+def _session() -> Any:
+    # One session: its clients share the service models it loaded (~12 MB each otherwise).
+    return boto3.session.Session()
 
 
 def _describe(exc: Exception, bucket: str, bucket_level: bool = False) -> str:
@@ -81,7 +88,7 @@ class S3Upload(Upload):
         self.upload_id = created["UploadId"]
         self.parts: list[dict[str, Any]] = []
         self._sent = 0  # parts handed to the uploading thread, numbered from 1
-        self._buffer = bytearray()
+        self._part = bytearray()  # the part being filled; handed over whole, never copied
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._upload_parts, daemon=True)
@@ -98,11 +105,12 @@ class S3Upload(Upload):
                     Key=self.key,
                     UploadId=self.upload_id,
                     PartNumber=number,
-                    Body=bytes(body),
+                    Body=body,
                 )
                 self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
             except BaseException as exc:  # reported to the writing thread
                 self._error = exc
+            del item, body  # let the part go before waiting for the next one
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -119,15 +127,19 @@ class S3Upload(Upload):
 
     def write(self, data: bytes) -> None:
         self._raise_if_failed()
-        self._buffer += data
-        while len(self._buffer) >= (size := self._current_part_size()):
-            part, self._buffer = self._buffer[:size], self._buffer[size:]
-            self._send(part)
+        view = memoryview(data)
+        while view:
+            room = self._current_part_size() - len(self._part)
+            self._part += view[:room]
+            view = view[room:]
+            if len(self._part) >= self._current_part_size():
+                self._send(self._part)
+                self._part = bytearray()
 
     def close(self) -> dict[str, Any]:
-        if self._buffer or not self._sent:
-            self._send(self._buffer)
-            self._buffer = bytearray()
+        if self._part or not self._sent:
+            self._send(self._part)
+            self._part = bytearray()
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:

@@ -284,16 +284,21 @@ def flip_middle(data: bytes) -> bytes:
     return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
 
 
-def test_corrupt_bytes_are_caught_before_anything_is_created(
+def test_corrupt_bytes_are_caught_while_unpacking(
     celery_worker, pgclone_cli, local_location, unchanged_target
 ):
     key = make_dump("never", local_location)
     damage(local_location, key, flip_middle)
 
     result = restore_cli(pgclone_cli, local_location, key)
-    job = assert_refused(result, code=1, message="The dump is damaged: its SHA-256 is")
-    assert job.steps.get(name="fetch").status == JobStep.Status.FAILED
-    assert job.steps.get(name="restore_temp").status == JobStep.Status.SKIPPED
+    # Unpacking it for the parallel restore finds the damage, before the
+    # temporary database is created.
+    job = assert_refused(result, code=1, message="The dump is damaged")
+    unpack = job.steps.get(name="restore_temp")
+    assert unpack.status == JobStep.Status.FAILED
+    assert "The dump is damaged" in unpack.message
+    assert job.steps.get(name="swap").status == JobStep.Status.SKIPPED
+    assert pgclone_databases() == []
 
 
 @pytest.mark.parametrize(
@@ -328,12 +333,15 @@ def test_pg_restore_error_fails_with_its_message(
     celery_worker, pgclone_cli, local_location, unchanged_target
 ):
     key = make_dump("never", local_location)
-    garbage = zstandard.ZstdCompressor(write_checksum=True).compress(b"not an archive" * 1000)
+    raw = b"not an archive" * 1000
+    garbage = zstandard.ZstdCompressor(write_checksum=True).compress(raw)
     path = Path(local_location) / key
     path.write_bytes(garbage)
     manifest_path = Path(f"{path}.json")
     manifest = json.loads(manifest_path.read_text())
-    manifest.update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
+    manifest.update(
+        size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest(), raw_size=len(raw)
+    )
     manifest_path.write_text(json.dumps(manifest))
 
     result = restore_cli(pgclone_cli, local_location, key)
