@@ -594,6 +594,16 @@ class Bench:
             self.record("enqueue_to_start_ms", job["enqueue_to_start_ms"])
         return job
 
+    def wait_for_drops(self, job: dict[str, Any]) -> None:
+        """A restore drops the database it replaced just after it reports success,
+        in the worker. The next contender starts once that is done, as it does
+        after the raw contenders' own drops (which are not timed either)."""
+        pattern = "pgclone\\_old\\_" + job["id"].replace("-", "")[:20] + "%"
+        statement = sql.SQL("SELECT count(*) FROM pg_database WHERE datname LIKE {}").format(
+            sql.Literal(pattern)
+        )
+        wait_for(lambda: execute(statement)[0][0] == 0, 300, "the replaced database's drop")
+
     def pgclone_job(
         self,
         name: str,
@@ -610,6 +620,7 @@ class Bench:
         finally:
             gap = prober.stop() if prober else None
         job = self.last_job()
+        self.wait_for_drops(job)
         self.record(f"{name}_s", seconds)
         self.record(f"{name}_job_s", job["seconds"])
         if gap is not None:
@@ -1038,20 +1049,24 @@ class Bench:
             detail=f"median {fmt(m('swap_gap_ms'))} ms; pgclone's own window median "
             f"{fmt(m('swap_window_ms'))} ms",
         )
-        peak_1x = max(
-            (v for k, vs in self.samples.items() if k.endswith("_1x_worker_rss_mb") for v in vs),
-            default=None,
-        )
-        peak_3x = max(
-            (v for k, vs in self.samples.items() if k.endswith("_3x_worker_rss_mb") for v in vs),
-            default=None,
-        )
+
+        def peak(suffix: str) -> float | None:
+            return max(
+                (v for k, vs in self.samples.items() if k.endswith(suffix) for v in vs),
+                default=None,
+            )
+
+        peak_1x = peak("_1x_worker_rss_mb")
+        peak_3x = peak("_3x_worker_rss_mb")
         target(
             "worker peak RSS (1x, all jobs)",
             peak_1x,
             150,
             "MB",
-            detail="Celery main + task process, pg_dump/pg_restore excluded",
+            detail=f"the worker's processes ({self.pool} pool), pg_dump/pg_restore excluded; "
+            f"largest process {fmt(peak('_1x_task_rss_mb'))} MB, "
+            f"PSS {fmt(peak('_1x_worker_pss_mb'))} MB, "
+            f"idle {fmt(m('idle_worker0_worker_rss_mb'))} MB",
         )
         target(
             "worker peak RSS growth 3x vs 1x",

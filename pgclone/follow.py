@@ -24,10 +24,15 @@ from pgclone.models import Job, JobStep
 PIPED_PROGRESS_SECONDS = 5.0
 NO_WORKER_HINT_SECONDS = 10.0
 RECONNECT_SECONDS = 120.0
+# Poll often at first, so that a short job's command returns soon after it ends,
+# then settle to a gentler rate for long ones.
+QUICK_POLL_SECONDS = 0.1
+QUICK_POLL_FOR_SECONDS = 15.0
 
 
 class Follower:
     def __init__(self, job_id: Any, out: TextIO, *, tty: bool, poll: float = 0.25) -> None:
+        """``poll``: seconds between reads once the job has run for a while."""
         self.job_id = job_id
         self.out = out
         self.tty = tty
@@ -106,6 +111,10 @@ class Follower:
             self._last_sweep = time.monotonic()
             sweeping.sweep()
 
+    def _pause(self, started: float) -> None:
+        quick = time.monotonic() - started < QUICK_POLL_FOR_SECONDS
+        time.sleep(min(self.poll, QUICK_POLL_SECONDS) if quick else self.poll)
+
     def _read(self) -> tuple[Job, list[JobStep]]:
         job = Job.objects.get(pk=self.job_id)
         return job, list(job.steps.all())
@@ -131,7 +140,7 @@ class Follower:
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since > RECONNECT_SECONDS:
                     raise
-                time.sleep(self.poll)
+                self._pause(started)
                 continue
             self._show_steps(steps)
             if job.is_finished or (stop is not None and stop.is_set()):
@@ -149,7 +158,7 @@ class Follower:
                     f"Still waiting for a worker to start the job. Is a Celery worker running "
                     f"and consuming from {queue}? (Or run the job here with --inline.)"
                 )
-            time.sleep(self.poll)
+            self._pause(started)
 
 
 def follow(job_id: Any, out: TextIO, *, tty: bool, stop: threading.Event | None = None) -> Job:

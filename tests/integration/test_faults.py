@@ -5,6 +5,7 @@ the job ended with its cause."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
@@ -151,6 +152,64 @@ def test_a_redelivered_step_does_not_run_twice(local_location, target):
     assert not jobs.run_step(dump.pk, "upload", lambda j: calls.append(j))
     assert calls == []
     assert fingerprint(target) == before
+
+
+class WorkerDied(BaseException):
+    """Stands for the worker's death at one exact point, which a real signal
+    cannot hit reliably."""
+
+
+def as_left_by_a_dead_worker(job: Job, step: str) -> None:
+    """What a worker killed inside ``step`` leaves: the step and job running,
+    their heartbeat old enough for another delivery to take the step over."""
+    stale = timezone.now() - dt.timedelta(hours=1)
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.RUNNING, error="", finished_at=None, heartbeat_at=stale
+    )
+    JobStep.objects.filter(job=job, name=step).update(
+        status=JobStep.Status.RUNNING, finished_at=None
+    )
+
+
+def test_a_swap_redelivered_after_its_worker_died_past_the_renames(
+    local_location, target, monkeypatch
+):
+    from pgclone.steps import restore as restore_steps
+
+    key = make_dump("swapped", local_location)
+
+    class Dying:
+        def close_all(self):
+            raise WorkerDied()
+
+    # The renames commit, then the worker dies before it records anything.
+    monkeypatch.setattr(restore_steps, "connections", Dying())
+    with pytest.raises(WorkerDied):
+        api.restore(key, database="target", inline=True, pre_swap_hooks=[])
+    monkeypatch.undo()
+    job = Job.objects.latest("created_at")
+    assert databases.old_name(job.pk) in pgclone_databases()
+    as_left_by_a_dead_worker(job, "swap")
+
+    # Redis hands the step to another worker: it finishes the job.
+    assert restore_steps.run("swap", job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert "the swap had already happened" in job.steps.get(name="swap").message
+    assert authors(target) == ["swapped"]
+    assert pgclone_databases() == []  # the replaced database is dropped
+
+
+def test_the_sweep_drops_a_replaced_database_left_after_success(local_location, target):
+    key = make_dump("new", local_location)
+    job = api.restore(key, database="target", inline=True, pre_swap_hooks=[])
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    # The worker died between reporting success and dropping the old database.
+    leftover = databases.old_name(job.pk)
+    psql(f'CREATE DATABASE "{leftover}"')
+    api.sweep()
+    assert leftover not in pgclone_databases()
+    assert authors(target) == ["new"]
 
 
 # S3 and disk faults ---------------------------------------------------------------
