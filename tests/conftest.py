@@ -187,6 +187,7 @@ def start_worker(
             ),
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own: stop_worker ends all of it
         )
     worker = Worker(name, process, log, storage)
 
@@ -206,14 +207,22 @@ def start_worker(
     return worker
 
 
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
 def stop_worker(worker: Worker) -> None:
+    """Stop a worker and whatever it started (its pool children, a wrapper's
+    children), even when a test already killed its main process."""
     if worker.process.poll() is None:
-        worker.process.send_signal(signal.SIGTERM)
+        _signal_group(worker.process, signal.SIGTERM)
         try:
             worker.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            worker.process.kill()
+            _signal_group(worker.process, signal.SIGKILL)
             worker.process.wait()
+    _signal_group(worker.process, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
