@@ -47,6 +47,7 @@ import psycopg2
 from psycopg2 import sql
 
 from bench import schema
+from pgclone import databases
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -598,10 +599,9 @@ class Bench:
         """A restore drops the database it replaced just after it reports success,
         in the worker. The next contender starts once that is done, as it does
         after the raw contenders' own drops (which are not timed either)."""
-        pattern = "pgclone\\_old\\_" + job["id"].replace("-", "")[:20] + "%"
-        statement = sql.SQL("SELECT count(*) FROM pg_database WHERE datname LIKE {}").format(
-            sql.Literal(pattern)
-        )
+        statement = sql.SQL(
+            "SELECT count(*) FROM pg_database WHERE starts_with(datname, {})"
+        ).format(sql.Literal(databases.old_name(job["id"])))
         wait_for(lambda: execute(statement)[0][0] == 0, 300, "the replaced database's drop")
 
     def pgclone_job(
@@ -1059,23 +1059,20 @@ class Bench:
             f"{fmt(m('swap_window_ms'))} ms",
         )
 
-        def peak(suffix: str) -> float | None:
+        def peak(suffix: str, prefix: str = "") -> float | None:
             return max(
-                (v for k, vs in self.samples.items() if k.endswith(suffix) for v in vs),
+                (
+                    v
+                    for k, vs in self.samples.items()
+                    if k.startswith(prefix) and k.endswith(suffix)
+                    for v in vs
+                ),
                 default=None,
             )
 
         peak_1x = peak("_1x_worker_rss_mb")
         peak_3x = peak("_3x_worker_rss_mb")
-        paired_1x = max(
-            (
-                v
-                for k, vs in self.samples.items()
-                if k.startswith("paired_") and k.endswith("_1x_worker_rss_mb")
-                for v in vs
-            ),
-            default=None,
-        )
+        paired_1x = peak("_1x_worker_rss_mb", prefix="paired_")
         target(
             "worker peak RSS (1x, all jobs)",
             peak_1x,
