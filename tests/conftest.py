@@ -49,12 +49,6 @@ def _reachable(host: str, port: int) -> bool:
     return False
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that restart a shared service (Redis) run last: connections this
-    process holds die with the service."""
-    items.sort(key=lambda item: item.get_closest_marker("restarts_services") is not None)
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     missing = [
         name
@@ -127,6 +121,20 @@ def s3_location(moto_server: str, settings: Any) -> Iterator[str]:
     for item in client.list_objects_v2(Bucket=bucket).get("Contents", []):
         client.delete_object(Bucket=bucket, Key=item["Key"])
     client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a disk that fills up for real."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"can't mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
 
 
 @pytest.fixture
@@ -441,3 +449,130 @@ def authors(database: str) -> list[str]:
     return psql("SELECT string_agg(name, ',' ORDER BY name) FROM testapp_author", database).split(
         ","
     )
+
+
+# A Redis of a test's own -------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of one test's own on a free loopback port, keeping nothing on
+    disk: the test may stop and restart it. The machine's Redis (6379), which other
+    programs and the rest of the suite use, is never touched."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.log = folder / "redis.log"
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a worker or a ``manage.py`` process using this broker
+        (tests.settings reads it), with a queue of its own there."""
+        return {"PGCLONE_TEST_BROKER": self.url, "PGCLONE_TEST_QUEUE": f"pgclone-{self.port}"}
+
+    def _answers(self) -> bool:
+        """PING answered by this very server (not by whatever took the port)."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        try:
+            return bool(client.ping()) and client.info("server")["process_id"] == self.pid
+        except redis.exceptions.RedisError:
+            return False
+        finally:
+            client.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        argv = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--dir", str(self.folder),
+        ]  # fmt: skip
+        with open(self.log, "ab") as out:
+            self.process = process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"redis-server on port {self.port} exited:\n{self.log.read_text()}"
+                )
+            return self._answers()
+
+        try:
+            wait_for(ready, timeout=30, what=f"the private Redis on port {self.port}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM: a shutdown that saves nothing) and wait until it is gone."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> None:
+        """Stop it and start it again on the same port: whatever it held is lost."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """A running PrivateRedis; stopped and its folder removed afterwards."""
+    import shutil
+
+    if not shutil.which("redis-server"):
+        pytest.skip("needs a local redis-server")
+    folder = tmp_path_factory.mktemp("redis")
+    server = PrivateRedis(folder)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _pinging_through(broker_url: str) -> Iterator[None]:
+    """start_worker pings the new worker through this process's broker setting:
+    point that at ``broker_url`` meanwhile. Nothing is sent through it from here,
+    and connections this process already holds keep their broker."""
+    from tests.celery_app import app
+
+    saved = app.conf.broker_url
+    app.conf.broker_url = broker_url
+    try:
+        yield
+    finally:
+        app.conf.broker_url = saved
+
+
+@pytest.fixture
+def private_redis_worker(
+    private_redis: PrivateRedis, test_database_name: str, moto_server: str, tmp_path: Path
+) -> Iterator[Worker]:
+    """A worker (solo pool) whose broker is the test's private Redis. Jobs reach it
+    from a ``manage.py pgclone`` process run with ``env=private_redis.env``."""
+    with _pinging_through(private_redis.url):
+        worker = start_worker(
+            test_database_name,
+            tmp_path / "worker.log",
+            moto=moto_server,
+            queue=private_redis.env["PGCLONE_TEST_QUEUE"],
+            pool="solo",
+            env=private_redis.env,
+        )
+    yield worker
+    stop_worker(worker)

@@ -252,19 +252,6 @@ def test_s3_failing_for_good_fails_the_job_clearly(moto_server, s3_location, set
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"can't mount a small tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_disk_full_while_dumping(tiny_disk, settings):
     Secret.objects.bulk_create(Secret(value=os.urandom(40).hex()) for _ in range(3000))
     settings.PGCLONE_STORAGE_LOCATION = str(tiny_disk)
@@ -443,34 +430,25 @@ def test_checks_name_the_celery_settings_long_jobs_need():
 # The broker restarted mid-job ---------------------------------------------------------
 
 
-def restart_redis() -> None:
-    """Restart the local Redis (it keeps nothing on disk: queued messages are lost)."""
-    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True)
-    wait_for(lambda: subprocess.run(["redis-cli", "ping"], capture_output=True).returncode,
-             what="Redis to stop")  # fmt: skip
-    subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-         "--save", "", "--appendonly", "no"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    wait_for(
-        lambda: (
-            subprocess.run(["redis-cli", "ping"], capture_output=True).stdout.strip() == b"PONG"
-        ),
-        what="Redis to start again",
-    )
-
-
-@pytest.mark.restarts_services
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs a local redis-server")
-def test_redis_restarted_during_a_restore(own_worker, local_location, target, tmp_path):
+def test_redis_restarted_during_a_restore(
+    private_redis, private_redis_worker, pgclone_cli, local_location, target, tmp_path
+):
+    """The broker is a Redis of this test's own (the machine's is never restarted):
+    the restore is enqueued to it by a command, then it restarts mid-job."""
     key = make_dump("after-redis", local_location)
     before = fingerprint(target)
     release = tmp_path / "release"
-    job = api.restore(key, database="target", pre_swap_hooks=[f"testapp_wait {release}"])
+    hook = f"testapp_wait {release}"
+    started = pgclone_cli(
+        "restore", key, "--database", "target", "--pre-swap-hook", hook,
+        location=local_location, env=private_redis.env,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job = Job.objects.get(pk=started.stdout.strip())
     wait_for(lambda: Path(f"{release}.started").exists(), what="the hook")
 
-    restart_redis()
+    private_redis.restart()  # nothing kept: the queued and unacked messages are lost
     release.touch()
 
     def ended():
