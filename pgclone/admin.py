@@ -19,10 +19,10 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from pgclone import api, conf, humanize, postgres
-from pgclone.exceptions import PgCloneError
+from pgclone import api, conf, humanize, keys, postgres
+from pgclone.exceptions import DumpDamaged, PgCloneError
 from pgclone.models import Job
-from pgclone.storage import get_storage
+from pgclone.storage import DumpInfo, Storage, get_storage
 
 
 def _postgres_aliases() -> list[tuple[str, str]]:
@@ -31,6 +31,14 @@ def _postgres_aliases() -> list[tuple[str, str]]:
         for alias, config in settings.DATABASES.items()
         if config.get("ENGINE") in postgres.POSTGRES_ENGINES
     ]
+
+
+def _dump_info(storage: Storage, key: keys.DumpKey) -> DumpInfo:
+    """A dump's manifest, or, when it is damaged, an entry saying why (not restorable)."""
+    try:
+        return storage.info(key)
+    except DumpDamaged as exc:
+        return DumpInfo(key, {}, damaged=str(exc))
 
 
 def _config_choices(configs: dict[str, Any]) -> list[tuple[str, str]]:
@@ -178,7 +186,7 @@ class JobAdmin(admin.ModelAdmin):
         try:
             storage = get_storage()
             for key in reversed(storage.list_keys()):
-                groups.setdefault(key.database, []).append(storage.info(key))
+                groups.setdefault(key.database, []).append(_dump_info(storage, key))
         except PgCloneError as exc:
             storage_error = str(exc)
         context = {

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core import checks
 
 from pgclone import conf, postgres
-from pgclone.exceptions import PgCloneError
+from pgclone.exceptions import ConfigurationError, PgCloneError
 
 
 @checks.register("pgclone")
@@ -123,3 +123,62 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
                 )
             )
     return found
+
+
+def celery_app_problem(app: Any = None) -> tuple[str, str] | None:
+    """Why pgclone's tasks sent from here would never reach a worker, as (what is
+    wrong, how to fix it); None when they can be sent. ``app`` is Celery's current
+    app by default: the one pgclone's shared tasks are sent with."""
+    if app is None:
+        from celery import current_app
+
+        app = current_app._get_current_object()
+    if _is_fallback(app):
+        return (
+            "No Celery app is loaded: pgclone's jobs would go to Celery's fallback app, "
+            "which reads no CELERY_* setting and sends to amqp://localhost, and never run.",
+            "Load your project's Celery app when Django starts: import it in the project "
+            "package's __init__.py (`from .celery import app as celery_app`, as Celery's "
+            "Django guide shows)",
+        )
+    if not app.conf.broker_url:
+        return (
+            f"The Celery app {app.main or ''!r} has no broker configured: pgclone's jobs "
+            "would go to Celery's default, amqp://localhost, and never run.",
+            "Set CELERY_BROKER_URL (for instance 'redis://127.0.0.1:6379/0') and have the "
+            "app read it (app.config_from_object('django.conf:settings', namespace='CELERY'))",
+        )
+    return None
+
+
+def _is_fallback(app: Any) -> bool:
+    """Celery's fallback app, which celery._state makes when a task is used while no app
+    was created: ``Celery('default', fixups=[], set_as_current=False)``."""
+    return app.main == "default" and not app.set_as_current and not app.fixups
+
+
+@checks.register("pgclone")
+def check_celery_app(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    problem = celery_app_problem()
+    if problem is None:
+        return []
+    message, fix = problem
+    # A warning, not an error: the project's other commands (migrate, runserver)
+    # must go on working; pgclone itself refuses to send a job (require_celery_app).
+    hint = f"{fix}, or run jobs with --inline."
+    return [checks.Warning(message, hint=hint, id="pgclone.W013")]
+
+
+def require_celery_app(job: Any) -> None:
+    """Before a job is sent to Celery: if it could never reach a worker from here
+    (pgclone.W013), fail it and raise ConfigurationError instead."""
+    problem = celery_app_problem()
+    if problem is None:
+        return
+    from pgclone import jobs
+    from pgclone.models import Job
+
+    message, fix = problem
+    error = ConfigurationError(f"{message} {fix}, or run the job in this process with --inline.")
+    jobs.end_job(job.pk, Job.Status.FAILED, str(error))
+    raise error

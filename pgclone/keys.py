@@ -15,6 +15,8 @@ from pgclone.exceptions import InvalidInput
 
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 SUFFIX = ".dump"
+MAX_DATABASE_NAME_BYTES = 63  # PostgreSQL's identifier limit (NAMEDATALEN - 1)
+MAX_CONFIG_NAME_LENGTH = 100  # Job.config_name's max_length
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _KEY = re.compile(
     r"^(?P<database>[^/]+)/(?P<timestamp>\d{8}T\d{6}\.\d{6}Z)\.(?P<config>[A-Za-z0-9_-]+)\.dump$"
@@ -35,8 +37,20 @@ class DumpKey:
         return dt.datetime.strptime(self.timestamp, TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
 
 
+def _shortened(name: str) -> str:
+    """A name for a message: a very long one is cut, so the message stays readable."""
+    return repr(name if len(name) <= 40 else f"{name[:40]}…")
+
+
 def validate_database_name(name: str) -> str:
     """Database names become the first part of a key, so they can't hold a '/'."""
+    size = len(name.encode("utf-8", "surrogatepass")) if name else 0
+    if size > MAX_DATABASE_NAME_BYTES:
+        raise InvalidInput(
+            f"Database name {_shortened(name)} is {size} bytes long: PostgreSQL database "
+            f"names have at most {MAX_DATABASE_NAME_BYTES} bytes. Use the name as "
+            "`manage.py pgclone ls --only-db-names` prints it."
+        )
     if not name or "/" in name or name.startswith(".") or not name.isprintable():
         raise InvalidInput(
             f"Database name {name!r} can't be used in a dump key: it must be non-empty, "
@@ -46,6 +60,12 @@ def validate_database_name(name: str) -> str:
 
 
 def validate_config_name(name: str) -> str:
+    if len(name or "") > MAX_CONFIG_NAME_LENGTH:
+        raise InvalidInput(
+            f"Config name {_shortened(name)} is {len(name)} characters long: config names "
+            f"have at most {MAX_CONFIG_NAME_LENGTH}. Use a name from PGCLONE_DUMP_CONFIGS "
+            "or PGCLONE_RESTORE_CONFIGS."
+        )
     if not _CONFIG_NAME.match(name or ""):
         raise InvalidInput(
             f"Config name {name!r} is invalid: use letters, digits, '_' and '-' only."
@@ -72,6 +92,8 @@ def parse_key(text: str) -> DumpKey:
             "'DATABASE/20261123T230321.482913Z.CONFIG.dump'; "
             "see `manage.py pgclone ls` for the available ones."
         )
+    validate_database_name(match["database"])  # no key pgclone makes has longer parts
+    validate_config_name(match["config"])
     try:
         key = DumpKey(match["database"], match["timestamp"], match["config"])
         key.created  # noqa: B018 - validates the date itself, e.g. no month 13

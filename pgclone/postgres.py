@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -33,6 +34,8 @@ STDERR_TAIL_BYTES = 4000
 APPLICATION_NAME = "pgclone"
 # libpq options that Django users put in OPTIONS and that the tools must share.
 _PASSED_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
+# An identifier SQL (and pg_dump's output) leaves unquoted.
+_PLAIN_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]*$")
 
 
 @dataclass(frozen=True)
@@ -113,14 +116,38 @@ def quote_pattern(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def pg_dump_argv(conn: ConnInfo, *, exclude_table_data: list[str] = ()) -> list[str]:
+def quote_qualified_pattern(schema: str, name: str) -> str:
+    """A pg_dump name pattern matching exactly the table ``name`` of ``schema``
+    (an unqualified pattern only matches tables on the search path)."""
+    return f"{quote_pattern(schema)}.{quote_pattern(name)}"
+
+
+def display_name(schema: str, name: str) -> str:
+    """``schema.name`` for messages, each part double-quoted when SQL needs it."""
+    return ".".join(
+        part if _PLAIN_IDENTIFIER.match(part) else quote_pattern(part) for part in (schema, name)
+    )
+
+
+def pg_dump_argv(
+    conn: ConnInfo,
+    *,
+    exclude_table_data: list[str] = (),
+    exclude_qualified_table_data: list[tuple[str, str]] = (),
+) -> list[str]:
     """pg_dump writing an uncompressed custom-format archive to stdout.
 
     Compression happens outside pg_dump (zstd is several times faster than
     pg_dump's built-in gzip, and PostgreSQL 15's pg_dump has no zstd).
+    ``exclude_table_data`` names tables on the search path (Django's
+    ``db_table``); ``exclude_qualified_table_data`` holds (schema, table) pairs.
     """
     argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password"]
     argv += [f"--exclude-table-data={quote_pattern(table)}" for table in exclude_table_data]
+    argv += [
+        f"--exclude-table-data={quote_qualified_pattern(schema, table)}"
+        for schema, table in exclude_qualified_table_data
+    ]
     return [*argv, f"--dbname={conn.conninfo()}"]
 
 
@@ -234,8 +261,7 @@ def run(argv: list[str], *, env: dict[str, str], stdin: Any = None) -> str:
 # SQL ----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def connect(conn: ConnInfo) -> Iterator[Any]:
+def open_connection(conn: ConnInfo) -> Any:
     """An autocommit psycopg2 connection (DDL such as CREATE DATABASE needs one)."""
     try:
         connection = psycopg2.connect(**conn.psycopg2_kwargs())
@@ -244,6 +270,13 @@ def connect(conn: ConnInfo) -> Iterator[Any]:
             f"Could not connect to database {conn.name!r}: {str(exc).strip()}"
         ) from exc
     connection.autocommit = True
+    return connection
+
+
+@contextlib.contextmanager
+def connect(conn: ConnInfo) -> Iterator[Any]:
+    """An autocommit connection, closed on leaving."""
+    connection = open_connection(conn)
     try:
         yield connection
     finally:
@@ -312,3 +345,37 @@ def table_bytes(conn: ConnInfo) -> int:
         except psycopg2.errors.LockNotAvailable:
             cursor.execute(estimate)
         return int(cursor.fetchone()[0])
+
+
+def tables_referencing(conn: ConnInfo, tables: list[str]) -> list[tuple[str, str]]:
+    """(schema, table) of every table whose rows must be left out with ``tables``'.
+
+    That is every table with a foreign key to one of ``tables`` (Django's
+    ``db_table`` names, found on the search path as pg_dump finds them), or to
+    a table found so on, by the database's own constraints: tables Django
+    knows nothing about included. ``tables`` themselves are not returned. A
+    foreign key marked NOT VALID is not followed: a restore re-creates it
+    without checking the rows.
+    """
+    query = """
+        WITH RECURSIVE given AS (
+            SELECT pg_catalog.to_regclass(pg_catalog.quote_ident(name))::oid AS relid
+            FROM pg_catalog.unnest(%s::text[]) AS name
+        ), referencing(relid) AS (
+            SELECT relid FROM given WHERE relid IS NOT NULL
+            UNION
+            SELECT con.conrelid
+            FROM pg_catalog.pg_constraint con
+            JOIN referencing r ON con.confrelid = r.relid
+            WHERE con.contype = 'f' AND con.convalidated
+        )
+        SELECT n.nspname, c.relname
+        FROM referencing r
+        JOIN pg_catalog.pg_class c ON c.oid = r.relid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE r.relid NOT IN (SELECT relid FROM given WHERE relid IS NOT NULL)
+        ORDER BY n.nspname, c.relname
+    """
+    with connect(conn) as connection, connection.cursor() as cursor:
+        cursor.execute(query, [list(tables)])
+        return [(schema, name) for schema, name in cursor.fetchall()]

@@ -1,5 +1,6 @@
 """An HTTP proxy in front of the moto S3 server that answers some requests
-with errors, the way S3 does under load (503 SlowDown) or when it breaks (500).
+with errors, the way S3 does under load (503 SlowDown) or when it breaks (500),
+or goes away altogether (``go_down``: the network to S3 is lost).
 
 It is a real server on loopback: boto3 meets the errors over HTTP and its
 own retry logic handles them, which no mock of boto3 would show.
@@ -26,6 +27,7 @@ class FaultProxy:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.fail = fail
         self.failed = 0
+        self.down = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,6 +40,9 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 verdict = proxy.fail(self.command, self.path)
+                if proxy.down.is_set():  # no answer: the client sees the connection cut
+                    self.close_connection = True
+                    return
                 if verdict:
                     proxy.failed += 1
                     status, code = verdict
@@ -75,6 +80,17 @@ class FaultProxy:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def go_down(self) -> None:
+        """From now on, like an endpoint whose network is gone: requests on open
+        connections get no answer (the connection is closed), new connections
+        are refused. ``fail`` may call it, for the request it is deciding too."""
+        self.down.set()
+        threading.Thread(target=self._stop_listening, daemon=True).start()
+
+    def _stop_listening(self) -> None:
+        self.server.shutdown()  # waits for serve_forever, in its own thread
+        self.server.server_close()
 
     def __enter__(self) -> FaultProxy:
         self.thread.start()

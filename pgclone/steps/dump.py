@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import logging
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from pgclone import conf, hooks, jobs, keys, options, postgres, retention, streams
-from pgclone.exceptions import PgCloneError
+from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job, JobStep
 from pgclone.storage import Storage, storage_for
@@ -19,6 +20,7 @@ STEP_NAMES = ("pre_dump", "dump", "upload")
 # The job tables of the dumped database are never copied: history belongs to
 # each environment, not to the data.
 OWN_TABLES = (Job._meta.db_table, JobStep._meta.db_table)
+logger = logging.getLogger("pgclone")
 
 
 def pre_dump(job: Job) -> None:
@@ -41,7 +43,13 @@ def dump(job: Job) -> None:
     conn = postgres.conn_info(job.database_alias).for_job(job.pk)
     key = keys.make_key(conn.name, job.config_name, timezone.now())
     tables, cascaded = options.excluded_tables(job.options.get("exclude_models", []))
-    argv = postgres.pg_dump_argv(conn, exclude_table_data=sorted({*tables, *OWN_TABLES}))
+    excluded = sorted({*tables, *OWN_TABLES})
+    # Tables Django does not know (made by raw SQL) may reference those too.
+    referencing = postgres.tables_referencing(conn, excluded)
+    argv = postgres.pg_dump_argv(
+        conn, exclude_table_data=excluded, exclude_qualified_table_data=referencing
+    )
+    cascaded = [*cascaded, *(postgres.display_name(*table) for table in referencing)]
     server_version = postgres.server_version(conn)
     estimate = postgres.table_bytes(conn)
     Job.objects.filter(pk=job.pk).update(dump_key=str(key), database_name=conn.name)
@@ -56,8 +64,11 @@ def dump(job: Job) -> None:
                 proc.stdout, upload, level=conf.zstd_level(), on_progress=progress.add
             )
         handle = upload.close()
-    except BaseException:
-        upload.abort()
+    except BaseException as exc:
+        not_discarded = _abort(job, upload)
+        if not_discarded and isinstance(exc, PgCloneError) and not isinstance(exc, JobCancelled):
+            jobs.update_result(job, discard_failed=True)  # the cleanup need not try again
+            raise StorageError(f"{exc}\n{not_discarded}") from exc
         raise
     jobs.update_result(job, staged=handle)  # from here on, cleanup can discard it
     progress.flush()
@@ -66,7 +77,7 @@ def dump(job: Job) -> None:
         key=str(key),
         server_version=server_version,
         pg_dump_version=postgres.tool_version("pg_dump"),
-        excluded_tables=tables,
+        excluded_tables=[*tables, *(postgres.display_name(*table) for table in referencing)],
         **stats,
     )
     message = (
@@ -76,9 +87,29 @@ def dump(job: Job) -> None:
     if cascaded:
         message += (
             f". Also left out the rows of {', '.join(cascaded)}, which reference "
-            "excluded models (pg_restore could not re-create their foreign keys otherwise)"
+            "rows left out (pg_restore could not re-create their foreign keys otherwise)"
         )
     jobs.set_step_message(job, "dump", message)
+
+
+def _abort(job: Job, upload: Any) -> str | None:
+    """Throw away a dump cut short. If that fails too (S3 unreachable), the
+    failure is logged and the staged handle stays recorded for the sweep; the
+    sentence returned says so."""
+    try:
+        upload.abort()
+    except Exception as exc:
+        logger.warning("pgclone job %s: could not discard the partial dump: %s", job.pk, exc)
+        return _not_discarded(exc)
+    return None
+
+
+def _not_discarded(exc: Exception) -> str:
+    cause = jobs.describe_error(exc).rstrip().removesuffix(".")
+    return (
+        f"The partial dump could not be discarded yet: {cause}. The next sweep "
+        "(`manage.py pgclone sweep`, or the pgclone.sweep task) will discard it."
+    )
 
 
 def upload(job: Job) -> None:
@@ -124,14 +155,56 @@ def _apply_retention(storage: Storage, job: Job) -> str:
     return f"; retention deleted {len(deleted)} older dump(s)"
 
 
-def cleanup(job: Job) -> None:
+def cleanup(job: Job) -> list[str]:
     """After a failure: end pg_dump's session, and throw away a staged dump so
-    nothing half-written remains."""
+    nothing half-written remains. Returns what was removed."""
     postgres.end_sessions(postgres.conn_info(job.database_alias).for_job(job.pk))
     handle = job.result.get("staged")
-    if handle:
+    # discard_failed: the dump step just tried, and its error says the sweep will.
+    if not handle or job.result.get("discard_failed"):
+        return []
+    try:
         storage_for(job.options["storage_location"]).abort(handle)
+    except Exception as exc:
+        raise StorageError(_not_discarded(exc)) from exc
+    jobs.update_result(job, staged=None)
+    return ["the partial dump"]
+
+
+def discard_leftover_uploads() -> int:
+    """Discard the staged dumps that ended (failed, cancelled) dump jobs still
+    record: their own cleanup could not (S3 was unreachable, say). Returns how
+    many were discarded. Never raises: a failure is logged and the handle stays
+    recorded, for the next sweep to try again."""
+    try:
+        leftovers = list(
+            Job.objects.filter(
+                kind=Job.Kind.DUMP,
+                status__in=(Job.Status.FAILED, Job.Status.CANCELLED),
+                result__has_key="staged",
+            ).exclude(result__staged=None)
+        )
+    except Exception as exc:
+        logger.warning("pgclone: could not look for partial dumps left behind: %s", exc)
+        return 0
+    return sum(_discard_leftover(job) for job in leftovers)
+
+
+def _discard_leftover(job: Job) -> bool:
+    try:
+        storage_for(job.options["storage_location"]).abort(job.result["staged"])
+        job.result.pop("discard_failed", None)
         jobs.update_result(job, staged=None)
+    except Exception as exc:
+        logger.warning(
+            "pgclone: could not discard the partial dump of job %s yet (the next sweep "
+            "tries again): %s",
+            job.pk,
+            exc,
+        )
+        return False
+    logger.info("pgclone: discarded the partial dump left by job %s", job.pk)
+    return True
 
 
 STEPS = {"pre_dump": pre_dump, "dump": dump, "upload": upload}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -24,16 +25,39 @@ from pgclone import keys
 from pgclone.exceptions import DumpDamaged, InvalidInput
 
 MANIFEST_SUFFIX = ".json"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
 class DumpInfo:
     key: keys.DumpKey
     manifest: dict[str, Any]
+    damaged: str = ""  # why the manifest can't be used: such a dump is never restored
 
     @property
     def size(self) -> int:
         return int(self.manifest.get("size", 0))
+
+
+def _damaged(key: keys.DumpKey, problem: str) -> DumpDamaged:
+    return DumpDamaged(
+        f"The manifest of dump {key} is damaged: {problem}. The dump can't be verified "
+        "or restored: restore another one (`manage.py pgclone ls` lists them), and remove "
+        f"this one and its manifest {key}{MANIFEST_SUFFIX} from the storage."
+    )
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str:
+    """What makes a parsed manifest unusable, or "" when it has what reading a dump needs."""
+    missing = [field for field in ("size", "sha256") if field not in manifest]
+    if missing:
+        return f"it has no {' and no '.join(missing)}"
+    size, sha256 = manifest["size"], manifest["sha256"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"its size {size!r} is not a number of bytes"
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        return f"its sha256 {sha256!r} is not a SHA-256 digest in hexadecimal"
+    return ""
 
 
 class Upload(abc.ABC):
@@ -109,7 +133,18 @@ class Storage(abc.ABC):
         return sorted(found)
 
     def read_manifest(self, key: keys.DumpKey) -> dict[str, Any]:
-        return json.loads(self._read_bytes(f"{key}{MANIFEST_SUFFIX}"))
+        """A dump's manifest; DumpNotFound without one, DumpDamaged if it is unusable."""
+        data = self._read_bytes(f"{key}{MANIFEST_SUFFIX}")
+        try:
+            manifest = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            raise _damaged(key, f"it is not JSON ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise _damaged(key, f"it holds a JSON {type(manifest).__name__}, not an object")
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise _damaged(key, problem)
+        return manifest
 
     def complete_manifest(self, key: keys.DumpKey) -> dict[str, Any]:
         """The manifest of a dump whose stored data has the size it recorded.

@@ -21,6 +21,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Write a manifest, the mark of a complete dump: whole and durable, or not at all."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    replaced = False
+    try:
+        with open(temporary, "w") as out:
+            out.write(json.dumps(manifest, indent=2, sort_keys=True))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+        replaced = True
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if replaced:  # not known to be on disk: the dump must not count as complete
+            path.unlink(missing_ok=True)
+        raise StorageError(
+            f"Could not write the manifest {path}: {exc.strerror or exc}. The dump is "
+            "not complete and is not listed; make room (or fix the folder's permissions) "
+            "and dump again."
+        ) from exc
+
+
 class LocalUpload(Upload):
     def __init__(self, staged: Path, final: Path) -> None:
         self.staged = staged
@@ -87,21 +110,20 @@ class LocalStorage(Storage):
     def complete(self, handle: dict[str, Any], manifest: dict[str, Any]) -> None:
         staged, final = Path(handle["staged"]), Path(handle["final"])
         if staged.exists():
-            os.replace(staged, final)
+            try:
+                os.replace(staged, final)
+            except OSError as exc:
+                raise StorageError(
+                    f"Could not move {staged} to {final}: {exc.strerror or exc}."
+                ) from exc
         elif not (final.exists() and final.stat().st_size == manifest["size"]):
             raise StorageError(
                 f"The dump written by the previous step is not at {staged}. With local "
                 "storage every worker must see the same folder (a shared mount); "
                 "otherwise use S3 storage."
             )
-        manifest_path = final.with_name(final.name + MANIFEST_SUFFIX)
-        temporary = manifest_path.with_name(f".{manifest_path.name}.tmp")
-        with open(temporary, "w") as out:
-            out.write(json.dumps(manifest, indent=2, sort_keys=True))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, manifest_path)
-        _fsync_dir(final.parent)
+        # The data stays at its key: a retried step finds it there, a cleanup removes it.
+        _write_manifest(final.with_name(final.name + MANIFEST_SUFFIX), manifest)
 
     def abort(self, handle: dict[str, Any]) -> None:
         Path(handle["staged"]).unlink(missing_ok=True)
@@ -110,9 +132,10 @@ class LocalStorage(Storage):
             final.unlink(missing_ok=True)  # moved but never committed: not a dump
 
     def _manifest_names(self, database: str | None) -> list[str]:
+        folder = self._path(database) if database else None  # never a folder outside root
         if not self.root.is_dir():
             return []
-        folders = [self.root / database] if database else list(self.root.iterdir())
+        folders = [folder] if folder else list(self.root.iterdir())
         names = []
         for folder in folders:
             if not folder.is_dir() or folder.name.startswith("."):

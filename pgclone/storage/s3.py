@@ -54,10 +54,19 @@ def _session() -> Any:
     return boto3.session.Session()
 
 
+# Refused, cut or timed-out connections (the endpoint down, the network gone),
+# once boto3's retries are spent.
+_UNREACHABLE = (
+    botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError…
+    botocore.exceptions.ConnectionClosedError,
+    ConnectionError,
+)
+
+
 def _describe(exc: Exception, bucket: str, bucket_level: bool = False) -> str:
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return "no AWS credentials were found (environment, ~/.aws, or an instance role)"
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError | ConnectionError):
+    if isinstance(exc, _UNREACHABLE):
         return f"S3 could not be reached ({exc}); check PGCLONE_S3_ENDPOINT_URL and the network"
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
@@ -114,7 +123,8 @@ class S3Upload(Upload):
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise _storage_error(self._error, self.bucket, f"uploading {self.key}")
+            error = _storage_error(self._error, self.bucket, f"uploading {self.key}")
+            raise error from self._error
 
     def _current_part_size(self) -> int:
         return self.part_size * 2 ** (self._sent // PARTS_PER_SIZE)
@@ -142,9 +152,7 @@ class S3Upload(Upload):
             self._part = bytearray()
         self._queue.put(None)
         self._thread.join()
-        if self._error is not None:
-            self.abort()
-            self._raise_if_failed()
+        self._raise_if_failed()  # the caller aborts: its failure must not hide this one
         return self.handle
 
     @property
@@ -161,11 +169,14 @@ class S3Upload(Upload):
 
 
 def abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> None:
+    doing = f"discarding the partial upload of {key}"
     try:
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
     except botocore.exceptions.ClientError as exc:
         if _code(exc) != "NoSuchUpload":
-            raise _storage_error(exc, bucket, f"discarding the partial upload of {key}") from exc
+            raise _storage_error(exc, bucket, doing) from exc
+    except _S3_ERRORS as exc:  # unreachable: the upload stays until someone aborts it
+        raise _storage_error(exc, bucket, doing) from exc
 
 
 class S3Storage(Storage):
@@ -231,7 +242,10 @@ class S3Storage(Storage):
             if _code(exc) not in {"NoSuchKey", "404"}:
                 raise _storage_error(exc, bucket, f"checking {key}") from exc
             # Completed but never committed: not a dump, so it goes.
-            client.delete_object(Bucket=bucket, Key=key)
+            with self._errors(f"deleting the uncommitted {key}"):
+                client.delete_object(Bucket=bucket, Key=key)
+        except _S3_ERRORS as exc:
+            raise _storage_error(exc, bucket, f"checking {key}") from exc
 
     def _manifest_names(self, database: str | None) -> list[str]:
         base = self._object("")

@@ -66,3 +66,35 @@ def test_database_names_with_spaces_quotes_and_unicode_are_fine():
     for name in ['My "DB"', "prod db", "données"]:
         key = keys.make_key(name, "default", MOMENT)
         assert keys.parse_key(str(key)).database == name
+
+
+@pytest.mark.parametrize("name", ["a" * 63, "é" * 31 + "a"])  # 63 bytes in UTF-8
+def test_database_names_up_to_postgresqls_63_bytes_are_fine(name):
+    key = keys.make_key(name, "default", MOMENT)
+    assert keys.parse_key(str(key)).database == name
+
+
+@pytest.mark.parametrize("name", ["a" * 64, "é" * 32, "x" * 300])
+def test_database_names_over_63_bytes_are_refused(name):
+    with pytest.raises(InvalidInput, match="at most 63 bytes") as error:
+        keys.validate_database_name(name)
+    assert len(str(error.value)) < 300  # the name is cut short in the message
+
+
+def test_config_names_over_100_characters_are_refused():
+    assert keys.validate_config_name("c" * 100) == "c" * 100
+    with pytest.raises(InvalidInput, match="at most 100"):
+        keys.validate_config_name("c" * 101)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"{'d' * 64}/20261123T230321.482913Z.default.dump",
+        f"shop/20261123T230321.482913Z.{'c' * 101}.dump",
+        f"{'d' * 300}/20261123T230321.482913Z.{'c' * 300}.dump",
+    ],
+)
+def test_keys_whose_parts_are_too_long_are_refused(text):
+    with pytest.raises(InvalidInput, match="at most"):
+        keys.parse_key(text)

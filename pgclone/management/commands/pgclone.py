@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, SystemCheckError
+from django.db import OperationalError
 from django.utils import timezone
 
 from pgclone import api, follow, humanize, threads
@@ -130,6 +131,13 @@ class Command(BaseCommand):
             help="Run the job in this process (no broker or worker needed).",
         )
 
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        """A system check error is a configuration problem: exit status 2, as bad usage."""
+        try:
+            super().check(*args, **kwargs)
+        except SystemCheckError as exc:
+            raise SystemCheckError(str(exc), returncode=2) from None
+
     def handle(self, *args: Any, **options: Any) -> None:
         handler = getattr(self, "handle_" + options["subcommand"])
         try:
@@ -138,6 +146,13 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=2) from exc
         except PgCloneError as exc:
             raise CommandError(str(exc), returncode=1) from exc
+        except OperationalError as exc:
+            raise CommandError(
+                f"Can't reach the database that holds pgclone's jobs: {str(exc).strip()}. "
+                "If a restore's swap was cut short it may still refuse connections: "
+                "`manage.py pgclone sweep` re-opens it.",
+                returncode=1,
+            ) from exc
 
     # dump -------------------------------------------------------------------
 

@@ -1,0 +1,171 @@
+"""What ``verify`` reads in an archive (``manage.py pgclone verify``).
+
+``api.verify`` makes one pass over the stored dump, checking its size and
+SHA-256, and feeds the archive to the two ``pg_restore`` runs below, which
+read only its table of contents: ``--list`` (the archive is readable; which
+tables have their rows in it) and ``--schema-only`` (the SQL a restore would
+run). From their output, the foreign keys a restore could not re-create:
+those whose referenced table's rows are not in the archive while the
+referencing table's are (a dump made without following every foreign key to
+the tables it left out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import IO
+
+from pgclone import keys, postgres
+from pgclone.exceptions import DumpDamaged
+
+Table = tuple[str, str]  # (schema, name)
+
+LIST_ARGV = ["pg_restore", "--list"]
+SCHEMA_ARGV = ["pg_restore", "--schema-only", "--file=-"]
+
+# An identifier as pg_dump writes it: double-quoted when it needs to be.
+_IDENT = r'(?:"(?:[^"]|"")*"|[^\s."(),;]+)'
+_TABLE = rf"({_IDENT})\.({_IDENT})"
+# pg_dump writes a foreign key as ALTER TABLE [ONLY] t, then on the next line
+# ADD CONSTRAINT c FOREIGN KEY (columns) REFERENCES t2(columns) [options].
+_FOREIGN_KEY = re.compile(
+    rf"^ALTER TABLE (?:ONLY )?{_TABLE}\n\s+ADD CONSTRAINT ({_IDENT}) FOREIGN KEY "
+    rf'\((?:"(?:[^"]|"")*"|[^)"])*\) REFERENCES {_TABLE}\((?P<rest>.*)$',
+    re.MULTILINE,
+)
+_ATTACH = re.compile(rf"^ALTER TABLE ONLY {_TABLE} ATTACH PARTITION {_TABLE} ", re.MULTILINE)
+# Column lines are indented; a partitioned table's closing parenthesis is followed
+# by its PARTITION BY clause.
+_PARTITIONED = re.compile(rf"^CREATE TABLE {_TABLE} \(\n(?: .*\n)*\)\nPARTITION BY ", re.MULTILINE)
+_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (.*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    table: Table
+    referenced: Table
+
+
+class Tee:
+    """Writes what it is given to every reader's stdin. A reader may stop early
+    (pg_restore reads only what it needs): the others go on."""
+
+    def __init__(self, readers: list[subprocess.Popen]) -> None:
+        self.readers = readers
+        self._reading = list(readers)
+
+    def write(self, data: bytes) -> None:
+        for reader in list(self._reading):
+            try:
+                reader.stdin.write(data)
+            except BrokenPipeError:
+                self._reading.remove(reader)
+
+    def close(self) -> None:
+        for reader in self.readers:
+            with contextlib.suppress(BrokenPipeError):
+                reader.stdin.close()
+
+
+def output_text(output: IO[bytes]) -> str:
+    """What a program wrote to a temporary file."""
+    output.seek(0)
+    return output.read().decode("utf-8", errors="replace")
+
+
+def check_restorable(key: keys.DumpKey, listing: str, schema: str) -> None:
+    """Raise DumpDamaged, naming them, if a restore could not re-create foreign keys."""
+    broken = unrestorable_foreign_keys(listing, schema)
+    if broken:
+        raise DumpDamaged(_unrestorable_message(key, broken))
+
+
+def archive_entries(listing: str) -> int:
+    return sum(1 for line in listing.splitlines() if line.strip() and not line.startswith(";"))
+
+
+def unrestorable_foreign_keys(listing: str, schema: str) -> list[ForeignKey]:
+    """Foreign keys whose referenced table's rows are not in the archive while
+    the referencing table's are: re-creating them would fail on those rows."""
+    data = _TableData(listing, schema)
+    return [
+        key
+        for key in foreign_keys(schema)
+        if data.kept(key.table) and data.left_out(key.referenced)
+    ]
+
+
+def foreign_keys(schema: str) -> list[ForeignKey]:
+    """The foreign keys a restore re-creates and checks (not those NOT VALID)."""
+    return [
+        ForeignKey(
+            name=_unquote(match[3]),
+            table=(_unquote(match[1]), _unquote(match[2])),
+            referenced=(_unquote(match[4]), _unquote(match[5])),
+        )
+        for match in _FOREIGN_KEY.finditer(schema)
+        if not match["rest"].rstrip().endswith("NOT VALID;")
+    ]
+
+
+class _TableData:
+    """Which tables have their rows in the archive. A partitioned table has none
+    of its own: its partitions' rows are its rows."""
+
+    def __init__(self, listing: str, schema: str) -> None:
+        # The table of contents prints "schema name owner" unquoted, space separated.
+        self._entries = [match[1] for match in _TABLE_DATA.finditer(listing)]
+        self._partitions: dict[Table, list[Table]] = {}
+        for match in _ATTACH.finditer(schema):
+            parent = (_unquote(match[1]), _unquote(match[2]))
+            child = (_unquote(match[3]), _unquote(match[4]))
+            self._partitions.setdefault(parent, []).append(child)
+        self._partitioned = {
+            (_unquote(match[1]), _unquote(match[2])) for match in _PARTITIONED.finditer(schema)
+        }
+
+    def _has_entry(self, table: Table) -> bool:
+        name = f"{table[0]} {table[1]}"
+        return any(entry == name or entry.startswith(name + " ") for entry in self._entries)
+
+    def _leaves(self, table: Table) -> Iterable[Table]:
+        children = self._partitions.get(table)
+        if not children:
+            yield table
+            return
+        for child in children:
+            yield from self._leaves(child)
+
+    def kept(self, table: Table) -> bool:
+        return any(self._has_entry(leaf) for leaf in self._leaves(table))
+
+    def left_out(self, table: Table) -> bool:
+        if table in self._partitioned and table not in self._partitions:
+            return False  # partitioned, with no partition: it never holds rows
+        return not self.kept(table)
+
+
+def _unquote(identifier: str) -> str:
+    if identifier.startswith('"'):
+        return identifier[1:-1].replace('""', '"')
+    return identifier
+
+
+def _unrestorable_message(key: keys.DumpKey, broken: list[ForeignKey]) -> str:
+    problems = "\n".join(
+        f"- foreign key {postgres.quote_pattern(fk.name)} of {postgres.display_name(*fk.table)} "
+        f"references {postgres.display_name(*fk.referenced)}, whose rows are not in the dump "
+        f"while those of {postgres.display_name(*fk.table)} are: a restore would fail "
+        f"re-creating it unless {postgres.display_name(*fk.table)} is empty."
+        for fk in broken
+    )
+    return (
+        f"Dump {key} can't be restored as it is:\n{problems}\n"
+        "Make a new dump with `manage.py pgclone dump`: it leaves out the rows of every "
+        "table whose foreign keys reference rows it leaves out."
+    )
