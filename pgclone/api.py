@@ -45,6 +45,21 @@ def default_requester() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _refuse_unstorable(**values: str | list[str] | None) -> None:
+    """Refuse, before the job row is written, what the row can't hold: PostgreSQL
+    stores no NUL character in text or JSON, and the config name must fit its column."""
+    for name, value in values.items():
+        texts = [value] if isinstance(value, str) else list(value or [])
+        if any("\x00" in str(text) for text in texts):
+            raise InvalidInput(
+                f"{name}={value!r} holds a NUL character (\\x00), which PostgreSQL can't "
+                "store: remove it."
+            )
+    config = values.get("config")
+    if isinstance(config, str) and config:
+        keys.validate_config_name(config)
+
+
 def dump(
     *,
     config: str | None = None,
@@ -62,6 +77,13 @@ def dump(
     returned job, not raised. ``on_start(job)`` is called once the job is
     accepted, before it runs (the command uses it to show progress).
     """
+    _refuse_unstorable(
+        config=config,
+        exclude_models=exclude_models,
+        pre_dump_hooks=pre_dump_hooks,
+        database=database,
+        requested_by=requested_by,
+    )
     _sweep_quietly()
     job = jobs.create_job(
         Job.Kind.DUMP,
@@ -141,6 +163,13 @@ def restore(
     Refused (a failed job, and RestoreRefused raised) when restores are
     disabled or another restore of the same database is under way.
     """
+    _refuse_unstorable(
+        target=target,
+        config=config,
+        pre_swap_hooks=pre_swap_hooks,
+        database=database,
+        requested_by=requested_by,
+    )
     live = postgres.conn_info(database)
     _sweep_quietly()
     request = {
@@ -177,6 +206,7 @@ def restore(
                         status=Job.Status.FAILED, error=str(error))  # fmt: skip
         raise error from None
     with _failing(job):
+        _refuse_while_in_use(job, live)
         resolved = options.resolve_restore_options(
             config=config, pre_swap_hooks=pre_swap_hooks, reversible=reversible, database=database
         )
@@ -186,6 +216,21 @@ def restore(
     _start(job, restore_steps.run_all, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
+
+
+def _refuse_while_in_use(job: Job, live: postgres.ConnInfo) -> None:
+    """The swap ends every session on the database it replaces: refuse a restore
+    while another job uses that database (or, when it holds pgclone's job
+    tables, while any other job runs: they all write their progress there)."""
+    others = jobs.using_database(job, everything=jobs.holds_jobs(live), running_only=False)
+    if others:
+        other = others[0]
+        raise RestoreRefused(
+            f"Job {other.pk} ({other.kind} of {other.database_name or other.database_alias!r}, "
+            f"{_liveliness(other)}) uses database {live.name!r}, and the swap would end its "
+            "sessions. Restore once it is over, or stop it with `manage.py pgclone cancel "
+            f"{other.pk}`."
+        )
 
 
 def _liveliness(job: Job) -> str:
@@ -264,8 +309,9 @@ def _run_inline(run_all: Any, job: Job) -> None:
 
 
 def _enqueue(job: Job) -> None:
-    from pgclone import tasks
+    from pgclone import checks, tasks
 
+    checks.require_celery_app(job)
     kind = job.kind
     build = tasks.dump_chain if kind == Job.Kind.DUMP else tasks.restore_chain
     signature = build(str(job.pk))
@@ -303,6 +349,8 @@ def prune(*, dry_run: bool = False, database: str | None = None) -> list[keys.Du
 
     Returns what was deleted, or with ``dry_run`` what would be.
     """
+    if database is not None:
+        keys.validate_database_name(database)
     storage = get_storage()
     if dry_run:
         return retention.expired(storage, database=database)
@@ -310,32 +358,38 @@ def prune(*, dry_run: bool = False, database: str | None = None) -> list[keys.Du
 
 
 def verify(key_text: str) -> dict[str, Any]:
-    """Check a dump without restoring it: complete, its checksum, and an archive
-    that pg_restore can read. Raises DumpNotFound or DumpDamaged; returns the
-    manifest with the number of archive entries added."""
+    """Check a dump without restoring it: complete, its checksum, an archive
+    that pg_restore can read, and foreign keys that a restore can re-create
+    (see ``pgclone.verifying``). Raises DumpNotFound or DumpDamaged; returns
+    the manifest with the number of archive entries added."""
+    from pgclone import verifying
+
     storage = get_storage()
     key = keys.parse_key(key_text)
     manifest = storage.complete_manifest(key)
-    with tempfile.TemporaryFile() as listing:
-        with (
-            storage.open(key) as source,
-            postgres.spawn(
-                ["pg_restore", "--list"],
-                env=dict(os.environ),
-                stdin=subprocess.PIPE,
-                stdout=listing,
-            ) as proc,
-        ):
-            streams.decompress_into(
-                source,
-                proc,
-                expected_sha256=manifest.get("sha256"),
-                expected_raw_size=manifest.get("raw_size"),
-                on_progress=lambda _: None,
-            )
-        listing.seek(0)
-        entries = sum(1 for line in listing if line.strip() and not line.startswith(b";"))
-    return {**manifest, "archive_entries": entries}
+    with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as schema:
+        with contextlib.ExitStack() as stack:  # one pass over the dump feeds both readers
+            source = stack.enter_context(storage.open(key))
+            readers = [
+                stack.enter_context(
+                    postgres.spawn(argv, env=dict(os.environ), stdin=subprocess.PIPE, stdout=out)
+                )
+                for argv, out in ((verifying.LIST_ARGV, listing), (verifying.SCHEMA_ARGV, schema))
+            ]
+            tee = verifying.Tee(readers)
+            try:
+                streams.decompress(
+                    source,
+                    tee.write,
+                    expected_sha256=manifest.get("sha256"),
+                    expected_raw_size=manifest.get("raw_size"),
+                    on_progress=lambda _: None,
+                )
+            finally:
+                tee.close()
+        listing_text, schema_text = verifying.output_text(listing), verifying.output_text(schema)
+    verifying.check_restorable(key, listing_text, schema_text)
+    return {**manifest, "archive_entries": verifying.archive_entries(listing_text)}
 
 
 def cancel(job_id: Any, *, requested_by: str | None = None) -> Job:

@@ -79,6 +79,22 @@ def stale_job_seconds() -> float:
     return float(_get("PGCLONE_STALE_JOB_SECONDS", max(60.0, 6 * heartbeat_seconds())))
 
 
+def queued_step_timeout() -> float:
+    """How long a job may wait for a worker to take its next step before it fails."""
+    return float(_get("PGCLONE_QUEUED_STEP_TIMEOUT", 6 * 3600))
+
+
+def swap_timeout_seconds() -> float:
+    """How long the swap keeps retrying the renames (new connections wait meanwhile)
+    before it gives up and leaves the live database as it was."""
+    return float(_get("PGCLONE_SWAP_TIMEOUT", 30))
+
+
+def swap_wait_seconds() -> float:
+    """How long a swap waits for other jobs that use the database it replaces."""
+    return float(_get("PGCLONE_SWAP_WAIT_SECONDS", 600))
+
+
 def base_dir() -> str | None:
     base = getattr(settings, "BASE_DIR", None)
     return str(base) if base is not None else None

@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -27,10 +25,6 @@ TEMP_PREFIX = "pgclone_tmp_"
 OLD_PREFIX = "pgclone_old_"
 COPY_SUFFIXES = {"previous": "__previous", "current": "__current"}
 JOB_TABLES = ("pgclone_job", "pgclone_jobstep")
-# How long the swap may retry while autovacuum or a stubborn client holds a database.
-SWAP_DEADLINE_SECONDS = 30
-TERMINATE_TIMEOUT_MS = 5000
-FIRST_RENAME_TIMEOUT_MS = 20
 
 
 def copy_name(live: str, which: str) -> str:
@@ -65,19 +59,19 @@ def maintenance(conn: postgres.ConnInfo) -> Iterator[Any]:
         yield connection
 
 
-def _execute(connection: Any, statement: Any, params: Any = None) -> list[tuple]:
+def execute(connection: Any, statement: Any, params: Any = None) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         return cursor.fetchall() if cursor.description else []
 
 
 def exists(connection: Any, name: str) -> bool:
-    return bool(_execute(connection, "SELECT 1 FROM pg_database WHERE datname = %s", [name]))
+    return bool(execute(connection, "SELECT 1 FROM pg_database WHERE datname = %s", [name]))
 
 
 def leftover_databases(connection: Any) -> list[str]:
     """Temporary and old databases pgclone made (``pgclone_tmp_<job>…``, ``pgclone_old_<job>``)."""
-    rows = _execute(
+    rows = execute(
         connection,
         "SELECT datname FROM pg_database WHERE datname LIKE 'pgclone\\_tmp\\_%' "
         "OR datname LIKE 'pgclone\\_old\\_%' ORDER BY datname",
@@ -88,7 +82,7 @@ def leftover_databases(connection: Any) -> list[str]:
 def local_databases(conn: postgres.ConnInfo) -> list[str]:
     """Databases on the server that a restore can copy (not templates, not temporaries)."""
     with maintenance(conn) as connection:
-        rows = _execute(
+        rows = execute(
             connection,
             "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' "
             "AND datname NOT LIKE %s AND datname NOT LIKE %s ORDER BY datname",
@@ -98,7 +92,7 @@ def local_databases(conn: postgres.ConnInfo) -> list[str]:
 
 
 def drop(connection: Any, name: str) -> None:
-    _execute(
+    execute(
         connection, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     )
 
@@ -112,7 +106,7 @@ def create_empty(connection: Any, name: str, like: str | None) -> None:
         # PostgreSQL 15 added locale providers; 17 renamed daticulocale to datlocale.
         provider = "datlocprovider" if "datlocprovider" in columns else "'c'"
         locale = next((c for c in ("datlocale", "daticulocale") if c in columns), "NULL")
-        encoding, collate, ctype, provider, locale = _execute(
+        encoding, collate, ctype, provider, locale = execute(
             connection,
             f"SELECT pg_encoding_to_char(encoding), datcollate, datctype, {provider}, {locale} "  # noqa: S608 - column names from the catalog
             "FROM pg_database WHERE datname = %s",
@@ -127,7 +121,7 @@ def create_empty(connection: Any, name: str, like: str | None) -> None:
             statement += sql.SQL(" LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(
                 sql.Literal(locale)
             )
-    _execute(connection, statement)
+    execute(connection, statement)
 
 
 def create_copy(connection: Any, name: str, source: str) -> None:
@@ -140,7 +134,7 @@ def create_copy(connection: Any, name: str, source: str) -> None:
         sql.Identifier(name), sql.Identifier(source)
     )
     try:
-        _execute(connection, statement)
+        execute(connection, statement)
     except psycopg2.errors.ObjectInUse as exc:
         raise PgCloneError(
             f"Can't copy database {source!r}: other sessions are connected to it. "
@@ -153,14 +147,14 @@ def clear_job_tables(conn: postgres.ConnInfo, database: str) -> None:
     with postgres.connect(conn.with_name(database)) as connection:
         present = _present_tables(connection, JOB_TABLES)
         if present:
-            _execute(
+            execute(
                 connection,
                 sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, present))),
             )
 
 
 def _present_tables(connection: Any, tables: tuple[str, ...]) -> list[str]:
-    rows = _execute(
+    rows = execute(
         connection,
         "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s) "
         "AND pg_table_is_visible(oid)",
@@ -171,7 +165,7 @@ def _present_tables(connection: Any, tables: tuple[str, ...]) -> list[str]:
 
 
 def _columns(connection: Any, table: str) -> list[str]:
-    rows = _execute(
+    rows = execute(
         connection,
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
         "AND NOT attisdropped ORDER BY attnum",
@@ -202,7 +196,7 @@ class JobHistoryCopy:
             (table, column, sequence)
             for table in JOB_TABLES
             for column in self.columns[table]
-            for (sequence,) in _execute(
+            for (sequence,) in execute(
                 self.target, "SELECT pg_get_serial_sequence(%s, %s)", [table, column]
             )
             if sequence
@@ -216,9 +210,9 @@ class JobHistoryCopy:
         # The target's job tables are empty (dumps carry no job rows, copies are
         # cleared), so DELETE costs nothing while TRUNCATE would rewrite files.
         # The rename's commit flushes this transaction's WAL, hence no sync here.
-        _execute(self.target, "SET synchronous_commit = off")
+        execute(self.target, "SET synchronous_commit = off")
         for table in reversed(JOB_TABLES):
-            _execute(self.target, sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+            execute(self.target, sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         for table in JOB_TABLES:
             column_list = sql.SQL(", ").join(map(sql.Identifier, self.columns[table]))
             buffer = io.BytesIO()
@@ -237,7 +231,7 @@ class JobHistoryCopy:
                     self.copied = cursor.rowcount
         # Sequences came with the dump: move them past the copied ids.
         for table, column, sequence in self.sequences:
-            _execute(
+            execute(
                 self.target,
                 sql.SQL(
                     "SELECT setval(%s, (SELECT coalesce(max({}), 0) + 1 FROM {}), false)"
@@ -256,7 +250,7 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
     done = []
     if not exists(connection, live):
         return done
-    owner, limit, acl = _execute(
+    owner, limit, acl = execute(
         connection,
         "SELECT pg_get_userbyid(datdba), datconnlimit, datacl IS NOT NULL "
         "FROM pg_database WHERE datname = %s",
@@ -264,19 +258,19 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
     )[0]
     new_id = sql.Identifier(new)
     with contextlib.suppress(psycopg2.errors.InsufficientPrivilege):
-        _execute(
+        execute(
             connection,
             sql.SQL("ALTER DATABASE {} OWNER TO {}").format(new_id, sql.Identifier(owner)),
         )
         done.append(f"owner {owner}")
     if limit != -1:
-        _execute(
+        execute(
             connection,
             sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(new_id, sql.Literal(limit)),
         )
     if acl:
-        _execute(connection, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(new_id))
-        grants = _execute(
+        execute(connection, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(new_id))
+        grants = execute(
             connection,
             "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
             "a.privilege_type, a.is_grantable FROM pg_database d, aclexplode(d.datacl) a "
@@ -284,7 +278,7 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
             [live],
         )
         for grantee, privilege, grantable in grants:
-            _execute(
+            execute(
                 connection,
                 sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
                     sql.SQL(privilege),
@@ -294,7 +288,7 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
                 ),
             )
         done.append("grants")
-    settings = _execute(
+    settings = execute(
         connection,
         "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, "
         "unnest(s.setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
@@ -315,12 +309,12 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
             # Another role's setting needs rights over that role: skip it rather
             # than fail the restore, and say so.
             try:
-                _execute(connection, statement)
+                execute(connection, statement)
             except psycopg2.errors.InsufficientPrivilege:
                 done.append(f"not {name} for role {role} (no right to set it)")
                 continue
         else:
-            _execute(connection, statement)
+            execute(connection, statement)
     if settings:
         done.append(f"{len(settings)} setting(s)")
     return done
@@ -365,178 +359,11 @@ def split_list_setting(value: str) -> list[str]:
     return [item for item in items if item]
 
 
-@dataclass
-class SwapResult:
-    window_ms: float
-    old_name: str | None
-    history_copied: int
-    warnings: list[str] = field(default_factory=list)
-
-
-def swap(
-    conn: postgres.ConnInfo, *, live: str, new: str, old_name: str, copy_history: bool
-) -> SwapResult:
-    """Put ``new`` in place of ``live``; the old database ends up as ``old_name``.
-
-    New connections to ``live`` are refused from just before its sessions are
-    ended until the renames commit; both renames happen in one transaction, so
-    ``live`` always names a whole database, the old one or the new one. The
-    time connections were refused is returned as ``window_ms``.
-    """
-    with maintenance(conn) as connection:
-        if not exists(connection, live):
-            rename(connection, new, live)
-            return SwapResult(0.0, None, 0)
-        history = JobHistoryCopy(conn, live, new) if copy_history else None
-        try:
-            keep = history.pids() if history else ()
-            started = time.monotonic()
-            _allow_connections(connection, live, allowed=False)
-            try:
-                _terminate_sessions(connection, (live, new), keep=keep)
-                if history is not None:
-                    history.copy()
-                deadline = time.monotonic() + SWAP_DEADLINE_SECONDS
-                timeout_ms = FIRST_RENAME_TIMEOUT_MS
-                while True:
-                    try:
-                        _rename_pair(connection, live, old_name, new, timeout_ms)
-                        break
-                    except (psycopg2.errors.ObjectInUse, psycopg2.errors.QueryCanceled) as exc:
-                        # A session still exiting, autovacuum, or a client that
-                        # slipped in: end them and try again, a little more patiently.
-                        if time.monotonic() > deadline:
-                            raise PgCloneError(
-                                f"Could not rename {live!r}: sessions kept using it for "
-                                f"{SWAP_DEADLINE_SECONDS}s ({str(exc).strip()}). Nothing was "
-                                "swapped; the live database is as it was."
-                            ) from exc
-                        _terminate_sessions(connection, (live, new), keep=())
-                        timeout_ms = min(timeout_ms * 2, 2000)
-            except BaseException:
-                _allow_connections(connection, live, allowed=True)
-                raise
-            # The renames are committed: from here on, report problems, undo nothing.
-            _allow_connections_again(connection, live)
-            window_ms = (time.monotonic() - started) * 1000
-            warnings = []
-            try:
-                _allow_connections(connection, old_name, allowed=True)
-            except psycopg2.Error as exc:
-                warnings.append(f"could not re-open {old_name!r} to connections: {exc}")
-        finally:
-            if history is not None:
-                history.close()
-    return SwapResult(window_ms, old_name, history.copied if history else 0, warnings)
-
-
-def _allow_connections_again(connection: Any, live: str) -> None:
-    for attempt in range(3):
-        try:
-            _allow_connections(connection, live, allowed=True)
-            return
-        except psycopg2.Error as exc:
-            if attempt == 2:
-                raise PgCloneError(
-                    f"The swap happened, but {live!r} still refuses connections ({exc}). "
-                    f'Run: ALTER DATABASE "{live}" WITH ALLOW_CONNECTIONS true'
-                ) from exc
-            time.sleep(0.1)
-
-
-def reopen(connection: Any, name: str) -> None:
-    """Allow connections to a database again if a swap cut short left them refused."""
-    if _execute(
-        connection, "SELECT 1 FROM pg_database WHERE datname = %s AND NOT datallowconn", [name]
-    ):
-        _allow_connections(connection, name, allowed=True)
-
-
-def _allow_connections(connection: Any, name: str, *, allowed: bool) -> None:
-    _execute(
-        connection,
-        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-            sql.Identifier(name), sql.Literal(allowed)
-        ),
-    )
-
-
-def _terminate_sessions(connection: Any, names: tuple[str, ...], keep: tuple[int, ...]) -> None:
-    """End every session on these databases but ours, and wait until they are gone.
-
-    PostgreSQL's own waits (``pg_terminate_backend``'s timeout, the check in
-    ``ALTER DATABASE … RENAME``) sleep in 100 ms steps; polling here keeps the
-    swap window to what the sessions really take to exit.
-    """
-    others = (
-        "FROM pg_stat_activity WHERE datname = ANY(%s) AND pid <> pg_backend_pid() "
-        "AND NOT pid = ANY(%s)"
-    )
-    params = [list(names), list(keep) or [0]]
-    try:
-        _execute(connection, "SELECT pg_terminate_backend(pid) " + others, params)
-    except psycopg2.errors.InsufficientPrivilege as exc:
-        raise PgCloneError(
-            f"Can't end the other sessions on {names[0]!r}: {str(exc).strip()}. The role pgclone "
-            "connects as must be allowed to (a superuser, or a member of pg_signal_backend for "
-            "other roles' sessions). Nothing was swapped."
-        ) from exc
-    deadline = time.monotonic() + TERMINATE_TIMEOUT_MS / 1000
-    while _execute(connection, "SELECT count(*) " + others, params)[0][0]:
-        if time.monotonic() > deadline:
-            return  # the rename below retries, and reports who is still there
-        time.sleep(0.001)
-
-
-def _rename_pair(connection: Any, live: str, old_name: str, new: str, timeout_ms: int) -> None:
-    connection.autocommit = False
-    try:
-        # A rename that finds sessions still exiting sleeps 100 ms before it
-        # looks again; a short timeout turns that into a quick retry instead.
-        _execute(
-            connection, "SELECT set_config('statement_timeout', %s, true)", [f"{timeout_ms}ms"]
-        )
-        _execute(
-            connection,
-            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(live), sql.Identifier(old_name)
-            ),
-        )
-        _execute(
-            connection,
-            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(new), sql.Identifier(live)
-            ),
-        )
-        connection.commit()
-    except BaseException:
-        connection.rollback()
-        raise
-    finally:
-        connection.autocommit = True
-
-
 def rename(connection: Any, name: str, to: str) -> None:
-    _execute(
+    execute(
         connection,
         sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(to)),
     )
-
-
-def retire(connection: Any, name: str, to: str) -> str | None:
-    """Rename ``name`` to ``to`` (a ``pgclone_old_…`` name, dropped later), ending
-    the sessions on it first; returns ``to``, or None when ``name`` does not
-    exist or had to be dropped at once (a client kept reconnecting to it)."""
-    if not exists(connection, name):
-        return None
-    drop(connection, to)
-    try:
-        _terminate_sessions(connection, (name,), keep=())
-        rename(connection, name, to)
-    except psycopg2.errors.ObjectInUse:
-        drop(connection, name)
-        return None
-    return to
 
 
 def missing_job_columns(live: Any, new: Any) -> str:

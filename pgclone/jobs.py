@@ -9,6 +9,7 @@ job's cleanup when anything fails.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import socket
@@ -18,13 +19,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import connections, models, transaction
+from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models import CharField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from pgclone import conf, postgres, threads
-from pgclone.exceptions import JobCancelled, JobNotFound, PgCloneError
+from pgclone import claims, conf, postgres, threads
+from pgclone.exceptions import DatabaseUnavailable, JobCancelled, JobNotFound, PgCloneError
 from pgclone.models import Job, JobStep
 
 logger = logging.getLogger("pgclone")
@@ -32,6 +33,8 @@ logger = logging.getLogger("pgclone")
 # A step may return work to do once it is recorded as succeeded (and the job,
 # after its last step): slow cleanup nobody needs to wait for.
 StepFunction = Callable[[Job], Callable[[], Any] | None]
+# Undoes what a job's steps made; says what it removed.
+Cleanup = Callable[[Job], list[str]]
 ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
 
 
@@ -196,7 +199,7 @@ def run_step(
     function: StepFunction,
     *,
     final: bool = False,
-    cleanup: StepFunction | None = None,
+    cleanup: Cleanup | None = None,
     hostname: str | None = None,
 ) -> bool:
     """Run one step of a job and record what happened; re-raise its failure.
@@ -247,12 +250,18 @@ def run_step(
 
 
 def _claim(job: Job, step: JobStep, hostname: str | None) -> bool:
-    """Take the step for this worker, atomically: only one delivery runs it."""
+    """Take the step for this worker, atomically: only one delivery runs it.
+
+    A running step is taken over when its heartbeat is stale, or at once when
+    the process that claimed it is known to be gone (it ran on this machine).
+    """
     now = timezone.now()
     abandoned = now - dt.timedelta(seconds=conf.stale_job_seconds())
     claimable = models.Q(status=JobStep.Status.PENDING) | models.Q(
         status=JobStep.Status.RUNNING, job__heartbeat_at__lt=abandoned
     )
+    if job.worker_process and claims.is_gone(job.worker_process):
+        claimable |= models.Q(status=JobStep.Status.RUNNING, job__worker_process=job.worker_process)
     worker = hostname or socket.gethostname()
     with transaction.atomic():
         claimed = (
@@ -271,6 +280,7 @@ def _claim(job: Job, step: JobStep, hostname: str | None) -> bool:
             started_at=job.started_at or now,
             current_step=step.name,
             worker_hostname=worker,
+            worker_process=claims.this_process(),
             heartbeat_at=now,
             progress_done=None,
             progress_total=None,
@@ -280,26 +290,24 @@ def _claim(job: Job, step: JobStep, hostname: str | None) -> bool:
     return bool(claimed and started)
 
 
-def _record_failure(
-    job: Job, step: JobStep, exc: BaseException, cleanup: StepFunction | None
-) -> None:
+def _record_failure(job: Job, step: JobStep, exc: BaseException, cleanup: Cleanup | None) -> None:
     drop_broken_connections()
     message = describe_error(exc)
-    status, reason = Job.objects.filter(pk=job.pk).values_list("status", "error").get()
-    cancelled = status == Job.Status.CANCELLED
-    if cancelled:
-        message = reason or "Cancelled."
-    elif isinstance(exc, KeyboardInterrupt):
-        cancelled = True
-    elif not isinstance(exc, PgCloneError):
+    if not isinstance(exc, PgCloneError | KeyboardInterrupt):
         logger.exception("pgclone job %s: step %s failed", job.pk, step.name)
+    # Cleanup first: it needs nothing but the job as this step last read it.
     if cleanup is not None:
         try:
-            job.refresh_from_db()
+            with contextlib.suppress(DatabaseError):
+                job.refresh_from_db()
             cleanup(job)
         except Exception as cleanup_exc:
             logger.exception("pgclone job %s: cleanup failed", job.pk)
             message += f"\n(cleanup also failed: {describe_error(cleanup_exc)})"
+    status, reason = Job.objects.filter(pk=job.pk).values_list("status", "error").get()
+    cancelled = status == Job.Status.CANCELLED or isinstance(exc, KeyboardInterrupt)
+    if status == Job.Status.CANCELLED:
+        message = reason or "Cancelled."
     JobStep.objects.filter(pk=step.pk).update(
         status=JobStep.Status.FAILED, finished_at=timezone.now(), message=message
     )
@@ -326,6 +334,31 @@ def cancel(job: Job, requested_by: str) -> bool:
             status=JobStep.Status.SKIPPED
         )
     return bool(cancelled)
+
+
+def jobs_alias() -> str:
+    """The database alias that holds pgclone's job tables."""
+    return router.db_for_write(Job)
+
+
+def holds_jobs(conn: postgres.ConnInfo) -> bool:
+    """Whether ``conn``'s database is the one holding pgclone's job tables."""
+    try:
+        return postgres.same_database(conn, postgres.conn_info(jobs_alias()))
+    except DatabaseUnavailable:
+        return False  # it does not exist (yet)
+
+
+def using_database(job: Job, *, everything: bool, running_only: bool) -> list[Job]:
+    """Other active jobs that use ``job``'s database: those of the same database,
+    or every one when that database holds the job tables (they all write their
+    progress there). ``running_only``: only those running a step right now."""
+    others = Job.objects.filter(status__in=ACTIVE).exclude(pk=job.pk)
+    if not everything:
+        others = others.filter(database_name=job.database_name)
+    if running_only:
+        others = others.filter(steps__status=JobStep.Status.RUNNING)
+    return list(others.order_by("created_at"))
 
 
 def set_step_message(job: Job, name: str, message: str) -> None:

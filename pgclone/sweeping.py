@@ -1,29 +1,43 @@
-"""Cleaning up after workers that died: the stale-job sweep.
+"""Cleaning up after workers that died: the sweep.
 
-A running job records a heartbeat every few seconds. A job whose heartbeat
-is older than PGCLONE_STALE_JOB_SECONDS has lost its worker (killed, out of
-memory, its machine gone, or the message of its next step lost with a
-restarted broker): the sweep marks it failed ("worker lost") and removes
-what it left (a staged dump, a temporary database), which also frees the
-restore lock of its database. Temporary databases that no active job owns
-are dropped too.
+In this order, so that each part works even when the one before found the
+database holding the jobs closed:
+
+1. Databases a swap left refusing connections are re-opened. This reads only
+   the server catalogs (see ``pgclone.swap``), never the job table.
+2. A running job whose step lost its worker is failed ("worker lost") and
+   what it made is removed: its step's process is known to be gone (it ran on
+   this machine), or nothing was heard from it for PGCLONE_STALE_JOB_SECONDS.
+   A restore lost after its renames committed is finished instead: the
+   restore happened.
+3. A job waiting for a worker to take its next step (between two steps, or
+   not started) longer than PGCLONE_QUEUED_STEP_TIMEOUT is failed too: no
+   worker consumes its queue, or its message was lost with the broker.
+4. Temporary databases, unpacked dumps in this host's temporary folder and
+   staged uploads that no active job owns are removed.
 
 The sweep runs before every new dump or restore, when a followed job goes
-silent, from ``manage.py pgclone sweep``, and as the ``pgclone.sweep`` task
-for celery beat.
+silent, at every worker start, from ``manage.py pgclone sweep``, and as the
+``pgclone.sweep`` task for celery beat.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.db.models import CharField
+from django.db.models import CharField, Max, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from pgclone import conf, databases, jobs, postgres
+from pgclone import claims, conf, databases, jobs, postgres
+from pgclone import swap as swapping
+from pgclone.humanize import human_seconds
 from pgclone.models import Job, JobStep
 from pgclone.steps import dump as dump_steps
 from pgclone.steps import restore as restore_steps
@@ -32,45 +46,171 @@ logger = logging.getLogger("pgclone")
 CLEANUPS = {Job.Kind.DUMP: dump_steps.cleanup, Job.Kind.RESTORE: restore_steps.cleanup}
 
 
-def sweep() -> list[Job]:
-    """Fail the jobs whose worker was lost, clean up after them; return them."""
-    swept = [job for job in _stale_jobs() if _fail_lost(job)]
+def sweep(now: dt.datetime | None = None) -> list[Job]:
+    """Re-open what swaps left closed, end the jobs whose worker was lost or
+    that waited too long, clean up after them; return the jobs ended."""
+    now = now or timezone.now()
+    reopen_closed_databases()
+    ended = [job for job in _lost_jobs(now) if _end_lost(job, now)]
+    ended += [job for job in _waiting_too_long(now) if _end_waiting(job, now)]
     _drop_orphan_databases()
-    return swept
+    _remove_orphan_unpacked_dumps()
+    dump_steps.discard_leftover_uploads()
+    return ended
 
 
-def _stale_jobs() -> list[Job]:
-    cutoff = timezone.now() - dt.timedelta(seconds=conf.stale_job_seconds())
-    return list(Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=cutoff))
+def _servers() -> dict[tuple[str, str], tuple[postgres.ConnInfo, set[str]]]:
+    """Each PostgreSQL server of the project once, with its databases' names."""
+    found: dict[tuple[str, str], tuple[postgres.ConnInfo, set[str]]] = {}
+    for alias, config in settings.DATABASES.items():
+        if config.get("ENGINE") not in postgres.POSTGRES_ENGINES:
+            continue
+        conn = postgres.conn_info(alias)
+        found.setdefault((conn.host, conn.port), (conn, set()))[1].add(conn.name)
+    return found
 
 
-def _fail_lost(job: Job) -> bool:
+def reopen_closed_databases() -> list[str]:
+    """Re-open the project's databases that a swap cut short left closed."""
+    reopened = []
+    for conn, names in _servers().values():
+        try:
+            opened = swapping.reopen_abandoned(conn, names)
+        except Exception as exc:  # one unreachable server must not stop the sweep
+            logger.warning("pgclone: could not check %s:%s for closed databases: %s",
+                           conn.host, conn.port, exc)  # fmt: skip
+            continue
+        for name in opened:
+            logger.warning("pgclone: re-opened database %r, left refusing connections by a "
+                           "swap whose worker was lost", name)  # fmt: skip
+        reopened += opened
+    return reopened
+
+
+# Running jobs whose worker was lost -------------------------------------------------------
+
+
+def _lost_jobs(now: dt.datetime) -> list[Job]:
+    """Running jobs with a step running whose process is gone or silent."""
+    cutoff = now - dt.timedelta(seconds=conf.stale_job_seconds())
+    running = Job.objects.filter(status=Job.Status.RUNNING, steps__status=JobStep.Status.RUNNING)
+    return [
+        job
+        for job in running.distinct()
+        if (job.heartbeat_at and job.heartbeat_at < cutoff)
+        or (job.worker_process and claims.is_gone(job.worker_process))
+    ]
+
+
+def _end_lost(job: Job, now: dt.datetime) -> bool:
+    cutoff = now - dt.timedelta(seconds=conf.stale_job_seconds())
     worker = job.worker_hostname or "its worker"
-    when = timezone.localtime(job.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S")
-    error = (
-        f"Worker lost: nothing was heard from {worker} since {when}"
-        + (f", during step {job.current_step}" if job.current_step else "")
-        + ". Whatever the job had created was removed."
-    )
-    cutoff = timezone.now() - dt.timedelta(seconds=conf.stale_job_seconds())
-    taken = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, heartbeat_at__lt=cutoff)
-    if not taken.update(status=Job.Status.FAILED, error=error, finished_at=timezone.now()):
+    if job.worker_process and claims.is_gone(job.worker_process):
+        pid = job.worker_process.split(claims.SEPARATOR)[2]
+        what = f"Worker lost: the process that ran it ({worker}, pid {pid}) is gone"
+        still = Q(worker_process=job.worker_process)
+    else:
+        when = timezone.localtime(job.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S")
+        what = f"Worker lost: nothing was heard from {worker} since {when}"
+        still = Q(heartbeat_at__lt=cutoff)
+    what += f", during step {job.current_step}" if job.current_step else ""
+    taken = Job.objects.filter(still, pk=job.pk, status=Job.Status.RUNNING)
+    if job.kind == Job.Kind.RESTORE and job.current_step == "swap":
+        if _finish_swap(job, taken):
+            return True
+        what += (
+            f". The swap did not happen: {job.database_name!r} holds its old data "
+            "and accepts connections"
+        )
+    if not taken.update(status=Job.Status.FAILED, error=what + ".", finished_at=timezone.now()):
         return False  # it beat again, or someone else swept it
     JobStep.objects.filter(job=job, status=JobStep.Status.RUNNING).update(
-        status=JobStep.Status.FAILED, finished_at=timezone.now(), message=error
+        status=JobStep.Status.FAILED, finished_at=timezone.now(), message=what + "."
     )
     JobStep.objects.filter(job=job, status=JobStep.Status.PENDING).update(
         status=JobStep.Status.SKIPPED
     )
+    _clean_up(job, what)
+    return True
+
+
+def _finish_swap(job: Job, taken: Any) -> bool:
+    """A restore lost after its renames committed happened: finish it."""
+    with databases.maintenance(restore_steps.live_conn(job)) as connection:
+        if not restore_steps.swapped_already(connection, job):
+            return False
+    if not taken.update(heartbeat_at=timezone.now(), worker_process=claims.this_process()):
+        return False  # someone else is at it
+    job.refresh_from_db()
+    drop = restore_steps.finish_swapped(
+        job, "its worker was lost just after the swap; the sweep finished the restore"
+    )
+    now = timezone.now()
+    JobStep.objects.filter(job=job, name="swap").update(
+        status=JobStep.Status.SUCCEEDED, finished_at=now
+    )
+    Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        status=Job.Status.SUCCEEDED, finished_at=now, current_step=""
+    )
+    drop()
+    return True
+
+
+def _clean_up(job: Job, what: str) -> None:
     job.refresh_from_db()
     try:
-        CLEANUPS[job.kind](job)
+        removed = CLEANUPS[job.kind](job)
     except Exception as exc:
-        logger.warning("pgclone: cleaning up after lost job %s failed: %s", job.pk, exc)
-        Job.objects.filter(pk=job.pk).update(
-            error=f"{error}\n(cleanup failed: {jobs.describe_error(exc)})"
+        logger.warning("pgclone: cleaning up after job %s failed: %s", job.pk, exc)
+        error = f"{what}.\n(cleanup failed: {jobs.describe_error(exc)})"
+    else:
+        error = f"{what}. " + (
+            ("Removed " + ", ".join(removed) + ".") if removed else "It had left nothing behind."
         )
+    Job.objects.filter(pk=job.pk).update(error=error)
+    JobStep.objects.filter(job=job, status=JobStep.Status.FAILED, message=what + ".").update(
+        message=error
+    )
+
+
+# Jobs waiting for a worker -----------------------------------------------------------------
+
+
+def _waiting_too_long(now: dt.datetime) -> list[Job]:
+    """Jobs whose next step no worker has taken for PGCLONE_QUEUED_STEP_TIMEOUT."""
+    cutoff = now - dt.timedelta(seconds=conf.queued_step_timeout())
+    between_steps = (
+        Job.objects.filter(status=Job.Status.RUNNING)
+        .exclude(steps__status=JobStep.Status.RUNNING)
+        .annotate(queued_since=Max("steps__finished_at"))
+        .filter(queued_since__lt=cutoff)
+    )
+    not_started = Job.objects.filter(status=Job.Status.PENDING, created_at__lt=cutoff)
+    return [*between_steps, *not_started]
+
+
+def _end_waiting(job: Job, now: dt.datetime) -> bool:
+    step = job.steps.filter(status=JobStep.Status.PENDING).first()
+    queue = conf.celery_queue() or "Celery's default queue"
+    waited = human_seconds(conf.queued_step_timeout())
+    what = (
+        f"No worker took its {'next ' if job.status == Job.Status.RUNNING else ''}step "
+        f"({step.name if step else '?'}) within PGCLONE_QUEUED_STEP_TIMEOUT ({waited}): is a "
+        f"worker consuming {queue}? (Or the message was lost with the broker.)"
+    )
+    ended = Job.objects.filter(pk=job.pk, status=job.status, current_step=job.current_step)
+    if not ended.exclude(steps__status=JobStep.Status.RUNNING).update(
+        status=Job.Status.FAILED, error=what, finished_at=timezone.now(), current_step=""
+    ):
+        return False
+    JobStep.objects.filter(job=job, status=JobStep.Status.PENDING).update(
+        status=JobStep.Status.SKIPPED
+    )
+    _clean_up(job, what.rstrip("."))
     return True
+
+
+# What no active job owns ----------------------------------------------------------------------
 
 
 def _drop_orphan_databases() -> None:
@@ -79,14 +219,7 @@ def _drop_orphan_databases() -> None:
     A temporary database whose job is not in this job table is left alone:
     another environment sharing the server may own it.
     """
-    seen_servers = set()
-    for alias, config in settings.DATABASES.items():
-        if config.get("ENGINE") not in postgres.POSTGRES_ENGINES:
-            continue
-        conn = postgres.conn_info(alias)
-        if (conn.host, conn.port) in seen_servers:
-            continue
-        seen_servers.add((conn.host, conn.port))
+    for conn, _ in _servers().values():
         try:
             with databases.maintenance(conn) as connection:
                 for name in databases.leftover_databases(connection):
@@ -94,11 +227,21 @@ def _drop_orphan_databases() -> None:
                         logger.info("pgclone: dropping %s, left by a job that is over", name)
                         databases.drop(connection, name)
         except Exception as exc:  # one unreachable server must not stop the sweep
-            logger.warning("pgclone: could not look for leftovers via %r: %s", alias, exc)
+            logger.warning("pgclone: could not look for leftovers on %s: %s", conn.host, exc)
+
+
+def _remove_orphan_unpacked_dumps() -> None:
+    """Unpacked dumps in this host's temporary folder whose job here is over."""
+    folder = Path(conf.temp_dir() or tempfile.gettempdir())
+    for path in folder.glob(restore_steps.unpack_prefix("")[:-1] + "*"):
+        digits = path.name.split("-")[2] if path.name.count("-") >= 3 else ""
+        if path.is_dir() and len(digits) == 20 and _owner_is_over(digits):
+            logger.info("pgclone: removing %s, left by a job that is over", path)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _owner_is_over(hex_prefix: str) -> bool:
-    """Whether the job named by a leftover database (first 20 hex digits) has ended."""
+    """Whether the job named by a leftover (first 20 hex digits of its id) has ended."""
     h = hex_prefix
     prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}"
     owners = Job.objects.annotate(id_text=Cast("id", CharField())).filter(

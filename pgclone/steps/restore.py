@@ -8,8 +8,10 @@ the live one as it was.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from django.conf import settings
 from django.db import connections
 
 from pgclone import conf, databases, hooks, jobs, keys, postgres, streams
+from pgclone import swap as swapping
 from pgclone.exceptions import ConfigurationError, DumpNotFound, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
@@ -33,7 +36,7 @@ def ensure_allowed() -> None:
         raise RestoreRefused()
 
 
-def _live(job: Job) -> postgres.ConnInfo:
+def live_conn(job: Job) -> postgres.ConnInfo:
     return postgres.conn_info(job.database_alias).for_job(job.pk)
 
 
@@ -42,7 +45,7 @@ def fetch(job: Job) -> None:
     ensure_allowed()
     source = job.options["source"]
     if source["type"] == "database":
-        live = _live(job)
+        live = live_conn(job)
         with databases.maintenance(live) as connection:
             if not databases.exists(connection, source["name"]):
                 raise DumpNotFound(missing_database_message(source, live.name))
@@ -82,25 +85,32 @@ def missing_database_message(source: dict[str, Any], live: str) -> str:
 def restore_temp(job: Job) -> None:
     """Create the temporary database and fill it."""
     ensure_allowed()
-    live = _live(job)
+    live = live_conn(job)
     temp = databases.temp_name(job.pk)
     jobs.update_result(job, temp_database=temp)
     source = job.options["source"]
     with databases.maintenance(live) as connection:
         databases.drop(connection, temp)  # left by an earlier attempt of this step
-        if source["type"] == "database":
+    if source["type"] == "database":
+        with databases.maintenance(live) as connection:
             databases.create_copy(connection, temp, source["name"])
-            databases.clear_job_tables(live, temp)
-            jobs.set_step_message(job, "restore_temp", f"Copied {source['name']!r} into {temp}.")
-            return
-    storage = storage_for(job.options["storage_location"])
-    key = keys.parse_key(source["key"])
-    manifest = job.result["manifest"]
-    target = live.with_name(temp)
-    if _unpacks(storage):
-        message = _restore_parallel(job, storage, key, manifest, target)
+        databases.clear_job_tables(live, temp)
+        message = f"Copied {source['name']!r} into {temp}."
     else:
-        message = _restore_streamed(job, storage, key, manifest, target)
+        storage = storage_for(job.options["storage_location"])
+        key = keys.parse_key(source["key"])
+        manifest = job.result["manifest"]
+        target = live.with_name(temp)
+        if _unpacks(storage):
+            message = _restore_parallel(job, storage, key, manifest, target)
+        else:
+            message = _restore_streamed(job, storage, key, manifest, target)
+    # The pre-swap hooks must see the database as it will be once in place:
+    # with the live database's search_path and other settings.
+    with databases.maintenance(live) as connection:
+        carried = databases.carry_over(connection, live.name, temp)
+    if carried:
+        message += " Kept the live database's " + ", ".join(carried) + "."
     jobs.set_step_message(job, "restore_temp", message)
 
 
@@ -118,7 +128,7 @@ def _create_temp(live: postgres.ConnInfo, temp: str) -> None:
 def _restore_streamed(
     job: Job, storage: Any, key: keys.DumpKey, manifest: dict, target: Any
 ) -> str:
-    _create_temp(_live(job), target.name)
+    _create_temp(live_conn(job), target.name)
     progress = jobs.Progress(job.pk, total=manifest["size"])
     argv = postgres.pg_restore_argv(target)
     with (
@@ -143,7 +153,9 @@ def _restore_parallel(
 ) -> str:
     """Unpack (checking the dump: nothing is created from a damaged one), then
     create the temporary database and restore into it with several jobs."""
-    workdir = Path(tempfile.mkdtemp(prefix="pgclone-restore-", dir=conf.temp_dir()))
+    workdir = Path(tempfile.mkdtemp(prefix=unpack_prefix(job.pk), dir=conf.temp_dir()))
+    # Recorded so that whoever cleans up after a lost worker knows where to look.
+    jobs.update_result(job, unpacked={"host": socket.gethostname(), "path": str(workdir)})
     try:
         if shutil.disk_usage(workdir).free < manifest.get("raw_size", 0) * 1.1:
             return _restore_streamed(job, storage, key, manifest, target) + (
@@ -160,12 +172,18 @@ def _restore_parallel(
                 on_progress=progress.add,
             )
         progress.flush()
-        _create_temp(_live(job), target.name)
+        _create_temp(live_conn(job), target.name)
         argv = postgres.pg_restore_argv(target, jobs=conf.restore_jobs(), path=str(unpacked))
         postgres.run(argv, env=target.env())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        jobs.update_result(job, unpacked=None)
     return f"Restored {key} into {target.name} with pg_restore --jobs={conf.restore_jobs()}."
+
+
+def unpack_prefix(job_id: Any) -> str:
+    """Folders where a restore unpacks a dump are named after the job."""
+    return f"pgclone-restore-{str(job_id).replace('-', '')[:20]}-"
 
 
 def pre_swap(job: Job) -> None:
@@ -195,44 +213,78 @@ def pre_swap(job: Job) -> None:
 def swap(job: Job) -> Callable[[], None]:
     """Put the temporary database in place of the live one."""
     ensure_allowed()
-    live = _live(job)
+    live = live_conn(job)
     temp = job.result["temp_database"]
     old = databases.old_name(job.pk)
-    notes = []
     with databases.maintenance(live) as connection:
-        if not databases.exists(connection, temp) and (
-            job.result.get("swapped") or databases.exists(connection, old)
-        ):
+        if swapped_already(connection, job):
             # Run again after its worker was lost just after the renames: the swap
             # happened; finish what follows it.
-            databases.reopen(connection, live.name)
-            jobs.update_result(job, swapped=True)
-            kept, retired = _after_swap(job, live, old)
-            jobs.set_step_message(job, "swap", "; ".join(["the swap had already happened", *kept]))
-            return _dropper(job, live, retired)
-        holds_jobs = databases.exists(connection, live.name) and postgres.same_database(
-            live, postgres.conn_info("default")
-        )
-        if holds_jobs:
-            _check_job_tables(live, temp)
-        carried = databases.carry_over(connection, live.name, temp)
-        if carried:
-            notes.append("kept " + ", ".join(carried))
-        if job.options.get("reversible"):
-            # :current is prepared under a temporary name: the one in place now
-            # stays until the swap has happened.
+            return finish_swapped(job, "the swap had already happened")
+        holds_jobs = databases.exists(connection, live.name) and jobs.holds_jobs(live)
+    if holds_jobs:
+        _check_job_tables(live, temp)
+    _wait_for_other_jobs(job, holds_jobs)
+    if job.options.get("reversible"):
+        # :current is prepared under a temporary name: the one in place now
+        # stays until the swap has happened.
+        with databases.maintenance(live) as connection:
             staging = _current_staging(job)
             databases.drop(connection, staging)
             databases.create_copy(connection, staging, temp)
-    result = databases.swap(live, live=live.name, new=temp, old_name=old, copy_history=holds_jobs)
+    result = swapping.swap(
+        live, live=live.name, new=temp, old_name=old, job_id=job.pk, copy_history=holds_jobs
+    )
     # This process's own connections to the live database were ended by the swap.
     connections.close_all()
     jobs.update_result(job, swapped=True, swap_window_ms=round(result.window_ms, 1))
-    notes.extend(f"warning: {warning}" for warning in result.warnings)
+    notes = [f"warning: {warning}" for warning in result.warnings]
     kept, retired = _after_swap(job, live, result.old_name)
     message = f"Swapped {temp} into {live.name!r}; new connections waited {result.window_ms:.0f} ms"
     jobs.set_step_message(job, "swap", "; ".join([message, *notes, *kept]))
     return _dropper(job, live, retired)
+
+
+def swapped_already(connection: Any, job: Job) -> bool:
+    """Whether this job's renames committed (its temporary database is gone
+    and the database it replaced is there under its old name, or recorded)."""
+    temp = job.result.get("temp_database")
+    return (
+        bool(temp)
+        and not databases.exists(connection, temp)
+        and (job.result.get("swapped") or databases.exists(connection, databases.old_name(job.pk)))
+    )
+
+
+def finish_swapped(job: Job, how: str) -> Callable[[], None]:
+    """Finish a restore whose renames committed but whose worker was lost before
+    it recorded anything: what follows the swap, then the step's message."""
+    live, old = live_conn(job), databases.old_name(job.pk)
+    with databases.maintenance(live) as connection:
+        if databases.exists(connection, old):
+            swapping.allow_connections(connection, old, allowed=True)
+    jobs.update_result(job, swapped=True)
+    kept, retired = _after_swap(job, live, old)
+    jobs.set_step_message(job, "swap", "; ".join([how, *kept]))
+    return _dropper(job, live, retired)
+
+
+def _wait_for_other_jobs(job: Job, holds_jobs: bool) -> None:
+    """The swap ends every session on the live database: wait (up to
+    PGCLONE_SWAP_WAIT_SECONDS) until no other job is running a step on it,
+    or on the job tables it holds."""
+    deadline = time.monotonic() + conf.swap_wait_seconds()
+    while others := jobs.using_database(job, everything=holds_jobs, running_only=True):
+        if time.monotonic() > deadline:
+            raise PgCloneError(
+                f"Job {others[0].pk} ({others[0].kind}, step {others[0].current_step}) still "
+                f"uses {job.database_name!r} after {conf.swap_wait_seconds():g}s; the swap "
+                "would end its sessions, so nothing was swapped. Restore again once it is over."
+            )
+        jobs.set_step_message(
+            job, "swap", f"Waiting for job {others[0].pk} ({others[0].kind}) to finish first."
+        )
+        time.sleep(1)
 
 
 def _current_staging(job: Job) -> str:
@@ -252,7 +304,7 @@ def _after_swap(job: Job, live: postgres.ConnInfo, old: str | None) -> tuple[lis
         with databases.maintenance(live) as connection:
             for which, name in (("previous", previous), ("current", current)):
                 to = f"{databases.old_name(job.pk)}_{which}"
-                set_aside = databases.retire(connection, name, to)
+                set_aside = swapping.retire(connection, name, to)
                 if set_aside:
                     retired.append(set_aside)
             if not job.options.get("reversible"):
@@ -301,17 +353,31 @@ def _check_job_tables(live: postgres.ConnInfo, temp: str) -> None:
         )
 
 
-def cleanup(job: Job) -> None:
-    """After a failure before the swap: drop the temporary databases. (Once
-    the swap has happened the temporary name no longer exists.)"""
+def cleanup(job: Job) -> list[str]:
+    """After a failure before the swap: drop the temporary databases and the
+    unpacked dump (once the swap has happened the temporary name no longer
+    exists). Returns what was removed, and what is left for another host."""
+    removed = []
     temp = job.result.get("temp_database")
-    live = _live(job)
+    live = live_conn(job)
     with databases.maintenance(live) as connection:
-        # A worker that died inside the swap may have left new connections refused.
-        databases.reopen(connection, live.name)
-        if temp and not job.result.get("swapped"):
-            databases.drop(connection, temp)
-            databases.drop(connection, _current_staging(job))
+        if temp and not swapped_already(connection, job):
+            for name in (temp, _current_staging(job)):
+                if databases.exists(connection, name):
+                    databases.drop(connection, name)
+                    removed.append(f"the temporary database {name}")
+    unpacked = job.result.get("unpacked")
+    if unpacked:
+        if unpacked["host"] == socket.gethostname():
+            shutil.rmtree(unpacked["path"], ignore_errors=True)
+            removed.append(f"the unpacked dump in {unpacked['path']}")
+            jobs.update_result(job, unpacked=None)
+        else:
+            removed.append(
+                f"(the unpacked dump in {unpacked['path']} on {unpacked['host']} is removed "
+                "by the next sweep or worker start there)"
+            )
+    return removed
 
 
 STEPS = {"fetch": fetch, "restore_temp": restore_temp, "pre_swap": pre_swap, "swap": swap}

@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 from tests.testapp.models import Mark
 
@@ -8,7 +9,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--note", default="hook")
+        parser.add_argument("--setting", help="Note the value of this setting instead.")
 
     def handle(self, *args, **options):
-        Mark.objects.create(note=options["note"])
-        self.stdout.write(f"marked {options['note']}")
+        note = options["note"]
+        if options["setting"]:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT current_setting(%s)", [options["setting"]])
+                note = cursor.fetchone()[0]
+        Mark.objects.create(note=note)
+        self.stdout.write(f"marked {note}")

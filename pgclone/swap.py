@@ -1,0 +1,375 @@
+"""The swap: the one moment a restore touches the live database.
+
+Inside the *window* new connections to the live database are refused, its
+sessions are ended, the job history is copied across and the two renames
+commit in one transaction. Whatever goes wrong in there, the live name ends
+up naming a whole database that accepts connections:
+
+- A failure the running worker sees is handled at once, on a fresh
+  connection: after a failed statement (a failed COMMIT above all) psycopg2
+  may believe a connection idle while the server still holds it in an
+  aborted transaction. The catalog, not the failed statement, then says
+  whether the renames committed.
+- A worker that dies inside the window can't clean up. Before the window
+  the new database's comment is set to a *marker* naming the live database
+  and the job; it lives outside the live database and survives any crash.
+  The sweep and every worker start (:func:`reopen_abandoned`) re-open a live
+  database that such a marker names once the job's sessions are gone.
+
+The guard on the renames is a ``statement_timeout`` on the rename statements
+only: it is set back to 0 before COMMIT, so it can never cancel the commit,
+and a timeout that fires at the very end of a rename surfaces at that reset,
+before COMMIT. A rename that times out (a lock held elsewhere, a slow disk)
+is retried on a fresh connection with a longer timeout until
+PGCLONE_SWAP_TIMEOUT; only then does the swap give up, with the live
+database as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+from psycopg2 import sql
+
+from pgclone import conf, postgres
+from pgclone.databases import OLD_PREFIX, TEMP_PREFIX, JobHistoryCopy, drop, exists, rename
+from pgclone.databases import execute as run
+from pgclone.exceptions import PgCloneError
+
+MARKER_PREFIX = "pgclone swap: "
+TERMINATE_TIMEOUT_MS = 5000
+# The first rename gets little time (a session still exiting makes PostgreSQL
+# sleep 100 ms before looking again); each retry doubles it, up to the cap.
+FIRST_RENAME_TIMEOUT_MS = 20
+MAX_RENAME_TIMEOUT_MS = 5000
+# Errors after which a rename is worth trying again on a fresh connection.
+RETRYABLE = (
+    psycopg2.errors.ObjectInUse,
+    psycopg2.errors.QueryCanceled,
+    psycopg2.errors.LockNotAvailable,
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+)
+
+
+@dataclass
+class SwapResult:
+    window_ms: float
+    old_name: str | None
+    warnings: list[str] = field(default_factory=list)
+
+
+class Session:
+    """The swap's connection to the server's ``postgres`` database, autocommit.
+
+    ``renew()`` replaces it with a fresh one: what runs after an error never
+    runs on a connection whose state is in doubt.
+    """
+
+    def __init__(self, conn: postgres.ConnInfo) -> None:
+        self.conn = conn.with_name("postgres")
+        self.connection: Any = None
+        self.renew()
+
+    def renew(self) -> Any:
+        self.close()
+        self.connection = postgres.open_connection(self.conn)
+        return self.connection
+
+    def close(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self.connection.close()
+            self.connection = None
+
+
+def swap(
+    conn: postgres.ConnInfo,
+    *,
+    live: str,
+    new: str,
+    old_name: str,
+    job_id: Any,
+    copy_history: bool,
+) -> SwapResult:
+    """Put ``new`` in place of ``live``; the old database ends up as ``old_name``.
+
+    ``conn`` carries the job's application name: the sweep tells a swap in
+    progress from an abandoned one by the job's sessions. Returns how long new
+    connections were refused; raises, with the live database re-opened and
+    unchanged, when the swap could not happen.
+    """
+    session = Session(conn)
+    try:
+        if not exists(session.connection, live):
+            rename(session.connection, new, live)
+            return SwapResult(0.0, None)
+        comment = _comment(session.connection, live)
+        _set_comment(session.connection, new, marker(job_id, live))
+        history = JobHistoryCopy(conn, live, new) if copy_history else None
+        started = time.monotonic()
+        try:
+            _window(
+                session, live=live, new=new, old_name=old_name, comment=comment, history=history
+            )
+        except BaseException as exc:
+            swapped = _recover(session, live=live, new=new, old_name=old_name)
+            if not (swapped and isinstance(exc, Exception)):
+                raise
+            # The renames had committed before the error: the swap happened.
+        finally:
+            if history is not None:
+                history.close()
+        window_ms = (time.monotonic() - started) * 1000
+        warnings = []
+        try:
+            allow_connections(session.connection, old_name, allowed=True)
+        except psycopg2.Error as exc:
+            warnings.append(f"could not re-open {old_name!r} to connections: {exc}")
+        return SwapResult(window_ms, old_name, warnings)
+    finally:
+        session.close()
+
+
+def _window(
+    session: Session,
+    *,
+    live: str,
+    new: str,
+    old_name: str,
+    comment: str | None,
+    history: JobHistoryCopy | None,
+) -> None:
+    allow_connections(session.connection, live, allowed=False)
+    _terminate_sessions(session.connection, (live, new), keep=history.pids() if history else ())
+    if history is not None:
+        history.copy()
+    deadline = time.monotonic() + conf.swap_timeout_seconds()
+    timeout_ms = FIRST_RENAME_TIMEOUT_MS
+    while True:
+        try:
+            _rename_pair(session.connection, live, old_name, new, comment, timeout_ms)
+            return
+        except RETRYABLE as exc:
+            connection = session.renew()
+            if renamed(connection, live=live, new=new, old_name=old_name):
+                return  # the commit went through: only its answer was lost
+            if time.monotonic() > deadline:
+                raise PgCloneError(
+                    f"Could not rename {live!r} within PGCLONE_SWAP_TIMEOUT "
+                    f"({conf.swap_timeout_seconds():g}s): {str(exc).strip()}"
+                    f"{_blockers(connection, live)}. Nothing was swapped; the live database is "
+                    "as it was and accepts connections again."
+                ) from exc
+            # A session still exiting, autovacuum, a lock held elsewhere, a slow
+            # disk: end what is connected and try again, a little more patiently.
+            _terminate_sessions(connection, (live, new), keep=())
+            timeout_ms = min(timeout_ms * 2, MAX_RENAME_TIMEOUT_MS)
+
+
+def _rename_pair(
+    connection: Any, live: str, old_name: str, new: str, comment: str | None, timeout_ms: int
+) -> None:
+    """Both renames, and the live database's comment, in one transaction.
+
+    On an error the connection is left as it is: the caller renews it.
+    """
+    connection.autocommit = False
+    run(connection, "SELECT set_config('statement_timeout', %s, true)", [f"{timeout_ms}ms"])
+    rename(connection, live, old_name)
+    rename(connection, new, live)
+    _set_comment(connection, live, comment)
+    run(connection, "SELECT set_config('statement_timeout', '0', true)")
+    connection.commit()
+    connection.autocommit = True
+
+
+def _recover(session: Session, *, live: str, new: str, old_name: str) -> bool:
+    """After a failure in the window: on a fresh connection, find out whether the
+    renames committed (returns True); if not, let connections in again and
+    remove the marker. What can't be done here (the server out of reach) is
+    left to the sweep: the marker says what to do."""
+    try:
+        connection = session.renew()
+        if renamed(connection, live=live, new=new, old_name=old_name):
+            return True
+        allow_connections(connection, live, allowed=True)
+        _set_comment(connection, new, None)
+    except (psycopg2.Error, PgCloneError):
+        pass
+    return False
+
+
+def renamed(connection: Any, *, live: str, new: str, old_name: str) -> bool:
+    """Whether the renames committed: the new name is gone, the old one exists."""
+    rows = run(
+        connection,
+        "SELECT datname FROM pg_database WHERE datname = ANY(%s)",
+        [[live, new, old_name]],
+    )
+    names = {row[0] for row in rows}
+    return new not in names and {live, old_name} <= names
+
+
+def _blockers(connection: Any, live: str) -> str:
+    """Who holds a lock on the live database's catalog entry, for the error message."""
+    with contextlib.suppress(psycopg2.Error):
+        rows = run(
+            connection,
+            "SELECT a.pid, coalesce(nullif(a.application_name, ''), a.usename), "
+            "left(a.query, 80) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'object' AND l.granted "
+            "AND l.classid = 'pg_database'::regclass "
+            "AND l.objid = (SELECT oid FROM pg_database WHERE datname = %s) "
+            "AND a.pid <> pg_backend_pid()",
+            [live],
+        )
+        if rows:
+            held = "; ".join(f"pid {pid} ({who}: {query!r})" for pid, who, query in rows)
+            return f" (a lock on it is held by {held})"
+    return ""
+
+
+def retire(connection: Any, name: str, to: str) -> str | None:
+    """Rename ``name`` to ``to`` (a ``pgclone_old_…`` name, dropped later), ending
+    the sessions on it first; returns ``to``, or None when ``name`` does not
+    exist or had to be dropped at once (a client kept reconnecting to it)."""
+    if not exists(connection, name):
+        return None
+    drop(connection, to)
+    try:
+        _terminate_sessions(connection, (name,), keep=())
+        rename(connection, name, to)
+    except psycopg2.errors.ObjectInUse:
+        drop(connection, name)
+        return None
+    return to
+
+
+# After a crash: what the markers say ------------------------------------------------------
+
+
+def marker(job_id: Any, live: str) -> str:
+    return MARKER_PREFIX + json.dumps({"job": str(job_id), "live": live})
+
+
+def reopen_abandoned(conn: postgres.ConnInfo, live_names: set[str]) -> list[str]:
+    """Re-open the databases that a swap closed and could not re-open.
+
+    Only databases in ``live_names`` (the project's own, on this server) or
+    named ``pgclone_old_…`` are touched, and only when a marker or that name
+    says pgclone closed them and the job's sessions are gone (its worker died
+    or gave up). Returns the names re-opened. Reads nothing but the server's
+    catalog, so it works while the database holding the jobs is closed.
+    """
+    reopened = []
+    with postgres.connect(conn.with_name("postgres")) as connection:
+        # Another project's markers are its own sweep's business.
+        markers = [(temp, found) for temp, found in _markers(connection)
+                   if found["live"] in live_names]  # fmt: skip
+        closed = {
+            row[0]
+            for row in run(
+                connection,
+                "SELECT datname FROM pg_database WHERE NOT datallowconn AND NOT datistemplate",
+            )
+        }
+        candidates = [(found["job"], found["live"]) for _, found in markers]
+        candidates += [(name[len(OLD_PREFIX) :], name) for name in closed
+                       if name.startswith(OLD_PREFIX)]  # fmt: skip
+        for job_id, name in candidates:
+            if name in closed and not _job_sessions(connection, job_id):
+                allow_connections(connection, name, allowed=True)
+                reopened.append(name)
+    # The marker stays on the temporary database, which the job's cleanup drops.
+    return reopened
+
+
+def _markers(connection: Any) -> list[tuple[str, dict[str, str]]]:
+    rows = run(
+        connection,
+        "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+        "WHERE datname LIKE %s AND shobj_description(oid, 'pg_database') LIKE %s",
+        [TEMP_PREFIX.replace("_", "\\_") + "%", MARKER_PREFIX + "%"],
+    )
+    found = []
+    for name, comment in rows:
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            data = json.loads(comment[len(MARKER_PREFIX) :])
+            found.append((name, {"job": str(data["job"]), "live": str(data["live"])}))
+    return found
+
+
+def _job_sessions(connection: Any, job_id: str) -> int:
+    """Sessions of a job other than this one: its worker's application name is
+    ``pgclone:`` and the job's id (of which a database name keeps 20 hex digits)."""
+    digits = job_id.replace("-", "")[:20]
+    prefix = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}"
+    return run(
+        connection,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
+        "AND pid <> pg_backend_pid()",
+        [f"{postgres.APPLICATION_NAME}:{prefix}%"],
+    )[0][0]
+
+
+# Statements -----------------------------------------------------------------------------
+
+
+def allow_connections(connection: Any, name: str, *, allowed: bool) -> None:
+    run(
+        connection,
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(name), sql.Literal(allowed)
+        ),
+    )
+
+
+def _comment(connection: Any, name: str) -> str | None:
+    rows = run(
+        connection,
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        [name],
+    )
+    return rows[0][0] if rows else None
+
+
+def _set_comment(connection: Any, name: str, comment: str | None) -> None:
+    run(
+        connection,
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(comment) if comment is not None else sql.SQL("NULL")
+        ),
+    )
+
+
+def _terminate_sessions(connection: Any, names: tuple[str, ...], keep: tuple[int, ...]) -> None:
+    """End every session on these databases but ours, and wait until they are gone.
+
+    PostgreSQL's own waits (``pg_terminate_backend``'s timeout, the check in
+    ``ALTER DATABASE … RENAME``) sleep in 100 ms steps; polling here keeps the
+    swap window to what the sessions really take to exit.
+    """
+    others = (
+        "FROM pg_stat_activity WHERE datname = ANY(%s) AND pid <> pg_backend_pid() "
+        "AND NOT pid = ANY(%s)"
+    )
+    params = [list(names), list(keep) or [0]]
+    try:
+        run(connection, "SELECT pg_terminate_backend(pid) " + others, params)
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise PgCloneError(
+            f"Can't end the other sessions on {names[0]!r}: {str(exc).strip()}. The role pgclone "
+            "connects as must be allowed to (a superuser, or a member of pg_signal_backend for "
+            "other roles' sessions). Nothing was swapped."
+        ) from exc
+    deadline = time.monotonic() + TERMINATE_TIMEOUT_MS / 1000
+    while run(connection, "SELECT count(*) " + others, params)[0][0]:
+        if time.monotonic() > deadline:
+            return  # the rename below retries, and reports who is still there
+        time.sleep(0.001)

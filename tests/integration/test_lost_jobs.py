@@ -1,0 +1,110 @@
+"""Lost or only waiting: the sweep fails jobs whose worker is gone, not jobs
+whose next step waits in the queue, and removes everything a lost job left."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from pgclone import api, sweeping
+from pgclone.models import Job, JobStep
+from pgclone.steps import dump as dump_steps
+from tests import faults
+from tests.conftest import (
+    fingerprint,
+    make_dump,
+    pgclone_databases,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def unconsumed_queue(settings):
+    """A queue no worker reads: jobs sent there wait, as behind a busy worker."""
+    from tests.celery_app import app
+
+    queue = f"pgclone-nobody-{uuid.uuid4().hex[:8]}"
+    settings.PGCLONE_CELERY_QUEUE = queue
+    yield queue
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_delete(queue)
+
+
+def test_a_job_between_steps_is_waiting_not_lost(local_location, unconsumed_queue):
+    job = api.dump()
+    assert dump_steps.run("pre_dump", job.pk)  # a worker ran the first step…
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING  # …and the next one waits in the queue
+
+    an_hour_later = timezone.now() + dt.timedelta(hours=1)  # far past the stale threshold
+    assert sweeping.sweep(now=an_hour_later) == []
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING
+
+    seven_hours_later = timezone.now() + dt.timedelta(hours=7)
+    assert [ended.pk for ended in sweeping.sweep(now=seven_hours_later)] == [job.pk]
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert "No worker took its next step (dump) within PGCLONE_QUEUED_STEP_TIMEOUT" in job.error
+    assert unconsumed_queue in job.error
+    assert [s.status for s in job.steps.all()] == ["succeeded", "skipped", "skipped"]
+
+
+def test_a_restore_that_never_started_frees_its_lock(local_location, target, unconsumed_queue):
+    key = make_dump("later", local_location)
+    waiting = api.restore(key, database="target", pre_swap_hooks=[])
+    assert waiting.status == Job.Status.PENDING
+
+    sweeping.sweep(now=timezone.now() + dt.timedelta(hours=7))
+
+    waiting.refresh_from_db()
+    assert waiting.status == Job.Status.FAILED and "No worker took its step (fetch)" in (
+        waiting.error
+    )
+    again = api.restore(key, database="target", inline=True, pre_swap_hooks=[])
+    assert again.status == Job.Status.SUCCEEDED, again.error
+
+
+def test_a_worker_killed_after_unpacking_leaves_no_dump_behind(
+    local_location, target, test_database_name, moto_server, tmp_path, settings
+):
+    key = make_dump("never", local_location)
+    before = fingerprint(target)
+    queue = f"pgclone-unpack-{uuid.uuid4().hex[:8]}"
+    settings.PGCLONE_CELERY_QUEUE = queue
+    worker_tmp = tmp_path / "worker-tmp"
+    worker_tmp.mkdir()
+    release = tmp_path / "release"
+    worker = start_worker(
+        test_database_name, tmp_path / "worker.log", moto=moto_server, queue=queue, pool="solo",
+        env={"TMPDIR": str(worker_tmp),
+             faults.PAUSE: f"{faults.BEFORE_CREATING_TEMP}={release}"},
+    )  # fmt: skip
+    try:
+        job = api.restore(key, database="target", pre_swap_hooks=[])
+        wait_for(lambda: Path(f"{release}.started").exists(), what="the dump to be unpacked")
+        unpacked = [p for p in worker_tmp.rglob("dump") if p.is_file()]
+        assert unpacked and unpacked[0].stat().st_size > 0
+
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait()
+        sweeping.sweep()  # on the same host: the process is known to be gone
+    finally:
+        release.touch()
+        stop_worker(worker)
+
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert job.steps.get(name="restore_temp").status == JobStep.Status.FAILED
+    assert f"the unpacked dump in {unpacked[0].parent}" in job.error
+    assert list(worker_tmp.iterdir()) == []
+    assert fingerprint(target) == before and pgclone_databases() == []

@@ -1,0 +1,107 @@
+"""Restores in a row while other sessions write and checkpoint: the load under
+which a guard on the renames once cancelled the swap's COMMIT and left the
+live database refusing every connection."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+from pgclone import api
+from pgclone.models import Job
+from tests.conftest import authors, clone_database, pgclone_databases, psql, wait_for
+from tests.integration.test_swap import accepts_connections
+from tests.testapp.models import Author
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.stress,
+    pytest.mark.django_db(transaction=True),
+]
+RESTORES = 20
+
+
+def write_and_checkpoint(database: str, stop: threading.Event) -> None:
+    """Another application's sessions: bulk writes, with checkpoints, until stopped."""
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        rounds = 0
+        while not stop.is_set():
+            cursor.execute("INSERT INTO load (body) SELECT repeat(md5(random()::text), 30) "
+                           "FROM generate_series(1, 2000)")  # fmt: skip
+            rounds += 1
+            if rounds % 5 == 0:
+                cursor.execute("CHECKPOINT")
+                cursor.execute("DELETE FROM load")
+    conn.close()
+
+
+def query_in_a_loop(database: str, stop: threading.Event, refused: list) -> None:
+    """The site itself: connects and reads again and again."""
+    while not stop.is_set():
+        try:
+            conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database)
+            conn.close()
+        except psycopg2.OperationalError as exc:
+            refused.append(str(exc))
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def sources(test_database_name):
+    names = {}
+    for label in ("alpha", "beta"):
+        Author.objects.all().delete()
+        Author.objects.create(name=label)
+        names[label] = f"pgclone_src_{label}_{uuid.uuid4().hex[:6]}"
+        clone_database(test_database_name, names[label])
+    Author.objects.all().delete()
+    yield names
+    for name in names.values():
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_restores_in_a_row_under_write_and_checkpoint_load(celery_worker, sources, target):
+    load_db = f"pgclone_load_{uuid.uuid4().hex[:6]}"
+    psql(f'CREATE DATABASE "{load_db}"')
+    psql("CREATE TABLE load (id serial, body text)", load_db)
+    stop, refused = threading.Event(), []
+    load = [
+        threading.Thread(target=write_and_checkpoint, args=(load_db, stop)),
+        threading.Thread(target=write_and_checkpoint, args=(load_db, stop)),
+        threading.Thread(target=query_in_a_loop, args=(target, stop, refused)),
+    ]
+    for thread in load:
+        thread.start()
+    outcomes = []
+    try:
+        held = ["target-only"]
+        for number in range(RESTORES):
+            label = ("alpha", "beta")[number % 2]
+            job = api.restore(f":{sources[label]}", database="target", pre_swap_hooks=[])
+
+            def ended(job=job):
+                job.refresh_from_db()
+                return job.is_finished
+
+            wait_for(ended, timeout=60, what=f"restore {number + 1} to end")
+            outcomes.append(job.status)
+            assert accepts_connections(target), f"restore {number + 1}: {job.error}"
+            if job.status == Job.Status.SUCCEEDED:
+                held = [label]
+            assert authors(target) == held, f"restore {number + 1}: {job.error}"
+            assert not Job.objects.filter(status=Job.Status.RUNNING).exists()
+    finally:
+        stop.set()
+        for thread in load:
+            thread.join()
+        psql(f'DROP DATABASE IF EXISTS "{load_db}" WITH (FORCE)')
+    print(f"{outcomes.count(Job.Status.SUCCEEDED)}/{RESTORES} restores succeeded; "
+          f"the site was refused {len(refused)} connections")  # fmt: skip
+    assert outcomes == [Job.Status.SUCCEEDED] * RESTORES
+    assert pgclone_databases() == []
