@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-import pgconnection
 from celery.schedules import crontab
 
 INSTALLED_APPS = [
@@ -25,20 +24,20 @@ INSTALLED_APPS = [
     # ... your own apps, including the one that holds your hook commands
 ]
 
-# pgconnection.configure() is what lets a restore run its pre-swap hooks
-# (migrate by default) on the restored copy before it replaces the live database.
-DATABASES = pgconnection.configure(
-    {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ.get("DATABASE_NAME", "myproject"),
-            "HOST": os.environ.get("DATABASE_HOST", "127.0.0.1"),
-            "PORT": os.environ.get("DATABASE_PORT", "5432"),
-            "USER": os.environ.get("DATABASE_USER", "myproject"),
-            "PASSWORD": os.environ.get("DATABASE_PASSWORD", ""),
-        }
+# Plain settings work with either driver: pgclone runs a restore's pre-swap
+# hooks (migrate by default) on the restored copy itself. A psycopg2 project may
+# instead wrap them with django-pgconnection (DATABASES = pgconnection.configure
+# ({...})), which pgclone then uses; never with psycopg 3 (pgclone.E006).
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("DATABASE_NAME", "myproject"),
+        "HOST": os.environ.get("DATABASE_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("DATABASE_PORT", "5432"),
+        "USER": os.environ.get("DATABASE_USER", "myproject"),
+        "PASSWORD": os.environ.get("DATABASE_PASSWORD", ""),
     }
-)
+}
 
 # --- Celery ---------------------------------------------------------------------
 

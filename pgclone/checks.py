@@ -59,23 +59,84 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return errors
 
 
+# What pgclone is tested with; older releases are refused, newer ones warned about.
+SUPPORTED_DJANGO = ((4, 2), (6, 1))
+MINIMUM_DRIVERS = {"psycopg2": (2, 9, 9), "psycopg": (3, 1, 8)}
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+@checks.register("pgclone")
+def check_versions(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    import django
+
+    from pgclone import driver
+
+    supported = "Django 4.2, 5.2, 6.0 or 6.1 with psycopg2 >= 2.9.9 or psycopg >= 3.1.8"
+    found = []
+    lowest, highest = SUPPORTED_DJANGO
+    if django.VERSION[:2] < lowest:
+        found.append(
+            checks.Error(
+                f"pgclone does not support Django {django.get_version()}.",
+                hint=f"pgclone runs with {supported}: upgrade Django.",
+                id="pgclone.E005",
+            )
+        )
+    elif django.VERSION[:2] > highest:
+        found.append(
+            checks.Warning(
+                f"pgclone has not been tested with Django {django.get_version()}.",
+                hint=f"pgclone is tested with {supported}.",
+                id="pgclone.W014",
+            )
+        )
+    if _version_tuple(driver.VERSION) < MINIMUM_DRIVERS[driver.NAME]:
+        minimum = ".".join(map(str, MINIMUM_DRIVERS[driver.NAME]))
+        found.append(
+            checks.Error(
+                f"pgclone does not support {driver.NAME} {driver.VERSION}.",
+                hint=f"Upgrade {driver.NAME} to {minimum} or newer ({supported}).",
+                id="pgclone.E005",
+            )
+        )
+    return found
+
+
 @checks.register("pgclone")
 def check_pgconnection(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    import pgconnection
+    """django-pgconnection's wrapper only works with psycopg2: with psycopg 3 every
+    query of the project fails, not only pgclone's."""
+    from pgclone import driver, routing
 
-    try:
-        pgconnection.check()
-    except RuntimeError:
+    if routing.uses_pgconnection() and driver.NAME != "psycopg2":
         return [
-            checks.Warning(
-                "DATABASES is not wrapped with pgconnection.configure().",
-                hint="Restores run their pre-swap hooks (migrate by default) on the restored "
-                "copy through django-pgconnection: write "
-                "DATABASES = pgconnection.configure({...}) in your settings.",
-                id="pgclone.W002",
+            checks.Error(
+                "DATABASES is wrapped with pgconnection.configure(), but Django uses "
+                f"psycopg 3 ({driver.VERSION}): django-pgconnection only works with psycopg2, "
+                "and every database query of the project fails with 'TypeError: argument 1 "
+                "must be psycopg2.extensions.connection'.",
+                hint="Remove the pgconnection.configure() wrapping (pgclone routes hooks to "
+                "the copy itself with psycopg 3), or use psycopg2 instead of psycopg.",
+                id="pgclone.E006",
             )
         ]
     return []
+
+
+@checks.register("pgclone", deploy=True)
+def check_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from pgclone import driver, routing
+
+    return [
+        checks.Info(
+            f"pgclone runs hooks on the copy through {routing.routing_in_use()} "
+            f"(Django uses {driver.NAME} {driver.VERSION}).",
+            id="pgclone.I001",
+        )
+    ]
 
 
 @checks.register("pgclone")

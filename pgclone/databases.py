@@ -1,7 +1,7 @@
 """Whole databases on the server: temporary copies, local copies, the swap.
 
 Only this module creates, renames or drops databases. Every identifier goes
-through ``psycopg2.sql.Identifier``; every statement runs on a maintenance
+through ``sql.Identifier``; every statement runs on a maintenance
 connection to the server's ``postgres`` database, never on the database it
 changes.
 """
@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg2
-from psycopg2 import sql
-
-from pgclone import postgres
+from pgclone import driver, postgres
+from pgclone.driver import errors, sql
 from pgclone.exceptions import PgCloneError
 
 MAX_IDENTIFIER_BYTES = 63
@@ -135,7 +132,7 @@ def create_copy(connection: Any, name: str, source: str) -> None:
     )
     try:
         execute(connection, statement)
-    except psycopg2.errors.ObjectInUse as exc:
+    except errors.ObjectInUse as exc:
         raise PgCloneError(
             f"Can't copy database {source!r}: other sessions are connected to it. "
             "Close them (stop the processes using it) and try again."
@@ -201,10 +198,9 @@ class JobHistoryCopy:
             )
             if sequence
         ]
-        self.copied = 0
 
     def pids(self) -> tuple[int, int]:
-        return self.source.get_backend_pid(), self.target.get_backend_pid()
+        return driver.backend_pid(self.source), driver.backend_pid(self.target)
 
     def copy(self) -> None:
         # The target's job tables are empty (dumps carry no job rows, copies are
@@ -215,20 +211,12 @@ class JobHistoryCopy:
             execute(self.target, sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         for table in JOB_TABLES:
             column_list = sql.SQL(", ").join(map(sql.Identifier, self.columns[table]))
-            buffer = io.BytesIO()
-            with self.source.cursor() as cursor:
-                cursor.copy_expert(
-                    sql.SQL("COPY {} ({}) TO STDOUT").format(sql.Identifier(table), column_list),
-                    buffer,
-                )
-            buffer.seek(0)
-            with self.target.cursor() as cursor:
-                cursor.copy_expert(
-                    sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), column_list),
-                    buffer,
-                )
-                if table == JOB_TABLES[0]:
-                    self.copied = cursor.rowcount
+            driver.copy_table(
+                self.source,
+                self.target,
+                sql.SQL("COPY {} ({}) TO STDOUT").format(sql.Identifier(table), column_list),
+                sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), column_list),
+            )
         # Sequences came with the dump: move them past the copied ids.
         for table, column, sequence in self.sequences:
             execute(
@@ -257,7 +245,7 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
         [live],
     )[0]
     new_id = sql.Identifier(new)
-    with contextlib.suppress(psycopg2.errors.InsufficientPrivilege):
+    with contextlib.suppress(errors.InsufficientPrivilege):
         execute(
             connection,
             sql.SQL("ALTER DATABASE {} OWNER TO {}").format(new_id, sql.Identifier(owner)),
@@ -310,7 +298,7 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
             # than fail the restore, and say so.
             try:
                 execute(connection, statement)
-            except psycopg2.errors.InsufficientPrivilege:
+            except errors.InsufficientPrivilege:
                 done.append(f"not {name} for role {role} (no right to set it)")
                 continue
         else:

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import psycopg2
 from django.conf import settings
 
+from pgclone import driver
 from pgclone.exceptions import CommandFailed, ConfigurationError, DatabaseUnavailable, InvalidInput
 
 POSTGRES_ENGINES = (
@@ -72,7 +72,7 @@ class ConnInfo:
             env["PGPASSWORD"] = self.password
         return env
 
-    def psycopg2_kwargs(self) -> dict[str, Any]:
+    def connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"dbname": self.name, "application_name": self.application_name}
         for key, value in (("host", self.host), ("port", self.port), ("user", self.user)):
             if value:
@@ -262,10 +262,10 @@ def run(argv: list[str], *, env: dict[str, str], stdin: Any = None) -> str:
 
 
 def open_connection(conn: ConnInfo) -> Any:
-    """An autocommit psycopg2 connection (DDL such as CREATE DATABASE needs one)."""
+    """An autocommit connection (DDL such as CREATE DATABASE needs one)."""
     try:
-        connection = psycopg2.connect(**conn.psycopg2_kwargs())
-    except psycopg2.OperationalError as exc:
+        connection = driver.connect(**conn.connect_kwargs())
+    except driver.OperationalError as exc:
         raise DatabaseUnavailable(
             f"Could not connect to database {conn.name!r}: {str(exc).strip()}"
         ) from exc
@@ -342,7 +342,7 @@ def table_bytes(conn: ConnInfo) -> int:
         cursor.execute("SET lock_timeout = '200ms'")
         try:
             cursor.execute(exact)
-        except psycopg2.errors.LockNotAvailable:
+        except driver.errors.LockNotAvailable:
             cursor.execute(estimate)
         return int(cursor.fetchone()[0])
 

@@ -6,7 +6,7 @@ commit in one transaction. Whatever goes wrong in there, the live name ends
 up naming a whole database that accepts connections:
 
 - A failure the running worker sees is handled at once, on a fresh
-  connection: after a failed statement (a failed COMMIT above all) psycopg2
+  connection: after a failed statement (a failed COMMIT above all) the driver
   may believe a connection idle while the server still holds it in an
   aborted transaction. The catalog, not the failed statement, then says
   whether the renames committed.
@@ -33,12 +33,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg2
-from psycopg2 import sql
-
-from pgclone import conf, postgres
+from pgclone import conf, driver, postgres
 from pgclone.databases import OLD_PREFIX, TEMP_PREFIX, JobHistoryCopy, drop, exists, rename
 from pgclone.databases import execute as run
+from pgclone.driver import errors, sql
 from pgclone.exceptions import PgCloneError
 
 MARKER_PREFIX = "pgclone swap: "
@@ -49,11 +47,11 @@ FIRST_RENAME_TIMEOUT_MS = 20
 MAX_RENAME_TIMEOUT_MS = 5000
 # Errors after which a rename is worth trying again on a fresh connection.
 RETRYABLE = (
-    psycopg2.errors.ObjectInUse,
-    psycopg2.errors.QueryCanceled,
-    psycopg2.errors.LockNotAvailable,
-    psycopg2.OperationalError,
-    psycopg2.InterfaceError,
+    errors.ObjectInUse,
+    errors.QueryCanceled,
+    errors.LockNotAvailable,
+    driver.OperationalError,
+    driver.InterfaceError,
 )
 
 
@@ -83,7 +81,7 @@ class Session:
 
     def close(self) -> None:
         if self.connection is not None:
-            with contextlib.suppress(psycopg2.Error):
+            with contextlib.suppress(driver.Error):
                 self.connection.close()
             self.connection = None
 
@@ -129,7 +127,7 @@ def swap(
         warnings = []
         try:
             allow_connections(session.connection, old_name, allowed=True)
-        except psycopg2.Error as exc:
+        except driver.Error as exc:
             warnings.append(f"could not re-open {old_name!r} to connections: {exc}")
         return SwapResult(window_ms, old_name, warnings)
     finally:
@@ -200,7 +198,7 @@ def _recover(session: Session, *, live: str, new: str, old_name: str) -> bool:
             return True
         allow_connections(connection, live, allowed=True)
         _set_comment(connection, new, None)
-    except (psycopg2.Error, PgCloneError):
+    except (driver.Error, PgCloneError):
         pass
     return False
 
@@ -218,7 +216,7 @@ def renamed(connection: Any, *, live: str, new: str, old_name: str) -> bool:
 
 def _blockers(connection: Any, live: str) -> str:
     """Who holds a lock on the live database's catalog entry, for the error message."""
-    with contextlib.suppress(psycopg2.Error):
+    with contextlib.suppress(driver.Error):
         rows = run(
             connection,
             "SELECT a.pid, coalesce(nullif(a.application_name, ''), a.usename), "
@@ -245,7 +243,7 @@ def retire(connection: Any, name: str, to: str) -> str | None:
     try:
         _terminate_sessions(connection, (name,), keep=())
         rename(connection, name, to)
-    except psycopg2.errors.ObjectInUse:
+    except errors.ObjectInUse:
         drop(connection, name)
         return None
     return to
@@ -362,7 +360,7 @@ def _terminate_sessions(connection: Any, names: tuple[str, ...], keep: tuple[int
     params = [list(names), list(keep) or [0]]
     try:
         run(connection, "SELECT pg_terminate_backend(pid) " + others, params)
-    except psycopg2.errors.InsufficientPrivilege as exc:
+    except errors.InsufficientPrivilege as exc:
         raise PgCloneError(
             f"Can't end the other sessions on {names[0]!r}: {str(exc).strip()}. The role pgclone "
             "connects as must be allowed to (a superuser, or a member of pg_signal_backend for "

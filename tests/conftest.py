@@ -390,9 +390,9 @@ def copy_dump(
 @pytest.fixture
 def locked_table(test_database_name: str) -> Iterator[None]:
     """A table locked by another session: pg_dump waits for it until stopped."""
-    import psycopg2
+    from tests import pg
 
-    holder = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=test_database_name)
+    holder = pg.connect(test_database_name)
     with holder.cursor() as cursor:
         cursor.execute("LOCK TABLE testapp_secret IN ACCESS EXCLUSIVE MODE")
     yield

@@ -7,8 +7,6 @@ import os
 import uuid
 from pathlib import Path
 
-import pgconnection
-
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "pgclone-tests-only"
 DEBUG = False
@@ -69,26 +67,33 @@ _DEFAULT = {
     # pytest-django's database: one per session too.
     "TEST": {"NAME": f"test_pgclone_{_SESSION}"},
 }
-DATABASES = pgconnection.configure(
-    {
-        "default": _DEFAULT,
-        # The same database seen by a role without rights on its tables, and a
-        # database that does not exist: both make pg_dump fail for real.
-        "limited": {**_DEFAULT, "USER": "pgclone_limited"},
-        "gone": {**_DEFAULT, "NAME": "pgclone_tests_gone"},
-        # Restores go here (one database per test session), except the tests
-        # of restoring the database that holds the job history itself.
-        "target": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"]},
-        # The restore target seen by a role that may create databases but not
-        # end a superuser's sessions.
-        "owner": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"], "USER": "pgclone_owner"},
-        # A database whose name needs quoting everywhere.
-        "odd": {**_DEFAULT, "NAME": f"pgclone Odd \"Ünï\" 'db' {_SESSION}"},
-        # The test database with a password set (trust auth ignores it): it must
-        # never show in a process listing, a log or a job record.
-        "secret": {**_DEFAULT, "PASSWORD": "pgclone-SeCrEt-pw-4711"},
-    }
-)
+# PGCLONE_TEST_DRIVER says which driver the test environment has (nox sets it):
+# with psycopg2 the settings are wrapped with django-pgconnection as its
+# projects' are, with psycopg (3) they are plain, and pgclone routes hooks itself.
+DRIVER = os.environ.get("PGCLONE_TEST_DRIVER", "psycopg2")
+DATABASES = {
+    "default": _DEFAULT,
+    # The same database seen by a role without rights on its tables, and a
+    # database that does not exist: both make pg_dump fail for real.
+    "limited": {**_DEFAULT, "USER": "pgclone_limited"},
+    "gone": {**_DEFAULT, "NAME": "pgclone_tests_gone"},
+    # Restores go here (one database per test session), except the tests
+    # of restoring the database that holds the job history itself.
+    "target": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"]},
+    # The restore target seen by a role that may create databases but not
+    # end a superuser's sessions.
+    "owner": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"], "USER": "pgclone_owner"},
+    # A database whose name needs quoting everywhere.
+    "odd": {**_DEFAULT, "NAME": f"pgclone Odd \"Ünï\" 'db' {_SESSION}"},
+    # The test database with a password set (trust auth ignores it): it must
+    # never show in a process listing, a log or a job record.
+    "secret": {**_DEFAULT, "PASSWORD": "pgclone-SeCrEt-pw-4711"},
+}
+
+if DRIVER == "psycopg2":
+    import pgconnection
+
+    DATABASES = pgconnection.configure(DATABASES)
 
 CELERY_BROKER_URL = os.environ.get("PGCLONE_TEST_BROKER", "redis://127.0.0.1:6379/14")
 CELERY_TASK_DEFAULT_QUEUE = os.environ["PGCLONE_TEST_QUEUE"]

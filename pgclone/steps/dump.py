@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from pgclone import conf, hooks, jobs, keys, options, postgres, retention, streams
+from pgclone import conf, hooks, jobs, keys, options, postgres, retention, routing, streams
 from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job, JobStep
@@ -235,9 +235,7 @@ def _routed_to(alias: str) -> contextlib.AbstractContextManager:
     where = ("HOST", "PORT", "NAME", "USER")
     if [target.get(k) for k in where] == [default.get(k) for k in where]:
         return contextlib.nullcontext()  # the same database under another alias
-    import pgconnection
-
-    return pgconnection.route(target)
+    return routing.routed(target)
 
 
 def _version() -> str:

@@ -19,9 +19,9 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from pgclone import conf, databases, hooks, jobs, keys, postgres, streams
+from pgclone import conf, databases, hooks, jobs, keys, postgres, routing, streams
 from pgclone import swap as swapping
-from pgclone.exceptions import ConfigurationError, DumpNotFound, PgCloneError, RestoreRefused
+from pgclone.exceptions import DumpNotFound, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
 from pgclone.storage import storage_for
@@ -193,19 +193,9 @@ def pre_swap(job: Job) -> None:
     if not hook_list:
         jobs.set_step_message(job, "pre_swap", "No hooks configured.")
         return
-    try:
-        import pgconnection
-
-        pgconnection.check()
-    except RuntimeError as exc:
-        raise ConfigurationError(
-            "Pre-swap hooks run on the temporary database through django-pgconnection: "
-            "wrap your settings with DATABASES = pgconnection.configure({...}), or "
-            "restore with no hooks."
-        ) from exc
     temporary = dict(settings.DATABASES[job.database_alias])
     temporary["NAME"] = job.result["temp_database"]
-    with pgconnection.route(temporary):
+    with routing.routed(temporary):
         message = hooks.run(hook_list)
     jobs.set_step_message(job, "pre_swap", message)
 

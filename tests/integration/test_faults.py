@@ -16,7 +16,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import psycopg2
 import pytest
 import zstandard
 from django.core.management import call_command
@@ -26,6 +25,7 @@ from pgclone import api, databases, jobs
 from pgclone.exceptions import DumpDamaged
 from pgclone.models import Job, JobStep
 from pgclone.storage import storage_for
+from tests import pg
 from tests.conftest import (
     authors,
     fingerprint,
@@ -353,7 +353,7 @@ def owner_role(target):
 def test_a_role_that_cannot_end_other_sessions(local_location, target, owner_role):
     key = make_dump("never", local_location)
     before = fingerprint(target)
-    superuser_session = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=target)
+    superuser_session = pg.connect(target)
     try:
         job = api.restore(key, database="owner", inline=True, pre_swap_hooks=[])
     finally:

@@ -10,13 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 import zstandard
 from django.db import connection
 
 from pgclone import api, databases
 from pgclone.models import Job, JobStep
+from tests import pg
 from tests.conftest import (
     TARGET,
     authors,
@@ -166,14 +166,14 @@ def test_swap_while_a_client_keeps_querying(celery_worker, pgclone_cli, local_lo
     def client():
         while not stop.is_set():
             try:
-                conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=TARGET)
+                conn = pg.connect(TARGET)
                 try:
                     with conn.cursor() as cursor:
                         cursor.execute("SELECT string_agg(name, ',') FROM testapp_author")
                         seen.append((time.monotonic(), cursor.fetchone()[0]))
                 finally:
                     conn.close()
-            except psycopg2.Error as exc:
+            except pg.Error as exc:
                 errors.append(str(exc).strip())
 
     thread = threading.Thread(target=client)

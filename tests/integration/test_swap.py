@@ -10,14 +10,13 @@ import threading
 import uuid
 from pathlib import Path
 
-import psycopg2
 import pytest
 from django.db import connection, connections
 
 from pgclone import api, sweeping, threads
 from pgclone import swap as swapping
 from pgclone.models import Job, JobStep
-from tests import faults
+from tests import faults, pg
 from tests.conftest import (
     authors,
     fingerprint,
@@ -35,8 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 def accepts_connections(database: str) -> bool:
     """What a user's application sees: can it connect and query?"""
     try:
-        conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database)
-    except psycopg2.OperationalError:
+        conn = pg.connect(database)
+    except pg.OperationalError:
         return False
     try:
         with conn.cursor() as cursor:
@@ -57,7 +56,7 @@ def markers() -> str:
 def lock_holder(target):
     """A session that holds a lock on the live database's catalog entry (an
     uncommitted COMMENT ON DATABASE), as a concurrent maintenance script would."""
-    holder = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    holder = pg.connect("postgres")
     with holder.cursor() as cursor:
         cursor.execute(f"COMMENT ON DATABASE \"{target}\" IS 'being edited'")
     yield holder
@@ -77,7 +76,7 @@ def test_a_lock_held_past_the_swap_timeout_leaves_the_live_database_open(
     assert job.status == Job.Status.FAILED
     assert job.steps.get(name="swap").status == JobStep.Status.FAILED
     assert "within PGCLONE_SWAP_TIMEOUT" in job.error
-    assert f"pid {lock_holder.get_backend_pid()}" in job.error  # who held it
+    assert f"pid {pg.backend_pid(lock_holder)}" in job.error  # who held it
     assert accepts_connections(target)
     assert fingerprint(target) == before
     assert pgclone_databases() == [] and markers() == ""
@@ -120,7 +119,7 @@ def test_the_swap_connection_cut_inside_the_window(local_location, target, monke
     def cut_then_rename(connection, *args):
         if not cut_then_rename.done:
             cut_then_rename.done = True
-            psql(f"SELECT pg_terminate_backend({connection.get_backend_pid()})")
+            psql(f"SELECT pg_terminate_backend({pg.backend_pid(connection)})")
         return original(connection, *args)
 
     cut_then_rename.done = False
@@ -144,7 +143,7 @@ def test_a_failure_after_the_commit_is_not_mistaken_for_no_swap(
 
     def commit_then_lose_the_answer(connection, *args):
         original(connection, *args)
-        raise psycopg2.OperationalError("server closed the connection unexpectedly")
+        raise pg.OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(swapping, "_rename_pair", commit_then_lose_the_answer)
 

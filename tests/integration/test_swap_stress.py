@@ -8,11 +8,11 @@ import threading
 import time
 import uuid
 
-import psycopg2
 import pytest
 
 from pgclone import api
 from pgclone.models import Job
+from tests import pg
 from tests.conftest import authors, clone_database, pgclone_databases, psql, wait_for
 from tests.integration.test_swap import accepts_connections
 from tests.testapp.models import Author
@@ -27,7 +27,7 @@ RESTORES = 20
 
 def write_and_checkpoint(database: str, stop: threading.Event) -> None:
     """Another application's sessions: bulk writes, with checkpoints, until stopped."""
-    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database)
+    conn = pg.connect(database)
     conn.autocommit = True
     with conn.cursor() as cursor:
         rounds = 0
@@ -45,9 +45,9 @@ def query_in_a_loop(database: str, stop: threading.Event, refused: list) -> None
     """The site itself: connects and reads again and again."""
     while not stop.is_set():
         try:
-            conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database)
+            conn = pg.connect(database)
             conn.close()
-        except psycopg2.OperationalError as exc:
+        except pg.OperationalError as exc:
             refused.append(str(exc))
             time.sleep(0.01)
 

@@ -3,8 +3,6 @@
 import os
 from pathlib import Path
 
-import pgconnection
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-not-secret")
 DEBUG = True
@@ -47,19 +45,17 @@ TEMPLATES = [
 ]
 STATIC_URL = "/static/"
 
-# pgconnection.configure() lets pgclone route restore hooks to the copy.
-DATABASES = pgconnection.configure(
-    {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ.get("DEMO_DATABASE", "pgclone_demo"),
-            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-            "PORT": os.environ.get("PGPORT", "5432"),
-            "USER": os.environ.get("PGUSER", "postgres"),
-            "PASSWORD": os.environ.get("PGPASSWORD", ""),
-        }
+# Plain settings: pgclone runs restore hooks on the copy itself, whichever driver.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("DEMO_DATABASE", "pgclone_demo"),
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
     }
-)
+}
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_TASK_IGNORE_RESULT = True

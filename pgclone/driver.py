@@ -1,0 +1,73 @@
+"""The PostgreSQL driver of pgclone's own connections: the one Django uses.
+
+Django picks psycopg (3) when it is installed, psycopg2 otherwise; so does
+pgclone, so that a project needs only the driver it chose. The two share
+their ``sql`` composition API and their ``errors`` classes; the few calls
+that differ (connecting, the backend's pid, COPY) are here.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+if is_psycopg3:
+    import psycopg as _driver
+    from psycopg import errors, sql
+else:
+    import psycopg2 as _driver
+    from psycopg2 import errors, sql
+
+NAME = "psycopg" if is_psycopg3 else "psycopg2"
+VERSION = _driver.__version__.split()[0]
+Error = _driver.Error
+OperationalError = _driver.OperationalError
+InterfaceError = _driver.InterfaceError
+
+__all__ = [
+    "NAME",
+    "VERSION",
+    "Error",
+    "InterfaceError",
+    "OperationalError",
+    "backend_pid",
+    "connect",
+    "copy_table",
+    "errors",
+    "sql",
+]
+
+
+def connect(**kwargs: Any) -> Any:
+    """A connection in autocommit mode (libpq keywords: dbname, host, user…)."""
+    connection = _driver.connect(**kwargs)
+    connection.autocommit = True
+    return connection
+
+
+def backend_pid(connection: Any) -> int:
+    if is_psycopg3:
+        return connection.info.backend_pid
+    return connection.get_backend_pid()
+
+
+def copy_table(source: Any, target: Any, copy_out: Any, copy_in: Any) -> int:
+    """COPY rows out of one connection and into another; returns the rows copied."""
+    buffer = io.BytesIO()
+    with source.cursor() as cursor:
+        if is_psycopg3:
+            with cursor.copy(copy_out) as copy:
+                for data in copy:
+                    buffer.write(data)
+        else:
+            cursor.copy_expert(copy_out, buffer)
+    with target.cursor() as cursor:
+        if is_psycopg3:
+            with cursor.copy(copy_in) as copy:
+                copy.write(buffer.getvalue())
+        else:
+            buffer.seek(0)
+            cursor.copy_expert(copy_in, buffer)
+        return cursor.rowcount
