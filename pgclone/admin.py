@@ -8,6 +8,7 @@ calls the same ``pgclone.api`` as the management command.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django import forms
@@ -19,10 +20,12 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from pgclone import api, conf, humanize, keys, postgres
+from pgclone import api, conf, databases, humanize, keys, postgres
 from pgclone.exceptions import DumpDamaged, PgCloneError
 from pgclone.models import Job
 from pgclone.storage import DumpInfo, Storage, get_storage
+
+logger = logging.getLogger("pgclone")
 
 
 def _postgres_aliases() -> list[tuple[str, str]]:
@@ -39,6 +42,39 @@ def _dump_info(storage: Storage, key: keys.DumpKey) -> DumpInfo:
         return storage.info(key)
     except DumpDamaged as exc:
         return DumpInfo(key, {}, damaged=str(exc))
+
+
+def _copies(alias: str) -> tuple[list[str], list[str]]:
+    """What the admin offers to restore into ``alias`` from the server itself: the
+    copies an undo goes back to (``:previous``, ``:current``, when they exist), and
+    other databases (``:NAME``) only when PGCLONE_LOCAL_SOURCES lists them."""
+    undo = {f":{which}" for which in databases.COPY_SUFFIXES}
+    targets = [target for target, _ in api.local_sources(alias)]
+    others = [target for target in targets if target not in undo]
+    return (
+        [target for target in targets if target in undo],
+        others if conf.local_sources() is not None else [],
+    )
+
+
+def offered_problem(key: str, alias: str) -> str:
+    """Why the restore form can't take ``key`` for the ``alias`` database ("" when it
+    can): it takes only what it offers, never any database on the server."""
+    if key.startswith(":"):
+        undo, others = _copies(alias)
+        if key in undo or key in others:
+            return ""
+        if key[1:] in databases.COPY_SUFFIXES:
+            return f"There is no {key} copy of {alias!r} to go back to."
+        return (
+            f"{key!r} is not offered here: the admin copies only the databases listed in "
+            "PGCLONE_LOCAL_SOURCES that exist on the server."
+        )
+    try:
+        get_storage().read_manifest(keys.parse_key(key))
+    except PgCloneError as exc:
+        return str(exc)
+    return ""
 
 
 def _config_choices(configs: dict[str, Any]) -> list[tuple[str, str]]:
@@ -79,7 +115,25 @@ class RestoreForm(forms.Form):
             name = postgres.conn_info(alias).name
             if data.get("confirm", "").strip() != name:
                 self.add_error("confirm", f"Type {name} exactly to confirm the restore.")
+            problem = offered_problem(data.get("key", ""), alias) if data.get("key") else ""
+            if problem:
+                self.add_error("key", problem)
         return data
+
+
+def _copies_offered() -> list[tuple[str, str, str]]:
+    """(alias, target, label) of the copies on the server the dumps page offers to
+    restore: undos always, other databases only those of PGCLONE_LOCAL_SOURCES."""
+    found = []
+    for alias, _ in _postgres_aliases():
+        try:
+            undo, sources = _copies(alias)
+        except PgCloneError as exc:  # a server that can't be reached offers nothing
+            logger.warning("pgclone admin: can't list the copies of %r: %s", alias, exc)
+            continue
+        found += [(alias, target, f"Undo: restore {target}") for target in undo]
+        found += [(alias, target, f"Copy {target}") for target in sources]
+    return found
 
 
 def job_status(job: Job) -> dict[str, Any]:
@@ -182,6 +236,7 @@ class JobAdmin(admin.ModelAdmin):
                 if started:
                     return started
         groups: dict[str, list] = {}
+        can_restore = request.user.has_perm("pgclone.restore_database") and conf.allow_restore()
         storage_error = ""
         try:
             storage = get_storage()
@@ -197,15 +252,16 @@ class JobAdmin(admin.ModelAdmin):
             "storage_error": storage_error,
             "location": conf.storage_location(),
             "form": form if can_dump else None,
-            "can_restore": request.user.has_perm("pgclone.restore_database")
-            and conf.allow_restore(),
+            "can_restore": can_restore,
+            "copies": _copies_offered() if can_restore else [],
         }
         return TemplateResponse(request, "admin/pgclone/dumps.html", context)
 
     def restore_view(self, request: HttpRequest) -> HttpResponse:
         self._require(request, "restore_database")
         key = request.POST.get("key") or request.GET.get("key", "")
-        form = RestoreForm(request.POST or None, initial={"key": key, "database": "default"})
+        database = request.GET.get("database", "default")
+        form = RestoreForm(request.POST or None, initial={"key": key, "database": database})
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             started = self._start_job(

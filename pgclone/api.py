@@ -119,16 +119,23 @@ def resolve_source(target: str, live_name: str) -> dict[str, Any]:
     """What a restore target names: a dump, or a database on the same server.
 
     ``KEY`` is one dump; ``DB_NAME`` that database's newest dump; ``:previous``
-    and ``:current`` the copies a reversible restore keeps; ``:NAME`` any
-    database on the server.
+    and ``:current`` the copies a reversible restore keeps; ``:NAME`` a database
+    on the server (one of PGCLONE_LOCAL_SOURCES when that is set).
     """
     target = target.strip()
     if target.startswith(":"):
         name = target[1:]
         if not name:
             raise InvalidInput("':' must be followed by previous, current or a database name.")
+        allowed = conf.local_sources()
         if name in databases.COPY_SUFFIXES:
             name = databases.copy_name(live_name, name)
+        elif allowed is not None and name not in allowed:
+            listed = ", ".join(f":{source}" for source in allowed) or "none"
+            raise InvalidInput(
+                f"{target!r} is not a database restores may copy here: PGCLONE_LOCAL_SOURCES "
+                f"allows {listed} (and :previous, :current)."
+            )
         if name == live_name:
             raise InvalidInput(f"{target!r} is the database being restored: pick another source.")
         return {"type": "database", "name": name, "label": target}
@@ -241,7 +248,8 @@ def _liveliness(job: Job) -> str:
 
 
 def local_sources(database: str = "default") -> list[tuple[str, str]]:
-    """What ``restore :…`` can copy on this server: (target, database name) pairs."""
+    """What ``restore :…`` can copy on this server: (target, database name) pairs
+    (only PGCLONE_LOCAL_SOURCES, besides :previous and :current, when that is set)."""
     live = postgres.conn_info(database)
     names = databases.local_databases(live)
     found = []
@@ -250,7 +258,12 @@ def local_sources(database: str = "default") -> list[tuple[str, str]]:
         if name in names:
             found.append((f":{which}", name))
     copies = {name for _, name in found}
-    found += [(f":{name}", name) for name in names if name not in copies and name != live.name]
+    allowed = conf.local_sources()
+    found += [
+        (f":{name}", name)
+        for name in names
+        if name not in copies and name != live.name and (allowed is None or name in allowed)
+    ]
     return found
 
 
@@ -362,11 +375,12 @@ def verify(key_text: str) -> dict[str, Any]:
     that pg_restore can read, and foreign keys that a restore can re-create
     (see ``pgclone.verifying``). Raises DumpNotFound or DumpDamaged; returns
     the manifest with the number of archive entries added."""
-    from pgclone import verifying
+    from pgclone import signing, verifying
 
     storage = get_storage()
     key = keys.parse_key(key_text)
     manifest = storage.complete_manifest(key)
+    signing.check(key, manifest)
     with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as schema:
         with contextlib.ExitStack() as stack:  # one pass over the dump feeds both readers
             source = stack.enter_context(storage.open(key))

@@ -56,6 +56,41 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             errors.append(
                 checks.Error(f"{setting} must be a dict of named configs.", id="pgclone.E003")
             )
+    return errors + _security_setting_errors()
+
+
+def _security_setting_errors() -> list[checks.CheckMessage]:
+    errors = []
+    extra = conf.s3_extra_args()
+    if not isinstance(extra, dict):
+        errors.append(
+            checks.Error(
+                f"PGCLONE_S3_EXTRA_ARGS is a {type(extra).__name__}, not a dict.",
+                hint="Write it as a dict of put_object arguments, such as "
+                '{"ServerSideEncryption": "AES256"}.',
+                id="pgclone.E007",
+            )
+        )
+    sources = getattr(settings, "PGCLONE_LOCAL_SOURCES", None)
+    if sources is not None and (
+        not isinstance(sources, list | tuple | set | frozenset)
+        or not all(isinstance(name, str) for name in sources)
+    ):
+        errors.append(
+            checks.Error(
+                "PGCLONE_LOCAL_SOURCES must be a list of database names (or None for any).",
+                id="pgclone.E008",
+            )
+        )
+    key = getattr(settings, "PGCLONE_SIGNING_KEY", None)
+    if key is not None and not isinstance(key, str):
+        errors.append(
+            checks.Error(
+                f"PGCLONE_SIGNING_KEY is a {type(key).__name__}, not a string.",
+                hint="Set it to a long random secret string, kept out of the dump storage.",
+                id="pgclone.E009",
+            )
+        )
     return errors
 
 

@@ -34,6 +34,30 @@ def s3_max_attempts() -> int:
     return int(_get("PGCLONE_S3_MAX_ATTEMPTS", 8))
 
 
+def s3_extra_args() -> Any:
+    """Extra arguments of every S3 write (put_object, create_multipart_upload), such as
+    ``{"ServerSideEncryption": "AES256"}``; a dict (the system check says otherwise)."""
+    value = _get("PGCLONE_S3_EXTRA_ARGS", None)
+    return {} if value is None else value
+
+
+def local_sources() -> list[str] | None:
+    """The databases ``restore :NAME`` may copy; None allows any on the server
+    (``:previous`` and ``:current`` are always allowed)."""
+    value = _get("PGCLONE_LOCAL_SOURCES", None)
+    return None if value is None else list(value)
+
+
+def signing_key() -> str | None:
+    """The secret manifests are signed with (HMAC-SHA256); None signs nothing."""
+    return _get("PGCLONE_SIGNING_KEY", None) or None
+
+
+def allow_unsigned() -> bool:
+    """With a signing key: whether dumps without a signature may still be restored."""
+    return bool(_get("PGCLONE_ALLOW_UNSIGNED", False))
+
+
 def dump_configs() -> dict[str, dict[str, Any]]:
     """Named dump configurations; ``default`` is used when none is named."""
     return _get("PGCLONE_DUMP_CONFIGS", {}) or {}

@@ -112,6 +112,9 @@ PGCLONE_STALE_JOB_SECONDS = float(os.environ.get("PGCLONE_TEST_STALE_SECONDS", 5
 PGCLONE_SWAP_WAIT_SECONDS = float(os.environ.get("PGCLONE_TEST_SWAP_WAIT_SECONDS", 600))
 PGCLONE_S3_MAX_ATTEMPTS = int(os.environ.get("PGCLONE_TEST_S3_ATTEMPTS", 8))
 PGCLONE_ALLOW_RESTORE = os.environ.get("PGCLONE_TEST_ALLOW_RESTORE", "1") == "1"
+# The security tests run `manage.py pgclone` with these (tests/integration/test_security.py).
+PGCLONE_LOCAL_SOURCES = json.loads(os.environ.get("PGCLONE_TEST_LOCAL_SOURCES", "null"))
+PGCLONE_SIGNING_KEY = os.environ.get("PGCLONE_TEST_SIGNING_KEY") or None
 PGCLONE_DUMP_CONFIGS = {
     "default": {},
     "kept": {"keep_last": 2},

@@ -10,7 +10,18 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from pgclone import conf, hooks, jobs, keys, options, postgres, retention, routing, streams
+from pgclone import (
+    conf,
+    hooks,
+    jobs,
+    keys,
+    options,
+    postgres,
+    retention,
+    routing,
+    signing,
+    streams,
+)
 from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job, JobStep
@@ -119,7 +130,7 @@ def upload(job: Job) -> None:
         raise PgCloneError("The dump step recorded no staged dump to finalise.")
     storage = storage_for(job.options["storage_location"])
     result = job.result
-    manifest = {
+    manifest: dict[str, Any] = {
         "key": result["key"],
         "database": job.database_name,
         "config": job.config_name,
@@ -136,6 +147,7 @@ def upload(job: Job) -> None:
         "excluded_tables": result["excluded_tables"],
         "job_id": str(job.pk),
     }
+    manifest = signing.sign(manifest)  # with PGCLONE_SIGNING_KEY: covers sha256 and sizes
     storage.complete(handle, manifest)
     jobs.update_result(job, staged=None, manifest=manifest)
     message = f"{result['key']} ({human_bytes(result['size'])})"

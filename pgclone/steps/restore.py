@@ -19,9 +19,9 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from pgclone import conf, databases, hooks, jobs, keys, postgres, routing, streams
+from pgclone import conf, databases, hooks, jobs, keys, postgres, routing, signing, streams
 from pgclone import swap as swapping
-from pgclone.exceptions import DumpNotFound, PgCloneError, RestoreRefused
+from pgclone.exceptions import DumpNotFound, InvalidInput, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
 from pgclone.storage import storage_for
@@ -45,6 +45,7 @@ def fetch(job: Job) -> None:
     ensure_allowed()
     source = job.options["source"]
     if source["type"] == "database":
+        _refuse_unlisted_source(source)
         live = live_conn(job)
         with databases.maintenance(live) as connection:
             if not databases.exists(connection, source["name"]):
@@ -54,6 +55,7 @@ def fetch(job: Job) -> None:
     storage = storage_for(job.options["storage_location"])
     key = keys.parse_key(source["key"])
     manifest = storage.complete_manifest(key)
+    signing.check(key, manifest)  # before anything is read or created
     if manifest.get("compression") != streams.COMPRESSION:
         raise PgCloneError(f"Dump {key} uses {manifest.get('compression')!r}, not zstd.")
     checked = "complete"
@@ -68,6 +70,23 @@ def fetch(job: Job) -> None:
     jobs.update_result(job, manifest=manifest)
     size = human_bytes(manifest["size"])
     jobs.set_step_message(job, "fetch", f"{key} ({size}) found, {checked}.")
+
+
+def _refuse_unlisted_source(source: dict[str, Any]) -> None:
+    """Checked again in the worker: a database named with ``:NAME`` must be one of
+    PGCLONE_LOCAL_SOURCES (``:previous`` and ``:current`` always may)."""
+    allowed = conf.local_sources()
+    if allowed is None or source["label"] in (":previous", ":current"):
+        return
+    if source["name"] not in allowed:
+        raise InvalidInput(
+            f"{source['label']!r} is not a database restores may copy here: "
+            f"PGCLONE_LOCAL_SOURCES allows {_names(allowed)}."
+        )
+
+
+def _names(allowed: list[str]) -> str:
+    return ", ".join(f":{name}" for name in allowed) or "none"
 
 
 def missing_database_message(source: dict[str, Any], live: str) -> str:

@@ -12,6 +12,39 @@ from pgclone import keys
 from pgclone.exceptions import DumpNotFound, StorageError
 from pgclone.storage.base import MANIFEST_SUFFIX, Storage, Upload
 
+# Dumps hold the whole database: only the owner (the user pgclone runs as) may
+# read them. Modes are set explicitly, whatever the process's umask.
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+
+
+def make_folders(path: Path) -> None:
+    """Create ``path`` and whatever parents it lacks, each owner-only; folders that
+    already exist are left as they are."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, FOLDER_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by another process
+        os.chmod(folder, FOLDER_MODE)  # mkdir's mode is cut by the umask
+
+
+def open_private(path: Path, mode: str = "wb") -> Any:
+    """A new (or truncated) file for writing, readable and writable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # an existing file keeps its mode through os.open
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -26,7 +59,7 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     replaced = False
     try:
-        with open(temporary, "w") as out:
+        with open_private(temporary, "w") as out:
             out.write(json.dumps(manifest, indent=2, sort_keys=True))
             out.flush()
             os.fsync(out.fileno())
@@ -48,8 +81,8 @@ class LocalUpload(Upload):
     def __init__(self, staged: Path, final: Path) -> None:
         self.staged = staged
         self.final = final
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(staged, "wb")  # noqa: SIM115 - closed in close()/abort()
+        make_folders(staged.parent)
+        self._file = open_private(staged)  # closed in close()/abort()
 
     def write(self, data: bytes) -> None:
         try:
@@ -89,7 +122,7 @@ class LocalStorage(Storage):
 
     def check(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_folders(self.root)
         except OSError as exc:
             raise StorageError(
                 f"Can't create the dump folder {self.root}: {exc.strerror or exc}. "

@@ -23,13 +23,24 @@ import botocore.exceptions
 from botocore.config import Config
 
 from pgclone import conf, keys
-from pgclone.exceptions import DumpNotFound, StorageError
+from pgclone.exceptions import ConfigurationError, DumpNotFound, StorageError
 from pgclone.storage.base import MANIFEST_SUFFIX, Storage, Upload
 
 MIN_PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS = 10_000
 # Part sizes double every this many parts, so that no stream runs out of parts.
 PARTS_PER_SIZE = 2_000
+
+
+def _extra_args() -> dict[str, Any]:
+    """PGCLONE_S3_EXTRA_ARGS, given to every write: encryption, say."""
+    extra = conf.s3_extra_args()
+    if not isinstance(extra, dict):
+        raise ConfigurationError(
+            f"PGCLONE_S3_EXTRA_ARGS is a {type(extra).__name__}, not a dict such as "
+            '{"ServerSideEncryption": "AES256"}.'
+        )
+    return dict(extra)
 
 
 def _client(endpoint_url: str | None, quick: bool = False) -> Any:
@@ -93,7 +104,7 @@ class S3Upload(Upload):
     def __init__(self, client: Any, bucket: str, key: str, part_size: int) -> None:
         self.client, self.bucket, self.key = client, bucket, key
         self.part_size = max(part_size, MIN_PART_SIZE)
-        created = client.create_multipart_upload(Bucket=bucket, Key=key)
+        created = client.create_multipart_upload(Bucket=bucket, Key=key, **_extra_args())
         self.upload_id = created["UploadId"]
         self.parts: list[dict[str, Any]] = []
         self._sent = 0  # parts handed to the uploading thread, numbered from 1
@@ -205,6 +216,7 @@ class S3Storage(Storage):
 
     def complete(self, handle: dict[str, Any], manifest: dict[str, Any]) -> None:
         client, bucket, key = self.client, handle["bucket"], handle["key"]
+        extra = _extra_args()  # a bad setting fails before the upload is completed
         try:
             client.complete_multipart_upload(
                 Bucket=bucket,
@@ -229,6 +241,7 @@ class S3Storage(Storage):
                 Key=key + MANIFEST_SUFFIX,
                 Body=_json_bytes(manifest),
                 ContentType="application/json",
+                **extra,
             )
         except _S3_ERRORS as exc:
             raise _storage_error(exc, bucket, f"finalising {key}") from exc
