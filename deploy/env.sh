@@ -1,5 +1,5 @@
 # Sourced by tests/run.sh and deploy/demo/run.sh: prepares a machine to run
-# pgclone. Creates .venv with the project and its test extras installed, and
+# pgclone. Creates .venv with the project, its test extras and psycopg2 installed, and
 # makes sure PostgreSQL and Redis answer on loopback, starting the local
 # servers when they are installed but stopped. Stops with a message naming
 # what is missing otherwise.
@@ -40,13 +40,17 @@ setup_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$python" -m venv "$VENV" || die "could not create a virtualenv at $VENV (install python3-venv)."
     fi
+    # The main combination of the supported matrix (noxfile.py runs the
+    # others): Django 5.2 with psycopg2 and django-pgconnection, on this Python.
+    # Only one driver: Django takes psycopg 3 whenever it can be imported.
+    local spec=(-e "$REPO_ROOT[test,psycopg2]" "Django>=5.2,<5.3")
     # Reinstall only when the project's dependencies changed.
     local stamp="$VENV/.pgclone-installed"
     local wanted
-    wanted="$(sha256sum "$REPO_ROOT/pyproject.toml" | cut -d' ' -f1)"
+    wanted="$({ cat "$REPO_ROOT/pyproject.toml"; echo "${spec[*]}"; } | sha256sum | cut -d' ' -f1)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -e "$REPO_ROOT[test]"
+        "$VENV/bin/python" -m pip install --quiet "${spec[@]}"
         echo "$wanted" >"$stamp"
     fi
 }

@@ -34,6 +34,7 @@ def restore_form(key: str, confirm: str, database: str = "target") -> dict:
     return {"key": key, "database": database, "config": "default", "confirm": confirm}
 
 
+@pytest.mark.matrix
 def test_dumps_page_lists_storage(local_location):
     key = make_dump("listed", local_location)
     page = client_for(staff("viewer")).get(DUMPS)
@@ -70,6 +71,7 @@ def test_csrf_is_enforced(local_location, target):
     assert not Job.objects.filter(kind=Job.Kind.RESTORE).exists()
 
 
+@pytest.mark.matrix
 def test_a_confirmed_restore_runs_and_records_who_asked(
     celery_worker,
     local_location,

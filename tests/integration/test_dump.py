@@ -57,6 +57,7 @@ def counts(database: str) -> dict[str, int]:
     return dict(zip(tables, map(int, psql(f"SELECT {query}", database).split("|")), strict=True))
 
 
+@pytest.mark.matrix
 def test_dump_wait_through_a_worker(celery_worker, pgclone_cli, local_location, sample_data):
     result = pgclone_cli("dump", "--wait", location=local_location)
 
@@ -166,6 +167,7 @@ def test_config_and_pre_dump_hook_run_through_the_worker(
     assert rows["testapp_mark"] == 1  # the hook ran before the dump
 
 
+@pytest.mark.matrix
 def test_dump_to_s3_through_a_worker(
     celery_worker, pgclone_cli, s3_location, moto_server, sample_data
 ):

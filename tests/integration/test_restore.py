@@ -38,6 +38,7 @@ def restore_cli(pgclone_cli, location, *args):
     return pgclone_cli("restore", *args, "--database", "target", "--wait", location=location)
 
 
+@pytest.mark.matrix
 def test_round_trip_by_key(celery_worker, pgclone_cli, local_location, target):
     key = make_dump("ann", local_location)
 
@@ -63,6 +64,7 @@ def test_round_trip_by_key(celery_worker, pgclone_cli, local_location, target):
     )
 
 
+@pytest.mark.matrix
 def test_round_trip_from_s3_by_database_name(celery_worker, pgclone_cli, s3_location, target):
     make_dump("old", s3_location)
     make_dump("new", s3_location)
@@ -96,6 +98,7 @@ def test_a_database_name_picks_its_newest_dump_never_a_prefixed_one(
     assert authors(target) == ["app-new"]
 
 
+@pytest.mark.matrix
 def test_reversible_previous_and_current(celery_worker, pgclone_cli, local_location, target):
     key = make_dump("restored", local_location)
 
@@ -142,6 +145,7 @@ def test_restore_any_database_on_the_server(
         psql(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
 
 
+@pytest.mark.matrix
 def test_pre_swap_hooks_run_on_the_copy_only(
     celery_worker, pgclone_cli, local_location, target, test_database_name
 ):
@@ -204,6 +208,7 @@ def test_swap_while_a_client_keeps_querying(celery_worker, pgclone_cli, local_lo
     print(f"longest gap between the client's answers: {gap * 1000:.0f} ms")
 
 
+@pytest.mark.matrix
 def test_job_history_survives_restoring_its_own_database(
     celery_worker, pgclone_cli, local_location
 ):

@@ -22,6 +22,7 @@ def current_database() -> str:
         return cursor.fetchone()[0]
 
 
+@pytest.mark.matrix
 def test_per_thread_routing_moves_this_thread_only(target, test_database_name, settings):
     seen = {}
 
@@ -43,6 +44,7 @@ def test_per_thread_routing_moves_this_thread_only(target, test_database_name, s
     }
 
 
+@pytest.mark.matrix
 def test_hooks_run_on_the_copy_with_pgclones_own_routing(
     local_location, target, test_database_name, monkeypatch
 ):

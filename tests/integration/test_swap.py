@@ -185,6 +185,7 @@ def closed(database: str) -> bool:
     return psql(f"SELECT NOT datallowconn FROM pg_database WHERE datname = '{database}'") == "t"
 
 
+@pytest.mark.matrix
 def test_worker_killed_in_the_window_then_the_sweep_reopens_at_once(
     window_worker, local_location, test_database_name, pgclone_cli, settings
 ):
