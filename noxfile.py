@@ -57,17 +57,6 @@ PYTHONS = sorted({combo[0] for combo in [MAIN, *SUBSET]})
 # installs the project first and then upgrades Django over that cap.
 NEWER_THAN_DJANGO_CELERY_BEAT = {"6.1"}
 
-# The subset run on every combination: the unit tests, and the integration
-# tests marked `matrix` (setup.cfg) once they are; until then these.
-MATRIX_FALLBACK = [
-    "tests/integration/test_restore.py::test_round_trip_by_key",
-    "tests/integration/test_restore.py::test_pre_swap_hooks_run_on_the_copy_only",
-    "tests/integration/test_restore.py::test_reversible_previous_and_current",
-    "tests/integration/test_restore.py::test_round_trip_from_s3_by_database_name",
-    "tests/integration/test_admin.py::test_dumps_page_lists_storage",
-    "tests/integration/test_admin.py::test_a_confirmed_restore_runs_and_records_who_asked",
-]
-
 
 def _pyenv_root() -> Path:
     if os.environ.get("PYENV_ROOT"):
@@ -158,13 +147,6 @@ def _pytest(session: nox.Session, driver: str, *args: str) -> None:
     )  # fmt: skip
 
 
-def _matrix_marked() -> bool:
-    return any(
-        "mark.matrix" in path.read_text(encoding="utf-8")
-        for path in (ROOT / "tests").rglob("test_*.py")
-    )
-
-
 @nox.session(python=MAIN[0])
 def full(session: nox.Session) -> None:
     """The main combination, Python 3.11 + Django 5.2 + psycopg2: the whole suite."""
@@ -182,7 +164,4 @@ def full(session: nox.Session) -> None:
 def subset(session: nox.Session, django: str, driver: str) -> None:
     """Another supported combination: the unit tests and the `matrix` integration tests."""
     _install(session, django, driver)
-    if _matrix_marked():
-        _pytest(session, driver, "-m", "matrix or not integration")
-    else:
-        _pytest(session, driver, *([] if session.posargs else ["tests/unit", *MATRIX_FALLBACK]))
+    _pytest(session, driver, "-m", "matrix or not integration")

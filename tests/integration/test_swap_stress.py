@@ -25,19 +25,20 @@ pytestmark = [
 RESTORES = 20
 
 
-def write_and_checkpoint(database: str, stop: threading.Event) -> None:
-    """Another application's sessions: bulk writes, with checkpoints, until stopped."""
-    conn = pg.connect(database)
-    conn.autocommit = True
+def write_and_checkpoint(database: str, table: str, stop: threading.Event) -> None:
+    """Another application's session: bulk writes into a table of its own (so two
+    writers never deadlock each other), with checkpoints, until stopped."""
+    conn = pg.connect(database, autocommit=True)
     with conn.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {table} (id serial, body text)")
         rounds = 0
         while not stop.is_set():
-            cursor.execute("INSERT INTO load (body) SELECT repeat(md5(random()::text), 30) "
+            cursor.execute(f"INSERT INTO {table} (body) SELECT repeat(md5(random()::text), 30) "
                            "FROM generate_series(1, 2000)")  # fmt: skip
             rounds += 1
             if rounds % 5 == 0:
                 cursor.execute("CHECKPOINT")
-                cursor.execute("DELETE FROM load")
+                cursor.execute(f"TRUNCATE {table}")
     conn.close()
 
 
@@ -69,11 +70,10 @@ def sources(test_database_name):
 def test_restores_in_a_row_under_write_and_checkpoint_load(celery_worker, sources, target):
     load_db = f"pgclone_load_{uuid.uuid4().hex[:6]}"
     psql(f'CREATE DATABASE "{load_db}"')
-    psql("CREATE TABLE load (id serial, body text)", load_db)
     stop, refused = threading.Event(), []
     load = [
-        threading.Thread(target=write_and_checkpoint, args=(load_db, stop)),
-        threading.Thread(target=write_and_checkpoint, args=(load_db, stop)),
+        threading.Thread(target=write_and_checkpoint, args=(load_db, "load_a", stop)),
+        threading.Thread(target=write_and_checkpoint, args=(load_db, "load_b", stop)),
         threading.Thread(target=query_in_a_loop, args=(target, stop, refused)),
     ]
     for thread in load:
