@@ -40,13 +40,24 @@ def copy_name(live: str, which: str) -> str:
     return f"{short}_{digest}{suffix}"
 
 
+def job_digits(job_id: Any) -> str:
+    """The first 20 hex digits of a job id: what names made for a job carry."""
+    return str(job_id).replace("-", "")[:20]
+
+
+def id_prefix(digits: str) -> str:
+    """How a job id written as text starts, given the 20 digits a name carries."""
+    d = job_digits(digits)
+    return f"{d[:8]}-{d[8:12]}-{d[12:16]}-{d[16:20]}"
+
+
 def temp_name(job_id: Any) -> str:
-    return TEMP_PREFIX + str(job_id).replace("-", "")[:20]
+    return TEMP_PREFIX + job_digits(job_id)
 
 
 def old_name(job_id: Any) -> str:
     """What the replaced live database is called between the swap and its removal."""
-    return OLD_PREFIX + str(job_id).replace("-", "")[:20]
+    return OLD_PREFIX + job_digits(job_id)
 
 
 @contextlib.contextmanager

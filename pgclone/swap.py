@@ -34,7 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgclone import conf, driver, postgres
-from pgclone.databases import OLD_PREFIX, TEMP_PREFIX, JobHistoryCopy, drop, exists, rename
+from pgclone.databases import (
+    OLD_PREFIX,
+    TEMP_PREFIX,
+    JobHistoryCopy,
+    drop,
+    exists,
+    id_prefix,
+    rename,
+)
 from pgclone.databases import execute as run
 from pgclone.driver import errors, sql
 from pgclone.exceptions import PgCloneError
@@ -306,13 +314,11 @@ def _markers(connection: Any) -> list[tuple[str, dict[str, str]]]:
 def _job_sessions(connection: Any, job_id: str) -> int:
     """Sessions of a job other than this one: its worker's application name is
     ``pgclone:`` and the job's id (of which a database name keeps 20 hex digits)."""
-    digits = job_id.replace("-", "")[:20]
-    prefix = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}"
     return run(
         connection,
         "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
         "AND pid <> pg_backend_pid()",
-        [f"{postgres.APPLICATION_NAME}:{prefix}%"],
+        [f"{postgres.APPLICATION_NAME}:{id_prefix(job_id)}%"],
     )[0][0]
 
 

@@ -242,9 +242,7 @@ def _remove_orphan_unpacked_dumps() -> None:
 
 def _owner_is_over(hex_prefix: str) -> bool:
     """Whether the job named by a leftover (first 20 hex digits of its id) has ended."""
-    h = hex_prefix
-    prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}"
     owners = Job.objects.annotate(id_text=Cast("id", CharField())).filter(
-        id_text__startswith=prefix
+        id_text__startswith=databases.id_prefix(hex_prefix)
     )
     return owners.exists() and not owners.filter(status__in=jobs.ACTIVE).exists()

@@ -202,7 +202,7 @@ def _restore_parallel(
 
 def unpack_prefix(job_id: Any) -> str:
     """Folders where a restore unpacks a dump are named after the job."""
-    return f"pgclone-restore-{str(job_id).replace('-', '')[:20]}-"
+    return f"pgclone-restore-{databases.job_digits(job_id)}-"
 
 
 def pre_swap(job: Job) -> None:
