@@ -1,5 +1,5 @@
 """Settings of the bench project: pgclone as a user would set it up, driven by
-environment variables that ``bench/run.py`` sets for the command and the worker."""
+environment variables that ``bench/session.py`` sets for the command and the worker."""
 
 from __future__ import annotations
 
@@ -52,6 +52,10 @@ PGCLONE_S3_ENDPOINT_URL = os.environ.get("PGCLONE_S3_ENDPOINT_URL") or None
 PGCLONE_DUMP_CONFIGS = {"default": {}}
 # Restores without hooks: the bench measures pgclone, not `migrate`.
 PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
+# The bench builds its own databases as the server's superuser and restores
+# only dumps of them: allowed here, and the warning about it silenced.
+PGCLONE_ALLOW_SUPERUSER_RESTORE = True
+SILENCED_SYSTEM_CHECKS = ["pgclone.W015"]
 if os.environ.get("PGCLONE_TEMP_DIR"):
     PGCLONE_TEMP_DIR = os.environ["PGCLONE_TEMP_DIR"]
 # Variants the bench can measure (unset: pgclone's defaults).

@@ -20,7 +20,18 @@ import kombu.exceptions
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pgclone import conf, databases, humanize, jobs, keys, options, postgres, retention, streams
+from pgclone import (
+    conf,
+    databases,
+    humanize,
+    jobs,
+    keys,
+    options,
+    postgres,
+    privileges,
+    retention,
+    streams,
+)
 from pgclone.exceptions import (
     BrokerUnavailable,
     DumpNotFound,
@@ -213,6 +224,7 @@ def restore(
                         status=Job.Status.FAILED, error=str(error))  # fmt: skip
         raise error from None
     with _failing(job):
+        privileges.refuse_privileged(live)
         _refuse_while_in_use(job, live)
         resolved = options.resolve_restore_options(
             config=config, pre_swap_hooks=pre_swap_hooks, reversible=reversible, database=database

@@ -91,6 +91,18 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
                 id="pgclone.E009",
             )
         )
+    if conf.allow_superuser_restore():
+        errors.append(
+            checks.Warning(
+                "PGCLONE_ALLOW_SUPERUSER_RESTORE is on: restores may run as a superuser, and "
+                "then run the dump's index expressions, triggers, defaults and SECURITY "
+                "DEFINER functions as one: any role that could create objects in a database "
+                "you restore from could run programs on the database server.",
+                hint="Connect as the role that owns the database (with CREATEDB) and remove "
+                "the setting; see 'Security' in pgclone's README.",
+                id="pgclone.W015",
+            )
+        )
     return errors
 
 

@@ -73,6 +73,12 @@ def allow_restore() -> bool:
     return bool(_get("PGCLONE_ALLOW_RESTORE", True))
 
 
+def allow_superuser_restore() -> bool:
+    """True lets a restore run as a superuser (or a role as powerful): it then runs
+    the dump's code with those rights. Off by default; system check W015 says so."""
+    return bool(_get("PGCLONE_ALLOW_SUPERUSER_RESTORE", False))
+
+
 def celery_queue() -> str | None:
     """The queue pgclone's tasks go to; None means Celery's default queue."""
     return _get("PGCLONE_CELERY_QUEUE", None)

@@ -42,6 +42,10 @@ class RestoreRefused(PgCloneError):
     """Restores are disabled here (PGCLONE_ALLOW_RESTORE is False)."""
 
 
+class PrivilegedRestoreRefused(RestoreRefused, ConfigurationError):
+    """pgclone would restore as a superuser: connect as the database's owner instead."""
+
+
 class JobNotFound(PgCloneError):
     """No such job: list jobs with `manage.py pgclone jobs`."""
 

@@ -112,6 +112,11 @@ PGCLONE_STALE_JOB_SECONDS = float(os.environ.get("PGCLONE_TEST_STALE_SECONDS", 5
 PGCLONE_SWAP_WAIT_SECONDS = float(os.environ.get("PGCLONE_TEST_SWAP_WAIT_SECONDS", 600))
 PGCLONE_S3_MAX_ATTEMPTS = int(os.environ.get("PGCLONE_TEST_S3_ATTEMPTS", 8))
 PGCLONE_ALLOW_RESTORE = os.environ.get("PGCLONE_TEST_ALLOW_RESTORE", "1") == "1"
+# Most tests restore as the server's superuser (they create and own the source
+# databases as it); tests/integration/test_planted_code.py restores as a plain
+# database owner with this off, as the README recommends.
+PGCLONE_ALLOW_SUPERUSER_RESTORE = os.environ.get("PGCLONE_TEST_ALLOW_SUPERUSER", "1") == "1"
+SILENCED_SYSTEM_CHECKS = ["pgclone.W015"] if PGCLONE_ALLOW_SUPERUSER_RESTORE else []
 # The security tests run `manage.py pgclone` with these (tests/integration/test_security.py).
 PGCLONE_LOCAL_SOURCES = json.loads(os.environ.get("PGCLONE_TEST_LOCAL_SOURCES", "null"))
 PGCLONE_SIGNING_KEY = os.environ.get("PGCLONE_TEST_SIGNING_KEY") or None

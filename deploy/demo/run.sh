@@ -7,14 +7,30 @@ source "$(dirname "$0")/../env.sh"
 cd "$REPO_ROOT/deploy/demo"
 PY="$VENV/bin/python"
 export DEMO_DATABASE="${DEMO_DATABASE:-pgclone_demo}"
+export DEMO_ROLE="${DEMO_ROLE:-pgclone_demo}"
 LOG="$(mktemp -d)/worker.log"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Creating the demo database $DEMO_DATABASE with sample data"
-if ! psql -h "$PG_HOST" -p "$PG_PORT" -U "${PGUSER:-postgres}" -XAtqc \
-    "SELECT 1 FROM pg_database WHERE datname = '$DEMO_DATABASE'" postgres | grep -q 1; then
-    createdb -h "$PG_HOST" -p "$PG_PORT" -U "${PGUSER:-postgres}" "$DEMO_DATABASE"
+step "Creating the demo role $DEMO_ROLE and database $DEMO_DATABASE with sample data"
+# The project connects as a role that owns its database and may create databases,
+# not as a superuser (pgclone refuses to restore as one). Setting up the role and
+# the database takes the server's administrator ($ADMIN).
+ADMIN="${PGUSER:-postgres}"
+admin_sql() { psql -h "$PG_HOST" -p "$PG_PORT" -U "$ADMIN" -XAtq -v ON_ERROR_STOP=1 -d postgres -c "$1"; }
+if [ -z "$(admin_sql "SELECT 1 FROM pg_roles WHERE rolname = '$DEMO_ROLE'")" ]; then
+    admin_sql "CREATE ROLE \"$DEMO_ROLE\" LOGIN CREATEDB NOSUPERUSER"
+fi
+owner="$(admin_sql "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$DEMO_DATABASE'")"
+if [ -n "$owner" ] && [ "$owner" != "$DEMO_ROLE" ]; then
+    echo "($DEMO_DATABASE was made by an earlier demo as $owner: recreating it for $DEMO_ROLE)"
+    for name in "$DEMO_DATABASE" "${DEMO_DATABASE}__previous" "${DEMO_DATABASE}__current"; do
+        admin_sql "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)"
+    done
+    owner=""
+fi
+if [ -z "$owner" ]; then
+    admin_sql "CREATE DATABASE \"$DEMO_DATABASE\" OWNER \"$DEMO_ROLE\""
 fi
 "$PY" manage.py migrate --verbosity 0
 "$PY" manage.py demo_seed --orders 20000
@@ -55,4 +71,4 @@ step "manage.py pgclone restore :previous --wait (back to the database as it was
 step "manage.py pgclone jobs (history survived both swaps)"
 "$PY" manage.py pgclone jobs --limit 5
 
-printf '\nDone. Dumps are in %s\n' "$REPO_ROOT/deploy/demo/.pgclone/"
+printf "\nDone. Dumps are in %s; the demo role %s owns the database %s (and its __previous copy).\n" "$REPO_ROOT/deploy/demo/.pgclone/" "$DEMO_ROLE" "$DEMO_DATABASE"

@@ -19,7 +19,18 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from pgclone import conf, databases, hooks, jobs, keys, postgres, routing, signing, streams
+from pgclone import (
+    conf,
+    databases,
+    hooks,
+    jobs,
+    keys,
+    postgres,
+    privileges,
+    routing,
+    signing,
+    streams,
+)
 from pgclone import swap as swapping
 from pgclone.exceptions import DumpNotFound, InvalidInput, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
@@ -30,10 +41,12 @@ from pgclone.storage.local import LocalStorage
 STEP_NAMES = ("fetch", "restore_temp", "pre_swap", "swap")
 
 
-def ensure_allowed() -> None:
-    """Checked again in the worker: its settings are the ones that count."""
+def ensure_allowed(job: Job) -> None:
+    """Checked again in the worker, before each step: its settings are the ones
+    that count, and each step may run code that came with the dump."""
     if not conf.allow_restore():
         raise RestoreRefused()
+    privileges.refuse_privileged(live_conn(job))
 
 
 def live_conn(job: Job) -> postgres.ConnInfo:
@@ -42,7 +55,7 @@ def live_conn(job: Job) -> postgres.ConnInfo:
 
 def fetch(job: Job) -> None:
     """Check the source before any database is created."""
-    ensure_allowed()
+    ensure_allowed(job)
     source = job.options["source"]
     if source["type"] == "database":
         _refuse_unlisted_source(source)
@@ -103,7 +116,7 @@ def missing_database_message(source: dict[str, Any], live: str) -> str:
 
 def restore_temp(job: Job) -> None:
     """Create the temporary database and fill it."""
-    ensure_allowed()
+    ensure_allowed(job)
     live = live_conn(job)
     temp = databases.temp_name(job.pk)
     jobs.update_result(job, temp_database=temp)
@@ -207,7 +220,7 @@ def unpack_prefix(job_id: Any) -> str:
 
 def pre_swap(job: Job) -> None:
     """Run the pre-swap hooks against the temporary database, never the live one."""
-    ensure_allowed()
+    ensure_allowed(job)
     hook_list = job.options.get("pre_swap_hooks", [])
     if not hook_list:
         jobs.set_step_message(job, "pre_swap", "No hooks configured.")
@@ -221,7 +234,7 @@ def pre_swap(job: Job) -> None:
 
 def swap(job: Job) -> Callable[[], None]:
     """Put the temporary database in place of the live one."""
-    ensure_allowed()
+    ensure_allowed(job)
     live = live_conn(job)
     temp = job.result["temp_database"]
     old = databases.old_name(job.pk)

@@ -46,13 +46,16 @@ TEMPLATES = [
 STATIC_URL = "/static/"
 
 # Plain settings: pgclone runs restore hooks on the copy itself, whichever driver.
+# The demo connects as its own role, which owns the database and may create
+# databases but is not a superuser: pgclone refuses to restore as a superuser
+# (see "Security" in the README). deploy/demo/run.sh creates it.
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": os.environ.get("DEMO_DATABASE", "pgclone_demo"),
         "HOST": os.environ.get("PGHOST", "127.0.0.1"),
         "PORT": os.environ.get("PGPORT", "5432"),
-        "USER": os.environ.get("PGUSER", "postgres"),
+        "USER": os.environ.get("DEMO_ROLE", "pgclone_demo"),
         "PASSWORD": os.environ.get("PGPASSWORD", ""),
     }
 }
