@@ -49,7 +49,12 @@ def _reachable(host: str, port: int) -> bool:
     return False
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Integration tests need PostgreSQL and Redis: stop at once, naming what is
+    missing, when any is collected and they don't answer. The unit tests
+    (``pytest tests/unit``) need no service at all."""
+    if not any(item.get_closest_marker("integration") for item in items):
+        return
     missing = [
         name
         for name, port in (("PostgreSQL", 5432), ("Redis", 6379))
