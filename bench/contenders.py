@@ -1,0 +1,167 @@
+"""The contenders: pgclone's jobs, and the raw tools they are measured against.
+
+Each records its own samples on the run (``Bench.record``); the rounds
+(``bench/rounds.py``) decide which run against which, and how often.
+django-pgclone, the third kind, is in ``bench/django_pgclone.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+
+from bench.harness import wait_for
+from bench.postgres import drop_database, execute
+from bench.probes import SwapProbe
+from bench.session import Bench, Worker
+from pgclone import databases
+
+# pgclone ----------------------------------------------------------------------
+
+
+def last_job(bench: Bench) -> dict[str, Any]:
+    """The job the last command ran, from pgclone's own tables; fails unless it succeeded.
+
+    Its enqueue-to-start latency is recorded here, for every job alike.
+    """
+    rows = execute(
+        "SELECT j.id, j.status, j.dump_key, j.result, j.created_at, j.started_at, "
+        "j.finished_at, "
+        "(SELECT min(s.started_at) FROM pgclone_jobstep s WHERE s.job_id = j.id) "
+        "FROM pgclone_job j ORDER BY j.created_at DESC LIMIT 1",
+        bench.db["jobs"],
+    )
+    job_id, status, key, result, created, started, finished, first_step = rows[0]
+    if status != "succeeded":
+        raise RuntimeError(f"job {job_id} ended {status}")
+    job = {
+        "id": str(job_id),
+        "key": key,
+        "result": result,
+        "seconds": (finished - started).total_seconds(),
+    }
+    if first_step:
+        job["enqueue_to_start_ms"] = (first_step - created).total_seconds() * 1000
+        bench.record("enqueue_to_start_ms", job["enqueue_to_start_ms"])
+    return job
+
+
+def wait_for_drops(job: dict[str, Any]) -> None:
+    """A restore drops the database it replaced just after it reports success,
+    in the worker. The next contender starts once that is done, as it does
+    after the raw contenders' own drops (which are not timed either)."""
+    statement = sql.SQL("SELECT count(*) FROM pg_database WHERE starts_with(datname, {})").format(
+        sql.Literal(databases.old_name(job["id"]))
+    )
+    wait_for(lambda: execute(statement)[0][0] == 0, 300, "the replaced database's drop")
+
+
+def pgclone_job(
+    bench: Bench,
+    name: str,
+    args: list[str],
+    worker: Worker,
+    *,
+    probe: bool = False,
+    memory: str | None = None,
+) -> dict[str, Any]:
+    """``manage.py pgclone ARGS --wait`` through ``worker``: a user's wait, end to end.
+
+    Records ``<name>_s`` (the command), ``<name>_job_s`` (the job alone), the
+    worker's memory peaks under ``<memory or name>_…_mb`` and, with ``probe``,
+    the swap gap a reconnecting client saw.
+    """
+    worker.sampler.reset()
+    prober = SwapProbe(bench.db["target"]) if probe else None
+    try:
+        seconds = bench.manage(*args, "--wait", worker=worker, name=name)
+    finally:
+        gap = prober.stop() if prober else None
+    job = last_job(bench)
+    wait_for_drops(job)
+    bench.record(f"{name}_s", seconds)
+    bench.record(f"{name}_job_s", job["seconds"])
+    if gap is not None:
+        bench.record("swap_gap_ms", gap)
+        if "swap_window_ms" in job["result"]:
+            bench.record("swap_window_ms", job["result"]["swap_window_ms"])
+    peaks = dict(worker.sampler.peaks)
+    for key, value in peaks.items():
+        bench.record(f"{memory or name}_{key}_mb", value / 1024**2)
+    return job
+
+
+# the raw tools ----------------------------------------------------------------
+
+
+def write_raw_file(bench: Bench) -> Path:
+    """An uncompressed custom-format dump of ``data``, what the raw restores read."""
+    raw_file = bench.work / "raw.dump"
+    bench.run(
+        ["pg_dump", "-Fc", "-Z0", "-f", str(raw_file), "-d", bench.db["data"]],
+        name="raw_file",
+    )
+    return raw_file
+
+
+def pg_dump_floor(bench: Bench) -> None:
+    """``pg_dump -Fc -Z0 > /dev/null``: no dump is faster, so it is the floor."""
+    argv = ["pg_dump", "-Fc", "-Z0", "-d", bench.db["data"]]
+    with open(os.devnull, "wb") as null:
+        bench.record("floor_dump_s", bench.run(argv, name="floor_dump", stdout=null))
+
+
+def pg_restore_jobs(bench: Bench, raw_file: Path) -> None:
+    """``createdb`` + ``pg_restore -j 2`` of the uncompressed file (its drop untimed)."""
+    started = time.perf_counter()
+    name = bench.new_database("raw")
+    argv = [
+        "pg_restore",
+        "-j",
+        "2",
+        "--no-owner",
+        "--no-privileges",
+        "--exit-on-error",
+        "-d",
+        name,
+        str(raw_file),
+    ]
+    bench.run(argv, name="raw_restore")
+    bench.record("raw_restore_s", time.perf_counter() - started)
+    drop_database(name)
+
+
+def pg_restore_stream(bench: Bench, raw_file: Path) -> None:
+    """``createdb`` + ``cat file | pg_restore``: one stream, as a restore from S3 is."""
+    started = time.perf_counter()
+    name = bench.new_database("raw")
+    cat = subprocess.Popen(["cat", str(raw_file)], stdout=subprocess.PIPE)
+    try:
+        argv = [
+            "pg_restore",
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "-d",
+            name,
+        ]
+        bench.run(argv, name="raw_stream_restore", stdin=cat.stdout)
+    finally:
+        cat.stdout.close()
+        cat.wait()
+    bench.record("raw_stream_restore_s", time.perf_counter() - started)
+    drop_database(name)
+
+
+def template_copy(bench: Bench) -> None:
+    """``CREATE DATABASE … TEMPLATE data STRATEGY FILE_COPY``, what ``restore :NAME`` does
+    at best (its drop untimed)."""
+    started = time.perf_counter()
+    name = bench.new_database("copy", template=bench.db["data"])
+    bench.record("template_copy_s", time.perf_counter() - started)
+    drop_database(name)

@@ -1,0 +1,226 @@
+"""The rounds of a run: which contenders are measured against which, and in what order.
+
+Contenders of a round alternate (``Bench.alternate``), so page cache and
+background work fall on all of them alike; the rounds that measure one
+thing only (the swap gap, the fixed costs, the 3x memory) run on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import contenders, django_pgclone
+from bench.harness import log
+from bench.postgres import build_database, drop_database, execute
+from bench.session import BENCH, Bench, Worker
+
+
+def dump_round(bench: Bench, main: Worker) -> str:
+    """pgclone's dump (and each variant's) against the floor and django-pgclone;
+    the key of pgclone's last dump, for the restore round."""
+    keys: dict[str, str] = {}
+
+    def pgclone_dump(worker: Worker, label: str) -> Callable[[], None]:
+        def go() -> None:
+            job = contenders.pgclone_job(
+                bench, label, ["dump", "--database", "data"], worker, memory=f"{label}_1x"
+            )
+            keys[label] = job["key"]
+            bench.extra.setdefault("sizes", {})[label] = job["result"].get("size")
+            bench.extra["sizes"]["raw"] = job["result"].get("raw_size")
+
+        return go
+
+    def legacy() -> None:
+        keys["legacy"] = django_pgclone.dump(bench)
+
+    runs = [
+        ("pgclone dump", pgclone_dump(main, "pgclone_dump")),
+        ("pg_dump floor", lambda: contenders.pg_dump_floor(bench)),
+    ]
+    for worker in bench.workers[1:]:
+        runs.append((f"pgclone dump {worker.label}", pgclone_dump(worker, f"dump[{worker.label}]")))
+    if bench.legacy_python:
+        runs.append(("django-pgclone dump", legacy))
+    bench.alternate(runs)
+    bench.extra["legacy_key"] = keys.get("legacy")
+    return keys["pgclone_dump"]
+
+
+def restore_round(bench: Bench, main: Worker, key: str, raw_file: Path) -> None:
+    """pgclone's restore from local storage against ``pg_restore -j 2`` and django-pgclone."""
+
+    def pgclone(worker: Worker, label: str) -> Callable[[], None]:
+        return lambda: contenders.pgclone_job(
+            bench,
+            label,
+            ["restore", key, "--database", "target"],
+            worker,
+            memory=f"{label}_1x",
+        )
+
+    runs = [
+        ("pgclone restore", pgclone(main, "pgclone_restore")),
+        ("pg_restore -j 2", lambda: contenders.pg_restore_jobs(bench, raw_file)),
+    ]
+    for worker in bench.workers[1:]:
+        runs.append(
+            (f"pgclone restore {worker.label}", pgclone(worker, f"restore[{worker.label}]"))
+        )
+    if bench.legacy_python and bench.extra.get("legacy_key"):
+        bench.new_database("legacy")
+        runs.append(("django-pgclone restore", lambda: django_pgclone.restore(bench)))
+    bench.alternate(runs)
+
+
+def s3_storage(bench: Bench) -> dict[str, str]:
+    return {"PGCLONE_STORAGE_LOCATION": f"s3://{bench.bucket}/dumps"}
+
+
+def s3_round(bench: Bench, main: Worker, raw_file: Path) -> None:
+    """A restore streamed from S3 against a single-stream ``pg_restore`` from a pipe."""
+    s3_worker = bench.with_settings(main, "s3", s3_storage(bench))
+    job = contenders.pgclone_job(  # a dump to restore from (it counts as a sample too)
+        bench, "s3_dump", ["dump", "--database", "data"], s3_worker, memory="s3_dump_1x"
+    )
+
+    def restore() -> None:
+        contenders.pgclone_job(
+            bench,
+            "s3_restore",
+            ["restore", job["key"], "--database", "target"],
+            s3_worker,
+            memory="s3_restore_1x",
+        )
+
+    bench.alternate(
+        [
+            ("pgclone restore from S3", restore),
+            ("pg_restore | single stream", lambda: contenders.pg_restore_stream(bench, raw_file)),
+        ]
+    )
+    bench.extra["s3_key"] = job["key"]
+
+
+def local_round(bench: Bench, main: Worker) -> None:
+    """``restore :NAME`` against the template copy it is built on."""
+
+    # Both copy files that must be on disk first: each starts from a fresh
+    # checkpoint, so neither pays for the dirty pages of what ran before.
+    def pgclone() -> None:
+        execute("CHECKPOINT")
+        contenders.pgclone_job(
+            bench,
+            "local_restore",
+            ["restore", f":{bench.db['data']}", "--database", "target"],
+            main,
+            memory="local_restore_1x",
+        )
+
+    def template() -> None:
+        execute("CHECKPOINT")
+        contenders.template_copy(bench)
+
+    bench.alternate(
+        [("pgclone restore :NAME", pgclone), ("CREATE DATABASE ... TEMPLATE", template)]
+    )
+
+
+def swap_round(bench: Bench, main: Worker) -> None:
+    """Restores with a client reconnecting every 5 ms to the database being
+    replaced. Its connections cost CPU (a backend started every few ms), so
+    it runs in restores of its own, not in the timed ones; a copy of
+    ``data`` makes them short, and their swap is the same as any restore's."""
+    for rep in range(max(bench.reps, 5)):
+        log(f"swap under a reconnecting client {rep + 1}")
+        contenders.pgclone_job(
+            bench,
+            "swap_restore",
+            ["restore", f":{bench.db['data']}", "--database", "target"],
+            main,
+            probe=True,
+            memory="local_restore_1x",
+        )
+
+
+def overhead_round(bench: Bench, main: Worker) -> None:
+    """The fixed costs: a command's startup, and dumps of an empty database."""
+    bench.new_database("empty")
+    for _ in range(max(bench.reps, 3)):
+        # What a command costs before any job: Python, Django, pgclone, the broker.
+        bench.record(
+            "manage_py_startup_s",
+            bench.manage("jobs", "--limit", "1", worker=main, name="startup"),
+        )
+    for rep in range(max(bench.reps, 3)):
+        log(f"empty dump {rep + 1}")
+        contenders.pgclone_job(
+            bench, "empty_dump", ["dump", "--database", "empty"], main, memory="empty_dump"
+        )
+
+
+def triple_round(bench: Bench, main: Worker) -> None:
+    """Peak memory at 1x and 3x, side by side: the worker's allocator history
+    (it has run every earlier round) is then the same for both sizes."""
+    bench.databases.add(bench.db["data3x"])
+    bench.extra["data3x"] = build_database(bench.db["data3x"], bench.size * 3)
+    s3_worker = bench.with_settings(main, "s3", s3_storage(bench))
+    for label, worker in (("", main), ("s3_", s3_worker)):
+        log(f"1x and 3x {label or 'local '}dumps and restores")
+        for size, alias in (("1x", "data"), ("3x", "data3x")):
+            # 1x jobs here are named paired_…: compared with the 3x ones beside them.
+            prefix = "paired_" if size == "1x" else ""
+            job = contenders.pgclone_job(
+                bench,
+                f"{prefix}{label}dump_{size}",
+                ["dump", "--database", alias],
+                worker,
+                memory=f"{prefix}{label or 'pgclone_'}dump_{size}",
+            )
+            contenders.pgclone_job(
+                bench,
+                f"{prefix}{label}restore_{size}",
+                ["restore", job["key"], "--database", "target"],
+                worker,
+                memory=f"{prefix}{label or 'pgclone_'}restore_{size}",
+            )
+    drop_database(bench.db["data3x"])
+
+
+def execute_all(bench: Bench) -> None:
+    """Set everything up, run every round, and remove all of it, even on failure."""
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        stack.callback(bench.cleanup)
+        bench.work.mkdir(parents=True)
+        (bench.work / "tmp").mkdir()
+        for role in ("jobs", "target"):
+            bench.new_database(role)
+        bench.run(
+            [sys.executable, str(BENCH / "manage.py"), "migrate", "--verbosity", "0"],
+            env=bench.base_env(),
+            name="migrate",
+        )
+        bench.databases.add(bench.db["data"])
+        bench.extra["data"] = build_database(bench.db["data"], bench.size)
+        if bench.with_legacy:
+            bench.legacy_python = django_pgclone.install(bench)
+        bench.start_moto(stack)
+        main = bench.start_worker(stack, "default", {})
+        for variant in bench.variants:
+            label = ",".join(f"{k}={v}" for k, v in variant.items())
+            bench.start_worker(stack, label, variant)
+        raw_file = contenders.write_raw_file(bench)
+        key = dump_round(bench, main)
+        restore_round(bench, main, key, raw_file)
+        s3_round(bench, main, raw_file)
+        local_round(bench, main)
+        swap_round(bench, main)
+        overhead_round(bench, main)
+        if bench.with_3x:
+            triple_round(bench, main)
+    bench.extra["total_seconds"] = round(time.perf_counter() - started, 1)

@@ -1,0 +1,254 @@
+"""One bench run: its names, samples, services and workers, and its cleanup.
+
+Everything a run makes is named after its session (``pgclone_bench_<session>_…``,
+``bench/.work/<session>/``, the queue, the bucket), so that two runs never
+meet and ``cleanup`` can find all of it, even after a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg2 import sql
+
+from bench import harness
+from bench.harness import log
+from bench.postgres import create_database, drop_database, execute, pg_env
+from bench.probes import MemorySampler
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PREFIX = "pgclone_bench_"
+ROLES = ("jobs", "data", "data3x", "target", "empty", "raw", "copy", "legacy")
+
+
+@dataclass
+class Worker:
+    """A Celery worker of the bench's, and the environment its commands run with."""
+
+    label: str
+    queue: str
+    env: dict[str, str]
+    process: subprocess.Popen
+    sampler: MemorySampler
+
+
+@dataclass
+class Bench:
+    size: int
+    reps: int
+    tiny: bool
+    with_legacy: bool
+    with_3x: bool
+    variants: list[dict[str, str]]
+    pool: str = "prefork"
+    keep_logs: Path | None = None
+    session: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+    databases: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.work = BENCH / ".work" / self.session
+        self.logs = self.work / "logs"
+        self.db = {role: f"{PREFIX}{self.session}_{role}" for role in ROLES}
+        self.bucket = f"pgclone-bench-{self.session}"
+        self.moto: str | None = None
+        self.legacy_python: Path | None = None
+
+    # bookkeeping --------------------------------------------------------------
+
+    def record(self, name: str, value: float) -> None:
+        self.samples.setdefault(name, []).append(value)
+
+    def new_database(self, role: str, template: str | None = None) -> str:
+        """Create the run's database for ``role``, remembered for the cleanup."""
+        name = self.db[role]
+        self.databases.add(name)
+        create_database(name, template)
+        return name
+
+    def base_env(self, **extra: str) -> dict[str, str]:
+        """The environment of the bench project's commands and workers
+        (``bench/settings.py`` reads it): this run's databases, queue and folders."""
+        env = pg_env()
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        env.update(
+            PYTHONPATH=str(ROOT),
+            DJANGO_SETTINGS_MODULE="bench.settings",
+            BENCH_JOBS_DB=self.db["jobs"],
+            BENCH_DATA_DB=self.db["data"],
+            BENCH_DATA3X_DB=self.db["data3x"],
+            BENCH_TARGET_DB=self.db["target"],
+            BENCH_EMPTY_DB=self.db["empty"],
+            BENCH_QUEUE=f"pgclone-bench-{self.session}",
+            PGCLONE_STORAGE_LOCATION=str(self.work / "dumps"),
+            PGCLONE_TEMP_DIR=str(self.work / "tmp"),
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 - moto accepts anything
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        if self.moto:
+            env["PGCLONE_S3_ENDPOINT_URL"] = self.moto
+        env.update(extra)
+        return env
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        name: str,
+        stdin: Any = None,
+        stdout: Any = None,
+        cwd: Path = ROOT,
+    ) -> float:
+        """Run a command to completion, logged to ``logs/<name>.log``; its
+        wall-clock seconds. Fails on a non-zero exit."""
+        return harness.run_timed(
+            argv,
+            log_path=self.logs / f"{name}.log",
+            env=env or pg_env(),
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+        )
+
+    def manage(self, *args: str, worker: Worker, name: str) -> float:
+        """``manage.py pgclone ARGS`` of the bench project, sending to ``worker``."""
+        argv = [sys.executable, str(BENCH / "manage.py"), "pgclone", *args]
+        return self.run(argv, env=worker.env, name=name)
+
+    # services -----------------------------------------------------------------
+
+    def start_moto(self, stack: contextlib.ExitStack) -> None:
+        """A moto S3 server and this run's bucket, both removed by ``stack``."""
+        self.moto = harness.start_moto(stack, self.logs / "moto.log")
+        client = self.s3()
+        client.create_bucket(Bucket=self.bucket)
+        stack.callback(self.remove_bucket)
+
+    def s3(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.moto,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",  # noqa: S106 - moto accepts anything
+            region_name="us-east-1",
+        )
+
+    def remove_bucket(self) -> None:
+        with contextlib.suppress(Exception):
+            client = self.s3()
+            for upload in client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", []):
+                client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+            paginator = client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket):
+                for item in page.get("Contents", []):
+                    client.delete_object(Bucket=self.bucket, Key=item["Key"])
+            client.delete_bucket(Bucket=self.bucket)
+
+    def start_worker(
+        self, stack: contextlib.ExitStack, label: str, settings: dict[str, str]
+    ) -> Worker:
+        """A worker on a queue of its own with these ``PGCLONE_*`` settings, its
+        memory sampled from the start; its idle memory is the first sample."""
+        number = len(self.workers)
+        queue = f"pgclone-bench-{self.session}-{number}"
+        env = self.base_env(BENCH_QUEUE=queue, **settings)
+        process = harness.start_celery_worker(
+            stack,
+            app="bench.celery_app",
+            hostname=f"bench-{self.session}-{number}@{socket.gethostname()}",
+            queue=queue,
+            pool=self.pool,
+            env=env,
+            log_path=self.logs / f"worker-{number}.log",
+            cwd=ROOT,
+        )
+        sampler = MemorySampler(process.pid)
+        stack.callback(sampler.stop)
+        sampler.reset()
+        time.sleep(1)
+        for key, value in sampler.peaks.items():
+            self.record(f"idle_worker{number}_{key}_mb", value / 1024**2)
+        worker = Worker(label, queue, env, process, sampler)
+        self.workers.append(worker)
+        return worker
+
+    def with_settings(self, worker: Worker, label: str, settings: dict[str, str]) -> Worker:
+        """The same worker (queue, process, sampler), its commands run with other
+        settings: the S3 contenders' storage, say."""
+        return Worker(
+            label, worker.queue, {**worker.env, **settings}, worker.process, worker.sampler
+        )
+
+    # rounds -------------------------------------------------------------------
+
+    def alternate(self, contenders: list[tuple[str, Callable[[], None]]]) -> None:
+        """Each contender ``reps`` times, the order rotated each round.
+
+        django-pgclone is measured if it works here: its failure is recorded in
+        the notes and the run goes on without it.
+        """
+        failed: set[str] = set()
+        for rep in range(self.reps):
+            shift = rep % len(contenders)
+            for name, contender in contenders[shift:] + contenders[:shift]:
+                if name in failed:
+                    continue
+                log(f"rep {rep + 1}/{self.reps}: {name}")
+                if not name.startswith("django-pgclone"):
+                    contender()
+                    continue
+                try:
+                    contender()
+                except Exception as exc:
+                    failed.add(name)
+                    self.notes.append(f"{name} failed here, so it is not measured: {exc}")
+                    log(f"{name} failed: {exc}")
+
+    # cleanup ------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Drop every database this run made (pgclone's leftovers too) and its files."""
+        if self.keep_logs and self.logs.exists():
+            with contextlib.suppress(OSError):
+                shutil.copytree(self.logs, self.keep_logs / f"logs-{self.session}")
+        leftovers: list[str] = []
+        with contextlib.suppress(Exception):
+            rows = execute(
+                "SELECT result->>'temp_database' FROM pgclone_job WHERE result ? 'temp_database'",
+                self.db["jobs"],
+            )
+            leftovers = [row[0] for row in rows if row[0]]
+        for name in sorted({*self.databases, *leftovers, *self.db.values()}):
+            if name.startswith(PREFIX) or name in leftovers:
+                with contextlib.suppress(Exception):
+                    drop_database(name)
+        with contextlib.suppress(Exception):
+            for (name,) in execute(
+                sql.SQL("SELECT datname FROM pg_database WHERE datname LIKE {}").format(
+                    sql.Literal(f"{PREFIX}{self.session}%")
+                )
+            ):
+                drop_database(name)
+        shutil.rmtree(self.work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (BENCH / ".work").rmdir()

@@ -1,0 +1,392 @@
+"""The bench's targets, as data.
+
+``TARGETS`` is the one place a target's limit is stated: the report's
+pass/fail rows (``evaluate``) and the targets table of ``docs/benchmarks.md``
+(``write_docs_table``, ``python -m bench --write-docs-table``) are both made
+from it, so the two cannot disagree.
+
+A target compares a value computed from the run's samples (a ``Measure``:
+most are the ratio of two medians, the pair compared) with its limit.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+START = "<!-- targets:start -->"
+END = "<!-- targets:end -->"
+
+
+def fmt(value: float | None) -> str:
+    """Three significant digits, whole numbers from 100 on, ``-`` for nothing measured."""
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a run measured, as the targets read it."""
+
+    samples: dict[str, list[float]]
+    sizes: dict[str, Any]
+    pool: str
+
+    def median(self, name: str) -> float | None:
+        values = self.samples.get(name)
+        return statistics.median(values) if values else None
+
+    def peak(self, suffix: str, prefix: str = "") -> float | None:
+        """The largest sample of every measurement named ``prefix…suffix``."""
+        return max(
+            (
+                v
+                for k, vs in self.samples.items()
+                if k.startswith(prefix) and k.endswith(suffix)
+                for v in vs
+            ),
+            default=None,
+        )
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+# What a target measures -------------------------------------------------------
+
+
+class Measure:
+    """A value computed from a run's samples: ``None`` when they are missing."""
+
+    def __call__(self, m: Measured) -> float | None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """How the value is computed, in the docs' words (sample names as in the report)."""
+        raise NotImplementedError
+
+    def detail(self, m: Measured) -> str:
+        """The report's detail, unless the target gives its own."""
+        return ""
+
+
+@dataclass(frozen=True)
+class Ratio(Measure):
+    """The median of one timing over another's: the measured pair a target compares."""
+
+    of: str
+    to: str
+
+    def __call__(self, m: Measured) -> float | None:
+        return ratio(m.median(self.of), m.median(self.to))
+
+    def describe(self) -> str:
+        return f"median `{self.of}` / median `{self.to}`"
+
+    def detail(self, m: Measured) -> str:
+        return f"{fmt(m.median(self.of))} s vs {fmt(m.median(self.to))} s"
+
+
+@dataclass(frozen=True)
+class SizeRatio(Measure):
+    """One dump's size over another's (the run's ``extra["sizes"]``)."""
+
+    of: str
+    to: str
+
+    def __call__(self, m: Measured) -> float | None:
+        a, b = m.sizes.get(self.of), m.sizes.get(self.to)
+        return a / b if a and b else None
+
+    def describe(self) -> str:
+        return f"dump size `{self.of}` / dump size `{self.to}`"
+
+    def detail(self, m: Measured) -> str:
+        a, b = m.sizes.get(self.of), m.sizes.get(self.to)
+        return f"{a / 1024**2:.1f} MB vs {b / 1024**2:.1f} MB" if a and b else ""
+
+
+@dataclass(frozen=True)
+class Median(Measure):
+    name: str
+
+    def __call__(self, m: Measured) -> float | None:
+        return m.median(self.name)
+
+    def describe(self) -> str:
+        return f"median `{self.name}`"
+
+
+@dataclass(frozen=True)
+class Largest(Measure):
+    """The largest sample of one measurement: a worst case, not a typical one."""
+
+    name: str
+
+    def __call__(self, m: Measured) -> float | None:
+        values = m.samples.get(self.name, [])
+        return max(values) if values else None
+
+    def describe(self) -> str:
+        return f"largest `{self.name}`"
+
+
+@dataclass(frozen=True)
+class Peak(Measure):
+    """The largest sample over every measurement named ``prefix…suffix`` (all jobs)."""
+
+    suffix: str
+    prefix: str = ""
+
+    def __call__(self, m: Measured) -> float | None:
+        return m.peak(self.suffix, self.prefix)
+
+    def describe(self) -> str:
+        return f"largest `{self.prefix}*{self.suffix}`"
+
+
+@dataclass(frozen=True)
+class Growth(Measure):
+    """How far one peak rises above another."""
+
+    peak: Peak
+    base: Peak
+
+    def __call__(self, m: Measured) -> float | None:
+        high, low = self.peak(m), self.base(m)
+        return high - low if high and low else None
+
+    def describe(self) -> str:
+        return f"{self.peak.describe()} minus {self.base.describe()}"
+
+
+# The targets ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A row of the report and of the docs' table."""
+
+    name: str
+    measures: str  # what is measured, in words, for the docs
+    value: Measure
+    limit: float
+    unit: str
+    at_least: bool = False  # met when the value is at least the limit, not at most
+    detail: Callable[[Measured], str] | None = None  # the report's; else the measure's
+
+    @property
+    def op(self) -> str:
+        return ">=" if self.at_least else "<="
+
+    def evaluate(self, m: Measured) -> dict[str, Any]:
+        """The report's row: the value, whether it meets the limit, and a detail."""
+        value = self.value(m)
+        detail = self.detail(m) if self.detail else self.value.detail(m)
+        if value is None:
+            met, detail = None, detail or "not measured"
+        else:
+            met = value >= self.limit if self.at_least else value <= self.limit
+            value = round(value, 3)
+        return {
+            "target": self.name,
+            "value": value,
+            "limit": self.limit,
+            "unit": self.unit,
+            "met": met,
+            "detail": detail,
+        }
+
+
+def _restore_detail(m: Measured) -> str:
+    return (
+        f"{fmt(m.median('pgclone_restore_s'))} s vs {fmt(m.median('raw_restore_s'))} s; the job "
+        f"alone {fmt(m.median('pgclone_restore_job_s'))} s"
+    )
+
+
+def _local_restore_detail(m: Measured) -> str:
+    job, copy = m.median("local_restore_job_s"), m.median("template_copy_s")
+    return (
+        f"{fmt(m.median('local_restore_s'))} s vs {fmt(copy)} s; the job "
+        f"alone {fmt(job)} s ({fmt(ratio(job, copy))} x)"
+    )
+
+
+def _swap_detail(m: Measured) -> str:
+    return (
+        f"median {fmt(m.median('swap_gap_ms'))} ms; pgclone's own window median "
+        f"{fmt(m.median('swap_window_ms'))} ms"
+    )
+
+
+def _rss_detail(m: Measured) -> str:
+    return (
+        f"the worker's processes ({m.pool} pool), pg_dump/pg_restore excluded; "
+        f"largest process {fmt(m.peak('_1x_task_rss_mb'))} MB, "
+        f"PSS {fmt(m.peak('_1x_worker_pss_mb'))} MB, "
+        f"idle {fmt(m.median('idle_worker0_worker_rss_mb'))} MB"
+    )
+
+
+def _growth_detail(m: Measured) -> str:
+    peak_3x = m.peak("_3x_worker_rss_mb")
+    paired_1x = m.peak("_1x_worker_rss_mb", prefix="paired_")
+    if not peak_3x:
+        return "3x size skipped"
+    return f"3x jobs' peak {fmt(peak_3x)} MB, 1x jobs run beside them {fmt(paired_1x)} MB"
+
+
+def _empty_dump_detail(m: Measured) -> str:
+    return f"job itself {fmt(m.median('empty_dump_job_s'))} s"
+
+
+def _enqueue_detail(m: Measured) -> str:
+    return f"max {fmt(max(m.samples.get('enqueue_to_start_ms', [0])))} ms"
+
+
+TARGETS: list[Target] = [
+    Target(
+        "dump / pg_dump -Z0 floor",
+        "`pgclone dump --wait` to local storage, end to end, against `pg_dump -Fc -Z0 > /dev/null`",
+        Ratio("pgclone_dump_s", "floor_dump_s"),
+        1.4,
+        "x",
+    ),
+    Target(
+        "django-pgclone dump / pgclone dump",
+        "django-pgclone 3.8's `pgclone dump` against pgclone's: how many times slower",
+        Ratio("legacy_dump_s", "pgclone_dump_s"),
+        2.5,
+        "x",
+        at_least=True,
+    ),
+    Target(
+        "pgclone dump size / django-pgclone's",
+        "pgclone's dump (zstd) against django-pgclone's (`pg_dump -Fc`, zlib), in bytes",
+        SizeRatio("pgclone_dump", "legacy"),
+        1.0,
+        "x",
+    ),
+    Target(
+        "restore (local) / pg_restore -j 2",
+        "`pgclone restore KEY --wait` from local storage against `createdb` + "
+        "`pg_restore -j 2` of an uncompressed file",
+        Ratio("pgclone_restore_s", "raw_restore_s"),
+        1.15,
+        "x",
+        detail=_restore_detail,
+    ),
+    Target(
+        "django-pgclone restore / pgclone restore",
+        "django-pgclone's `pgclone restore KEY` against pgclone's restore from local "
+        "storage: how many times slower",
+        Ratio("legacy_restore_s", "pgclone_restore_s"),
+        1.2,
+        "x",
+        at_least=True,
+    ),
+    Target(
+        "restore from S3 / single-stream pg_restore",
+        "a restore streamed from S3 (moto) against `createdb` + `cat file \\| pg_restore`",
+        Ratio("s3_restore_s", "raw_stream_restore_s"),
+        1.2,
+        "x",
+    ),
+    Target(
+        "restore :NAME / CREATE DATABASE ... TEMPLATE",
+        "`pgclone restore :DATA --wait` against "
+        "`CREATE DATABASE … TEMPLATE DATA STRATEGY FILE_COPY`",
+        Ratio("local_restore_s", "template_copy_s"),
+        1.2,
+        "x",
+        detail=_local_restore_detail,
+    ),
+    Target(
+        "longest swap gap (max over restores)",
+        "the longest time between two successful queries of a client reconnecting "
+        "to the target every 5 ms, over the swap round's restores",
+        Largest("swap_gap_ms"),
+        100,
+        "ms",
+        detail=_swap_detail,
+    ),
+    Target(
+        "worker peak RSS (1x, all jobs)",
+        "the summed RSS of the Celery worker's processes (not `pg_dump`/`pg_restore`), "
+        "peak over every job on the 1x database",
+        Peak("_1x_worker_rss_mb"),
+        150,
+        "MB",
+        detail=_rss_detail,
+    ),
+    Target(
+        "worker peak RSS growth 3x vs 1x",
+        "the worker's peak RSS in jobs on the 3x database, less its peak in the 1x jobs "
+        "run just before them",
+        Growth(Peak("_3x_worker_rss_mb"), Peak("_1x_worker_rss_mb", prefix="paired_")),
+        10,
+        "MB",
+        detail=_growth_detail,
+    ),
+    Target(
+        "empty database dump, end to end",
+        "`pgclone dump --wait` of an empty database: the fixed cost of a job",
+        Median("empty_dump_s"),
+        1.5,
+        "s",
+        detail=_empty_dump_detail,
+    ),
+    Target(
+        "enqueue to start (median)",
+        "a job's `created_at` to its first step's `started_at`, over every pgclone job",
+        Median("enqueue_to_start_ms"),
+        100,
+        "ms",
+        detail=_enqueue_detail,
+    ),
+]
+BY_NAME = {target.name: target for target in TARGETS}
+
+
+def evaluate(m: Measured) -> list[dict[str, Any]]:
+    """The report's target rows, in the table's order."""
+    return [target.evaluate(m) for target in TARGETS]
+
+
+# The docs' table --------------------------------------------------------------
+
+
+def docs_table() -> str:
+    """The targets table of ``docs/benchmarks.md``, in the report's words and limits."""
+    lines = [
+        "| target | what is measured | limit | computed from |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in TARGETS:
+        lines.append(
+            f"| {t.name} | {t.measures} | {t.op} {t.limit} {t.unit} | {t.value.describe()} |"
+        )
+    return "\n".join(lines)
+
+
+def write_docs_table(path: Path = DOCS) -> bool:
+    """Rewrite the block between the targets markers of ``path``, leaving the
+    rest as it is; whether anything changed."""
+    text = path.read_text()
+    pattern = re.compile(rf"{re.escape(START)}.*?{re.escape(END)}", re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"{path} has no {START} ... {END} block")
+    block = f"{START}\n{docs_table()}\n{END}"
+    updated = pattern.sub(lambda _: block, text, count=1)
+    if updated == text:
+        return False
+    path.write_text(updated)
+    return True
