@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 from celery import Celery
 
+# Plain asserts in the shared storage contract should say what differed, as in a test module.
+pytest.register_assert_rewrite("tests.storage_contract")
+
 ROOT = Path(__file__).resolve().parent.parent
 # moto accepts any credentials; set them before any process (the worker) starts.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

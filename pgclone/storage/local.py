@@ -149,12 +149,15 @@ class LocalStorage(Storage):
                 raise StorageError(
                     f"Could not move {staged} to {final}: {exc.strerror or exc}."
                 ) from exc
-        elif not (final.exists() and final.stat().st_size == manifest["size"]):
+        elif not final.exists():
             raise StorageError(
                 f"The dump written by the previous step is not at {staged}. With local "
                 "storage every worker must see the same folder (a shared mount); "
                 "otherwise use S3 storage."
             )
+        size = final.stat().st_size
+        if size != manifest["size"]:  # never commit what is not what was written
+            raise StorageError(f"{final} holds {size} bytes but {manifest['size']} were written.")
         # The data stays at its key: a retried step finds it there, a cleanup removes it.
         _write_manifest(final.with_name(final.name + MANIFEST_SUFFIX), manifest)
 
@@ -174,8 +177,9 @@ class LocalStorage(Storage):
             if not folder.is_dir() or folder.name.startswith("."):
                 continue
             for entry in folder.iterdir():
-                data = entry.with_name(entry.name[: -len(MANIFEST_SUFFIX)])
-                if entry.name.endswith(f"{keys.SUFFIX}{MANIFEST_SUFFIX}") and data.is_file():
+                # The manifest is the commit marker: a dump whose data went missing
+                # is listed, and fails clearly when used, as in S3.
+                if entry.name.endswith(f"{keys.SUFFIX}{MANIFEST_SUFFIX}"):
                     names.append(f"{folder.name}/{entry.name}")
         return names
 
@@ -190,9 +194,6 @@ class LocalStorage(Storage):
             return self._path(str(key)).stat().st_size
         except FileNotFoundError as exc:
             raise DumpNotFound(f"The data of dump {str(key)!r} is missing.") from exc
-
-    def path(self, key: keys.DumpKey) -> Path:
-        return self._path(str(key))
 
     def open(self, key: keys.DumpKey) -> BinaryIO:
         try:
