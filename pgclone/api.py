@@ -9,10 +9,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import logging
-import os
 import socket
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,7 +27,7 @@ from pgclone import (
     postgres,
     privileges,
     retention,
-    streams,
+    runner,
 )
 from pgclone.exceptions import (
     BrokerUnavailable,
@@ -40,11 +37,9 @@ from pgclone.exceptions import (
     RestoreRefused,
 )
 from pgclone.models import Job
-from pgclone.steps import dump as dump_steps
-from pgclone.steps import restore as restore_steps
+from pgclone.steps import DUMP, RESTORE, workflow_for
 from pgclone.storage import get_storage
 
-ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
 logger = logging.getLogger("pgclone")
 
 
@@ -98,7 +93,7 @@ def dump(
     _sweep_quietly()
     job = jobs.create_job(
         Job.Kind.DUMP,
-        dump_steps.STEP_NAMES,
+        DUMP.step_names,
         database_alias=database,
         database_name="",
         config_name=config or "default",
@@ -121,7 +116,7 @@ def dump(
         storage = get_storage()
         storage.check()
     _accept(job, resolved, storage, database_name=resolved["database_name"])
-    _start(job, dump_steps.run_all, inline=inline, on_start=on_start)
+    _start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
 
@@ -205,22 +200,22 @@ def restore(
     }
     if not conf.allow_restore():
         error = RestoreRefused()
-        jobs.create_job(Job.Kind.RESTORE, restore_steps.STEP_NAMES, **fields,
+        jobs.create_job(Job.Kind.RESTORE, RESTORE.step_names, **fields,
                         status=Job.Status.FAILED, error=str(error))  # fmt: skip
         raise error
     try:
-        job = jobs.create_job(Job.Kind.RESTORE, restore_steps.STEP_NAMES, **fields)
+        job = jobs.create_job(Job.Kind.RESTORE, RESTORE.step_names, **fields)
     except IntegrityError:
-        running = Job.objects.filter(
-            kind=Job.Kind.RESTORE, database_name=live.name, status__in=ACTIVE
-        ).first()
+        running = (
+            Job.objects.active().filter(kind=Job.Kind.RESTORE, database_name=live.name).first()
+        )
         error = RestoreRefused(
             f"A restore of database {live.name!r} is already under way"
             + (f" (job {running.pk}, {_liveliness(running)})" if running else "")
             + ". Wait for it to end, or stop it with `manage.py pgclone cancel "
             + (f"{running.pk}`." if running else "JOB_ID`.")
         )
-        jobs.create_job(Job.Kind.RESTORE, restore_steps.STEP_NAMES, **fields,
+        jobs.create_job(Job.Kind.RESTORE, RESTORE.step_names, **fields,
                         status=Job.Status.FAILED, error=str(error))  # fmt: skip
         raise error from None
     with _failing(job):
@@ -232,7 +227,7 @@ def restore(
         storage = get_storage()
         resolved["source"] = resolve_source(target, live.name)
     _accept(job, resolved, storage, dump_key=resolved["source"].get("key", ""))
-    _start(job, restore_steps.run_all, inline=inline, on_start=on_start)
+    _start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
 
@@ -300,31 +295,28 @@ def _failing(job: Job) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        jobs.end_job(job.pk, Job.Status.FAILED, jobs.describe_error(exc))
+        jobs.end_job(job.pk, Job.Status.FAILED, runner.describe_error(exc))
         raise
 
 
 def _accept(job: Job, resolved: dict[str, Any], storage: Any, **fields: Any) -> None:
     """Record the resolved options (where the dump goes or comes from included)."""
     resolved["storage_location"] = storage.location
-    job.options = {**job.options, **resolved}
-    Job.objects.filter(pk=job.pk).update(
-        options=job.options, config_name=resolved["config"], **fields
-    )
+    jobs.accept(job, resolved, config_name=resolved["config"], **fields)
 
 
-def _start(job: Job, run_all: Any, *, inline: bool, on_start: Callable[[Job], Any] | None) -> None:
+def _start(job: Job, *, inline: bool, on_start: Callable[[Job], Any] | None) -> None:
     if on_start is not None:
         on_start(job)
     if inline:
-        _run_inline(run_all, job)
+        _run_inline(job)
     else:
         _enqueue(job)
 
 
-def _run_inline(run_all: Any, job: Job) -> None:
+def _run_inline(job: Job) -> None:
     try:
-        run_all(job.pk)
+        workflow_for(job.kind).run_all(job.pk)
     except PgCloneError:
         pass  # recorded on the job, which the caller reports
     except Exception:
@@ -334,12 +326,11 @@ def _run_inline(run_all: Any, job: Job) -> None:
 
 
 def _enqueue(job: Job) -> None:
-    from pgclone import checks, tasks
+    from pgclone import checks
 
     checks.require_celery_app(job)
     kind = job.kind
-    build = tasks.dump_chain if kind == Job.Kind.DUMP else tasks.restore_chain
-    signature = build(str(job.pk))
+    signature = workflow_for(kind).chain(str(job.pk), queue=conf.celery_queue())
 
     def send() -> None:
         try:
@@ -351,7 +342,7 @@ def _enqueue(job: Job) -> None:
             )
             jobs.end_job(job.pk, Job.Status.FAILED, str(error))
             raise error from exc
-        Job.objects.filter(pk=job.pk).update(task_id=result.id or "")
+        jobs.set_task_id(job.pk, result.id or "")
 
     # In a request with ATOMIC_REQUESTS the worker must not see the job before it exists.
     transaction.on_commit(send)
@@ -387,41 +378,16 @@ def verify(key_text: str) -> dict[str, Any]:
     that pg_restore can read, and foreign keys that a restore can re-create
     (see ``pgclone.verifying``). Raises DumpNotFound or DumpDamaged; returns
     the manifest with the number of archive entries added."""
-    from pgclone import signing, verifying
+    from pgclone import verifying
 
-    storage = get_storage()
-    key = keys.parse_key(key_text)
-    manifest = storage.complete_manifest(key)
-    signing.check(key, manifest)
-    with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as schema:
-        with contextlib.ExitStack() as stack:  # one pass over the dump feeds both readers
-            source = stack.enter_context(storage.open(key))
-            readers = [
-                stack.enter_context(
-                    postgres.spawn(argv, env=dict(os.environ), stdin=subprocess.PIPE, stdout=out)
-                )
-                for argv, out in ((verifying.LIST_ARGV, listing), (verifying.SCHEMA_ARGV, schema))
-            ]
-            tee = verifying.Tee(readers)
-            try:
-                streams.decompress(
-                    source,
-                    tee.write,
-                    expected_sha256=manifest.get("sha256"),
-                    expected_raw_size=manifest.get("raw_size"),
-                    on_progress=lambda _: None,
-                )
-            finally:
-                tee.close()
-        listing_text, schema_text = verifying.output_text(listing), verifying.output_text(schema)
-    verifying.check_restorable(key, listing_text, schema_text)
-    return {**manifest, "archive_entries": verifying.archive_entries(listing_text)}
+    return verifying.verify(get_storage(), keys.parse_key(key_text))
 
 
 def cancel(job_id: Any, *, requested_by: str | None = None) -> Job:
     """Cancel a pending or running job; its worker stops it within seconds."""
     found = jobs.get_job(job_id)
-    if not jobs.cancel(found, requested_by or default_requester()):
+    uncancellable = workflow_for(found.kind).uncancellable
+    if not jobs.cancel(found, requested_by or default_requester(), uncancellable):
         found.refresh_from_db()
         if found.is_finished:
             raise PgCloneError(f"Job {found.pk} has already ended ({found.status}).")

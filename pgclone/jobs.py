@@ -1,41 +1,32 @@
-"""Job state transitions, and the runner that every chain step goes through.
+"""Every change of a job's state, and nothing else writes one.
 
-A step is a plain function taking a :class:`Job`. ``run_step`` wraps it: it
-skips steps of jobs that already ended and steps that already succeeded (a
-redelivered task must not redo work), records start, end, duration and the
-real cause of a failure, keeps a heartbeat while the step runs, and runs the
-job's cleanup when anything fails.
+Each transition is one conditional update (or a few in one transaction), so
+that two workers, a sweep and a person cancelling can race without one
+undoing another: a transition that finds the job no longer in the state it
+expects changes nothing and says so (it returns False). The runner
+(``pgclone.runner``), the sweep, the steps and the API call these; the
+queries that find jobs are on ``Job.objects`` (``pgclone.models``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import logging
 import socket
-import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from django.db import DatabaseError, connections, models, router, transaction
-from django.db.models import CharField
-from django.db.models.functions import Cast
+from django.db import models, router, transaction
 from django.utils import timezone
 
-from pgclone import claims, conf, postgres, threads
-from pgclone.exceptions import DatabaseUnavailable, JobCancelled, JobNotFound, PgCloneError
+from pgclone import claims, conf, postgres
+from pgclone.exceptions import DatabaseUnavailable, JobNotFound
 from pgclone.models import Job, JobStep
 
-logger = logging.getLogger("pgclone")
+ACTIVE = Job.ACTIVE
 
-# A step may return work to do once it is recorded as succeeded (and the job,
-# after its last step): slow cleanup nobody needs to wait for.
-StepFunction = Callable[[Job], Callable[[], Any] | None]
-# Undoes what a job's steps made; says what it removed.
-Cleanup = Callable[[Job], list[str]]
-ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
+
+# Accepting a job ----------------------------------------------------------------------------
 
 
 def create_job(
@@ -78,6 +69,16 @@ def create_job(
     return job
 
 
+def accept(job: Job, options: dict[str, Any], **fields: Any) -> None:
+    """Record the resolved options of a job (and fields they decide)."""
+    job.options = {**job.options, **options}
+    Job.objects.filter(pk=job.pk).update(options=job.options, **fields)
+
+
+def set_task_id(job_id: Any, task_id: str) -> None:
+    Job.objects.filter(pk=job_id).update(task_id=task_id)
+
+
 def get_job(job_id: Any) -> Job:
     """A job by id, or by a unique prefix (at least 4 characters) of its id."""
     text = str(job_id).strip().lower()
@@ -88,11 +89,7 @@ def get_job(job_id: Any) -> Job:
     except Job.DoesNotExist:
         raise JobNotFound(f"No job {job_id!r}: list jobs with `manage.py pgclone jobs`.") from None
     if len(text) >= 4:
-        matches = list(
-            Job.objects.annotate(id_text=Cast("id", CharField())).filter(id_text__startswith=text)[
-                :2
-            ]
-        )
+        matches = list(Job.objects.with_id_prefix(text)[:2])
         if len(matches) == 1:
             return matches[0]
         if matches:
@@ -100,156 +97,10 @@ def get_job(job_id: Any) -> Job:
     raise JobNotFound(f"No job {job_id!r}: list jobs with `manage.py pgclone jobs`.")
 
 
-def end_job(job_id: Any, status: str, error: str = "") -> None:
-    """Mark a job as ended (unless it already is) and its unstarted steps as skipped."""
-    now = timezone.now()
-    Job.objects.filter(pk=job_id).exclude(status__in=Job.FINISHED).update(
-        status=status, error=error, finished_at=now, current_step=""
-    )
-    JobStep.objects.filter(job_id=job_id, status=JobStep.Status.PENDING).update(
-        status=JobStep.Status.SKIPPED
-    )
+# Running a step ------------------------------------------------------------------------------
 
 
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, PgCloneError):
-        return str(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        return "Interrupted (Ctrl-C) before the job finished."
-    if isinstance(exc, SystemExit):
-        return "The worker was stopped (shut down) before the job finished."
-    return f"{type(exc).__name__}: {exc}"
-
-
-class Progress:
-    """Records how far a step got, at most a few times a second."""
-
-    def __init__(self, job_id: Any, total: int | None = None, interval: float = 0.5) -> None:
-        self.job_id = job_id
-        self.total = total
-        self.done = 0
-        self.interval = interval
-        self._last = 0.0
-        Job.objects.filter(pk=job_id).update(progress_done=0, progress_total=total)
-
-    def add(self, amount: int) -> None:
-        self.done += amount
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            self.flush()
-
-    def flush(self) -> None:
-        """Save progress; raise JobCancelled once the job stopped running (cancelled)."""
-        updated = Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING).update(
-            progress_done=self.done, progress_total=self.total, heartbeat_at=timezone.now()
-        )
-        if not updated:
-            raise JobCancelled()
-
-
-class Heartbeat:
-    """Marks the job alive from a thread of its own while a step runs.
-
-    A thread (with its own database connection) keeps beating while the step
-    blocks in a subprocess or a hook, and while the step's own connection is
-    routed to another database. When it finds the job cancelled it kills the
-    programs the step runs (pg_dump, pg_restore), which makes the step fail.
-    """
-
-    def __init__(self, job_id: Any) -> None:
-        self.job_id = job_id
-        self.children = postgres.current_children()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> Heartbeat:
-        self._thread = threads.start(self._run, name="pgclone-heartbeat")
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(conf.heartbeat_seconds()):
-            try:
-                beating = Job.objects.filter(pk=self.job_id, status=Job.Status.RUNNING)
-                if not beating.update(heartbeat_at=timezone.now()):
-                    for child in list(self.children):
-                        child.kill()
-            except Exception as exc:  # a missed beat (during a swap…) is not worth failing for
-                logger.info("pgclone heartbeat for job %s missed: %s", self.job_id, exc)
-                drop_broken_connections()
-
-
-def drop_broken_connections() -> None:
-    """Close connections the server ended (a swap ends every session on the
-    database it replaces), so the next query opens a fresh one."""
-    for wrapper in connections.all(initialized_only=True):
-        usable = wrapper.connection is None or wrapper.in_atomic_block or wrapper.is_usable()
-        if not usable:
-            wrapper.close()
-
-
-def run_step(
-    job_id: Any,
-    name: str,
-    function: StepFunction,
-    *,
-    final: bool = False,
-    cleanup: Cleanup | None = None,
-    hostname: str | None = None,
-) -> bool:
-    """Run one step of a job and record what happened; re-raise its failure.
-
-    Returns whether the chain should go on: False when the job has ended
-    (failed, cancelled) or when this step is already running elsewhere (a
-    redelivered task while its first delivery still runs). A step whose
-    worker stopped beating is taken over and run again: steps are idempotent.
-    What the step returns, if anything, is called once the step (and, for the
-    last step, the job) is recorded as succeeded; its failure is only logged.
-    """
-    drop_broken_connections()
-    job = Job.objects.get(pk=job_id)
-    step = job.steps.get(name=name)
-    if job.status == Job.Status.CANCELLED and cleanup is not None:
-        cleanup(job)  # cancelled between two steps: remove what earlier steps made
-    if job.is_finished:
-        return False
-    if step.status == JobStep.Status.SUCCEEDED:
-        return True
-    if not _claim(job, step, hostname):
-        job.refresh_from_db()
-        if job.status == Job.Status.CANCELLED and cleanup is not None:
-            cleanup(job)
-        return False
-    job.refresh_from_db()
-    try:
-        with Heartbeat(job.pk):
-            afterwards = function(job)
-        if Job.objects.filter(pk=job.pk, status=Job.Status.CANCELLED).exists():
-            raise JobCancelled()  # while a hook ran: it finished, the job goes no further
-    except BaseException as exc:
-        _record_failure(job, step, exc, cleanup)
-        raise
-    JobStep.objects.filter(pk=step.pk).update(
-        status=JobStep.Status.SUCCEEDED, finished_at=timezone.now()
-    )
-    if final:
-        Job.objects.filter(pk=job.pk).exclude(status__in=Job.FINISHED).update(
-            status=Job.Status.SUCCEEDED, finished_at=timezone.now(), current_step=""
-        )
-    if afterwards is not None:
-        try:
-            afterwards()
-        except Exception:  # the step and its job succeeded: a failure here is only logged
-            logger.exception("pgclone job %s: work after step %s failed", job.pk, name)
-    return True
-
-
-def _claim(job: Job, step: JobStep, hostname: str | None) -> bool:
+def claim_step(job: Job, step: JobStep, hostname: str | None) -> bool:
     """Take the step for this worker, atomically: only one delivery runs it.
 
     A running step is taken over when its heartbeat is stale, or at once when
@@ -290,39 +141,85 @@ def _claim(job: Job, step: JobStep, hostname: str | None) -> bool:
     return bool(claimed and started)
 
 
-def _record_failure(job: Job, step: JobStep, exc: BaseException, cleanup: Cleanup | None) -> None:
-    drop_broken_connections()
-    message = describe_error(exc)
-    if not isinstance(exc, PgCloneError | KeyboardInterrupt):
-        logger.exception("pgclone job %s: step %s failed", job.pk, step.name)
-    # Cleanup first: it needs nothing but the job as this step last read it.
-    if cleanup is not None:
-        try:
-            with contextlib.suppress(DatabaseError):
-                job.refresh_from_db()
-            cleanup(job)
-        except Exception as cleanup_exc:
-            logger.exception("pgclone job %s: cleanup failed", job.pk)
-            message += f"\n(cleanup also failed: {describe_error(cleanup_exc)})"
-    status, reason = Job.objects.filter(pk=job.pk).values_list("status", "error").get()
-    cancelled = status == Job.Status.CANCELLED or isinstance(exc, KeyboardInterrupt)
+def beat(job_id: Any) -> bool:
+    """The running step is alive; False once the job stopped running (cancelled)."""
+    running = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING)
+    return bool(running.update(heartbeat_at=timezone.now()))
+
+
+def start_progress(job_id: Any, total: int | None) -> None:
+    Job.objects.filter(pk=job_id).update(progress_done=0, progress_total=total)
+
+
+def record_progress(job_id: Any, done: int, total: int | None) -> bool:
+    """How far the step got (a beat too); False once the job stopped running."""
+    running = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING)
+    return bool(
+        running.update(progress_done=done, progress_total=total, heartbeat_at=timezone.now())
+    )
+
+
+def is_cancelled(job_id: Any) -> bool:
+    return Job.objects.filter(pk=job_id, status=Job.Status.CANCELLED).exists()
+
+
+def set_step_message(job: Job, name: str, message: str) -> None:
+    JobStep.objects.filter(job=job, name=name).update(message=message)
+
+
+def update_result(job: Job, **values: Any) -> None:
+    """Merge values into ``job.result`` and save them at once (later steps read them)."""
+    job.result = {**job.result, **values}
+    Job.objects.filter(pk=job.pk).update(result=job.result)
+
+
+def record_dump_target(job: Job, key: str, database_name: str) -> None:
+    """What a dump writes, known once its first step resolved it."""
+    Job.objects.filter(pk=job.pk).update(dump_key=key, database_name=database_name)
+
+
+# Ending --------------------------------------------------------------------------------------
+
+
+def succeed_step(job_id: Any, name: str) -> None:
+    JobStep.objects.filter(job_id=job_id, name=name).update(
+        status=JobStep.Status.SUCCEEDED, finished_at=timezone.now()
+    )
+
+
+def succeed_job(job_id: Any) -> None:
+    Job.objects.filter(pk=job_id).exclude(status__in=Job.FINISHED).update(
+        status=Job.Status.SUCCEEDED, finished_at=timezone.now(), current_step=""
+    )
+
+
+def end_job(job_id: Any, status: str, error: str = "") -> None:
+    """Mark a job as ended (unless it already is) and its unstarted steps as skipped."""
+    Job.objects.filter(pk=job_id).exclude(status__in=Job.FINISHED).update(
+        status=status, error=error, finished_at=timezone.now(), current_step=""
+    )
+    _skip_pending(job_id)
+
+
+def fail_step(job_id: Any, name: str, message: str, *, interrupted: bool = False) -> None:
+    """A step failed: so did its job, unless it was cancelled (then the
+    cancellation's reason is what both say)."""
+    status, reason = Job.objects.filter(pk=job_id).values_list("status", "error").get()
+    cancelled = status == Job.Status.CANCELLED or interrupted
     if status == Job.Status.CANCELLED:
         message = reason or "Cancelled."
-    JobStep.objects.filter(pk=step.pk).update(
+    JobStep.objects.filter(job_id=job_id, name=name).update(
         status=JobStep.Status.FAILED, finished_at=timezone.now(), message=message
     )
-    end_job(job.pk, Job.Status.CANCELLED if cancelled else Job.Status.FAILED, message)
+    end_job(job_id, Job.Status.CANCELLED if cancelled else Job.Status.FAILED, message)
 
 
-def cancel(job: Job, requested_by: str) -> bool:
-    """Mark a job cancelled; its worker stops it within a heartbeat. False if too late.
-
-    A job in its swap step can't be cancelled: stopping half-way would be the
-    one way to leave things worse than either finishing or not starting.
-    """
+def cancel(job: Job, requested_by: str, uncancellable: Collection[str] = ()) -> bool:
+    """Mark a job cancelled; its worker stops it within a heartbeat. False if it
+    already ended or runs a step that can't be stopped half-way (the swap)."""
     cancelled = (
         Job.objects.filter(pk=job.pk, status__in=ACTIVE)
-        .exclude(current_step="swap")
+        .exclude(current_step__in=list(uncancellable))
         .update(
             status=Job.Status.CANCELLED,
             error=f"Cancelled by {requested_by}.",
@@ -330,10 +227,61 @@ def cancel(job: Job, requested_by: str) -> bool:
         )
     )
     if cancelled:
-        JobStep.objects.filter(job=job, status=JobStep.Status.PENDING).update(
-            status=JobStep.Status.SKIPPED
-        )
+        _skip_pending(job.pk)
     return bool(cancelled)
+
+
+def mark_lost(job: Job, what: str, still: models.Q) -> bool:
+    """Fail a running job whose worker was lost, if it is ``still`` in the state
+    that made the sweep decide so (it may have beaten again since)."""
+    now = timezone.now()
+    with transaction.atomic():
+        taken = Job.objects.filter(still, pk=job.pk, status=Job.Status.RUNNING)
+        if not taken.update(status=Job.Status.FAILED, error=what, finished_at=now):
+            return False
+        JobStep.objects.filter(job=job, status=JobStep.Status.RUNNING).update(
+            status=JobStep.Status.FAILED, finished_at=now, message=what
+        )
+        _skip_pending(job.pk)
+    return True
+
+
+def take_over(job: Job, still: models.Q) -> bool:
+    """Claim a lost job's running step for this process (to finish it), if it
+    is ``still`` as the sweep found it."""
+    taken = Job.objects.filter(still, pk=job.pk, status=Job.Status.RUNNING)
+    return bool(taken.update(heartbeat_at=timezone.now(), worker_process=claims.this_process()))
+
+
+def expire_waiting(job: Job, what: str) -> bool:
+    """Fail a job whose next step no worker took, if it is still waiting."""
+    with transaction.atomic():
+        waiting = Job.objects.filter(
+            pk=job.pk, status=job.status, current_step=job.current_step
+        ).exclude(steps__status=JobStep.Status.RUNNING)
+        if not waiting.update(
+            status=Job.Status.FAILED, error=what, finished_at=timezone.now(), current_step=""
+        ):
+            return False
+        _skip_pending(job.pk)
+    return True
+
+
+def record_cleanup(job: Job, what: str, error: str) -> None:
+    """Say what the sweep removed after a job it ended with ``what``."""
+    Job.objects.filter(pk=job.pk).update(error=error)
+    JobStep.objects.filter(job=job, status=JobStep.Status.FAILED, message=what).update(
+        message=error
+    )
+
+
+def _skip_pending(job_id: Any) -> None:
+    JobStep.objects.filter(job_id=job_id, status=JobStep.Status.PENDING).update(
+        status=JobStep.Status.SKIPPED
+    )
+
+
+# Where the jobs are ---------------------------------------------------------------------------
 
 
 def jobs_alias() -> str:
@@ -353,19 +301,9 @@ def using_database(job: Job, *, everything: bool, running_only: bool) -> list[Jo
     """Other active jobs that use ``job``'s database: those of the same database,
     or every one when that database holds the job tables (they all write their
     progress there). ``running_only``: only those running a step right now."""
-    others = Job.objects.filter(status__in=ACTIVE).exclude(pk=job.pk)
+    others = Job.objects.active().exclude(pk=job.pk)
     if not everything:
         others = others.filter(database_name=job.database_name)
     if running_only:
         others = others.filter(steps__status=JobStep.Status.RUNNING)
     return list(others.order_by("created_at"))
-
-
-def set_step_message(job: Job, name: str, message: str) -> None:
-    JobStep.objects.filter(job=job, name=name).update(message=message)
-
-
-def update_result(job: Job, **values: Any) -> None:
-    """Merge values into ``job.result`` and save them at once (later steps read them)."""
-    job.result = {**job.result, **values}
-    Job.objects.filter(pk=job.pk).update(result=job.result)

@@ -1,14 +1,19 @@
 """Job state: what was asked, what each step did, how far it got.
 
-The rows only record state; the workflow lives in ``jobs`` and ``steps``.
+The rows only record state: each kind's workflow is declared in ``steps``,
+every change of state is a transition in ``jobs``; the queries that find jobs
+are here, on ``Job.objects``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
 from django.db import models
+from django.db.models import CharField, Max
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 
@@ -25,6 +30,40 @@ class Timed:
         return (end - self.started_at).total_seconds()
 
 
+class JobQuerySet(models.QuerySet):
+    def active(self) -> JobQuerySet:
+        """Pending or running."""
+        return self.filter(status__in=Job.ACTIVE)
+
+    def running_a_step(self) -> JobQuerySet:
+        """Running, with a step running right now (not waiting between steps)."""
+        return self.filter(
+            status=Job.Status.RUNNING, steps__status=JobStep.Status.RUNNING
+        ).distinct()
+
+    def stale(self, cutoff: dt.datetime) -> JobQuerySet:
+        """Running a step, with no heartbeat since ``cutoff``."""
+        return self.running_a_step().filter(heartbeat_at__lt=cutoff)
+
+    def waiting_since(self, cutoff: dt.datetime) -> list[Job]:
+        """Jobs waiting for a worker to take their next step since before
+        ``cutoff``: between two steps, or never started."""
+        between_steps = (
+            self.filter(status=Job.Status.RUNNING)
+            .exclude(steps__status=JobStep.Status.RUNNING)
+            .annotate(queued_since=Max("steps__finished_at"))
+            .filter(queued_since__lt=cutoff)
+        )
+        not_started = self.filter(status=Job.Status.PENDING, created_at__lt=cutoff)
+        return [*between_steps, *not_started]
+
+    def with_id_prefix(self, prefix: str) -> JobQuerySet:
+        """Jobs whose id (as text, with dashes) starts with ``prefix``."""
+        return self.annotate(id_text=Cast("id", CharField())).filter(
+            id_text__startswith=prefix.lower()
+        )
+
+
 class Job(Timed, models.Model):
     class Kind(models.TextChoices):
         DUMP = "dump", "Dump"
@@ -37,7 +76,10 @@ class Job(Timed, models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    ACTIVE = (Status.PENDING, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    objects = JobQuerySet.as_manager()
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -28,22 +28,20 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
-from django.db.models import CharField, Max, Q
-from django.db.models.functions import Cast
+from django.db.models import Q
 from django.utils import timezone
 
-from pgclone import claims, conf, databases, jobs, postgres
+from pgclone import claims, conf, databases, jobs, postgres, runner
 from pgclone import swap as swapping
 from pgclone.humanize import human_seconds
-from pgclone.models import Job, JobStep
+from pgclone.models import Job
 from pgclone.steps import dump as dump_steps
 from pgclone.steps import restore as restore_steps
+from pgclone.steps import workflow_for
 
 logger = logging.getLogger("pgclone")
-CLEANUPS = {Job.Kind.DUMP: dump_steps.cleanup, Job.Kind.RESTORE: restore_steps.cleanup}
 
 
 def sweep(now: dt.datetime | None = None) -> list[Job]:
@@ -93,10 +91,9 @@ def reopen_closed_databases() -> list[str]:
 def _lost_jobs(now: dt.datetime) -> list[Job]:
     """Running jobs with a step running whose process is gone or silent."""
     cutoff = now - dt.timedelta(seconds=conf.stale_job_seconds())
-    running = Job.objects.filter(status=Job.Status.RUNNING, steps__status=JobStep.Status.RUNNING)
     return [
         job
-        for job in running.distinct()
+        for job in Job.objects.running_a_step()
         if (job.heartbeat_at and job.heartbeat_at < cutoff)
         or (job.worker_process and claims.is_gone(job.worker_process))
     ]
@@ -114,63 +111,30 @@ def _end_lost(job: Job, now: dt.datetime) -> bool:
         what = f"Worker lost: nothing was heard from {worker} since {when}"
         still = Q(heartbeat_at__lt=cutoff)
     what += f", during step {job.current_step}" if job.current_step else ""
-    taken = Job.objects.filter(still, pk=job.pk, status=Job.Status.RUNNING)
-    if job.kind == Job.Kind.RESTORE and job.current_step == "swap":
-        if _finish_swap(job, taken):
+    finish_lost = workflow_for(job.kind).finish_lost
+    if finish_lost is not None:
+        finished, note = finish_lost(job, still)
+        if finished:
             return True
-        what += (
-            f". The swap did not happen: {job.database_name!r} holds its old data "
-            "and accepts connections"
-        )
-    if not taken.update(status=Job.Status.FAILED, error=what + ".", finished_at=timezone.now()):
+        what += note
+    if not jobs.mark_lost(job, what + ".", still):
         return False  # it beat again, or someone else swept it
-    JobStep.objects.filter(job=job, status=JobStep.Status.RUNNING).update(
-        status=JobStep.Status.FAILED, finished_at=timezone.now(), message=what + "."
-    )
-    JobStep.objects.filter(job=job, status=JobStep.Status.PENDING).update(
-        status=JobStep.Status.SKIPPED
-    )
     _clean_up(job, what)
-    return True
-
-
-def _finish_swap(job: Job, taken: Any) -> bool:
-    """A restore lost after its renames committed happened: finish it."""
-    with databases.maintenance(restore_steps.live_conn(job)) as connection:
-        if not restore_steps.swapped_already(connection, job):
-            return False
-    if not taken.update(heartbeat_at=timezone.now(), worker_process=claims.this_process()):
-        return False  # someone else is at it
-    job.refresh_from_db()
-    drop = restore_steps.finish_swapped(
-        job, "its worker was lost just after the swap; the sweep finished the restore"
-    )
-    now = timezone.now()
-    JobStep.objects.filter(job=job, name="swap").update(
-        status=JobStep.Status.SUCCEEDED, finished_at=now
-    )
-    Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
-        status=Job.Status.SUCCEEDED, finished_at=now, current_step=""
-    )
-    drop()
     return True
 
 
 def _clean_up(job: Job, what: str) -> None:
     job.refresh_from_db()
     try:
-        removed = CLEANUPS[job.kind](job)
+        removed = workflow_for(job.kind).cleanup(job)
     except Exception as exc:
         logger.warning("pgclone: cleaning up after job %s failed: %s", job.pk, exc)
-        error = f"{what}.\n(cleanup failed: {jobs.describe_error(exc)})"
+        error = f"{what}.\n(cleanup failed: {runner.describe_error(exc)})"
     else:
         error = f"{what}. " + (
             ("Removed " + ", ".join(removed) + ".") if removed else "It had left nothing behind."
         )
-    Job.objects.filter(pk=job.pk).update(error=error)
-    JobStep.objects.filter(job=job, status=JobStep.Status.FAILED, message=what + ".").update(
-        message=error
-    )
+    jobs.record_cleanup(job, what + ".", error)
 
 
 # Jobs waiting for a worker -----------------------------------------------------------------
@@ -178,19 +142,11 @@ def _clean_up(job: Job, what: str) -> None:
 
 def _waiting_too_long(now: dt.datetime) -> list[Job]:
     """Jobs whose next step no worker has taken for PGCLONE_QUEUED_STEP_TIMEOUT."""
-    cutoff = now - dt.timedelta(seconds=conf.queued_step_timeout())
-    between_steps = (
-        Job.objects.filter(status=Job.Status.RUNNING)
-        .exclude(steps__status=JobStep.Status.RUNNING)
-        .annotate(queued_since=Max("steps__finished_at"))
-        .filter(queued_since__lt=cutoff)
-    )
-    not_started = Job.objects.filter(status=Job.Status.PENDING, created_at__lt=cutoff)
-    return [*between_steps, *not_started]
+    return Job.objects.waiting_since(now - dt.timedelta(seconds=conf.queued_step_timeout()))
 
 
 def _end_waiting(job: Job, now: dt.datetime) -> bool:
-    step = job.steps.filter(status=JobStep.Status.PENDING).first()
+    step = job.steps.filter(status="pending").first()
     queue = conf.celery_queue() or "Celery's default queue"
     waited = human_seconds(conf.queued_step_timeout())
     what = (
@@ -198,14 +154,8 @@ def _end_waiting(job: Job, now: dt.datetime) -> bool:
         f"({step.name if step else '?'}) within PGCLONE_QUEUED_STEP_TIMEOUT ({waited}): is a "
         f"worker consuming {queue}? (Or the message was lost with the broker.)"
     )
-    ended = Job.objects.filter(pk=job.pk, status=job.status, current_step=job.current_step)
-    if not ended.exclude(steps__status=JobStep.Status.RUNNING).update(
-        status=Job.Status.FAILED, error=what, finished_at=timezone.now(), current_step=""
-    ):
+    if not jobs.expire_waiting(job, what):
         return False
-    JobStep.objects.filter(job=job, status=JobStep.Status.PENDING).update(
-        status=JobStep.Status.SKIPPED
-    )
     _clean_up(job, what.rstrip("."))
     return True
 
@@ -242,7 +192,5 @@ def _remove_orphan_unpacked_dumps() -> None:
 
 def _owner_is_over(hex_prefix: str) -> bool:
     """Whether the job named by a leftover (first 20 hex digits of its id) has ended."""
-    owners = Job.objects.annotate(id_text=Cast("id", CharField())).filter(
-        id_text__startswith=databases.id_prefix(hex_prefix)
-    )
-    return owners.exists() and not owners.filter(status__in=jobs.ACTIVE).exists()
+    owners = Job.objects.with_id_prefix(databases.id_prefix(hex_prefix))
+    return owners.exists() and not owners.active().exists()

@@ -1,5 +1,7 @@
-"""Celery tasks: thin wrappers around the steps, and the chain builders.
+"""Celery tasks: one per step of each workflow (``pgclone.steps``), and beat's.
 
+The step tasks are made from the workflow declarations; chains are sent by
+task name (``Workflow.chain``), so whoever enqueues needs no task objects.
 Every step task takes the job id as its only argument; everything else is
 read from the job row, so a step can run on any worker. Failures are
 recorded on the job by the step runner and re-raised to stop the chain;
@@ -13,20 +15,18 @@ does (nothing while the first still beats; take over once it stopped).
 from __future__ import annotations
 
 import logging
-from types import ModuleType
 from typing import Any
 
-from celery import chain, shared_task
-from celery.canvas import Signature
+from celery import shared_task
 from celery.exceptions import Ignore
 from celery.signals import worker_ready
 from django.db import connections, router
 
-from pgclone import conf
+from pgclone import api, sweeping
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
-from pgclone.steps import dump as dump_steps
-from pgclone.steps import restore as restore_steps
+from pgclone.steps import WORKFLOWS
+from pgclone.workflow import Workflow
 
 logger = logging.getLogger("pgclone")
 
@@ -43,59 +43,37 @@ def _not_here(name: str, job_id: str) -> None:
     )  # fmt: skip
 
 
-def _step_task(steps: ModuleType, kind: str, name: str) -> Any:
-    @shared_task(name=f"pgclone.{kind}.{name}", bind=True, acks_late=True, throws=(PgCloneError,))
+def _step_task(workflow: Workflow, name: str) -> Any:
+    @shared_task(name=workflow.task_name(name), bind=True, acks_late=True, throws=(PgCloneError,))
     def task(self: Any, job_id: str) -> None:
         try:
-            going_on = steps.run(name, job_id, hostname=self.request.hostname)
+            going_on = workflow.run(name, job_id, hostname=self.request.hostname)
         except Job.DoesNotExist:
             _not_here(name, job_id)
             raise Ignore() from None
         if not going_on:
             raise Ignore()  # the job ended, or this step runs elsewhere: stop this chain
 
-    task.__doc__ = steps.STEPS[name].__doc__
+    task.__doc__ = workflow.step(name).function.__doc__
     return task
 
 
-pre_dump = _step_task(dump_steps, "dump", "pre_dump")
-dump = _step_task(dump_steps, "dump", "dump")
-upload = _step_task(dump_steps, "dump", "upload")
-fetch = _step_task(restore_steps, "restore", "fetch")
-restore_temp = _step_task(restore_steps, "restore", "restore_temp")
-pre_swap = _step_task(restore_steps, "restore", "pre_swap")
-swap = _step_task(restore_steps, "restore", "swap")
-
-
-def _chain(*tasks: Any, job_id: str) -> Signature:
-    signatures = [task.si(job_id) for task in tasks]
-    queue = conf.celery_queue()
-    if queue:
-        signatures = [signature.set(queue=queue) for signature in signatures]
-    return chain(*signatures)
-
-
-def dump_chain(job_id: str) -> Signature:
-    return _chain(pre_dump, dump, upload, job_id=job_id)
-
-
-def restore_chain(job_id: str) -> Signature:
-    return _chain(fetch, restore_temp, pre_swap, swap, job_id=job_id)
+STEP_TASKS = {
+    workflow.task_name(name): _step_task(workflow, name)
+    for workflow in WORKFLOWS.values()
+    for name in workflow.step_names
+}
 
 
 @shared_task(name="pgclone.scheduled_dump")
 def scheduled_dump(config: str | None = None, database: str = "default") -> str:
     """For celery beat: enqueue an ordinary dump job and return its id."""
-    from pgclone import api
-
     return str(api.dump(config=config, database=database, requested_by="celery beat").pk)
 
 
 @shared_task(name="pgclone.sweep")
 def sweep() -> int:
     """For celery beat: fail jobs whose worker was lost and remove what they left."""
-    from pgclone import sweeping
-
     return len(sweeping.sweep())
 
 
@@ -103,8 +81,6 @@ def sweep() -> int:
 def sweep_at_worker_start(**kwargs: Any) -> None:
     """A worker that starts cleans up after its predecessor at once: steps whose
     process is gone, databases a swap left closed, unpacked dumps on this host."""
-    from pgclone import sweeping
-
     try:
         for job in sweeping.sweep():
             logger.warning("pgclone: %s job %s ended at worker start: %s", job.kind, job.pk,

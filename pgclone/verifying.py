@@ -1,6 +1,6 @@
 """What ``verify`` reads in an archive (``manage.py pgclone verify``).
 
-``api.verify`` makes one pass over the stored dump, checking its size and
+``verify`` makes one pass over the stored dump, checking its size and
 SHA-256, and feeds the archive to the two ``pg_restore`` runs below, which
 read only its table of contents: ``--list`` (the archive is readable; which
 tables have their rows in it) and ``--schema-only`` (the SQL a restore would
@@ -13,19 +13,53 @@ the tables it left out).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
-from pgclone import keys, postgres
+from pgclone import keys, postgres, signing, streams
 from pgclone.exceptions import DumpDamaged
 
 Table = tuple[str, str]  # (schema, name)
 
 LIST_ARGV = ["pg_restore", "--list"]
 SCHEMA_ARGV = ["pg_restore", "--schema-only", "--file=-"]
+
+
+def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
+    """Raise DumpNotFound or DumpDamaged unless ``key`` is complete, signed (when
+    signing is on), whole and restorable; return its manifest with the number
+    of archive entries added."""
+    manifest = storage.complete_manifest(key)
+    signing.check(key, manifest)
+    with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as schema:
+        with contextlib.ExitStack() as stack:  # one pass over the dump feeds both readers
+            source = stack.enter_context(storage.open(key))
+            readers = [
+                stack.enter_context(
+                    postgres.spawn(argv, env=dict(os.environ), stdin=subprocess.PIPE, stdout=out)
+                )
+                for argv, out in ((LIST_ARGV, listing), (SCHEMA_ARGV, schema))
+            ]
+            tee = Tee(readers)
+            try:
+                streams.decompress(
+                    source,
+                    tee.write,
+                    expected_sha256=manifest.get("sha256"),
+                    expected_raw_size=manifest.get("raw_size"),
+                    on_progress=lambda _: None,
+                )
+            finally:
+                tee.close()
+        listing_text, schema_text = output_text(listing), output_text(schema)
+    check_restorable(key, listing_text, schema_text)
+    return {**manifest, "archive_entries": archive_entries(listing_text)}
+
 
 # An identifier as pg_dump writes it: double-quoted when it needs to be.
 _IDENT = r'(?:"(?:[^"]|"")*"|[^\s."(),;]+)'

@@ -1,2 +1,13 @@
-"""One function per chain step. Each takes the job and reads what earlier
-steps recorded on it (``job.result``), never a file they left on disk."""
+"""The job kinds, each declared once as a workflow beside its step functions."""
+
+from __future__ import annotations
+
+from pgclone.steps.dump import WORKFLOW as DUMP
+from pgclone.steps.restore import WORKFLOW as RESTORE
+from pgclone.workflow import Workflow
+
+WORKFLOWS: dict[str, Workflow] = {workflow.kind: workflow for workflow in (DUMP, RESTORE)}
+
+
+def workflow_for(kind: str) -> Workflow:
+    return WORKFLOWS[kind]

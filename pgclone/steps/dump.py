@@ -1,4 +1,9 @@
-"""The dump chain: pre_dump → dump → upload."""
+"""The dump workflow: pre_dump → dump → upload (declared at the end).
+
+``dump`` streams pg_dump through zstd into storage, staged where nobody sees
+it; ``upload`` publishes it (writes its manifest, the commit marker) and
+applies the retention rules.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +24,16 @@ from pgclone import (
     postgres,
     retention,
     routing,
+    runner,
     signing,
     streams,
+    workflow,
 )
 from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job, JobStep
 from pgclone.storage import Storage, storage_for
 
-STEP_NAMES = ("pre_dump", "dump", "upload")
 # The job tables of the dumped database are never copied: history belongs to
 # each environment, not to the data.
 OWN_TABLES = (Job._meta.db_table, JobStep._meta.db_table)
@@ -63,12 +69,12 @@ def dump(job: Job) -> None:
     cascaded = [*cascaded, *(postgres.display_name(*table) for table in referencing)]
     server_version = postgres.server_version(conn)
     estimate = postgres.table_bytes(conn)
-    Job.objects.filter(pk=job.pk).update(dump_key=str(key), database_name=conn.name)
+    jobs.record_dump_target(job, str(key), conn.name)
 
     storage.check()
     upload = storage.start_upload(key, str(job.pk), expected_size=estimate)
     jobs.update_result(job, staged=upload.handle)  # so a cleanup can find it, even after a crash
-    progress = jobs.Progress(job.pk, total=estimate)
+    progress = runner.Progress(job.pk, total=estimate)
     try:
         with postgres.spawn(argv, env=conn.env()) as proc:
             stats = streams.compress(
@@ -116,7 +122,7 @@ def _abort(job: Job, upload: Any) -> str | None:
 
 
 def _not_discarded(exc: Exception) -> str:
-    cause = jobs.describe_error(exc).rstrip().removesuffix(".")
+    cause = runner.describe_error(exc).rstrip().removesuffix(".")
     return (
         f"The partial dump could not be discarded yet: {cause}. The next sweep "
         "(`manage.py pgclone sweep`, or the pgclone.sweep task) will discard it."
@@ -160,7 +166,7 @@ def _apply_retention(storage: Storage, job: Job) -> str:
     try:
         deleted = retention.prune(storage, database=job.database_name, config=job.config_name)
     except Exception as exc:
-        return f"; warning: retention failed: {jobs.describe_error(exc)}"
+        return f"; warning: retention failed: {runner.describe_error(exc)}"
     if not deleted:
         return ""
     jobs.update_result(job, pruned=[str(key) for key in deleted])
@@ -219,28 +225,6 @@ def _discard_leftover(job: Job) -> bool:
     return True
 
 
-STEPS = {"pre_dump": pre_dump, "dump": dump, "upload": upload}
-
-
-def run(name: str, job_id: Any, hostname: str | None = None) -> bool:
-    """Run one step; whether the chain should go on."""
-    return jobs.run_step(
-        job_id,
-        name,
-        STEPS[name],
-        final=name == STEP_NAMES[-1],
-        cleanup=cleanup,
-        hostname=hostname,
-    )
-
-
-def run_all(job_id: Any) -> None:
-    """The whole chain in this process (``--inline``)."""
-    for name in STEP_NAMES:
-        if not run(name, job_id):
-            return
-
-
 def _routed_to(alias: str) -> contextlib.AbstractContextManager:
     """Route ``default`` to another alias's database so hooks act on the dumped one."""
     target, default = settings.DATABASES[alias], settings.DATABASES["default"]
@@ -255,3 +239,15 @@ def _version() -> str:
         return importlib.metadata.version("pgclone")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+WORKFLOW = workflow.Workflow(
+    kind=Job.Kind.DUMP,
+    steps=(
+        workflow.Step("pre_dump", pre_dump),
+        workflow.Step("dump", dump),
+        workflow.Step("upload", upload),
+    ),
+    cleanup=cleanup,
+)
+STEP_NAMES = WORKFLOW.step_names

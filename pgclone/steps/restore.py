@@ -1,4 +1,9 @@
-"""The restore chain: fetch → restore_temp → pre_swap → swap.
+"""The restore workflow: fetch → restore_temp → pre_swap → swap (declared at the end).
+
+``fetch`` checks the source (a dump's manifest, signature and checksum, or a
+database on the server) before anything is created; ``restore_temp`` fills a
+temporary database; ``pre_swap`` runs the hooks on it; ``swap`` puts it in
+place of the live database.
 
 Nothing touches the live database before ``swap``. Every earlier failure
 (and a failure of the swap itself) drops the temporary database and leaves
@@ -11,13 +16,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
 
 from pgclone import (
     conf,
@@ -28,34 +30,35 @@ from pgclone import (
     postgres,
     privileges,
     routing,
+    runner,
     signing,
     streams,
+    workflow,
 )
-from pgclone import swap as swapping
 from pgclone.exceptions import DumpNotFound, InvalidInput, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
+from pgclone.steps.restore_swap import (
+    current_staging,
+    finish_lost,
+    live_conn,
+    swap,
+    swapped_already,
+)
 from pgclone.storage import storage_for
 from pgclone.storage.local import LocalStorage
 
-STEP_NAMES = ("fetch", "restore_temp", "pre_swap", "swap")
-
 
 def ensure_allowed(job: Job) -> None:
-    """Checked again in the worker, before each step: its settings are the ones
-    that count, and each step may run code that came with the dump."""
+    """Checked in the worker before each step (the workflow's precondition): its
+    settings are the ones that count, and each step may run code from the dump."""
     if not conf.allow_restore():
         raise RestoreRefused()
     privileges.refuse_privileged(live_conn(job))
 
 
-def live_conn(job: Job) -> postgres.ConnInfo:
-    return postgres.conn_info(job.database_alias).for_job(job.pk)
-
-
 def fetch(job: Job) -> None:
     """Check the source before any database is created."""
-    ensure_allowed(job)
     source = job.options["source"]
     if source["type"] == "database":
         _refuse_unlisted_source(source)
@@ -116,7 +119,6 @@ def missing_database_message(source: dict[str, Any], live: str) -> str:
 
 def restore_temp(job: Job) -> None:
     """Create the temporary database and fill it."""
-    ensure_allowed(job)
     live = live_conn(job)
     temp = databases.temp_name(job.pk)
     jobs.update_result(job, temp_database=temp)
@@ -161,7 +163,7 @@ def _restore_streamed(
     job: Job, storage: Any, key: keys.DumpKey, manifest: dict, target: Any
 ) -> str:
     _create_temp(live_conn(job), target.name)
-    progress = jobs.Progress(job.pk, total=manifest["size"])
+    progress = runner.Progress(job.pk, total=manifest["size"])
     argv = postgres.pg_restore_argv(target)
     with (
         storage.open(key) as source,
@@ -194,7 +196,7 @@ def _restore_parallel(
                 f" (not enough free space in {workdir.parent} to unpack it for a parallel restore)"
             )
         unpacked = workdir / "dump"
-        progress = jobs.Progress(job.pk, total=manifest["size"])
+        progress = runner.Progress(job.pk, total=manifest["size"])
         with storage.open(key) as source, open(unpacked, "wb") as out:
             streams.decompress(
                 source,
@@ -220,7 +222,6 @@ def unpack_prefix(job_id: Any) -> str:
 
 def pre_swap(job: Job) -> None:
     """Run the pre-swap hooks against the temporary database, never the live one."""
-    ensure_allowed(job)
     hook_list = job.options.get("pre_swap_hooks", [])
     if not hook_list:
         jobs.set_step_message(job, "pre_swap", "No hooks configured.")
@@ -232,149 +233,6 @@ def pre_swap(job: Job) -> None:
     jobs.set_step_message(job, "pre_swap", message)
 
 
-def swap(job: Job) -> Callable[[], None]:
-    """Put the temporary database in place of the live one."""
-    ensure_allowed(job)
-    live = live_conn(job)
-    temp = job.result["temp_database"]
-    old = databases.old_name(job.pk)
-    with databases.maintenance(live) as connection:
-        if swapped_already(connection, job):
-            # Run again after its worker was lost just after the renames: the swap
-            # happened; finish what follows it.
-            return finish_swapped(job, "the swap had already happened")
-        holds_jobs = databases.exists(connection, live.name) and jobs.holds_jobs(live)
-    if holds_jobs:
-        _check_job_tables(live, temp)
-    _wait_for_other_jobs(job, holds_jobs)
-    if job.options.get("reversible"):
-        # :current is prepared under a temporary name: the one in place now
-        # stays until the swap has happened.
-        with databases.maintenance(live) as connection:
-            staging = _current_staging(job)
-            databases.drop(connection, staging)
-            databases.create_copy(connection, staging, temp)
-    result = swapping.swap(
-        live, live=live.name, new=temp, old_name=old, job_id=job.pk, copy_history=holds_jobs
-    )
-    # This process's own connections to the live database were ended by the swap.
-    connections.close_all()
-    jobs.update_result(job, swapped=True, swap_window_ms=round(result.window_ms, 1))
-    notes = [f"warning: {warning}" for warning in result.warnings]
-    kept, retired = _after_swap(job, live, result.old_name)
-    message = f"Swapped {temp} into {live.name!r}; new connections waited {result.window_ms:.0f} ms"
-    jobs.set_step_message(job, "swap", "; ".join([message, *notes, *kept]))
-    return _dropper(job, live, retired)
-
-
-def swapped_already(connection: Any, job: Job) -> bool:
-    """Whether this job's renames committed (its temporary database is gone
-    and the database it replaced is there under its old name, or recorded)."""
-    temp = job.result.get("temp_database")
-    return (
-        bool(temp)
-        and not databases.exists(connection, temp)
-        and (job.result.get("swapped") or databases.exists(connection, databases.old_name(job.pk)))
-    )
-
-
-def finish_swapped(job: Job, how: str) -> Callable[[], None]:
-    """Finish a restore whose renames committed but whose worker was lost before
-    it recorded anything: what follows the swap, then the step's message."""
-    live, old = live_conn(job), databases.old_name(job.pk)
-    with databases.maintenance(live) as connection:
-        if databases.exists(connection, old):
-            swapping.allow_connections(connection, old, allowed=True)
-    jobs.update_result(job, swapped=True)
-    kept, retired = _after_swap(job, live, old)
-    jobs.set_step_message(job, "swap", "; ".join([how, *kept]))
-    return _dropper(job, live, retired)
-
-
-def _wait_for_other_jobs(job: Job, holds_jobs: bool) -> None:
-    """The swap ends every session on the live database: wait (up to
-    PGCLONE_SWAP_WAIT_SECONDS) until no other job is running a step on it,
-    or on the job tables it holds."""
-    deadline = time.monotonic() + conf.swap_wait_seconds()
-    while others := jobs.using_database(job, everything=holds_jobs, running_only=True):
-        if time.monotonic() > deadline:
-            raise PgCloneError(
-                f"Job {others[0].pk} ({others[0].kind}, step {others[0].current_step}) still "
-                f"uses {job.database_name!r} after {conf.swap_wait_seconds():g}s; the swap "
-                "would end its sessions, so nothing was swapped. Restore again once it is over."
-            )
-        jobs.set_step_message(
-            job, "swap", f"Waiting for job {others[0].pk} ({others[0].kind}) to finish first."
-        )
-        time.sleep(1)
-
-
-def _current_staging(job: Job) -> str:
-    return databases.temp_name(job.pk) + "_current"
-
-
-def _after_swap(job: Job, live: postgres.ConnInfo, old: str | None) -> tuple[list[str], list[str]]:
-    """Put :previous / :current in place (reversible) and set aside what is no
-    longer wanted under ``pgclone_old_…`` names; returns notes for the step and
-    the names set aside, which are dropped once the job has succeeded (the
-    sweep drops them if that never happens). Never fails the job: the restore
-    already happened."""
-    previous = databases.copy_name(live.name, "previous")
-    current = databases.copy_name(live.name, "current")
-    retired: list[str] = []
-    try:
-        with databases.maintenance(live) as connection:
-            for which, name in (("previous", previous), ("current", current)):
-                to = f"{databases.old_name(job.pk)}_{which}"
-                set_aside = swapping.retire(connection, name, to)
-                if set_aside:
-                    retired.append(set_aside)
-            if not job.options.get("reversible"):
-                return [], [name for name in (old, *retired) if name]
-            if old:
-                databases.rename(connection, old, previous)
-            databases.rename(connection, _current_staging(job), current)
-            return [f"kept :previous ({previous}) and :current ({current})"], retired
-    except Exception as exc:
-        warning = f"warning: cleaning up after the swap failed: {jobs.describe_error(exc)}"
-        return [warning], [name for name in (old, *retired) if name]
-
-
-def _dropper(job: Job, live: postgres.ConnInfo, names: list[str]) -> Callable[[], None]:
-    """Dropping a large database takes seconds: done after the job is reported
-    succeeded, so nobody waits for it."""
-
-    def drop() -> None:
-        failed = []
-        with databases.maintenance(live) as connection:
-            for name in names:
-                try:
-                    databases.drop(connection, name)
-                except Exception as exc:
-                    failed.append(f"{name} ({jobs.describe_error(exc).strip()})")
-        if failed:
-            step = job.steps.get(name="swap")
-            jobs.set_step_message(
-                job,
-                "swap",
-                f"{step.message}; warning: could not drop {', '.join(failed)}: "
-                "`manage.py pgclone sweep` drops it",
-            )
-
-    return drop
-
-
-def _check_job_tables(live: postgres.ConnInfo, temp: str) -> None:
-    """The restored database must be able to hold this environment's job history."""
-    with postgres.connect(live) as current, postgres.connect(live.with_name(temp)) as new:
-        missing = databases.missing_job_columns(current, new)
-    if missing:
-        raise PgCloneError(
-            f"The restored database lacks pgclone's job tables or columns ({missing}); "
-            "job history could not follow the swap. Add 'migrate' to the pre-swap hooks."
-        )
-
-
 def cleanup(job: Job) -> list[str]:
     """After a failure before the swap: drop the temporary databases and the
     unpacked dump (once the swap has happened the temporary name no longer
@@ -384,7 +242,7 @@ def cleanup(job: Job) -> list[str]:
     live = live_conn(job)
     with databases.maintenance(live) as connection:
         if temp and not swapped_already(connection, job):
-            for name in (temp, _current_staging(job)):
+            for name in (temp, current_staging(job)):
                 if databases.exists(connection, name):
                     databases.drop(connection, name)
                     removed.append(f"the temporary database {name}")
@@ -402,18 +260,18 @@ def cleanup(job: Job) -> list[str]:
     return removed
 
 
-STEPS = {"fetch": fetch, "restore_temp": restore_temp, "pre_swap": pre_swap, "swap": swap}
-
-
-def run(name: str, job_id: Any, hostname: str | None = None) -> bool:
-    """Run one step; whether the chain should go on."""
-    return jobs.run_step(
-        job_id, name, STEPS[name], final=name == STEP_NAMES[-1], cleanup=cleanup, hostname=hostname
-    )
-
-
-def run_all(job_id: Any) -> None:
-    """The whole chain in this process (``--inline``)."""
-    for name in STEP_NAMES:
-        if not run(name, job_id):
-            return
+WORKFLOW = workflow.Workflow(
+    kind=Job.Kind.RESTORE,
+    steps=(
+        workflow.Step("fetch", fetch),
+        workflow.Step("restore_temp", restore_temp),
+        workflow.Step("pre_swap", pre_swap),
+        # Stopping half-way through the swap would be the one way to leave things
+        # worse than either finishing or not starting.
+        workflow.Step("swap", swap, cancellable=False),
+    ),
+    cleanup=cleanup,
+    precondition=ensure_allowed,
+    finish_lost=finish_lost,
+)
+STEP_NAMES = WORKFLOW.step_names

@@ -21,8 +21,8 @@ import zstandard
 from django.core.management import call_command
 from django.utils import timezone
 
-from pgclone import api, databases, jobs
-from pgclone.exceptions import DumpDamaged
+from pgclone import api, databases, runner
+from pgclone.exceptions import ConfigurationError, DumpDamaged
 from pgclone.models import Job, JobStep
 from pgclone.storage import storage_for
 from tests import pg
@@ -144,12 +144,12 @@ def test_a_redelivered_step_does_not_run_twice(local_location, target):
     calls = []
 
     # A second delivery of a finished job's step stops its chain and does nothing.
-    assert not jobs.run_step(job.pk, "swap", lambda j: calls.append(j))
+    assert not runner.run_step(job.pk, "swap", lambda j: calls.append(j))
     # A step that another worker is running (heartbeat fresh) is left to it.
     dump = api.dump(inline=True)
     Job.objects.filter(pk=dump.pk).update(status="running", heartbeat_at=timezone.now())
     JobStep.objects.filter(job=dump, name="upload").update(status="running")
-    assert not jobs.run_step(dump.pk, "upload", lambda j: calls.append(j))
+    assert not runner.run_step(dump.pk, "upload", lambda j: calls.append(j))
     assert calls == []
     assert fingerprint(target) == before
 
@@ -175,6 +175,7 @@ def test_a_swap_redelivered_after_its_worker_died_past_the_renames(
     local_location, target, monkeypatch
 ):
     from pgclone.steps import restore as restore_steps
+    from pgclone.steps import restore_swap
 
     key = make_dump("swapped", local_location)
 
@@ -183,7 +184,7 @@ def test_a_swap_redelivered_after_its_worker_died_past_the_renames(
             raise WorkerDied()
 
     # The renames commit, then the worker dies before it records anything.
-    monkeypatch.setattr(restore_steps, "connections", Dying())
+    monkeypatch.setattr(restore_swap, "connections", Dying())
     with pytest.raises(WorkerDied):
         api.restore(key, database="target", inline=True, pre_swap_hooks=[])
     monkeypatch.undo()
@@ -192,7 +193,7 @@ def test_a_swap_redelivered_after_its_worker_died_past_the_renames(
     as_left_by_a_dead_worker(job, "swap")
 
     # Redis hands the step to another worker: it finishes the job.
-    assert restore_steps.run("swap", job.pk)
+    assert restore_steps.WORKFLOW.run("swap", job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert "the swap had already happened" in job.steps.get(name="swap").message
@@ -370,7 +371,7 @@ def test_a_role_that_cannot_end_other_sessions(local_location, target, owner_rol
 @pytest.mark.parametrize("location", ["s3:/bucket/dumps", "s3//bucket", "S3:bucket", "gs://x/y"])
 def test_storage_location_typos(location, settings):
     settings.PGCLONE_STORAGE_LOCATION = location
-    with pytest.raises(Exception, match="write s3://BUCKET/PREFIX"):
+    with pytest.raises(ConfigurationError, match="write s3://BUCKET/PREFIX"):
         api.dump(inline=True)
     job = Job.objects.get()
     assert job.status == Job.Status.FAILED and "s3://BUCKET/PREFIX" in job.error

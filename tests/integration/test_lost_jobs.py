@@ -41,7 +41,7 @@ def unconsumed_queue(settings):
 
 def test_a_job_between_steps_is_waiting_not_lost(local_location, unconsumed_queue):
     job = api.dump()
-    assert dump_steps.run("pre_dump", job.pk)  # a worker ran the first step…
+    assert dump_steps.WORKFLOW.run("pre_dump", job.pk)  # a worker ran the first step…
     job.refresh_from_db()
     assert job.status == Job.Status.RUNNING  # …and the next one waits in the queue
 

@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from pgclone import api
+from pgclone.exceptions import ConfigurationError
 from pgclone.models import Job, JobStep
 from pgclone.storage import storage_for
 from tests.conftest import (
@@ -157,7 +158,7 @@ def test_young_dumps_are_kept(local_location, settings):
 
 def test_bad_retention_settings_are_refused(local_location, settings):
     settings.PGCLONE_DUMP_CONFIGS = {"default": {"keep_last": 0}}
-    with pytest.raises(Exception, match="keep_last'\\] must be a whole number"):
+    with pytest.raises(ConfigurationError, match="keep_last'\\] must be a whole number"):
         api.dump(inline=True)
 
 

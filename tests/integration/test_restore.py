@@ -53,7 +53,11 @@ def test_round_trip_by_key(celery_worker, pgclone_cli, local_location, target):
     job = Job.objects.filter(kind=Job.Kind.RESTORE).get()
     assert job.status == Job.Status.SUCCEEDED and job.dump_key == key
     assert job.worker_hostname == celery_worker.name
-    assert job.result["swap_window_ms"] >= 0
+    # New connections waited a moment, far below the swap's deadline, and the
+    # command said how long.
+    window = job.result["swap_window_ms"]
+    assert 0 < window < 5000
+    assert f"new connections waited {window:.0f} ms" in result.stdout
     assert pgclone_databases() == []
     # Not reversible: no local copies are kept.
     assert (

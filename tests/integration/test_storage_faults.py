@@ -99,12 +99,12 @@ def test_disk_full_while_writing_the_manifest(tiny_disk, settings, monkeypatch):
     settings.PGCLONE_STORAGE_LOCATION = str(storage_folder)
     monkeypatch.setattr(api, "_start", lambda *args, **kwargs: None)  # the steps run below
     job = api.dump()
-    assert dump_steps.run("pre_dump", job.pk)
-    assert dump_steps.run("dump", job.pk)
+    assert dump_steps.WORKFLOW.run("pre_dump", job.pk)
+    assert dump_steps.WORKFLOW.run("dump", job.pk)
     fill_up(tiny_disk / "filler")
 
     with pytest.raises(StorageError, match="No space left on device"):
-        dump_steps.run("upload", job.pk)
+        dump_steps.WORKFLOW.run("upload", job.pk)
 
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED

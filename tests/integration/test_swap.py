@@ -15,6 +15,7 @@ from django.db import connection, connections
 
 from pgclone import api, sweeping, threads
 from pgclone import swap as swapping
+from pgclone.exceptions import RestoreRefused
 from pgclone.models import Job, JobStep
 from tests import faults, pg
 from tests.conftest import (
@@ -295,7 +296,7 @@ def test_other_jobs_on_the_database_refuse_a_restore(
     dump = api.dump(database="target", pre_dump_hooks=[f"testapp_wait {release}"])
     wait_for(lambda: Path(f"{release}.started").exists(), what="the dump's hook")
     try:
-        with pytest.raises(Exception, match=f"Job {dump.pk} \\(dump of"):
+        with pytest.raises(RestoreRefused, match=f"Job {dump.pk} \\(dump of"):
             api.restore(key, database="target")
         refused = Job.objects.filter(kind=Job.Kind.RESTORE).get()
         assert refused.status == Job.Status.FAILED and str(dump.pk) in refused.error
