@@ -67,6 +67,42 @@ def maintenance(conn: postgres.ConnInfo) -> Iterator[Any]:
         yield connection
 
 
+class Maintenance:
+    """The connections of one job step to one server, each opened when first
+    needed and kept for the step: to the server's ``postgres`` database (DDL on
+    the others) and to the databases the step must look into.
+
+    ``close(name)`` lets a database go (nobody may be connected to a database
+    that is renamed or dropped); leaving the ``with`` block closes the rest.
+    """
+
+    def __init__(self, conn: postgres.ConnInfo) -> None:
+        self.conn = conn
+        self._open: dict[str, Any] = {}
+
+    def __enter__(self) -> Maintenance:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for name in list(self._open):
+            self.close(name)
+
+    @property
+    def server(self) -> Any:
+        return self.on("postgres")
+
+    def on(self, name: str) -> Any:
+        if name not in self._open:
+            self._open[name] = postgres.open_connection(self.conn.with_name(name))
+        return self._open[name]
+
+    def close(self, name: str) -> None:
+        connection = self._open.pop(name, None)
+        if connection is not None:
+            with contextlib.suppress(driver.Error):
+                connection.close()
+
+
 def execute(connection: Any, statement: Any, params: Any = None) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
@@ -185,15 +221,16 @@ def _columns(connection: Any, table: str) -> list[str]:
 class JobHistoryCopy:
     """Copies pgclone's job rows from the live database into its replacement.
 
-    Connections are opened and column lists read before the swap blocks
-    connections, so that only the copy itself happens inside the window.
-    Only columns both sides have are copied.
+    Connections (the step's, see :class:`Maintenance`) are opened and column
+    lists read before the swap blocks connections, so that only the copy itself
+    happens inside the window. Only columns both sides have are copied. Both
+    connections are let go once the copy is done: the new database is renamed
+    next, and the live one is dropped once replaced.
     """
 
-    def __init__(self, conn: postgres.ConnInfo, live: str, new: str) -> None:
-        self._stack = contextlib.ExitStack()
-        self.source = self._stack.enter_context(postgres.connect(conn.with_name(live)))
-        self.target = self._stack.enter_context(postgres.connect(conn.with_name(new)))
+    def __init__(self, pg: Maintenance, live: str, new: str) -> None:
+        self._release = lambda: (pg.close(live), pg.close(new))
+        self.source, self.target = pg.on(live), pg.on(new)
         self.columns = {
             table: [
                 c for c in _columns(self.source, table) if c in set(_columns(self.target, table))
@@ -240,7 +277,7 @@ class JobHistoryCopy:
         self.close()
 
     def close(self) -> None:
-        self._stack.close()
+        self._release()
 
 
 def carry_over(connection: Any, live: str, new: str) -> list[str]:

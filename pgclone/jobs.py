@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from django.db import models, router, transaction
+from django.db import connections, models, router, transaction
 from django.utils import timezone
 
 from pgclone import claims, conf, postgres
@@ -295,6 +295,20 @@ def holds_jobs(conn: postgres.ConnInfo) -> bool:
         return postgres.same_database(conn, postgres.conn_info(jobs_alias()))
     except DatabaseUnavailable:
         return False  # it does not exist (yet)
+
+
+def holds_jobs_on(server: Any, name: str) -> bool:
+    """Whether database ``name``, seen through a connection to its server, is the
+    one holding pgclone's job tables: same server start time, same oid as the
+    job tables' database (read on Django's connection to it, already open)."""
+    identity = "SELECT pg_postmaster_start_time(), oid FROM pg_database WHERE datname = %s"
+    with server.cursor() as cursor:
+        cursor.execute(identity, [name])
+        here = cursor.fetchone()
+    with connections[jobs_alias()].cursor() as cursor:
+        cursor.execute(identity.replace("%s", "current_database()"))
+        jobs_database = cursor.fetchone()
+    return here is not None and tuple(here) == tuple(jobs_database)
 
 
 def using_database(job: Job, *, everything: bool, running_only: bool) -> list[Job]:

@@ -21,8 +21,6 @@ from pgclone.exceptions import ConfigurationError
 from pgclone.models import Job
 from pgclone.storage import Storage
 
-RETENTION_KEYS = ("keep_last", "keep_days")
-
 
 def rules(config_name: str) -> tuple[int | None, float | None]:
     """The retention rules of a dump config: (keep_last, keep_days), None when unset."""

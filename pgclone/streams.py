@@ -54,18 +54,16 @@ def compress(
 
 
 class _Hashing:
-    """A source that hashes and counts what is read from it, and reports progress."""
+    """A source that hashes what is read from it, and reports progress."""
 
     def __init__(self, source: BinaryIO, on_progress: Callable[[int], Any]) -> None:
         self.source = source
         self.on_progress = on_progress
         self.digest = hashlib.sha256()
-        self.size = 0
 
     def read(self, size: int = -1) -> bytes:
         chunk = self.source.read(size)
         if chunk:
-            self.size += len(chunk)
             self.digest.update(chunk)
             self.on_progress(len(chunk))
         return chunk
@@ -111,7 +109,7 @@ def decompress(
     expected_sha256: str | None,
     expected_raw_size: int | None = None,
     on_progress: Callable[[int], Any],
-) -> int:
+) -> None:
     """Decompress a stored dump into ``write``, checking it on the way.
 
     Memory stays bounded whatever the compression ratio: at most CHUNK_SIZE
@@ -120,7 +118,6 @@ def decompress(
 
     Raises DumpDamaged when the bytes are not what the dump step recorded
     (checksum, size), are not zstd, or stop before the end (truncated).
-    Returns the number of stored bytes read.
     """
     hashing = _Hashing(source, on_progress)
     reader = zstandard.ZstdDecompressor().stream_reader(
@@ -153,7 +150,6 @@ def decompress(
             f"The dump is damaged: it decompresses to {raw_size} bytes, "
             f"not the {expected_raw_size} recorded when it was made."
         )
-    return hashing.size
 
 
 def verify(source: BinaryIO, expected_sha256: str) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,14 +102,15 @@ def swap(
     new: str,
     old_name: str,
     job_id: Any,
-    copy_history: bool,
+    history: Callable[[], JobHistoryCopy] | None = None,
 ) -> SwapResult:
     """Put ``new`` in place of ``live``; the old database ends up as ``old_name``.
 
     ``conn`` carries the job's application name: the sweep tells a swap in
-    progress from an abandoned one by the job's sessions. Returns how long new
-    connections were refused; raises, with the live database re-opened and
-    unchanged, when the swap could not happen.
+    progress from an abandoned one by the job's sessions. ``history`` prepares
+    the copy of the job history (when ``live`` holds the job tables). Returns
+    how long new connections were refused; raises, with the live database
+    re-opened and unchanged, when the swap could not happen.
     """
     session = Session(conn)
     try:
@@ -117,20 +119,18 @@ def swap(
             return SwapResult(0.0, None)
         comment = _comment(session.connection, live)
         _set_comment(session.connection, new, marker(job_id, live))
-        history = JobHistoryCopy(conn, live, new) if copy_history else None
+        copy = history() if history is not None else None
         started = time.monotonic()
         try:
-            _window(
-                session, live=live, new=new, old_name=old_name, comment=comment, history=history
-            )
+            _window(session, live=live, new=new, old_name=old_name, comment=comment, history=copy)
         except BaseException as exc:
             swapped = _recover(session, live=live, new=new, old_name=old_name)
             if not (swapped and isinstance(exc, Exception)):
                 raise
             # The renames had committed before the error: the swap happened.
         finally:
-            if history is not None:
-                history.close()
+            if copy is not None:
+                copy.close()
         window_ms = (time.monotonic() - started) * 1000
         warnings = []
         try:

@@ -31,30 +31,33 @@ def swap(job: Job) -> Callable[[], None]:
     live = live_conn(job)
     temp = job.result["temp_database"]
     old = databases.old_name(job.pk)
-    with databases.maintenance(live) as connection:
-        if swapped_already(connection, job):
+    with databases.Maintenance(live) as pg:
+        if swapped_already(pg.server, job):
             # Run again after its worker was lost just after the renames: the swap
             # happened; finish what follows it.
             return finish_swapped(job, "the swap had already happened")
-        holds_jobs = databases.exists(connection, live.name) and jobs.holds_jobs(live)
-    if holds_jobs:
-        _check_job_tables(live, temp)
-    _wait_for_other_jobs(job, holds_jobs)
-    if job.options.get("reversible"):
-        # :current is prepared under a temporary name: the one in place now
-        # stays until the swap has happened.
-        with databases.maintenance(live) as connection:
+        holds_jobs = databases.exists(pg.server, live.name) and jobs.holds_jobs_on(
+            pg.server, live.name
+        )
+        if holds_jobs:
+            _check_job_tables(pg.on(live.name), pg.on(temp))
+        _wait_for_other_jobs(job, holds_jobs)
+        if job.options.get("reversible"):
+            # :current is prepared under a temporary name: the one in place now
+            # stays until the swap has happened.
             staging = current_staging(job)
-            databases.drop(connection, staging)
-            databases.create_copy(connection, staging, temp)
-    result = swapping.swap(
-        live, live=live.name, new=temp, old_name=old, job_id=job.pk, copy_history=holds_jobs
-    )
-    # This process's own connections to the live database were ended by the swap.
-    connections.close_all()
-    jobs.update_result(job, swapped=True, swap_window_ms=round(result.window_ms, 1))
-    notes = [f"warning: {warning}" for warning in result.warnings]
-    kept, retired = _after_swap(job, live, result.old_name)
+            databases.drop(pg.server, staging)
+            pg.close(temp)  # a database is copied only while nobody is connected to it
+            databases.create_copy(pg.server, staging, temp)
+        history = (lambda: databases.JobHistoryCopy(pg, live.name, temp)) if holds_jobs else None
+        result = swapping.swap(
+            live, live=live.name, new=temp, old_name=old, job_id=job.pk, history=history
+        )
+        # This process's own connections to the live database were ended by the swap.
+        connections.close_all()
+        jobs.update_result(job, swapped=True, swap_window_ms=round(result.window_ms, 1))
+        notes = [f"warning: {warning}" for warning in result.warnings]
+        kept, retired = _after_swap(job, pg.server, result.old_name)
     message = f"Swapped {temp} into {live.name!r}; new connections waited {result.window_ms:.0f} ms"
     jobs.set_step_message(job, "swap", "; ".join([message, *notes, *kept]))
     return _dropper(job, live, retired)
@@ -78,8 +81,8 @@ def finish_swapped(job: Job, how: str) -> Callable[[], None]:
     with databases.maintenance(live) as connection:
         if databases.exists(connection, old):
             swapping.allow_connections(connection, old, allowed=True)
-    jobs.update_result(job, swapped=True)
-    kept, retired = _after_swap(job, live, old)
+        jobs.update_result(job, swapped=True)
+        kept, retired = _after_swap(job, connection, old)
     jobs.set_step_message(job, "swap", "; ".join([how, *kept]))
     return _dropper(job, live, retired)
 
@@ -106,28 +109,27 @@ def current_staging(job: Job) -> str:
     return databases.temp_name(job.pk) + "_current"
 
 
-def _after_swap(job: Job, live: postgres.ConnInfo, old: str | None) -> tuple[list[str], list[str]]:
+def _after_swap(job: Job, server: Any, old: str | None) -> tuple[list[str], list[str]]:
     """Put :previous / :current in place (reversible) and set aside what is no
     longer wanted under ``pgclone_old_…`` names; returns notes for the step and
     the names set aside, which are dropped once the job has succeeded (the
     sweep drops them if that never happens). Never fails the job: the restore
     already happened."""
-    previous = databases.copy_name(live.name, "previous")
-    current = databases.copy_name(live.name, "current")
+    previous = databases.copy_name(job.database_name, "previous")
+    current = databases.copy_name(job.database_name, "current")
     retired: list[str] = []
     try:
-        with databases.maintenance(live) as connection:
-            for which, name in (("previous", previous), ("current", current)):
-                to = f"{databases.old_name(job.pk)}_{which}"
-                set_aside = swapping.retire(connection, name, to)
-                if set_aside:
-                    retired.append(set_aside)
-            if not job.options.get("reversible"):
-                return [], [name for name in (old, *retired) if name]
-            if old:
-                databases.rename(connection, old, previous)
-            databases.rename(connection, current_staging(job), current)
-            return [f"kept :previous ({previous}) and :current ({current})"], retired
+        for which, name in (("previous", previous), ("current", current)):
+            to = f"{databases.old_name(job.pk)}_{which}"
+            set_aside = swapping.retire(server, name, to)
+            if set_aside:
+                retired.append(set_aside)
+        if not job.options.get("reversible"):
+            return [], [name for name in (old, *retired) if name]
+        if old:
+            databases.rename(server, old, previous)
+        databases.rename(server, current_staging(job), current)
+        return [f"kept :previous ({previous}) and :current ({current})"], retired
     except Exception as exc:
         warning = f"warning: cleaning up after the swap failed: {runner.describe_error(exc)}"
         return [warning], [name for name in (old, *retired) if name]
@@ -157,10 +159,9 @@ def _dropper(job: Job, live: postgres.ConnInfo, names: list[str]) -> Callable[[]
     return drop
 
 
-def _check_job_tables(live: postgres.ConnInfo, temp: str) -> None:
+def _check_job_tables(current: Any, new: Any) -> None:
     """The restored database must be able to hold this environment's job history."""
-    with postgres.connect(live) as current, postgres.connect(live.with_name(temp)) as new:
-        missing = databases.missing_job_columns(current, new)
+    missing = databases.missing_job_columns(current, new)
     if missing:
         raise PgCloneError(
             f"The restored database lacks pgclone's job tables or columns ({missing}); "

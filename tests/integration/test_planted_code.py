@@ -275,11 +275,11 @@ def test_the_history_copy_runs_planted_triggers_as_the_role_pgclone_connects_as(
              f"ALTER TABLE pgclone_jobstep OWNER TO {OWNER}", database)  # fmt: skip
     (outbox / "index").unlink()  # from the restore above, made as a superuser
     (outbox / "check").unlink()
-    copy = databases.JobHistoryCopy(postgres.conn_info(alias), live=target, new=new)
     try:
-        copy.copy()
+        with databases.Maintenance(postgres.conn_info(alias)) as pg:
+            copy = databases.JobHistoryCopy(pg, live=target, new=new)
+            copy.copy()
     finally:
-        copy.close()
         psql(f'DROP DATABASE "{new}"')
 
     assert fired(outbox) == runs
