@@ -81,7 +81,8 @@ def run_timed(
             argv,
             env=env,
             cwd=cwd,
-            stdin=stdin,
+            # Never the bench's terminal: a restore would ask for confirmation.
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
             stdout=stdout if stdout is not None else err,
             stderr=err,
             check=False,

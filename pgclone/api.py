@@ -31,6 +31,7 @@ from pgclone import (
 )
 from pgclone.exceptions import (
     BrokerUnavailable,
+    DumpDamaged,
     DumpNotFound,
     InvalidInput,
     PgCloneError,
@@ -39,6 +40,7 @@ from pgclone.exceptions import (
 from pgclone.models import Job
 from pgclone.steps import DUMP, RESTORE, workflow_for
 from pgclone.storage import get_storage
+from pgclone.storage.base import DumpInfo
 
 logger = logging.getLogger("pgclone")
 
@@ -254,6 +256,11 @@ def _liveliness(job: Job) -> str:
     return f"{job.status}, last heartbeat {humanize.human_seconds(age)} ago"
 
 
+def local_sizes(database: str = "default") -> dict[str, int | None]:
+    """Sizes of the databases on ``database``'s server (None where this role may not look)."""
+    return databases.sizes(postgres.conn_info(database))
+
+
 def local_sources(database: str = "default") -> list[tuple[str, str]]:
     """What ``restore :…`` can copy on this server: (target, database name) pairs
     (only PGCLONE_LOCAL_SOURCES, besides :previous and :current, when that is set)."""
@@ -353,6 +360,19 @@ def ls(database: str | None = None) -> list[keys.DumpKey]:
     if database is not None:
         keys.validate_database_name(database)
     return get_storage().list_keys(database)
+
+
+def dump_infos(database: str | None = None) -> list[DumpInfo]:
+    """Complete dumps with their manifests (``ls --long``), oldest first; a dump
+    whose manifest is damaged comes with why (it can't be restored)."""
+    storage = get_storage()
+    found = []
+    for key in ls(database):
+        try:
+            found.append(storage.info(key))
+        except DumpDamaged as exc:
+            found.append(DumpInfo(key, {}, damaged=str(exc)))
+    return found
 
 
 def database_names() -> list[str]:

@@ -135,6 +135,17 @@ def local_databases(conn: postgres.ConnInfo) -> list[str]:
     return [row[0] for row in rows]
 
 
+def sizes(conn: postgres.ConnInfo) -> dict[str, int | None]:
+    """Each database's size in bytes, None for those this role may not connect to."""
+    with maintenance(conn) as connection:
+        rows = execute(
+            connection,
+            "SELECT datname, CASE WHEN has_database_privilege(datname, 'CONNECT') "
+            "THEN pg_database_size(datname) END FROM pg_database WHERE NOT datistemplate",
+        )
+    return {name: size for name, size in rows}
+
+
 def drop(connection: Any, name: str) -> None:
     execute(
         connection, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))

@@ -8,10 +8,12 @@ then.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from typing import Any, TextIO
 
+from django.core.management.base import OutputWrapper
 from django.db import Error as DatabaseError
 from django.db import close_old_connections, connection
 from django.utils import timezone
@@ -28,6 +30,9 @@ RECONNECT_SECONDS = 120.0
 # then settle to a gentler rate for long ones.
 QUICK_POLL_SECONDS = 0.1
 QUICK_POLL_FOR_SECONDS = 15.0
+# The rate shown is measured over the last few seconds, not between two polls:
+# progress is saved in bursts (a chunk at a time), which made it jump about.
+RATE_WINDOW_SECONDS = 5.0
 
 
 class Follower:
@@ -40,16 +45,22 @@ class Follower:
         self._shown: dict[str, str] = {}
         self._progress_line = False
         self._last_piped = 0.0
-        self._rate_sample: tuple[float, int] | None = None
-        self._rate = 0.0
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
         self._last_sweep = 0.0
 
-    def _write(self, text: str) -> None:
-        if self._progress_line:
-            self.out.write("\r\033[K")
-            self._progress_line = False
-        self.out.write(text + "\n")
+    def _emit(self, text: str) -> None:
+        """Write exactly ``text``: Django's OutputWrapper would end it with a newline,
+        which turns a progress line rewritten in place into a new line each time."""
+        if isinstance(self.out, OutputWrapper):
+            self.out.write(text, ending="")
+        else:
+            self.out.write(text)
         self.out.flush()
+
+    def _write(self, text: str) -> None:
+        """A line of its own, in place of the progress line if one is showing."""
+        self._emit(("\r\033[K" if self._progress_line else "") + text + "\n")
+        self._progress_line = False
 
     def _show_steps(self, steps: list[JobStep]) -> None:
         for step in steps:
@@ -57,23 +68,23 @@ class Follower:
             if step.status == before:
                 continue
             self._shown[step.name] = step.status
-            stamp = timezone.localtime(step.finished_at or step.started_at or timezone.now())
-            clock = stamp.strftime("%H:%M:%S")
+            began = _clock(step.started_at)
+            ended = _clock(step.finished_at or step.started_at)
             if step.status == JobStep.Status.RUNNING:
                 self._last_piped = time.monotonic()  # a piped progress line only after a while
-                self._rate_sample = None
+                self._samples.clear()
             if step.status == JobStep.Status.RUNNING or (
                 before == JobStep.Status.PENDING
                 and (step.status in (JobStep.Status.SUCCEEDED, JobStep.Status.FAILED))
             ):
-                self._write(f"[{clock}] {step.name}: started")
+                self._write(f"[{began}] {step.name}: started")
             if step.status == JobStep.Status.SUCCEEDED:
                 detail = f" - {step.message}" if step.message else ""
                 self._write(
-                    f"[{clock}] {step.name}: done in {human_seconds(step.duration)}{detail}"
+                    f"[{ended}] {step.name}: done in {human_seconds(step.duration)}{detail}"
                 )
             elif step.status == JobStep.Status.FAILED:
-                self._write(f"[{clock}] {step.name}: FAILED after {human_seconds(step.duration)}")
+                self._write(f"[{ended}] {step.name}: FAILED after {human_seconds(step.duration)}")
 
     def _show_progress(self, job: Job) -> None:
         running = self._shown.get(job.current_step) == JobStep.Status.RUNNING
@@ -81,24 +92,30 @@ class Follower:
             return
         now = time.monotonic()
         done = job.progress_done
-        if self._rate_sample and now - self._rate_sample[0] >= 1.0:
-            elapsed = now - self._rate_sample[0]
-            self._rate = max(0.0, (done - self._rate_sample[1]) / elapsed)
-            self._rate_sample = (now, done)
-        elif self._rate_sample is None:
-            self._rate_sample = (now, done)
         line = f"  {job.current_step}: {human_bytes(done)}"
         if job.progress_total:
             percent = min(99, int(100 * done / job.progress_total))
             line += f" (~{percent}%)"
-        line += f", {human_bytes(self._rate)}/s"
+        rate = self._rate(now, done)
+        if rate is not None:
+            line += f", {human_bytes(rate)}/s"
         if self.tty:
-            self.out.write("\r\033[K" + line)
-            self.out.flush()
+            self._emit("\r\033[K" + line)
             self._progress_line = True
         elif now - self._last_piped >= PIPED_PROGRESS_SECONDS:
             self._last_piped = now
             self._write(line)
+
+    def _rate(self, now: float, done: int) -> float | None:
+        """Bytes a second over the last RATE_WINDOW_SECONDS (None until a second of it)."""
+        if not self._samples or self._samples[-1][1] != done:
+            self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW_SECONDS:
+            self._samples.popleft()
+        first_time, first_done = self._samples[0]
+        if now - first_time < 1.0:
+            return None
+        return max(0.0, (done - first_done) / (now - first_time))
 
     def _sweep_if_silent(self, job: Job) -> None:
         """A job whose worker went silent is swept, so that following it ends."""
@@ -145,8 +162,8 @@ class Follower:
             self._show_steps(steps)
             if job.is_finished or (stop is not None and stop.is_set()):
                 if self._progress_line:
-                    self.out.write("\r\033[K")
-                    self.out.flush()
+                    self._emit("\r\033[K")
+                    self._progress_line = False
                 return job
             self._show_progress(job)
             self._sweep_if_silent(job)
@@ -159,6 +176,10 @@ class Follower:
                     f"and consuming from {queue}? (Or run the job here with --inline.)"
                 )
             self._pause(started)
+
+
+def _clock(moment: Any) -> str:
+    return timezone.localtime(moment or timezone.now()).strftime("%H:%M:%S")
 
 
 def follow(job_id: Any, out: TextIO, *, tty: bool, stop: threading.Event | None = None) -> Job:

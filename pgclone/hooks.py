@@ -61,11 +61,15 @@ def run(hooks: list[str]) -> str:
                     f"Hook {hook!r} exited with code {exc.code}.{_tail(output)}"
                 ) from exc
         except Exception as exc:
-            raise HookFailed(
-                f"Hook {hook!r} failed: {type(exc).__name__}: {exc}{_tail(output)}"
-            ) from exc
+            raise HookFailed(f"Hook {hook!r} failed: {_describe(exc)}{_tail(output)}") from exc
         summary.append(f"{hook} ({time.monotonic() - started:.1f}s)")
     return "Ran " + ", ".join(summary) if summary else "No hooks configured."
+
+
+def _describe(exc: Exception) -> str:
+    """The exception's type and message, once (Django's SystemCheckError names itself)."""
+    text, name = str(exc).strip(), type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def _tail(output: io.StringIO) -> str:

@@ -212,6 +212,8 @@ def fail_step(job_id: Any, name: str, message: str, *, interrupted: bool = False
         status=JobStep.Status.FAILED, finished_at=timezone.now(), message=message
     )
     end_job(job_id, Job.Status.CANCELLED if cancelled else Job.Status.FAILED, message)
+    # A job cancelled while a step ran kept that step as current until it stopped.
+    Job.objects.filter(pk=job_id).update(current_step="")
 
 
 def cancel(job: Job, requested_by: str, uncancellable: Collection[str] = ()) -> bool:

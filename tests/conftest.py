@@ -266,6 +266,7 @@ def run_pgclone(
         [sys.executable, "-m", "django", "pgclone", *args],
         cwd=ROOT,
         env=worker_env(database, **extra),
+        stdin=subprocess.DEVNULL,  # a script's: never a terminal, so never a prompt
         capture_output=True,
         text=True,
         timeout=timeout,

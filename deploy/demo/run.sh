@@ -58,14 +58,14 @@ step "manage.py pgclone ls"
 "$PY" manage.py demo_counts
 
 step "manage.py pgclone restore $DEMO_DATABASE --reversible --wait (its newest dump: the anonymous one)"
-"$PY" manage.py pgclone restore "$DEMO_DATABASE" --reversible --wait
+"$PY" manage.py pgclone restore "$DEMO_DATABASE" --reversible --wait --noinput
 "$PY" manage.py demo_counts
 
 step "manage.py pgclone ls --local"
 "$PY" manage.py pgclone ls --local
 
 step "manage.py pgclone restore :previous --wait (back to the database as it was)"
-"$PY" manage.py pgclone restore :previous --wait
+"$PY" manage.py pgclone restore :previous --wait --noinput
 "$PY" manage.py demo_counts
 
 step "manage.py pgclone jobs (history survived both swaps)"

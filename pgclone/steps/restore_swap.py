@@ -55,10 +55,11 @@ def swap(job: Job) -> Callable[[], None]:
         )
         # This process's own connections to the live database were ended by the swap.
         connections.close_all()
-        jobs.update_result(job, swapped=True, swap_window_ms=round(result.window_ms, 1))
+        window_ms = round(result.window_ms)  # said once, the same everywhere
+        jobs.update_result(job, swapped=True, swap_window_ms=window_ms)
         notes = [f"warning: {warning}" for warning in result.warnings]
         kept, retired = _after_swap(job, pg.server, result.old_name)
-    message = f"Swapped {temp} into {live.name!r}; new connections waited {result.window_ms:.0f} ms"
+    message = f"Swapped {temp} into {live.name!r}; new connections waited {window_ms} ms"
     jobs.set_step_message(job, "swap", "; ".join([message, *notes, *kept]))
     return _dropper(job, live, retired)
 

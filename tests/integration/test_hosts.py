@@ -146,6 +146,7 @@ def test_two_restores_of_one_database_at_once(
             [sys.executable, "-m", "django", "pgclone", *args],
             env=worker_env(test_database_name, PGCLONE_TEST_STORAGE=local_location),
             cwd=ROOT,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 the job (or the operation) failed, 2 bad usage.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError
 from django.utils import timezone
 
-from pgclone import api, follow, humanize, threads
+from pgclone import api, follow, humanize, postgres, reporting, threads
 from pgclone.exceptions import ConfigurationError, InvalidInput, PgCloneError
 from pgclone.models import Job
 
@@ -23,7 +24,16 @@ class Command(BaseCommand):
     help = "Dump and restore PostgreSQL databases as background jobs."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        commands = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+        subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+
+        class Commands:
+            """Each subcommand's help is also the description its own --help shows."""
+
+            @staticmethod
+            def add_parser(name: str, *, help: str) -> CommandParser:
+                return subparsers.add_parser(name, help=help, description=help)
+
+        commands = Commands()
 
         dump = commands.add_parser("dump", help="Dump a database to storage.")
         dump.add_argument("--config", help="A name from PGCLONE_DUMP_CONFIGS (default: default).")
@@ -74,7 +84,16 @@ class Command(BaseCommand):
             help="Keep :previous (the database before) and :current (right after).",
         )
         restore.add_argument(
-            "--database", default="default", help="Database alias to restore into."
+            "--database",
+            default="default",
+            help="Database alias to restore into (default: default).",
+        )
+        restore.add_argument(
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Don't ask for confirmation (it is asked only when standard input is a terminal).",
         )
         self._add_run_mode(restore)
 
@@ -88,7 +107,17 @@ class Command(BaseCommand):
             action="store_true",
             help="List the databases on this server that `restore :NAME` can copy.",
         )
-        ls.add_argument("--database", default="default", help="Alias whose server --local lists.")
+        ls.add_argument(
+            "-l",
+            "--long",
+            action="store_true",
+            help="With sizes, ages, configs and flags (plain ls prints one key a line).",
+        )
+        ls.add_argument(
+            "--database",
+            default="default",
+            help="Alias whose server --local lists (default: default).",
+        )
 
         jobs = commands.add_parser("jobs", help="List recent jobs.")
         jobs.add_argument("--limit", type=int, default=20, help="How many (default 20).")
@@ -166,6 +195,8 @@ class Command(BaseCommand):
         self._start(api.dump, request, options)
 
     def handle_restore(self, options: dict[str, Any]) -> None:
+        if options["interactive"] and sys.stdin.isatty():
+            self._confirm(options["target"], options["database"])
         request = {
             "target": options["target"],
             "config": options["config"],
@@ -174,6 +205,21 @@ class Command(BaseCommand):
             "database": options["database"],
         }
         self._start(api.restore, request, options)
+
+    def _confirm(self, target: str, alias: str) -> None:
+        """As the admin does: the database's name, typed, before it is replaced."""
+        name = postgres.conn_info(alias).name
+        self.stdout.write(
+            f"This replaces database {name!r} (alias {alias}) with {target}: its data, "
+            "users and sessions come from there. Type the database's name to go on "
+            "(or run with --noinput)."
+        )
+        try:
+            answer = input(f"{name}: ")
+        except EOFError:
+            answer = ""
+        if answer.strip() != name:
+            raise CommandError(f"Not restored: {answer.strip()!r} is not {name!r}.", returncode=1)
 
     def _start(self, start: Any, request: dict[str, Any], options: dict[str, Any]) -> None:
         if options["inline"]:
@@ -256,42 +302,26 @@ class Command(BaseCommand):
 
     def handle_ls(self, options: dict[str, Any]) -> None:
         if options["local"]:
-            for target, name in api.local_sources(options["database"]):
-                self.stdout.write(target if target == f":{name}" else f"{target}  ({name})")
-            return
-        if options["only_db_names"]:
+            sources = api.local_sources(options["database"])
+            if options["long"]:
+                lines = reporting.local_table(sources, api.local_sizes(options["database"]))
+            else:
+                lines = [t if t == f":{name}" else f"{t}  ({name})" for t, name in sources]
+        elif options["only_db_names"]:
             names = api.database_names()
-            if options["db_name"]:
-                names = [name for name in names if name == options["db_name"]]
-            for name in names:
-                self.stdout.write(name)
-            return
-        for key in api.ls(options["db_name"]):
-            self.stdout.write(str(key))
+            lines = [name for name in names if options["db_name"] in (None, name)]
+        elif options["long"]:
+            lines = reporting.dumps_table(api.dump_infos(options["db_name"]))
+        else:
+            lines = [str(key) for key in api.ls(options["db_name"])]
+        for line in lines:
+            self.stdout.write(line)
 
     # jobs -------------------------------------------------------------------
 
     def handle_jobs(self, options: dict[str, Any]) -> None:
-        rows = [("ID", "KIND", "STATUS", "DATABASE", "CREATED", "DURATION", "STEP")]
-        for job in api.recent_jobs(options["limit"]):
-            rows.append(
-                (
-                    str(job.pk)[:8],
-                    job.kind,
-                    job.status,
-                    job.database_name or job.database_alias,
-                    timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
-                    humanize.human_seconds(job.duration),
-                    job.current_step or "-",
-                )
-            )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            self.stdout.write(
-                "  ".join(
-                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-                ).rstrip()
-            )
+        for line in reporting.jobs_table(api.recent_jobs(options["limit"])):
+            self.stdout.write(line)
 
     def handle_show(self, options: dict[str, Any]) -> None:
         job = api.job(options["job_id"])
@@ -301,7 +331,7 @@ class Command(BaseCommand):
             ("status", job.status),
             ("database", f"{job.database_name} (alias {job.database_alias})"),
             ("config", job.config_name),
-            ("dump key", job.dump_key or "-"),
+            ("dump key", reporting.dump_key_line(job)),
             ("requested by", job.requested_by or "-"),
             ("created", timezone.localtime(job.created_at).isoformat(timespec="seconds")),
             ("duration", humanize.human_seconds(job.duration)),
@@ -323,11 +353,7 @@ class Command(BaseCommand):
         self._report(self._follow(job))
 
     def handle_cancel(self, options: dict[str, Any]) -> None:
-        job = api.cancel(options["job_id"])
-        self.stdout.write(
-            f"Cancelled {job.kind} job {job.pk}. Its worker stops it within a few seconds "
-            "(a running hook finishes first) and removes what it had created."
-        )
+        self.stdout.write(reporting.cancelled_line(api.cancel(options["job_id"])))
 
     def handle_prune(self, options: dict[str, Any]) -> None:
         keys = api.prune(dry_run=options["dry_run"], database=options["db_name"])

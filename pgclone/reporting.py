@@ -1,0 +1,108 @@
+"""What ``manage.py pgclone`` prints: jobs, dumps and outcomes as lines of text.
+
+Functions here take what the API returned and give back lines; the command
+writes them. Sizes are in binary units (KiB, MiB) everywhere, as in the admin.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from django.utils import timezone
+
+from pgclone import humanize
+from pgclone.models import Job
+from pgclone.storage.base import DumpInfo
+
+
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def jobs_table(jobs: Sequence[Job]) -> list[str]:
+    rows = [("ID", "KIND", "STATUS", "DATABASE", "CREATED", "DURATION", "STEP")]
+    for job in jobs:
+        rows.append(
+            (
+                str(job.pk)[:8],
+                job.kind,
+                job.status,
+                job.database_name or job.database_alias,
+                timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                humanize.human_seconds(job.duration),
+                job.current_step or "-",
+            )
+        )
+    return table(rows)
+
+
+def age(moment: dt.datetime, now: dt.datetime | None = None) -> str:
+    """How long ago, in the largest unit that fits: 45s, 12m, 5h, 3d."""
+    seconds = max(0.0, ((now or timezone.now()) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def flags(info: DumpInfo) -> str:
+    """What a dump's manifest says about it beyond its bytes."""
+    found = []
+    if info.damaged:
+        found.append("DAMAGED")
+    if info.manifest.get("signature"):
+        found.append("signed")
+    if info.manifest.get("excluded_tables"):
+        found.append("rows-excluded")
+    return ",".join(found) or "-"
+
+
+def dumps_table(infos: Sequence[DumpInfo], now: dt.datetime | None = None) -> list[str]:
+    """``ls --long``: one dump a line with its size, age, config and flags."""
+    rows = [("KEY", "SIZE", "AGE", "CONFIG", "FLAGS")]
+    for info in infos:
+        rows.append(
+            (
+                str(info.key),
+                "?" if info.damaged else humanize.human_bytes(info.size),
+                age(info.key.created, now),
+                info.key.config,
+                flags(info),
+            )
+        )
+    return table(rows)
+
+
+def local_table(sources: Sequence[tuple[str, str]], sizes: dict[str, int | None]) -> list[str]:
+    """``ls --local --long``: what ``restore :…`` can copy, with sizes; this
+    project's own copies (:previous, :current) say so."""
+    rows = [("TARGET", "DATABASE", "SIZE", "")]
+    for target, name in sources:
+        size = sizes.get(name)
+        own = "this database's copy" if target in (":previous", ":current") else ""
+        rows.append((target, name, "-" if size is None else humanize.human_bytes(size), own))
+    return table(rows)
+
+
+def dump_key_line(job: Job) -> str:
+    """A dump that did not succeed wrote no dump: its key names nothing in storage."""
+    if not job.dump_key:
+        return "-"
+    if job.kind == Job.Kind.DUMP and job.status != Job.Status.SUCCEEDED:
+        return f"{job.dump_key} (not written: the dump did not complete)"
+    return job.dump_key
+
+
+def cancelled_line(job: Job) -> str:
+    if job.started_at is None:
+        return f"Cancelled {job.kind} job {job.pk} before any worker started it: nothing to undo."
+    return (
+        f"Cancelled {job.kind} job {job.pk}. Its worker stops it within a few seconds "
+        "(a running hook finishes first) and removes what it had created."
+    )
