@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from pgclone import api, conf, databases, humanize, keys, postgres
 from pgclone.exceptions import DumpDamaged, PgCloneError
@@ -121,6 +122,15 @@ class RestoreForm(forms.Form):
         return data
 
 
+def _job_links(found: list[Job], prefix: str) -> str:
+    links = format_html_join(
+        ", ",
+        '<a href="{}">{}</a>',
+        ((reverse("admin:pgclone_job_change", args=[job.pk]), str(job.pk)[:8]) for job in found),
+    )
+    return format_html("{}{}", prefix, links)
+
+
 def _copies_offered() -> list[tuple[str, str, str]]:
     """(alias, target, label) of the copies on the server the dumps page offers to
     restore: undos always, other databases only those of PGCLONE_LOCAL_SOURCES."""
@@ -136,6 +146,19 @@ def _copies_offered() -> list[tuple[str, str, str]]:
     return found
 
 
+def _progress(job: Job) -> str:
+    if not job.progress_done:
+        return ""
+    text = humanize.human_bytes(job.progress_done)
+    if job.progress_total:
+        text += f", {min(99, int(100 * job.progress_done / job.progress_total))}%"
+    return text
+
+
+# Who may stop a job: whoever may start one of its kind.
+START_PERMISSION = {Job.Kind.DUMP: "dump_database", Job.Kind.RESTORE: "restore_database"}
+
+
 def job_status(job: Job) -> dict[str, Any]:
     """What the job page shows, as JSON for its live updates."""
     return {
@@ -143,7 +166,7 @@ def job_status(job: Job) -> dict[str, Any]:
         "status": job.status,
         "finished": job.is_finished,
         "current_step": job.current_step,
-        "progress": humanize.human_bytes(job.progress_done) if job.progress_done else "",
+        "progress": _progress(job),
         "duration": humanize.human_seconds(job.duration),
         "error": job.error,
         "steps": [
@@ -161,12 +184,14 @@ def job_status(job: Job) -> dict[str, Any]:
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "kind", "status", "database_name", "current_step", "created_at")
+    list_display = (
+        "short_id", "kind", "status", "database_name", "current_step", "created_at", "took",
+    )  # fmt: skip
     list_filter = ("kind", "status", "database_name")
     search_fields = ("id", "dump_key", "database_name", "requested_by")
     # Status, progress and error are shown (and kept up to date) by the Progress box.
     fields = readonly_fields = (
-        "id", "kind", "database_alias", "database_name", "dump_key", "config_name",
+        "id", "kind", "database_alias", "database_name", "dump_key", "related", "config_name",
         "requested_by", "created_at", "started_at", "finished_at", "worker_hostname",
         "heartbeat_at", "task_id", "options", "result",
     )  # fmt: skip
@@ -176,6 +201,21 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="id")
     def short_id(self, job: Job) -> str:
         return str(job.pk)[:8]
+
+    @admin.display(description="duration")
+    def took(self, job: Job) -> str:
+        return humanize.human_seconds(job.duration)
+
+    @admin.display(description="related jobs")
+    def related(self, job: Job) -> str:
+        """The dump a restore restored; the restores made from a dump."""
+        if not job.dump_key:
+            return "-"
+        if job.kind == Job.Kind.RESTORE:
+            made = Job.objects.filter(kind=Job.Kind.DUMP, dump_key=job.dump_key).first()
+            return _job_links([made], "made by the dump job ") if made else "-"
+        restores = Job.objects.filter(kind=Job.Kind.RESTORE, dump_key=job.dump_key)
+        return _job_links(list(restores), "restored by ") if restores else "-"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -189,6 +229,7 @@ class JobAdmin(admin.ModelAdmin):
             path("dumps/", wrap(self.dumps_view), name="pgclone_dumps"),
             path("dumps/restore/", wrap(self.restore_view), name="pgclone_restore"),
             path("<uuid:job_id>/status/", wrap(self.status_view), name="pgclone_job_status"),
+            path("<uuid:job_id>/cancel/", wrap(self.cancel_view), name="pgclone_job_cancel"),
             *super().get_urls(),
         ]
 
@@ -198,6 +239,10 @@ class JobAdmin(admin.ModelAdmin):
         if job is not None:
             extra["job_status"] = job_status(job)
             extra["status_url"] = reverse("admin:pgclone_job_status", args=[job.pk])
+            may_start = request.user.has_perm(f"pgclone.{START_PERMISSION[job.kind]}")
+            if may_start and not job.is_finished:
+                extra["cancel_url"] = reverse("admin:pgclone_job_cancel", args=[job.pk])
+            extra["undo_url"] = self._undo_url(request, job)
         return super().change_view(request, object_id, *args, extra_context=extra, **kwargs)
 
     def _require(self, request: HttpRequest, permission: str) -> None:
@@ -216,6 +261,35 @@ class JobAdmin(admin.ModelAdmin):
         messages.success(request, f"{job.kind.capitalize()} job {job.pk} started.")
         return redirect("admin:pgclone_job_change", job.pk)
 
+    def _undo_url(self, request: HttpRequest, job: Job) -> str:
+        """The restore form for ``:previous``, when this restore left one to go back to."""
+        reversible = job.options.get("reversible")
+        if not (job.kind == Job.Kind.RESTORE and job.status == Job.Status.SUCCEEDED and reversible):
+            return ""
+        if not (request.user.has_perm("pgclone.restore_database") and conf.allow_restore()):
+            return ""
+        try:
+            undo, _ = _copies(job.database_alias)
+        except PgCloneError:
+            return ""
+        if ":previous" not in undo:
+            return ""
+        query = f"?key=%3Aprevious&database={job.database_alias}"
+        return reverse("admin:pgclone_restore") + query
+
+    def cancel_view(self, request: HttpRequest, job_id: Any) -> HttpResponse:
+        job = api.job(job_id)
+        self._require(request, START_PERMISSION[job.kind])
+        if request.method != "POST":
+            return redirect("admin:pgclone_job_change", job.pk)
+        try:
+            api.cancel(job.pk, requested_by=f"{request.user.get_username()} (admin)")
+        except PgCloneError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{job.kind.capitalize()} job {job.pk} cancelled.")
+        return redirect("admin:pgclone_job_change", job.pk)
+
     def status_view(self, request: HttpRequest, job_id: Any) -> JsonResponse:
         self._require(request, "view_job")
         return JsonResponse(job_status(api.job(job_id)))
@@ -223,7 +297,7 @@ class JobAdmin(admin.ModelAdmin):
     def dumps_view(self, request: HttpRequest) -> HttpResponse:
         self._require(request, "view_job")
         can_dump = request.user.has_perm("pgclone.dump_database")
-        form = DumpNowForm(request.POST or None)
+        form = DumpNowForm(request.POST or None, initial={"config": "default"})
         if request.method == "POST":
             self._require(request, "dump_database")
             if form.is_valid():
@@ -237,9 +311,10 @@ class JobAdmin(admin.ModelAdmin):
                     return started
         groups: dict[str, list] = {}
         can_restore = request.user.has_perm("pgclone.restore_database") and conf.allow_restore()
-        storage_error = ""
+        storage_error, location = "", conf.storage_location()
         try:
             storage = get_storage()
+            location = storage.location  # resolved: the folder's full path
             for key in reversed(storage.list_keys()):
                 groups.setdefault(key.database, []).append(_dump_info(storage, key))
         except PgCloneError as exc:
@@ -250,7 +325,7 @@ class JobAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
             "groups": sorted(groups.items()),
             "storage_error": storage_error,
-            "location": conf.storage_location(),
+            "location": location,
             "form": form if can_dump else None,
             "can_restore": can_restore,
             "copies": _copies_offered() if can_restore else [],
@@ -261,7 +336,8 @@ class JobAdmin(admin.ModelAdmin):
         self._require(request, "restore_database")
         key = request.POST.get("key") or request.GET.get("key", "")
         database = request.GET.get("database", "default")
-        form = RestoreForm(request.POST or None, initial={"key": key, "database": database})
+        initial = {"key": key, "database": database, "config": "default"}
+        form = RestoreForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             started = self._start_job(

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 from pgclone import keys
 from pgclone.exceptions import DumpDamaged, InvalidInput
+from pgclone.humanize import human_bytes
 
 MANIFEST_SUFFIX = ".json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -37,6 +38,11 @@ class DumpInfo:
     @property
     def size(self) -> int:
         return int(self.manifest.get("size", 0))
+
+    @property
+    def size_text(self) -> str:
+        """In binary units, as the command shows it."""
+        return human_bytes(self.size)
 
 
 def _damaged(key: keys.DumpKey, problem: str) -> DumpDamaged:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
-from pgclone import api
+from pgclone import api, jobs
 from pgclone.models import Job
 from tests.conftest import TARGET, authors, make_dump, wait_for
 
@@ -124,3 +126,70 @@ def test_dump_now_needs_its_permission(celery_worker, local_location):
     done = wait_for(lambda: Job.objects.filter(pk=job.pk, status__in=Job.FINISHED).first())
     assert done.status == Job.Status.SUCCEEDED, done.error
     assert [str(key) for key in api.ls()] == [done.dump_key]
+
+
+# What the job page and the dumps page offer ------------------------------------------------
+
+
+def test_dumps_page_preselects_default_and_shows_where_and_how_big(local_location):
+    key = make_dump("sized", local_location)
+    page = client_for(staff("dumper", "dump_database")).get(DUMPS).content.decode()
+
+    assert '<option value="default" selected>default</option>' in page
+    assert f"<code>{Path(local_location).resolve()}</code>" in page  # not the setting as written
+    size = api.dump_infos()[0].size_text
+    assert size.endswith("KiB") and f"<td>{size}</td>" in page and key in page
+
+
+def test_a_running_job_can_be_cancelled_by_who_may_start_its_kind(local_location):
+    job = jobs.create_job(
+        Job.Kind.DUMP, ("pre_dump",),
+        database_alias="default", database_name="shop", config_name="default", options={},
+    )  # fmt: skip
+    page = reverse("admin:pgclone_job_change", args=[job.pk])
+    cancel = reverse("admin:pgclone_job_cancel", args=[job.pk])
+
+    viewer = client_for(staff("viewer"))
+    assert b"Cancel this job" not in viewer.get(page).content
+    assert viewer.post(cancel).status_code == 403
+    job.refresh_from_db()
+    assert job.status == Job.Status.PENDING
+
+    dumper = client_for(staff("dumper", "dump_database"))
+    assert b"Cancel this job" in dumper.get(page).content
+    answer = dumper.post(cancel, follow=True)
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED and job.error == "Cancelled by dumper (admin)."
+    assert "cancelled" in answer.content.decode()
+    assert b"Cancel this job" not in dumper.get(page).content  # it ended
+
+
+def test_job_pages_link_a_dump_and_its_restores_and_offer_undo(local_location, target):
+    key = make_dump("linked", local_location)
+    made = Job.objects.get(kind=Job.Kind.DUMP)
+    restored = api.restore(key, database="target", reversible=True, pre_swap_hooks=[], inline=True)
+    assert restored.status == Job.Status.SUCCEEDED, restored.error
+    client = client_for(staff("restorer", "restore_database"))
+
+    dump_page = client.get(reverse("admin:pgclone_job_change", args=[made.pk])).content.decode()
+    restore_page = client.get(reverse("admin:pgclone_job_change", args=[restored.pk]))
+    restore_page = restore_page.content.decode()
+
+    assert reverse("admin:pgclone_job_change", args=[restored.pk]) in dump_page
+    assert reverse("admin:pgclone_job_change", args=[made.pk]) in restore_page
+    assert f"{RESTORE}?key=%3Aprevious&amp;database=target" in restore_page
+    assert "Undo: restore :previous" in restore_page
+    viewer_page = client_for(staff("viewer")).get(
+        reverse("admin:pgclone_job_change", args=[restored.pk])
+    )
+    assert b"Undo: restore :previous" not in viewer_page.content  # may not restore
+
+
+def test_progress_shows_a_percentage():
+    job = jobs.create_job(
+        Job.Kind.DUMP, ("pre_dump",),
+        database_alias="default", database_name="shop", config_name="default", options={},
+    )  # fmt: skip
+    Job.objects.filter(pk=job.pk).update(progress_done=3 * 1024**2, progress_total=4 * 1024**2)
+    status = client_for(staff("viewer")).get(reverse("admin:pgclone_job_status", args=[job.pk]))
+    assert status.json()["progress"] == "3.0 MiB, 75%"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 
-from tests.conftest import TARGET, authors, make_dump
+from pgclone.models import Job
+from tests.conftest import ROOT, TARGET, authors, make_dump, pgclone_databases
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -38,49 +41,173 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_restore_from_the_dumps_page_and_watch_it_finish(
-    celery_worker,
-    browser,
-    live_server,
-    local_location,
-    target,
-    tmp_path,
-):
+# Screenshots of the job page, kept for people to look at (not removed: that is their point).
+ARTIFACTS = ROOT / ".artifacts" / "admin"
+
+
+def log_in(browser, live_server, wait, username: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
-    from selenium.webdriver.support.select import Select
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    key = make_dump("from-the-browser", local_location)
-    user = User.objects.create_user("operator", password="s3cret-pass", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(codename__in=["view_job", "restore_database"])
-    )
-    wait = WebDriverWait(browser, 60)
 
     browser.get(f"{live_server.url}/admin/login/")
-    browser.find_element(By.NAME, "username").send_keys("operator")
+    browser.find_element(By.NAME, "username").send_keys(username)
     browser.find_element(By.NAME, "password").send_keys("s3cret-pass")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
     wait.until(seen.presence_of_element_located((By.ID, "user-tools")))
+
+
+def operator(name: str = "operator") -> User:
+    user = User.objects.create_user(name, password="s3cret-pass", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_job", "restore_database"])
+    )
+    return user
+
+
+def start_restore(
+    browser, live_server, wait, key: str, database: str, name: str, *, reversible: bool = False
+) -> None:
+    """From the dumps page, as a person does: pick the dump, the database, type its name."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
 
     browser.get(f"{live_server.url}/admin/pgclone/job/")
     browser.find_element(By.CSS_SELECTOR, ".object-tools a[href$='/dumps/']").click()
     row = wait.until(seen.presence_of_element_located((By.XPATH, f"//tr[td/code='{key}']")))
     row.find_element(By.CSS_SELECTOR, "a.button").click()
+    confirm_restore(browser, wait, database, name, reversible=reversible)
+
+
+def confirm_restore(browser, wait, database: str, name: str, *, reversible: bool = False) -> None:
+    """The restore form: the database, the warning read, its name typed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.select import Select
 
     Select(wait.until(seen.presence_of_element_located((By.NAME, "database")))).select_by_value(
-        "target"
+        database
     )
-    browser.find_element(By.NAME, "confirm").send_keys(TARGET)
+    warning = browser.find_element(By.ID, "pgclone-restore-users").text
+    assert "Users and sessions come from the dump" in warning
+    if reversible:
+        browser.find_element(By.NAME, "reversible").click()
+    browser.find_element(By.NAME, "confirm").send_keys(name)
     browser.find_element(By.CSS_SELECTOR, "#pgclone-restore input[type=submit]").click()
 
+
+def wait_for_the_end(browser, wait, outcome: str) -> None:
+    """The page shows the job as it ended (heading included) without anyone reloading."""
+    from selenium.webdriver.common.by import By
+
+    wait.until(lambda _: f"({outcome})" in browser.find_element(By.ID, "content").text)
+
+
+def test_restore_from_the_dumps_page_and_watch_it_finish(
+    celery_worker, browser, live_server, local_location, target, tmp_path, settings
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key = make_dump("from-the-browser", local_location)
+    release = tmp_path / "release"
+    settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": [f"testapp_wait {release}"]}}
+    operator()
+    wait = WebDriverWait(browser, 60)
+    log_in(browser, live_server, wait, "operator")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    start_restore(browser, live_server, wait, key, "target", TARGET, reversible=True)
+
     status = wait.until(seen.presence_of_element_located((By.ID, "pgclone-status")))
+    wait.until(lambda _: Path(f"{release}.started").exists())  # paused in its hook
+    wait.until(lambda _: "pre_swap" in browser.find_element(By.ID, "pgclone-current").text)
+    assert status.text == "running"
+    browser.save_screenshot(str(ARTIFACTS / "job-running.png"))
+    release.touch()
     try:
-        wait.until(lambda _: status.text in ("succeeded", "failed"))  # updated in place
+        wait_for_the_end(browser, wait, "succeeded")
     finally:
-        browser.save_screenshot(str(tmp_path / "job.png"))  # kept for a look when it fails
-    assert status.text == "succeeded", browser.find_element(By.ID, "pgclone-error").text
+        browser.save_screenshot(str(ARTIFACTS / "job-finished.png"))
+    content = browser.find_element(By.ID, "content").text
+    assert "(running)" not in content
+    assert browser.find_element(By.ID, "pgclone-status").text == "succeeded"
+    finished = browser.find_element(By.CSS_SELECTOR, ".field-finished_at .readonly").text
+    assert finished not in ("", "-")
     steps = browser.find_elements(By.CSS_SELECTOR, "#pgclone-steps td.status")
     assert [step.text for step in steps] == ["succeeded"] * 4
     assert authors(TARGET) == ["from-the-browser"]
+
+    # Undo: back to the database as it was before, from the job's own page.
+    settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
+    browser.find_element(By.ID, "pgclone-undo").click()
+    confirm_restore(browser, wait, "target", TARGET)
+    wait_for_the_end(browser, wait, "succeeded")
+    assert authors(TARGET) == ["target-only"]
+
+    # The job list, with its duration column, fits a 1280 px window.
+    browser.get(f"{live_server.url}/admin/pgclone/job/")
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#result_list th")]
+    assert "DURATION" in [header.upper() for header in headers]
+    browser.save_screenshot(str(ARTIFACTS / "job-list.png"))
+    fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+    assert browser.execute_script(fits)
+
+
+def test_cancel_a_running_restore_from_its_page(
+    celery_worker, browser, live_server, local_location, target, tmp_path, settings
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key = make_dump("never", local_location)
+    release = tmp_path / "release"
+    settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": [f"testapp_wait {release}"]}}
+    operator()
+    wait = WebDriverWait(browser, 60)
+    log_in(browser, live_server, wait, "operator")
+    start_restore(browser, live_server, wait, key, "target", TARGET)
+    wait.until(lambda _: Path(f"{release}.started").exists())
+
+    browser.find_element(By.CSS_SELECTOR, "#pgclone-cancel input[type=submit]").click()
+    wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist")))
+    assert "cancelled" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
+    release.touch()  # the hook finishes, and the job goes no further
+    job = Job.objects.get(kind=Job.Kind.RESTORE)
+    wait.until(lambda _: job.steps.filter(name="pre_swap", status="failed").exists())
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED and job.error == "Cancelled by operator (admin)."
+    assert authors(TARGET) == ["target-only"] and pgclone_databases() == []
+
+
+def test_a_restore_that_signs_you_out_says_so(
+    celery_worker, browser, live_server, local_location, test_database_name, tmp_path, settings
+):
+    """Restoring the database the admin itself runs on brings in the dump's users and
+    sessions: this browser's session is gone, and the job page says so instead of
+    showing "running" forever."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key = make_dump("signed-out", local_location)  # before the operator exists
+    settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
+    operator()
+    wait = WebDriverWait(browser, 90)
+    log_in(browser, live_server, wait, "operator")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    start_restore(browser, live_server, wait, key, "default", test_database_name)
+
+    try:
+        note = wait.until(seen.visibility_of_element_located((By.ID, "pgclone-signed-out")))
+    finally:
+        browser.save_screenshot(str(ARTIFACTS / "job-signed-out.png"))
+        connection.close()  # the swap ended this process's connection too
+    assert "You were signed out" in note.text
+    assert browser.find_element(By.ID, "pgclone-status").text == "unknown (signed out)"
+    link = note.find_element(By.LINK_TEXT, "Log in again").get_attribute("href")
+    assert "/admin/login/?next=" in link
+    assert authors(test_database_name) == ["signed-out"]
+    assert not User.objects.filter(username="operator").exists()  # the dump's users now
