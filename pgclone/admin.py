@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from pgclone import api, conf, databases, humanize, keys, postgres
@@ -150,6 +151,8 @@ def _progress(job: Job) -> str:
     if not job.progress_done:
         return ""
     text = humanize.human_bytes(job.progress_done)
+    if job.progress_label:
+        text = f"{job.progress_label} {text}"
     if job.progress_total:
         text += f", {min(99, int(100 * job.progress_done / job.progress_total))}%"
     return text
@@ -184,9 +187,8 @@ def job_status(job: Job) -> dict[str, Any]:
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = (
-        "short_id", "kind", "status", "database_name", "current_step", "created_at", "took",
-    )  # fmt: skip
+    # Few, narrow columns: the list fits a 1280 px window beside the admin's sidebars.
+    list_display = ("short_id", "what", "database_name", "created", "took")
     list_filter = ("kind", "status", "database_name")
     search_fields = ("id", "dump_key", "database_name", "requested_by")
     # Status, progress and error are shown (and kept up to date) by the Progress box.
@@ -201,6 +203,16 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="id")
     def short_id(self, job: Job) -> str:
         return str(job.pk)[:8]
+
+    @admin.display(description="job", ordering="status")
+    def what(self, job: Job) -> str:
+        """Kind and status, and the step a running job is in."""
+        step = f" ({job.current_step})" if job.current_step and not job.is_finished else ""
+        return f"{job.kind} {job.status}{step}"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, job: Job) -> str:
+        return timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M")
 
     @admin.display(description="duration")
     def took(self, job: Job) -> str:

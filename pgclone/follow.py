@@ -46,6 +46,7 @@ class Follower:
         self._progress_line = False
         self._last_piped = 0.0
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._label = ""
         self._last_sweep = 0.0
 
     def _emit(self, text: str) -> None:
@@ -92,7 +93,11 @@ class Follower:
             return
         now = time.monotonic()
         done = job.progress_done
-        line = f"  {job.current_step}: {human_bytes(done)}"
+        if job.progress_label != self._label:  # another phase: its own rate
+            self._label = job.progress_label
+            self._samples.clear()
+        doing = f"{job.progress_label} " if job.progress_label else ""
+        line = f"  {job.current_step}: {doing}{human_bytes(done)}"
         if job.progress_total:
             percent = min(99, int(100 * done / job.progress_total))
             line += f" (~{percent}%)"

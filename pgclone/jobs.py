@@ -135,6 +135,7 @@ def claim_step(job: Job, step: JobStep, hostname: str | None) -> bool:
             heartbeat_at=now,
             progress_done=None,
             progress_total=None,
+            progress_label="",
         )
         if claimed and not started:
             transaction.set_rollback(True)  # cancelled an instant ago
@@ -147,15 +148,20 @@ def beat(job_id: Any) -> bool:
     return bool(running.update(heartbeat_at=timezone.now()))
 
 
-def start_progress(job_id: Any, total: int | None) -> None:
-    Job.objects.filter(pk=job_id).update(progress_done=0, progress_total=total)
+def start_progress(job_id: Any, total: int | None, label: str = "") -> None:
+    Job.objects.filter(pk=job_id).update(
+        progress_done=0, progress_total=total, progress_label=label
+    )
 
 
-def record_progress(job_id: Any, done: int, total: int | None) -> bool:
+def record_progress(job_id: Any, done: int, total: int | None, label: str | None = None) -> bool:
     """How far the step got (a beat too); False once the job stopped running."""
     running = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING)
+    fields = {"progress_label": label} if label is not None else {}
     return bool(
-        running.update(progress_done=done, progress_total=total, heartbeat_at=timezone.now())
+        running.update(
+            progress_done=done, progress_total=total, heartbeat_at=timezone.now(), **fields
+        )
     )
 
 

@@ -100,6 +100,8 @@ class Job(Timed, models.Model):
     current_step = models.CharField(max_length=64, blank=True)
     progress_done = models.BigIntegerField(null=True, blank=True)
     progress_total = models.BigIntegerField(null=True, blank=True)
+    # What the running step is doing when it has phases ("loading data"…).
+    progress_label = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
     worker_hostname = models.CharField(max_length=255, blank=True)
     # The process running the current step (see pgclone.claims): a worker that

@@ -41,9 +41,19 @@ class RestoreWatch:
         self._copying: dict[int, tuple[int, int]] = {}  # pid -> (table oid, bytes so far)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.active = False  # whether the server reports it (and the dump's size is known)
 
     def __enter__(self) -> RestoreWatch:
-        self._thread = threads.start(self._run, name="pgclone-restore-progress")
+        try:
+            with postgres.connect(self.server) as connection:
+                (version,) = databases.execute(connection, "SHOW server_version_num")[0]
+        except Exception as exc:  # progress is worth a log line, never a failed restore
+            logger.info("pgclone: no restore progress for job %s: %s", self.job_id, exc)
+            return self
+        self.active = int(version) >= FIRST_VERSION and self.total > 0
+        if self.active:
+            jobs.start_progress(self.job_id, self.total, label=LOADING)
+            self._thread = threads.start(self._run, name="pgclone-restore-progress")
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -54,14 +64,10 @@ class RestoreWatch:
     def _run(self) -> None:
         try:
             with postgres.connect(self.server) as connection:
-                (version,) = databases.execute(connection, "SHOW server_version_num")[0]
-                if int(version) < FIRST_VERSION:
-                    return
-                jobs.start_progress(self.job_id, self.total, label=LOADING)
                 while not self._stop.wait(SAMPLE_SECONDS):
                     self._sample(connection)
         except Exception as exc:  # progress is worth a log line, never a failed restore
-            logger.info("pgclone: no restore progress for job %s: %s", self.job_id, exc)
+            logger.info("pgclone: restore progress of job %s stopped: %s", self.job_id, exc)
 
     def _sample(self, connection: Any) -> None:
         rows = databases.execute(connection, COPIES, [self.database])

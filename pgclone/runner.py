@@ -114,13 +114,15 @@ def describe_error(exc: BaseException) -> str:
 class Progress:
     """Records how far a step got, at most a few times a second."""
 
-    def __init__(self, job_id: Any, total: int | None = None, interval: float = 0.5) -> None:
+    def __init__(
+        self, job_id: Any, total: int | None = None, interval: float = 0.5, label: str = ""
+    ) -> None:
         self.job_id = job_id
         self.total = total
         self.done = 0
         self.interval = interval
         self._last = 0.0
-        jobs.start_progress(job_id, total)
+        jobs.start_progress(job_id, total, label)
 
     def add(self, amount: int) -> None:
         self.done += amount

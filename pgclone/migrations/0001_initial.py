@@ -7,58 +7,131 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('kind', models.CharField(choices=[('dump', 'Dump'), ('restore', 'Restore')], max_length=16)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='pending', max_length=16)),
-                ('database_alias', models.CharField(default='default', max_length=100)),
-                ('database_name', models.CharField(blank=True, max_length=255)),
-                ('dump_key', models.CharField(blank=True, max_length=1024)),
-                ('config_name', models.CharField(default='default', max_length=100)),
-                ('options', models.JSONField(blank=True, default=dict, help_text='Resolved options.')),
-                ('result', models.JSONField(blank=True, default=dict, help_text='What the steps produced.')),
-                ('requested_by', models.CharField(blank=True, max_length=255)),
-                ('task_id', models.CharField(blank=True, max_length=255)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('current_step', models.CharField(blank=True, max_length=64)),
-                ('progress_done', models.BigIntegerField(blank=True, null=True)),
-                ('progress_total', models.BigIntegerField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('worker_hostname', models.CharField(blank=True, max_length=255)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("dump", "Dump"), ("restore", "Restore")], max_length=16
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("database_alias", models.CharField(default="default", max_length=100)),
+                ("database_name", models.CharField(blank=True, max_length=255)),
+                ("dump_key", models.CharField(blank=True, max_length=1024)),
+                ("config_name", models.CharField(default="default", max_length=100)),
+                (
+                    "options",
+                    models.JSONField(blank=True, default=dict, help_text="Resolved options."),
+                ),
+                (
+                    "result",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="What the steps produced."
+                    ),
+                ),
+                ("requested_by", models.CharField(blank=True, max_length=255)),
+                ("task_id", models.CharField(blank=True, max_length=255)),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("current_step", models.CharField(blank=True, max_length=64)),
+                ("progress_done", models.BigIntegerField(blank=True, null=True)),
+                ("progress_total", models.BigIntegerField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("worker_hostname", models.CharField(blank=True, max_length=255)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at'],
-                'permissions': [('dump_database', 'Can start a dump with pgclone'), ('restore_database', 'Can restore a database with pgclone')],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('kind', 'restore'), ('status__in', ['pending', 'running'])), fields=('database_name',), name='pgclone_one_active_restore')],
+                "ordering": ["-created_at"],
+                "permissions": [
+                    ("dump_database", "Can start a dump with pgclone"),
+                    ("restore_database", "Can restore a database with pgclone"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(
+                            ("kind", "restore"), ("status__in", ["pending", "running"])
+                        ),
+                        fields=("database_name",),
+                        name="pgclone_one_active_restore",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='JobStep',
+            name="JobStep",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveSmallIntegerField()),
-                ('name', models.CharField(max_length=64)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('skipped', 'Skipped')], default='pending', max_length=16)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('message', models.TextField(blank=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='pgclone.job')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField()),
+                ("name", models.CharField(max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("message", models.TextField(blank=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="steps",
+                        to="pgclone.job",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job', 'position'],
-                'constraints': [models.UniqueConstraint(fields=('job', 'name'), name='pgclone_jobstep_unique_name')],
+                "ordering": ["job", "position"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("job", "name"), name="pgclone_jobstep_unique_name"
+                    )
+                ],
             },
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('pgclone', '0001_initial'),
+        ("pgclone", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='jobstep',
-            name='worker_hostname',
+            model_name="jobstep",
+            name="worker_hostname",
             field=models.CharField(blank=True, max_length=255),
         ),
     ]

@@ -38,6 +38,7 @@ from pgclone import (
 from pgclone.exceptions import DumpNotFound, InvalidInput, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
+from pgclone.restore_progress import RestoreWatch
 from pgclone.steps.restore_swap import (
     current_staging,
     finish_lost,
@@ -163,23 +164,31 @@ def _restore_streamed(
     job: Job, storage: Any, key: keys.DumpKey, manifest: dict, target: Any
 ) -> str:
     _create_temp(live_conn(job), target.name)
-    progress = runner.Progress(job.pk, total=manifest["size"])
     argv = postgres.pg_restore_argv(target)
+    raw_size = manifest.get("raw_size") or 0
     with (
+        RestoreWatch(job.pk, live_conn(job), target.name, raw_size) as watch,
         storage.open(key) as source,
         postgres.spawn(
             argv, env=target.env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
         ) as proc,
     ):
+        # The server's view of the COPYs where it has one; else the dump read so far.
+        progress = None if watch.active else runner.Progress(job.pk, total=manifest["size"])
         streams.decompress_into(
             source,
             proc,
             expected_sha256=manifest["sha256"],
             expected_raw_size=manifest.get("raw_size"),
-            on_progress=progress.add,
+            on_progress=progress.add if progress else _ignore,
         )
-    progress.flush()
+    if progress:
+        progress.flush()
     return f"Streamed {key} into {target.name} with pg_restore."
+
+
+def _ignore(_: int) -> None:
+    """Bytes read, when the server reports the restore's own progress."""
 
 
 def _restore_parallel(
@@ -196,7 +205,7 @@ def _restore_parallel(
                 f" (not enough free space in {workdir.parent} to unpack it for a parallel restore)"
             )
         unpacked = workdir / "dump"
-        progress = runner.Progress(job.pk, total=manifest["size"])
+        progress = runner.Progress(job.pk, total=manifest["size"], label="unpacking the dump")
         with storage.open(key) as source, open(unpacked, "wb") as out:
             streams.decompress(
                 source,
@@ -208,7 +217,8 @@ def _restore_parallel(
         progress.flush()
         _create_temp(live_conn(job), target.name)
         argv = postgres.pg_restore_argv(target, jobs=conf.restore_jobs(), path=str(unpacked))
-        postgres.run(argv, env=target.env())
+        with RestoreWatch(job.pk, live_conn(job), target.name, manifest.get("raw_size") or 0):
+            postgres.run(argv, env=target.env())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         jobs.update_result(job, unpacked=None)

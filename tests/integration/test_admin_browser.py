@@ -150,15 +150,15 @@ def test_restore_from_the_dumps_page_and_watch_it_finish(
     headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#result_list th")]
     assert "DURATION" in [header.upper() for header in headers]
     browser.save_screenshot(str(ARTIFACTS / "job-list.png"))
-    fits = "return document.documentElement.scrollWidth <= window.innerWidth"
-    assert browser.execute_script(fits)
+    for scrolled in ("document.documentElement", "document.querySelector('#changelist .results')"):
+        fits = f"const e = {scrolled}; return e.scrollWidth <= e.clientWidth"
+        assert browser.execute_script(fits), f"{scrolled} scrolls sideways"
 
 
 def test_cancel_a_running_restore_from_its_page(
     celery_worker, browser, live_server, local_location, target, tmp_path, settings
 ):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.ui import WebDriverWait
 
     key = make_dump("never", local_location)
@@ -168,12 +168,14 @@ def test_cancel_a_running_restore_from_its_page(
     wait = WebDriverWait(browser, 60)
     log_in(browser, live_server, wait, "operator")
     start_restore(browser, live_server, wait, key, "target", TARGET)
-    wait.until(lambda _: Path(f"{release}.started").exists())
-
-    browser.find_element(By.CSS_SELECTOR, "#pgclone-cancel input[type=submit]").click()
-    wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist")))
+    try:
+        wait.until(lambda _: Path(f"{release}.started").exists())
+        browser.find_element(By.ID, "pgclone-cancel-button").click()
+        wait.until(lambda _: "cancelled" in browser.find_element(By.ID, "content").text)
+        browser.save_screenshot(str(ARTIFACTS / "job-cancelled.png"))
+    finally:
+        release.touch()  # the hook finishes, and the job goes no further
     assert "cancelled" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
-    release.touch()  # the hook finishes, and the job goes no further
     job = Job.objects.get(kind=Job.Kind.RESTORE)
     wait.until(lambda _: job.steps.filter(name="pre_swap", status="failed").exists())
     job.refresh_from_db()
@@ -207,6 +209,7 @@ def test_a_restore_that_signs_you_out_says_so(
         connection.close()  # the swap ended this process's connection too
     assert "You were signed out" in note.text
     assert browser.find_element(By.ID, "pgclone-status").text == "unknown (signed out)"
+    assert not browser.find_element(By.ID, "pgclone-cancel-button").is_displayed()
     link = note.find_element(By.LINK_TEXT, "Log in again").get_attribute("href")
     assert "/admin/login/?next=" in link
     assert authors(test_database_name) == ["signed-out"]
