@@ -22,7 +22,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from pgclone import api, conf, databases, humanize, keys, postgres
+from pgclone import api, conf, databases, humanize, keys, payloads, postgres
 from pgclone.exceptions import DumpDamaged, PgCloneError
 from pgclone.models import Job
 from pgclone.storage import DumpInfo, Storage, get_storage
@@ -275,7 +275,7 @@ class JobAdmin(admin.ModelAdmin):
 
     def _undo_url(self, request: HttpRequest, job: Job) -> str:
         """The restore form for ``:previous``, when this restore left one to go back to."""
-        reversible = job.options.get("reversible")
+        reversible = job.kind == Job.Kind.RESTORE and payloads.restore_options(job).reversible
         if not (job.kind == Job.Kind.RESTORE and job.status == Job.Status.SUCCEEDED and reversible):
             return ""
         if not (request.user.has_perm("pgclone.restore_database") and conf.allow_restore()):

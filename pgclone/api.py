@@ -7,6 +7,7 @@ of these functions and render what it returns.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import logging
 import socket
@@ -38,6 +39,7 @@ from pgclone.exceptions import (
     RestoreRefused,
 )
 from pgclone.models import Job
+from pgclone.payloads import DumpOptions, RestoreOptions, Source
 from pgclone.steps import DUMP, RESTORE, workflow_for
 from pgclone.storage import get_storage
 from pgclone.storage.base import DumpInfo
@@ -117,13 +119,13 @@ def dump(
         )
         storage = get_storage()
         storage.check()
-    _accept(job, resolved, storage, database_name=resolved["database_name"])
+    _accept(job, resolved, storage, database_name=resolved.database_name)
     _start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
 
 
-def resolve_source(target: str, live_name: str) -> dict[str, Any]:
+def resolve_source(target: str, live_name: str) -> Source:
     """What a restore target names: a dump, or a database on the same server.
 
     ``KEY`` is one dump; ``DB_NAME`` that database's newest dump; ``:previous``
@@ -146,12 +148,12 @@ def resolve_source(target: str, live_name: str) -> dict[str, Any]:
             )
         if name == live_name:
             raise InvalidInput(f"{target!r} is the database being restored: pick another source.")
-        return {"type": "database", "name": name, "label": target}
+        return Source(type="database", name=name, label=target)
     storage = get_storage()
     if keys.looks_like_key(target):
         key = keys.parse_key(target)
         storage.read_manifest(key)  # DumpNotFound unless complete
-        return {"type": "dump", "key": str(key), "label": target}
+        return Source(type="dump", key=str(key), label=target)
     keys.validate_database_name(target)
     key = keys.newest(storage.list_keys(target), target)
     if key is None:
@@ -227,8 +229,8 @@ def restore(
             config=config, pre_swap_hooks=pre_swap_hooks, reversible=reversible, database=database
         )
         storage = get_storage()
-        resolved["source"] = resolve_source(target, live.name)
-    _accept(job, resolved, storage, dump_key=resolved["source"].get("key", ""))
+        resolved = dataclasses.replace(resolved, source=resolve_source(target, live.name))
+    _accept(job, resolved, storage, dump_key=resolved.source.key)
     _start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
@@ -306,10 +308,10 @@ def _failing(job: Job) -> Iterator[None]:
         raise
 
 
-def _accept(job: Job, resolved: dict[str, Any], storage: Any, **fields: Any) -> None:
+def _accept(job: Job, resolved: DumpOptions | RestoreOptions, storage: Any, **fields: Any) -> None:
     """Record the resolved options (where the dump goes or comes from included)."""
-    resolved["storage_location"] = storage.location
-    jobs.accept(job, resolved, config_name=resolved["config"], **fields)
+    resolved = dataclasses.replace(resolved, storage_location=storage.location)
+    jobs.accept(job, resolved.to_dict(), config_name=resolved.config, **fields)
 
 
 def _start(job: Job, *, inline: bool, on_start: Callable[[Job], Any] | None) -> None:

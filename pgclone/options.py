@@ -21,6 +21,7 @@ from django.db import models
 
 from pgclone import conf, hooks, keys, postgres, retention
 from pgclone.exceptions import ConfigurationError, InvalidInput
+from pgclone.payloads import DumpOptions, RestoreOptions
 
 DUMP_CONFIG_KEYS = {"exclude_models", "pre_dump_hooks", "keep_last", "keep_days"}
 
@@ -62,7 +63,7 @@ def resolve_dump_options(
     exclude_models: list[str] | None = None,
     pre_dump_hooks: list[str] | None = None,
     database: str = "default",
-) -> dict[str, Any]:
+) -> DumpOptions:
     name, settings_config = named_config(
         conf.dump_configs(), config, "PGCLONE_DUMP_CONFIGS", DUMP_CONFIG_KEYS
     )
@@ -85,13 +86,13 @@ def resolve_dump_options(
     retention.rules(name)
     conn = postgres.conn_info(database)
     keys.validate_database_name(conn.name)
-    return {
-        "config": name,
-        "database": database,
-        "database_name": conn.name,
-        "exclude_models": labels,
-        "pre_dump_hooks": list(pre_dump_hooks),
-    }
+    return DumpOptions(
+        config=name,
+        database=database,
+        database_name=conn.name,
+        exclude_models=tuple(labels),
+        pre_dump_hooks=tuple(pre_dump_hooks),
+    )
 
 
 def excluded_tables(labels: list[str]) -> tuple[list[str], list[str]]:
@@ -132,7 +133,7 @@ def resolve_restore_options(
     pre_swap_hooks: list[str] | None = None,
     reversible: bool = False,
     database: str = "default",
-) -> dict[str, Any]:
+) -> RestoreOptions:
     configs = {"default": conf.DEFAULT_RESTORE_CONFIG, **conf.restore_configs()}
     name, settings_config = named_config(
         configs, config, "PGCLONE_RESTORE_CONFIGS", RESTORE_CONFIG_KEYS
@@ -144,10 +145,10 @@ def resolve_restore_options(
         )
     hooks.validate(pre_swap_hooks)
     conn = postgres.conn_info(database)
-    return {
-        "config": name,
-        "database": database,
-        "database_name": conn.name,
-        "pre_swap_hooks": list(pre_swap_hooks),
-        "reversible": bool(reversible or settings_config.get("reversible", False)),
-    }
+    return RestoreOptions(
+        config=name,
+        database=database,
+        database_name=conn.name,
+        pre_swap_hooks=tuple(pre_swap_hooks),
+        reversible=bool(reversible or settings_config.get("reversible", False)),
+    )

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from pgclone import humanize
 from pgclone.models import Job
+from pgclone.payloads import Manifest
 from pgclone.storage.base import DumpInfo
 
 
@@ -56,9 +57,10 @@ def flags(info: DumpInfo) -> str:
     found = []
     if info.damaged:
         found.append("DAMAGED")
-    if info.manifest.get("signature"):
+    manifest = Manifest.from_dict(info.manifest) if info.manifest else None
+    if manifest and manifest.signed:
         found.append("signed")
-    if info.manifest.get("excluded_tables"):
+    if manifest and manifest.excluded_tables:
         found.append("rows-excluded")
     return ",".join(found) or "-"
 

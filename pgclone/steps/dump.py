@@ -21,6 +21,7 @@ from pgclone import (
     jobs,
     keys,
     options,
+    payloads,
     postgres,
     retention,
     routing,
@@ -42,7 +43,7 @@ logger = logging.getLogger("pgclone")
 
 def pre_dump(job: Job) -> None:
     """Run the pre-dump hooks, in order, on the database about to be dumped."""
-    hook_list = job.options.get("pre_dump_hooks", [])
+    hook_list = list(payloads.dump_options(job).pre_dump_hooks)
     if not hook_list:
         jobs.set_step_message(job, "pre_dump", "No hooks configured.")
         return
@@ -53,13 +54,14 @@ def pre_dump(job: Job) -> None:
 
 def dump(job: Job) -> None:
     """Stream pg_dump through zstd into storage, staged (not visible yet)."""
-    storage = storage_for(job.options["storage_location"])
+    asked = payloads.dump_options(job)
+    storage = storage_for(asked.storage_location)
     if job.result.get("staged"):  # a redelivered step: start again from scratch
         storage.abort(job.result["staged"])
         jobs.update_result(job, staged=None)
     conn = postgres.conn_info(job.database_alias).for_job(job.pk)
     key = keys.make_key(conn.name, job.config_name, timezone.now())
-    tables, cascaded = options.excluded_tables(job.options.get("exclude_models", []))
+    tables, cascaded = options.excluded_tables(list(asked.exclude_models))
     excluded = sorted({*tables, *OWN_TABLES})
     # Tables Django does not know (made by raw SQL) may reference those too.
     referencing = postgres.tables_referencing(conn, excluded)
@@ -134,25 +136,25 @@ def upload(job: Job) -> None:
     handle = job.result.get("staged")
     if not handle:
         raise PgCloneError("The dump step recorded no staged dump to finalise.")
-    storage = storage_for(job.options["storage_location"])
+    asked = payloads.dump_options(job)
+    storage = storage_for(asked.storage_location)
     result = job.result
-    manifest: dict[str, Any] = {
-        "key": result["key"],
-        "database": job.database_name,
-        "config": job.config_name,
-        "created": keys.parse_key(result["key"]).created.isoformat(),
-        "format": "postgresql-custom",
-        "compression": result["compression"],
-        "size": result["size"],
-        "raw_size": result["raw_size"],
-        "sha256": result["sha256"],
-        "server_version": result["server_version"],
-        "pg_dump_version": result["pg_dump_version"],
-        "pgclone_version": _version(),
-        "exclude_models": job.options.get("exclude_models", []),
-        "excluded_tables": result["excluded_tables"],
-        "job_id": str(job.pk),
-    }
+    manifest = payloads.Manifest(
+        key=result["key"],
+        database=job.database_name,
+        config=job.config_name,
+        created=keys.parse_key(result["key"]).created.isoformat(),
+        compression=result["compression"],
+        size=result["size"],
+        raw_size=result["raw_size"],
+        sha256=result["sha256"],
+        server_version=result["server_version"],
+        pg_dump_version=result["pg_dump_version"],
+        pgclone_version=_version(),
+        exclude_models=asked.exclude_models,
+        excluded_tables=tuple(result["excluded_tables"]),
+        job_id=str(job.pk),
+    ).to_dict()
     manifest = signing.sign(manifest)  # with PGCLONE_SIGNING_KEY: covers sha256 and sizes
     storage.complete(handle, manifest)
     jobs.update_result(job, staged=None, manifest=manifest)
@@ -182,7 +184,7 @@ def cleanup(job: Job) -> list[str]:
     if not handle or job.result.get("discard_failed"):
         return []
     try:
-        storage_for(job.options["storage_location"]).abort(handle)
+        storage_for(payloads.dump_options(job).storage_location).abort(handle)
     except Exception as exc:
         raise StorageError(_not_discarded(exc)) from exc
     jobs.update_result(job, staged=None)
@@ -210,7 +212,7 @@ def discard_leftover_uploads() -> int:
 
 def _discard_leftover(job: Job) -> bool:
     try:
-        storage_for(job.options["storage_location"]).abort(job.result["staged"])
+        storage_for(payloads.dump_options(job).storage_location).abort(job.result["staged"])
         job.result.pop("discard_failed", None)
         jobs.update_result(job, staged=None)
     except Exception as exc:

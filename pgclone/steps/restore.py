@@ -27,6 +27,7 @@ from pgclone import (
     hooks,
     jobs,
     keys,
+    payloads,
     postgres,
     privileges,
     routing,
@@ -60,21 +61,23 @@ def ensure_allowed(job: Job) -> None:
 
 def fetch(job: Job) -> None:
     """Check the source before any database is created."""
-    source = job.options["source"]
-    if source["type"] == "database":
+    asked = payloads.restore_options(job)
+    source = asked.source
+    if not source.is_dump:
         _refuse_unlisted_source(source)
         live = live_conn(job)
         with databases.maintenance(live) as connection:
-            if not databases.exists(connection, source["name"]):
+            if not databases.exists(connection, source.name):
                 raise DumpNotFound(missing_database_message(source, live.name))
-        jobs.set_step_message(job, "fetch", f"Database {source['name']!r} found.")
+        jobs.set_step_message(job, "fetch", f"Database {source.name!r} found.")
         return
-    storage = storage_for(job.options["storage_location"])
-    key = keys.parse_key(source["key"])
-    manifest = storage.complete_manifest(key)
-    signing.check(key, manifest)  # before anything is read or created
-    if manifest.get("compression") != streams.COMPRESSION:
-        raise PgCloneError(f"Dump {key} uses {manifest.get('compression')!r}, not zstd.")
+    storage = storage_for(asked.storage_location)
+    key = keys.parse_key(source.key)
+    stored = storage.complete_manifest(key)
+    signing.check(key, stored)  # before anything is read or created, on the bytes as stored
+    manifest = payloads.Manifest.from_dict(stored)
+    if manifest.compression != streams.COMPRESSION:
+        raise PgCloneError(f"Dump {key} uses {manifest.compression!r}, not zstd.")
     checked = "complete"
     if _unpacks(storage):
         checked = "complete (its checksum is checked as it is unpacked)"
@@ -82,22 +85,22 @@ def fetch(job: Job) -> None:
         # Reading a local file twice is cheap: check it before creating anything.
         # A dump from S3 is checked as it streams, before the swap.
         with storage.open(key) as source:
-            streams.verify(source, manifest["sha256"])
+            streams.verify(source, manifest.sha256)
         checked = "its checksum verified"
-    jobs.update_result(job, manifest=manifest)
-    size = human_bytes(manifest["size"])
+    jobs.update_result(job, manifest=stored)
+    size = human_bytes(manifest.size)
     jobs.set_step_message(job, "fetch", f"{key} ({size}) found, {checked}.")
 
 
-def _refuse_unlisted_source(source: dict[str, Any]) -> None:
+def _refuse_unlisted_source(source: payloads.Source) -> None:
     """Checked again in the worker: a database named with ``:NAME`` must be one of
     PGCLONE_LOCAL_SOURCES (``:previous`` and ``:current`` always may)."""
     allowed = conf.local_sources()
-    if allowed is None or source["label"] in (":previous", ":current"):
+    if allowed is None or source.label in (":previous", ":current"):
         return
-    if source["name"] not in allowed:
+    if source.name not in allowed:
         raise InvalidInput(
-            f"{source['label']!r} is not a database restores may copy here: "
+            f"{source.label!r} is not a database restores may copy here: "
             f"PGCLONE_LOCAL_SOURCES allows {_names(allowed)}."
         )
 
@@ -106,16 +109,14 @@ def _names(allowed: list[str]) -> str:
     return ", ".join(f":{name}" for name in allowed) or "none"
 
 
-def missing_database_message(source: dict[str, Any], live: str) -> str:
-    label = source["label"]
+def missing_database_message(source: payloads.Source, live: str) -> str:
+    label = source.label
     if label in (":previous", ":current"):
         return (
             f"No {label} copy of {live!r} exists: only a restore made with --reversible "
             "keeps one (and a later restore without it removes them)."
         )
-    return (
-        f"No database {source['name']!r} on the server: `manage.py pgclone ls --local` lists them."
-    )
+    return f"No database {source.name!r} on the server: `manage.py pgclone ls --local` lists them."
 
 
 def restore_temp(job: Job) -> None:
@@ -123,18 +124,19 @@ def restore_temp(job: Job) -> None:
     live = live_conn(job)
     temp = databases.temp_name(job.pk)
     jobs.update_result(job, temp_database=temp)
-    source = job.options["source"]
+    asked = payloads.restore_options(job)
+    source = asked.source
     with databases.maintenance(live) as connection:
         databases.drop(connection, temp)  # left by an earlier attempt of this step
-    if source["type"] == "database":
+    if not source.is_dump:
         with databases.maintenance(live) as connection:
-            databases.create_copy(connection, temp, source["name"])
+            databases.create_copy(connection, temp, source.name)
         databases.clear_job_tables(live, temp)
-        message = f"Copied {source['name']!r} into {temp}."
+        message = f"Copied {source.name!r} into {temp}."
     else:
-        storage = storage_for(job.options["storage_location"])
-        key = keys.parse_key(source["key"])
-        manifest = job.result["manifest"]
+        storage = storage_for(asked.storage_location)
+        key = keys.parse_key(source.key)
+        manifest = payloads.manifest_of(job)
         target = live.with_name(temp)
         if _unpacks(storage):
             message = _restore_parallel(job, storage, key, manifest, target)
@@ -161,11 +163,11 @@ def _create_temp(live: postgres.ConnInfo, temp: str) -> None:
 
 
 def _restore_streamed(
-    job: Job, storage: Any, key: keys.DumpKey, manifest: dict, target: Any
+    job: Job, storage: Any, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
     _create_temp(live_conn(job), target.name)
     argv = postgres.pg_restore_argv(target)
-    raw_size = manifest.get("raw_size") or 0
+    raw_size = manifest.raw_size or 0
     with (
         RestoreWatch(job.pk, live_conn(job), target.name, raw_size) as watch,
         storage.open(key) as source,
@@ -174,12 +176,12 @@ def _restore_streamed(
         ) as proc,
     ):
         # The server's view of the COPYs where it has one; else the dump read so far.
-        progress = None if watch.active else runner.Progress(job.pk, total=manifest["size"])
+        progress = None if watch.active else runner.Progress(job.pk, total=manifest.size)
         streams.decompress_into(
             source,
             proc,
-            expected_sha256=manifest["sha256"],
-            expected_raw_size=manifest.get("raw_size"),
+            expected_sha256=manifest.sha256,
+            expected_raw_size=manifest.raw_size,
             on_progress=progress.add if progress else _ignore,
         )
     if progress:
@@ -192,7 +194,7 @@ def _ignore(_: int) -> None:
 
 
 def _restore_parallel(
-    job: Job, storage: LocalStorage, key: keys.DumpKey, manifest: dict, target: Any
+    job: Job, storage: LocalStorage, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
     """Unpack (checking the dump: nothing is created from a damaged one), then
     create the temporary database and restore into it with several jobs."""
@@ -200,24 +202,24 @@ def _restore_parallel(
     # Recorded so that whoever cleans up after a lost worker knows where to look.
     jobs.update_result(job, unpacked={"host": socket.gethostname(), "path": str(workdir)})
     try:
-        if shutil.disk_usage(workdir).free < manifest.get("raw_size", 0) * 1.1:
+        if shutil.disk_usage(workdir).free < (manifest.raw_size or 0) * 1.1:
             return _restore_streamed(job, storage, key, manifest, target) + (
                 f" (not enough free space in {workdir.parent} to unpack it for a parallel restore)"
             )
         unpacked = workdir / "dump"
-        progress = runner.Progress(job.pk, total=manifest["size"], label="unpacking the dump")
+        progress = runner.Progress(job.pk, total=manifest.size, label="unpacking the dump")
         with storage.open(key) as source, open(unpacked, "wb") as out:
             streams.decompress(
                 source,
                 out.write,
-                expected_sha256=manifest["sha256"],
-                expected_raw_size=manifest.get("raw_size"),
+                expected_sha256=manifest.sha256,
+                expected_raw_size=manifest.raw_size,
                 on_progress=progress.add,
             )
         progress.flush()
         _create_temp(live_conn(job), target.name)
         argv = postgres.pg_restore_argv(target, jobs=conf.restore_jobs(), path=str(unpacked))
-        with RestoreWatch(job.pk, live_conn(job), target.name, manifest.get("raw_size") or 0):
+        with RestoreWatch(job.pk, live_conn(job), target.name, manifest.raw_size or 0):
             postgres.run(argv, env=target.env())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -232,7 +234,7 @@ def unpack_prefix(job_id: Any) -> str:
 
 def pre_swap(job: Job) -> None:
     """Run the pre-swap hooks against the temporary database, never the live one."""
-    hook_list = job.options.get("pre_swap_hooks", [])
+    hook_list = list(payloads.restore_options(job).pre_swap_hooks)
     if not hook_list:
         jobs.set_step_message(job, "pre_swap", "No hooks configured.")
         return

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import connections
 from django.db.models import Q
 
-from pgclone import conf, databases, jobs, postgres, runner
+from pgclone import conf, databases, jobs, payloads, postgres, runner
 from pgclone import swap as swapping
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
@@ -42,7 +42,7 @@ def swap(job: Job) -> Callable[[], None]:
         if holds_jobs:
             _check_job_tables(pg.on(live.name), pg.on(temp))
         _wait_for_other_jobs(job, holds_jobs)
-        if job.options.get("reversible"):
+        if payloads.restore_options(job).reversible:
             # :current is prepared under a temporary name: the one in place now
             # stays until the swap has happened.
             staging = current_staging(job)
@@ -125,7 +125,7 @@ def _after_swap(job: Job, server: Any, old: str | None) -> tuple[list[str], list
             set_aside = swapping.retire(server, name, to)
             if set_aside:
                 retired.append(set_aside)
-        if not job.options.get("reversible"):
+        if not payloads.restore_options(job).reversible:
             return [], [name for name in (old, *retired) if name]
         if old:
             databases.rename(server, old, previous)

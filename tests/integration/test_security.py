@@ -203,7 +203,7 @@ def test_local_sources_limit_the_api(settings: Any, target: str, test_database_n
     settings.PGCLONE_LOCAL_SOURCES = ["staging_copy"]
     with pytest.raises(InvalidInput, match="PGCLONE_LOCAL_SOURCES allows :staging_copy"):
         api.resolve_source(f":{test_database_name}", TARGET)
-    assert api.resolve_source(":previous", TARGET)["type"] == "database"
+    assert api.resolve_source(":previous", TARGET).type == "database"
     assert all(target in (":previous", ":current") for target, _ in api.local_sources("target"))
 
 

@@ -268,9 +268,9 @@ def test_settings_example_pgclone_settings_are_valid(settings: Any) -> None:
     settings.PGCLONE_DUMP_CONFIGS = values["PGCLONE_DUMP_CONFIGS"]
     settings.PGCLONE_RESTORE_CONFIGS = values["PGCLONE_RESTORE_CONFIGS"]
     for name in values["PGCLONE_DUMP_CONFIGS"]:
-        assert options.resolve_dump_options(config=name)["config"] == name
+        assert options.resolve_dump_options(config=name).config == name
     for name in values["PGCLONE_RESTORE_CONFIGS"]:
-        assert options.resolve_restore_options(config=name)["pre_swap_hooks"] == ["migrate"]
+        assert options.resolve_restore_options(config=name).pre_swap_hooks == ("migrate",)
     assert values["PGCLONE_ALLOW_RESTORE"] is False  # unless the environment opts in
 
 

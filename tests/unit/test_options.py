@@ -7,9 +7,9 @@ from pgclone.exceptions import ConfigurationError, InvalidInput
 def test_default_config_when_none_is_named(settings):
     settings.PGCLONE_DUMP_CONFIGS = {}
     resolved = options.resolve_dump_options()
-    assert resolved["config"] == "default"
-    assert resolved["exclude_models"] == [] and resolved["pre_dump_hooks"] == []
-    assert resolved["database_name"] == settings.DATABASES["default"]["NAME"]
+    assert resolved.config == "default"
+    assert resolved.exclude_models == () and resolved.pre_dump_hooks == ()
+    assert resolved.database_name == settings.DATABASES["default"]["NAME"]
 
 
 def test_unknown_config_names_the_known_ones(settings):
@@ -27,14 +27,14 @@ def test_unknown_keys_in_a_config_are_reported(settings):
 def test_command_line_exclusions_add_to_the_configs(settings):
     settings.PGCLONE_DUMP_CONFIGS = {"default": {"exclude_models": ["testapp.Secret"]}}
     resolved = options.resolve_dump_options(exclude_models=["auth.user", "testapp.Secret"])
-    assert resolved["exclude_models"] == ["testapp.Secret", "auth.User"]
+    assert resolved.exclude_models == ("testapp.Secret", "auth.User")
 
 
 def test_command_line_hooks_replace_the_configs(settings):
     settings.PGCLONE_DUMP_CONFIGS = {"default": {"pre_dump_hooks": "testapp_mark"}}
-    assert options.resolve_dump_options()["pre_dump_hooks"] == ["testapp_mark"]
+    assert options.resolve_dump_options().pre_dump_hooks == ("testapp_mark",)
     resolved = options.resolve_dump_options(pre_dump_hooks=["check", "testapp_mark --note x"])
-    assert resolved["pre_dump_hooks"] == ["check", "testapp_mark --note x"]
+    assert resolved.pre_dump_hooks == ("check", "testapp_mark --note x")
 
 
 def test_unknown_model_label_is_refused():

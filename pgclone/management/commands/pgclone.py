@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError
 from django.utils import timezone
 
-from pgclone import api, follow, humanize, postgres, reporting, threads
+from pgclone import api, follow, humanize, payloads, postgres, reporting, threads
 from pgclone.exceptions import ConfigurationError, InvalidInput, PgCloneError
 from pgclone.models import Job
 
@@ -279,13 +279,12 @@ class Command(BaseCommand):
         job.refresh_from_db()
         took = humanize.human_seconds(job.duration)
         if job.status == Job.Status.SUCCEEDED and job.kind == Job.Kind.DUMP:
-            manifest = job.result.get("manifest", {})
-            size = humanize.human_bytes(manifest.get("size", 0))
+            size = humanize.human_bytes(payloads.manifest_of(job).size)
             self.stdout.write(f"Dump succeeded in {took}: {job.dump_key} ({size})")
             return
         if job.status == Job.Status.SUCCEEDED:
-            source = job.options.get("source", {})
-            what = source.get("key") or source.get("label", "")
+            source = payloads.restore_options(job).source
+            what = source.key or source.label
             window = job.result.get("swap_window_ms", 0)
             self.stdout.write(
                 f"Restore succeeded in {took}: {job.database_name!r} now holds {what} "

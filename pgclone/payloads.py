@@ -1,0 +1,164 @@
+"""What a job was asked to do, and a dump's manifest: typed, versioned records.
+
+A job keeps its options as JSON (``Job.options``) and a dump its manifest as a
+JSON file beside it; these classes are how code reads and writes them, so that
+a field is named in one place. Each has an explicit ``to_dict`` / ``from_dict``
+and a ``version``: a record written before versions existed reads as version
+1, and fields a reader doesn't know are kept as they were (a manifest's
+signature covers them all).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+VERSION = 1
+
+
+def _known(cls: type, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``data`` split into the fields of ``cls`` and the rest."""
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    return (
+        {k: v for k, v in data.items() if k in names},
+        {k: v for k, v in data.items() if k not in names},
+    )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a restore's data comes from: a dump in storage, or a database on the server."""
+
+    type: str  # "dump" or "database"
+    label: str  # as the user wrote it: a key, a database name, :previous, :NAME
+    key: str = ""  # the dump's key, for "dump"
+    name: str = ""  # the database's name, for "database"
+
+    @property
+    def is_dump(self) -> bool:
+        return self.type == "dump"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v or k in ("type", "label")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Source:
+        known, _ = _known(cls, data)
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    """A dump job's resolved options."""
+
+    config: str = ""
+    database: str = ""  # the alias
+    database_name: str = ""
+    exclude_models: tuple[str, ...] = ()
+    pre_dump_hooks: tuple[str, ...] = ()
+    storage_location: str = ""
+    version: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["exclude_models"] = list(self.exclude_models)
+        data["pre_dump_hooks"] = list(self.pre_dump_hooks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DumpOptions:
+        known, _ = _known(cls, data)  # "requested" (what was asked, as asked) stays in the job
+        known["exclude_models"] = tuple(known.get("exclude_models") or ())
+        known["pre_dump_hooks"] = tuple(known.get("pre_dump_hooks") or ())
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """A restore job's resolved options."""
+
+    config: str = ""
+    database: str = ""  # the alias
+    database_name: str = ""
+    pre_swap_hooks: tuple[str, ...] = ()
+    reversible: bool = False
+    source: Source | None = None
+    storage_location: str = ""
+    version: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["pre_swap_hooks"] = list(self.pre_swap_hooks)
+        data["source"] = self.source.to_dict() if self.source else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RestoreOptions:
+        known, _ = _known(cls, data)
+        known["pre_swap_hooks"] = tuple(known.get("pre_swap_hooks") or ())
+        source = known.get("source")
+        known["source"] = Source.from_dict(source) if source else None
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What is recorded beside a dump when it is complete (its commit marker)."""
+
+    key: str
+    database: str
+    config: str
+    created: str
+    size: int  # bytes stored
+    sha256: str  # of the bytes stored
+    raw_size: int | None = None  # bytes of the archive, uncompressed
+    compression: str = "zstd"
+    format: str = "postgresql-custom"
+    exclude_models: tuple[str, ...] = ()
+    excluded_tables: tuple[str, ...] = ()
+    pg_dump_version: str = ""
+    server_version: str = ""
+    pgclone_version: str = ""
+    job_id: str = ""
+    signature: str | None = None
+    version: int = VERSION
+    # Fields this version doesn't know (a newer pgclone's): kept, and signed, as they are.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.signature)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
+        data["exclude_models"] = list(self.exclude_models)
+        data["excluded_tables"] = list(self.excluded_tables)
+        if self.signature is None:
+            del data["signature"]
+        if self.raw_size is None:
+            del data["raw_size"]
+        return {**self.extra, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known, extra = _known(cls, data)
+        known.setdefault("version", 1)  # written before versions existed
+        for name in ("exclude_models", "excluded_tables"):
+            known[name] = tuple(known.get(name) or ())
+        for name in ("key", "database", "config", "created"):
+            known.setdefault(name, "")
+        return cls(**known, extra=extra)
+
+
+def dump_options(job: Any) -> DumpOptions:
+    return DumpOptions.from_dict(job.options)
+
+
+def restore_options(job: Any) -> RestoreOptions:
+    return RestoreOptions.from_dict(job.options)
+
+
+def manifest_of(job: Any) -> Manifest:
+    """The manifest a dump job wrote, or the one a restore job read."""
+    return Manifest.from_dict(job.result["manifest"])

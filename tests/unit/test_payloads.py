@@ -1,0 +1,65 @@
+"""Typed job options and manifests: what is written reads back, and what older
+(or newer) pgclone versions wrote still reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pgclone import signing
+from pgclone.payloads import DumpOptions, Manifest, RestoreOptions, Source
+
+FIXTURE = (
+    Path(__file__).resolve().parent.parent
+    / "fixtures/dumps/pgclone_fixture_src/20261125T194134.731221Z.default.dump.json"
+)
+
+
+def test_options_round_trip_through_json():
+    dump = DumpOptions(
+        config="safe", database="default", database_name="shop",
+        exclude_models=("auth.User",), pre_dump_hooks=("clearsessions",),
+        storage_location="/srv/dumps",
+    )  # fmt: skip
+    restore = RestoreOptions(
+        config="default", database="default", database_name="shop",
+        pre_swap_hooks=("migrate",), reversible=True,
+        source=Source(type="dump", key="shop/20260101T000000.000000Z.default.dump", label="shop"),
+        storage_location="s3://bucket/dumps",
+    )  # fmt: skip
+    for options in (dump, restore):
+        stored = json.loads(json.dumps(options.to_dict()))
+        assert type(options).from_dict(stored) == options
+        assert stored["version"] == 1
+
+
+def test_options_of_a_job_refused_before_resolving_read_as_empty():
+    """A job that failed at acceptance keeps only what was asked."""
+    asked = {"requested": {"config": "nope"}}
+    assert DumpOptions.from_dict(asked).storage_location == ""
+    assert RestoreOptions.from_dict(asked).source is None
+
+
+def test_a_manifest_written_before_versions_reads_as_version_1():
+    stored = json.loads(FIXTURE.read_text())
+    assert "version" not in stored
+
+    manifest = Manifest.from_dict(stored)
+
+    assert manifest.version == 1 and manifest.size == 10616 and manifest.raw_size == 70299
+    assert manifest.format == "postgresql-custom" and not manifest.signed
+
+
+def test_fields_a_newer_pgclone_adds_are_kept_and_stay_signed(settings):
+    settings.PGCLONE_SIGNING_KEY = "k" * 32
+    written = Manifest(
+        key="shop/20260101T000000.000000Z.default.dump", database="shop", config="default",
+        created="2026-01-01T00:00:00+00:00", size=10, sha256="0" * 64, raw_size=20,
+    ).to_dict()  # fmt: skip
+    from_newer = signing.sign({**written, "encrypted": {"recipients": ["age1…"]}})
+
+    read = Manifest.from_dict(from_newer)
+
+    assert read.extra == {"encrypted": {"recipients": ["age1…"]}} and read.signed
+    assert read.to_dict() == from_newer  # nothing lost or changed: the signature still holds
+    signing.check(read.key, read.to_dict())
