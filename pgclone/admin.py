@@ -79,8 +79,9 @@ def offered_problem(key: str, alias: str) -> str:
     return ""
 
 
-def _config_choices(configs: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(name, name) for name in sorted({"default", *configs})]
+def _config_choices(configs: Any) -> list[tuple[str, str]]:
+    names = configs if isinstance(configs, dict) else {}  # a malformed setting: check E003
+    return [(name, name) for name in sorted({"default", *names})]
 
 
 class DumpNowForm(forms.Form):

@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from pgclone import (
     conf,
-    databases,
     humanize,
     jobs,
     keys,
@@ -33,13 +32,13 @@ from pgclone import (
 from pgclone.exceptions import (
     BrokerUnavailable,
     DumpDamaged,
-    DumpNotFound,
     InvalidInput,
     PgCloneError,
     RestoreRefused,
 )
 from pgclone.models import Job
-from pgclone.payloads import DumpOptions, RestoreOptions, Source
+from pgclone.payloads import DumpOptions, RestoreOptions
+from pgclone.sources import resolve_source
 from pgclone.steps import DUMP, RESTORE, workflow_for
 from pgclone.storage import get_storage
 from pgclone.storage.base import DumpInfo
@@ -123,45 +122,6 @@ def dump(
     _start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
-
-
-def resolve_source(target: str, live_name: str) -> Source:
-    """What a restore target names: a dump, or a database on the same server.
-
-    ``KEY`` is one dump; ``DB_NAME`` that database's newest dump; ``:previous``
-    and ``:current`` the copies a reversible restore keeps; ``:NAME`` a database
-    on the server (one of PGCLONE_LOCAL_SOURCES when that is set).
-    """
-    target = target.strip()
-    if target.startswith(":"):
-        name = target[1:]
-        if not name:
-            raise InvalidInput("':' must be followed by previous, current or a database name.")
-        allowed = conf.local_sources()
-        if name in databases.COPY_SUFFIXES:
-            name = databases.copy_name(live_name, name)
-        elif allowed is not None and name not in allowed:
-            listed = ", ".join(f":{source}" for source in allowed) or "none"
-            raise InvalidInput(
-                f"{target!r} is not a database restores may copy here: PGCLONE_LOCAL_SOURCES "
-                f"allows {listed} (and :previous, :current)."
-            )
-        if name == live_name:
-            raise InvalidInput(f"{target!r} is the database being restored: pick another source.")
-        return Source(type="database", name=name, label=target)
-    storage = get_storage()
-    if keys.looks_like_key(target):
-        key = keys.parse_key(target)
-        storage.read_manifest(key)  # DumpNotFound unless complete
-        return Source(type="dump", key=str(key), label=target)
-    keys.validate_database_name(target)
-    key = keys.newest(storage.list_keys(target), target)
-    if key is None:
-        raise DumpNotFound(
-            f"No complete dump of database {target!r} in {storage.location}: "
-            "`manage.py pgclone ls --only-db-names` lists the dumped databases."
-        )
-    return {"type": "dump", "key": str(key), "label": target}
 
 
 def restore(
@@ -256,31 +216,6 @@ def _liveliness(job: Job) -> str:
         return job.status
     age = (timezone.now() - job.heartbeat_at).total_seconds()
     return f"{job.status}, last heartbeat {humanize.human_seconds(age)} ago"
-
-
-def local_sizes(database: str = "default") -> dict[str, int | None]:
-    """Sizes of the databases on ``database``'s server (None where this role may not look)."""
-    return databases.sizes(postgres.conn_info(database))
-
-
-def local_sources(database: str = "default") -> list[tuple[str, str]]:
-    """What ``restore :…`` can copy on this server: (target, database name) pairs
-    (only PGCLONE_LOCAL_SOURCES, besides :previous and :current, when that is set)."""
-    live = postgres.conn_info(database)
-    names = databases.local_databases(live)
-    found = []
-    for which in databases.COPY_SUFFIXES:
-        name = databases.copy_name(live.name, which)
-        if name in names:
-            found.append((f":{which}", name))
-    copies = {name for _, name in found}
-    allowed = conf.local_sources()
-    found += [
-        (f":{name}", name)
-        for name in names
-        if name not in copies and name != live.name and (allowed is None or name in allowed)
-    ]
-    return found
 
 
 def sweep() -> list[Job]:

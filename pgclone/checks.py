@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
-from pgclone import conf, postgres
+from pgclone import conf, configs, postgres
 from pgclone.exceptions import ConfigurationError, PgCloneError
 
 
@@ -48,14 +48,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         get_storage()
     except PgCloneError as exc:
         errors.append(checks.Error(str(exc), id="pgclone.E002"))
-    for setting, configs in (
-        ("PGCLONE_DUMP_CONFIGS", conf.dump_configs()),
-        ("PGCLONE_RESTORE_CONFIGS", conf.restore_configs()),
-    ):
-        if not isinstance(configs, dict):
-            errors.append(
-                checks.Error(f"{setting} must be a dict of named configs.", id="pgclone.E003")
-            )
+    # Every named config, parsed as a job would: a mistake shows at startup.
+    errors += [checks.Error(problem, id="pgclone.E003") for problem in configs.check_configs()]
     return errors + _security_setting_errors()
 
 

@@ -60,12 +60,14 @@ def allow_unsigned() -> bool:
 
 def dump_configs() -> dict[str, dict[str, Any]]:
     """Named dump configurations; ``default`` is used when none is named."""
-    return _get("PGCLONE_DUMP_CONFIGS", {}) or {}
+    found = _get("PGCLONE_DUMP_CONFIGS", {})
+    return {} if found is None else found  # anything but a dict: pgclone.E003
 
 
 def restore_configs() -> dict[str, dict[str, Any]]:
     """Named restore configurations; ``default`` is used when none is named."""
-    return _get("PGCLONE_RESTORE_CONFIGS", {}) or {}
+    found = _get("PGCLONE_RESTORE_CONFIGS", {})
+    return {} if found is None else found  # anything but a dict: pgclone.E003
 
 
 def allow_restore() -> bool:

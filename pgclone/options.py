@@ -14,36 +14,12 @@ Merging rules (documented in the README):
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.apps import apps
 from django.db import models
 
-from pgclone import conf, hooks, keys, postgres, retention
-from pgclone.exceptions import ConfigurationError, InvalidInput
+from pgclone import configs, hooks, keys, postgres
+from pgclone.exceptions import InvalidInput
 from pgclone.payloads import DumpOptions, RestoreOptions
-
-DUMP_CONFIG_KEYS = {"exclude_models", "pre_dump_hooks", "keep_last", "keep_days"}
-
-
-def named_config(
-    configs: dict[str, dict[str, Any]], name: str | None, setting: str, allowed: set[str]
-) -> tuple[str, dict[str, Any]]:
-    name = name or "default"
-    keys.validate_config_name(name)
-    if name not in configs and name != "default":
-        known = ", ".join(sorted(configs)) or "none"
-        raise InvalidInput(f"Unknown config {name!r}: {setting} defines {known}.")
-    config = configs.get(name) or {}
-    if not isinstance(config, dict):
-        raise ConfigurationError(f"{setting}[{name!r}] must be a dict.")
-    unknown = set(config) - allowed
-    if unknown:
-        raise ConfigurationError(
-            f"{setting}[{name!r}] has unknown keys {sorted(unknown)}; "
-            f"the known ones are {sorted(allowed)}."
-        )
-    return name, config
 
 
 def model_for_label(label: str) -> type[models.Model]:
@@ -64,30 +40,19 @@ def resolve_dump_options(
     pre_dump_hooks: list[str] | None = None,
     database: str = "default",
 ) -> DumpOptions:
-    name, settings_config = named_config(
-        conf.dump_configs(), config, "PGCLONE_DUMP_CONFIGS", DUMP_CONFIG_KEYS
-    )
-    configured_models = settings_config.get("exclude_models") or []
-    if isinstance(configured_models, str) or not isinstance(configured_models, list | tuple):
-        raise ConfigurationError(
-            f"PGCLONE_DUMP_CONFIGS[{name!r}]['exclude_models'] must be a list of model labels."
-        )
+    configured = configs.dump_config(config)
     labels = []
-    for label in [*configured_models, *(exclude_models or [])]:
+    for label in [*configured.exclude_models, *(exclude_models or [])]:
         model = model_for_label(label)
         if model._meta.label not in labels:
             labels.append(model._meta.label)
     if pre_dump_hooks is None:
-        pre_dump_hooks = hooks.normalize(
-            settings_config.get("pre_dump_hooks"),
-            f"PGCLONE_DUMP_CONFIGS[{name!r}]['pre_dump_hooks']",
-        )
+        pre_dump_hooks = list(configured.pre_dump_hooks)
     hooks.validate(pre_dump_hooks)
-    retention.rules(name)
     conn = postgres.conn_info(database)
     keys.validate_database_name(conn.name)
     return DumpOptions(
-        config=name,
+        config=configured.name,
         database=database,
         database_name=conn.name,
         exclude_models=tuple(labels),
@@ -124,9 +89,6 @@ def excluded_tables(labels: list[str]) -> tuple[list[str], list[str]]:
     return tables, sorted(added)
 
 
-RESTORE_CONFIG_KEYS = {"pre_swap_hooks", "reversible"}
-
-
 def resolve_restore_options(
     *,
     config: str | None = None,
@@ -134,21 +96,15 @@ def resolve_restore_options(
     reversible: bool = False,
     database: str = "default",
 ) -> RestoreOptions:
-    configs = {"default": conf.DEFAULT_RESTORE_CONFIG, **conf.restore_configs()}
-    name, settings_config = named_config(
-        configs, config, "PGCLONE_RESTORE_CONFIGS", RESTORE_CONFIG_KEYS
-    )
+    configured = configs.restore_config(config)
     if pre_swap_hooks is None:
-        pre_swap_hooks = hooks.normalize(
-            settings_config.get("pre_swap_hooks", conf.DEFAULT_RESTORE_CONFIG["pre_swap_hooks"]),
-            f"PGCLONE_RESTORE_CONFIGS[{name!r}]['pre_swap_hooks']",
-        )
+        pre_swap_hooks = list(configured.pre_swap_hooks)
     hooks.validate(pre_swap_hooks)
     conn = postgres.conn_info(database)
     return RestoreOptions(
-        config=name,
+        config=configured.name,
         database=database,
         database_name=conn.name,
         pre_swap_hooks=tuple(pre_swap_hooks),
-        reversible=bool(reversible or settings_config.get("reversible", False)),
+        reversible=bool(reversible or configured.reversible),
     )

@@ -6,7 +6,9 @@ table, with the bytes it received so far, and ``pg_stat_progress_create_index``
 one for each index being built. A thread samples both for the database being
 restored and records the step's progress: the COPY bytes loaded (finished
 tables plus those under way) against the dump's uncompressed size, labelled
-"loading data" and then "building indexes". On older servers nothing is
+"loading data" and then "building indexes". It is a sampled estimate: the last
+bytes a COPY loads after the last sample before it ends are not counted, so a
+fast restore of few tables shows less than it did. On older servers nothing is
 sampled: the step shows the progress of reading the dump only.
 """
 
@@ -21,7 +23,7 @@ from pgclone import databases, jobs, postgres, threads
 
 logger = logging.getLogger("pgclone")
 
-SAMPLE_SECONDS = 0.5
+SAMPLE_SECONDS = 0.2
 FIRST_VERSION = 140000  # pg_stat_progress_copy appeared in PostgreSQL 14
 LOADING = "loading data"
 INDEXING = "building indexes"

@@ -16,22 +16,15 @@ from typing import Any
 
 from django.utils import timezone
 
-from pgclone import conf, keys
-from pgclone.exceptions import ConfigurationError
+from pgclone import configs, keys
 from pgclone.models import Job
 from pgclone.storage import Storage
 
 
 def rules(config_name: str) -> tuple[int | None, float | None]:
     """The retention rules of a dump config: (keep_last, keep_days), None when unset."""
-    config = conf.dump_configs().get(config_name) or {}
-    keep_last, keep_days = config.get("keep_last"), config.get("keep_days")
-    setting = f"PGCLONE_DUMP_CONFIGS[{config_name!r}]"
-    if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
-        raise ConfigurationError(f"{setting}['keep_last'] must be a whole number of at least 1.")
-    if keep_days is not None and (not isinstance(keep_days, int | float) or keep_days <= 0):
-        raise ConfigurationError(f"{setting}['keep_days'] must be a positive number of days.")
-    return keep_last, keep_days
+    config = configs.retention_of(config_name)
+    return config.keep_last, config.keep_days
 
 
 def in_use() -> set[str]:

@@ -38,7 +38,6 @@ from pgclone import conf, driver, postgres
 from pgclone.databases import (
     OLD_PREFIX,
     TEMP_PREFIX,
-    JobHistoryCopy,
     drop,
     exists,
     id_prefix,
@@ -47,6 +46,7 @@ from pgclone.databases import (
 from pgclone.databases import execute as run
 from pgclone.driver import errors, sql
 from pgclone.exceptions import PgCloneError
+from pgclone.job_tables import JobHistoryCopy
 
 MARKER_PREFIX = "pgclone swap: "
 TERMINATE_TIMEOUT_MS = 5000

@@ -25,6 +25,7 @@ from pgclone import (
     conf,
     databases,
     hooks,
+    job_tables,
     jobs,
     keys,
     payloads,
@@ -131,7 +132,7 @@ def restore_temp(job: Job) -> None:
     if not source.is_dump:
         with databases.maintenance(live) as connection:
             databases.create_copy(connection, temp, source.name)
-        databases.clear_job_tables(live, temp)
+        job_tables.clear_job_tables(live, temp)
         message = f"Copied {source.name!r} into {temp}."
     else:
         storage = storage_for(asked.storage_location)

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import connections
 from django.db.models import Q
 
-from pgclone import conf, databases, jobs, payloads, postgres, runner
+from pgclone import conf, databases, job_tables, jobs, payloads, postgres, runner
 from pgclone import swap as swapping
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
@@ -49,7 +49,7 @@ def swap(job: Job) -> Callable[[], None]:
             databases.drop(pg.server, staging)
             pg.close(temp)  # a database is copied only while nobody is connected to it
             databases.create_copy(pg.server, staging, temp)
-        history = (lambda: databases.JobHistoryCopy(pg, live.name, temp)) if holds_jobs else None
+        history = (lambda: job_tables.JobHistoryCopy(pg, live.name, temp)) if holds_jobs else None
         result = swapping.swap(
             live, live=live.name, new=temp, old_name=old, job_id=job.pk, history=history
         )
@@ -162,7 +162,7 @@ def _dropper(job: Job, live: postgres.ConnInfo, names: list[str]) -> Callable[[]
 
 def _check_job_tables(current: Any, new: Any) -> None:
     """The restored database must be able to hold this environment's job history."""
-    missing = databases.missing_job_columns(current, new)
+    missing = job_tables.missing_job_columns(current, new)
     if missing:
         raise PgCloneError(
             f"The restored database lacks pgclone's job tables or columns ({missing}); "

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from pgclone import api, databases, postgres
+from pgclone import api, databases, job_tables, postgres
 from pgclone.models import Job
 from tests import pg
 from tests.conftest import (
@@ -277,7 +277,7 @@ def test_the_history_copy_runs_planted_triggers_as_the_role_pgclone_connects_as(
     (outbox / "check").unlink()
     try:
         with databases.Maintenance(postgres.conn_info(alias)) as pg:
-            copy = databases.JobHistoryCopy(pg, live=target, new=new)
+            copy = job_tables.JobHistoryCopy(pg, live=target, new=new)
             copy.copy()
     finally:
         psql(f'DROP DATABASE "{new}"')

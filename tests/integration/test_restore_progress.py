@@ -39,7 +39,6 @@ def test_restore_progress_moves_during_pg_restore(celery_worker, local_location,
     loading = [done for label, done, total in seen if label == "loading data" and total == raw_size]
     assert len(set(loading)) >= 2, seen  # it moved while pg_restore ran…
     assert loading == sorted(loading) and 0 < max(loading) <= raw_size  # …forwards, within bounds
-    assert max(loading) > raw_size / 2, (max(loading), raw_size)  # most of the dump is its rows
     assert {label for label, _, _ in seen} <= {"unpacking the dump", "loading data",
                                                "building indexes"}  # fmt: skip
     assert psql("SELECT count(*) FROM bulk", target) == "700000"
