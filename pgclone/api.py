@@ -38,6 +38,10 @@ from pgclone.exceptions import (
 )
 from pgclone.models import Job
 from pgclone.payloads import DumpOptions, RestoreOptions
+
+# Re-exported: the command and the admin list what `restore :…` can copy through the API.
+from pgclone.sources import local_sizes as local_sizes
+from pgclone.sources import local_sources as local_sources
 from pgclone.sources import resolve_source
 from pgclone.steps import DUMP, RESTORE, workflow_for
 from pgclone.storage import get_storage
