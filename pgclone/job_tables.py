@@ -92,7 +92,7 @@ class JobHistoryCopy:
         self._release()
 
 
-def missing_jobcolumns(live: Any, new: Any) -> str:
+def missing_job_columns(live: Any, new: Any) -> str:
     """Job tables or columns that ``live`` has and ``new`` lacks ("" when none)."""
     if _present_tables(new, JOB_TABLES) != list(JOB_TABLES):
         return "no " + " / ".join(JOB_TABLES)

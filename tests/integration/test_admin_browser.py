@@ -45,6 +45,15 @@ def browser(tmp_path):
 ARTIFACTS = ROOT / ".artifacts" / "admin"
 
 
+def waiting(browser, seconds: float):
+    """A wait that looks again when the page was replaced under it (a reload, a redirect)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(browser, seconds, ignored_exceptions=ignored)
+
+
 def log_in(browser, live_server, wait, username: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
@@ -107,13 +116,12 @@ def test_restore_from_the_dumps_page_and_watch_it_finish(
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
-    from selenium.webdriver.support.ui import WebDriverWait
 
     key = make_dump("from-the-browser", local_location)
     release = tmp_path / "release"
     settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": [f"testapp_wait {release}"]}}
     operator()
-    wait = WebDriverWait(browser, 60)
+    wait = waiting(browser, 60)
     log_in(browser, live_server, wait, "operator")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
@@ -159,13 +167,12 @@ def test_cancel_a_running_restore_from_its_page(
     celery_worker, browser, live_server, local_location, target, tmp_path, settings
 ):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     key = make_dump("never", local_location)
     release = tmp_path / "release"
     settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": [f"testapp_wait {release}"]}}
     operator()
-    wait = WebDriverWait(browser, 60)
+    wait = waiting(browser, 60)
     log_in(browser, live_server, wait, "operator")
     start_restore(browser, live_server, wait, key, "target", TARGET)
     try:
@@ -191,12 +198,11 @@ def test_a_restore_that_signs_you_out_says_so(
     showing "running" forever."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
-    from selenium.webdriver.support.ui import WebDriverWait
 
     key = make_dump("signed-out", local_location)  # before the operator exists
     settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
     operator()
-    wait = WebDriverWait(browser, 90)
+    wait = waiting(browser, 90)
     log_in(browser, live_server, wait, "operator")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 

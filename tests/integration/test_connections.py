@@ -20,6 +20,7 @@ import pytest
 from django.db import connection
 
 from pgclone import api, postgres
+from pgclone import swap as swapping
 from pgclone.models import Job
 from pgclone.steps import WORKFLOWS
 from tests.conftest import make_dump
@@ -65,6 +66,16 @@ def counted(monkeypatch) -> Iterator[collections.Counter]:
         for step in declared.steps
     )
     monkeypatch.setattr(postgres, "open_connection", open_connection)
+    # A rename that times out is retried on a fresh connection (a session still
+    # exiting, a checkpoint): legitimate, and counted apart.
+    real_renew = swapping.Session.renew
+
+    def renew(session: swapping.Session) -> Any:
+        if session.connection is not None:
+            opened["retries"] += 1
+        return real_renew(session)
+
+    monkeypatch.setattr(swapping.Session, "renew", renew)
     monkeypatch.setitem(
         WORKFLOWS,
         Job.Kind.RESTORE,
@@ -93,6 +104,6 @@ def test_the_swap_step_opens_a_handful_of_connections(
     connection.close()  # a restore of the test database ended this connection
 
     assert job.status == Job.Status.SUCCEEDED, job.error
-    total = sum(counted.values())
+    total = sum(counted.values()) - 2 * counted["retries"]  # each retry: counted and opened
     print(f"swap step ({database}, reversible={reversible}): {total} connections: {dict(counted)}")
     assert total <= most, dict(counted)
