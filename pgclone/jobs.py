@@ -19,7 +19,7 @@ from typing import Any
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
-from pgclone import claims, conf, postgres
+from pgclone import claims, conf, notify, postgres
 from pgclone.exceptions import DatabaseUnavailable, JobNotFound
 from pgclone.models import Job, JobStep
 
@@ -139,6 +139,8 @@ def claim_step(job: Job, step: JobStep, hostname: str | None) -> bool:
         )
         if claimed and not started:
             transaction.set_rollback(True)  # cancelled an instant ago
+    if claimed and started and job.started_at is None:
+        notify.started(job.pk)
     return bool(claimed and started)
 
 
@@ -194,17 +196,24 @@ def succeed_step(job_id: Any, name: str) -> None:
 
 
 def succeed_job(job_id: Any) -> None:
-    Job.objects.filter(pk=job_id).exclude(status__in=Job.FINISHED).update(
-        status=Job.Status.SUCCEEDED, finished_at=timezone.now(), current_step=""
-    )
+    if (
+        Job.objects.filter(pk=job_id)
+        .exclude(status__in=Job.FINISHED)
+        .update(status=Job.Status.SUCCEEDED, finished_at=timezone.now(), current_step="")
+    ):
+        notify.ended(job_id)
 
 
 def end_job(job_id: Any, status: str, error: str = "") -> None:
     """Mark a job as ended (unless it already is) and its unstarted steps as skipped."""
-    Job.objects.filter(pk=job_id).exclude(status__in=Job.FINISHED).update(
-        status=status, error=error, finished_at=timezone.now(), current_step=""
+    ended = (
+        Job.objects.filter(pk=job_id)
+        .exclude(status__in=Job.FINISHED)
+        .update(status=status, error=error, finished_at=timezone.now(), current_step="")
     )
     _skip_pending(job_id)
+    if ended:
+        notify.ended(job_id)
 
 
 def fail_step(job_id: Any, name: str, message: str, *, interrupted: bool = False) -> None:
@@ -276,11 +285,13 @@ def expire_waiting(job: Job, what: str) -> bool:
 
 
 def record_cleanup(job: Job, what: str, error: str) -> None:
-    """Say what the sweep removed after a job it ended with ``what``."""
+    """Say what the sweep removed after a job it ended with ``what`` (lost, or
+    waiting too long); then the job's end is told, the whole of it."""
     Job.objects.filter(pk=job.pk).update(error=error)
     JobStep.objects.filter(job=job, status=JobStep.Status.FAILED, message=what).update(
         message=error
     )
+    notify.ended(job.pk)
 
 
 def _skip_pending(job_id: Any) -> None:
