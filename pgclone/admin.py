@@ -23,9 +23,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from pgclone import api, conf, databases, humanize, keys, payloads, postgres
-from pgclone.exceptions import DumpDamaged, PgCloneError
+from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
-from pgclone.storage import DumpInfo, Storage, get_storage
+from pgclone.storage import get_storage
 
 logger = logging.getLogger("pgclone")
 
@@ -36,14 +36,6 @@ def _postgres_aliases() -> list[tuple[str, str]]:
         for alias, config in settings.DATABASES.items()
         if config.get("ENGINE") in postgres.POSTGRES_ENGINES
     ]
-
-
-def _dump_info(storage: Storage, key: keys.DumpKey) -> DumpInfo:
-    """A dump's manifest, or, when it is damaged, an entry saying why (not restorable)."""
-    try:
-        return storage.info(key)
-    except DumpDamaged as exc:
-        return DumpInfo(key, {}, damaged=str(exc))
 
 
 def _copies(alias: str) -> tuple[list[str], list[str]]:
@@ -328,8 +320,8 @@ class JobAdmin(admin.ModelAdmin):
         try:
             storage = get_storage()
             location = storage.location  # resolved: the folder's full path
-            for key in reversed(storage.list_keys()):
-                groups.setdefault(key.database, []).append(_dump_info(storage, key))
+            for info in reversed(storage.infos()):
+                groups.setdefault(info.key.database, []).append(info)
         except PgCloneError as exc:
             storage_error = str(exc)
         context = {

@@ -31,7 +31,6 @@ from pgclone import (
 )
 from pgclone.exceptions import (
     BrokerUnavailable,
-    DumpDamaged,
     InvalidInput,
     PgCloneError,
     RestoreRefused,
@@ -306,14 +305,9 @@ def ls(database: str | None = None) -> list[keys.DumpKey]:
 def dump_infos(database: str | None = None) -> list[DumpInfo]:
     """Complete dumps with their manifests (``ls --long``), oldest first; a dump
     whose manifest is damaged comes with why (it can't be restored)."""
-    storage = get_storage()
-    found = []
-    for key in ls(database):
-        try:
-            found.append(storage.info(key))
-        except DumpDamaged as exc:
-            found.append(DumpInfo(key, {}, damaged=str(exc)))
-    return found
+    if database is not None:
+        keys.validate_database_name(database)
+    return get_storage().infos(database)
 
 
 def database_names() -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
-from pgclone import claims, conf, notify, postgres
+from pgclone import claims, conf, databases, notify, postgres
 from pgclone.exceptions import DatabaseUnavailable, JobNotFound
 from pgclone.models import Job, JobStep
 
@@ -311,15 +311,18 @@ def jobs_alias() -> str:
 def holds_jobs(conn: postgres.ConnInfo) -> bool:
     """Whether ``conn``'s database is the one holding pgclone's job tables."""
     try:
-        return postgres.same_database(conn, postgres.conn_info(jobs_alias()))
+        with databases.maintenance(conn) as server:
+            return holds_jobs_on(server, conn.name)
     except DatabaseUnavailable:
-        return False  # it does not exist (yet)
+        return False  # its server can't be reached: nothing of it can hold them
 
 
 def holds_jobs_on(server: Any, name: str) -> bool:
     """Whether database ``name``, seen through a connection to its server, is the
     one holding pgclone's job tables: same server start time, same oid as the
-    job tables' database (read on Django's connection to it, already open)."""
+    job tables' database (read on Django's connection to it, already open), so
+    that ``localhost`` and ``127.0.0.1`` alike name the same server. A database
+    that does not exist (yet) holds nothing."""
     identity = "SELECT pg_postmaster_start_time(), oid FROM pg_database WHERE datname = %s"
     with server.cursor() as cursor:
         cursor.execute(identity, [name])

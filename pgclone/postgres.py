@@ -298,20 +298,6 @@ def end_sessions(conn: ConnInfo) -> None:
         )
 
 
-def same_database(one: ConnInfo, other: ConnInfo) -> bool:
-    """Whether two connection settings reach the same database of the same server
-    (``localhost`` and ``127.0.0.1`` alike): same server start time, same oid."""
-    identity = (
-        "SELECT pg_postmaster_start_time(), oid FROM pg_database WHERE datname = current_database()"
-    )
-    found = []
-    for conn in (one, other):
-        with connect(conn) as connection, connection.cursor() as cursor:
-            cursor.execute(identity)
-            found.append(cursor.fetchone())
-    return found[0] == found[1]
-
-
 def server_version(conn: ConnInfo) -> str:
     with connect(conn) as connection, connection.cursor() as cursor:
         cursor.execute("SHOW server_version")

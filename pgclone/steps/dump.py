@@ -252,4 +252,3 @@ WORKFLOW = workflow.Workflow(
     ),
     cleanup=cleanup,
 )
-STEP_NAMES = WORKFLOW.step_names

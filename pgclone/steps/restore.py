@@ -287,4 +287,3 @@ WORKFLOW = workflow.Workflow(
     precondition=ensure_allowed,
     finish_lost=finish_lost,
 )
-STEP_NAMES = WORKFLOW.step_names

@@ -36,9 +36,7 @@ def swap(job: Job) -> Callable[[], None]:
             # Run again after its worker was lost just after the renames: the swap
             # happened; finish what follows it.
             return finish_swapped(job, "the swap had already happened")
-        holds_jobs = databases.exists(pg.server, live.name) and jobs.holds_jobs_on(
-            pg.server, live.name
-        )
+        holds_jobs = jobs.holds_jobs_on(pg.server, live.name)
         if holds_jobs:
             _check_job_tables(pg.on(live.name), pg.on(temp))
         _wait_for_other_jobs(job, holds_jobs)

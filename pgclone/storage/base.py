@@ -168,3 +168,14 @@ class Storage(abc.ABC):
 
     def info(self, key: keys.DumpKey) -> DumpInfo:
         return DumpInfo(key, self.read_manifest(key))
+
+    def infos(self, database: str | None = None) -> list[DumpInfo]:
+        """Complete dumps with their manifests, oldest first; one whose manifest
+        is damaged comes with why (it is listed, and never restored)."""
+        found = []
+        for key in self.list_keys(database):
+            try:
+                found.append(self.info(key))
+            except DumpDamaged as exc:
+                found.append(DumpInfo(key, {}, damaged=str(exc)))
+        return found
