@@ -41,8 +41,9 @@ from pgclone.payloads import DumpOptions, RestoreOptions
 # Re-exported: the command and the admin list what `restore :…` can copy through the API.
 from pgclone.sources import local_sizes as local_sizes
 from pgclone.sources import local_sources as local_sources
+from pgclone.sources import named_dump as named_dump
 from pgclone.sources import resolve_source
-from pgclone.steps import DUMP, RESTORE, workflow_for
+from pgclone.steps import DUMP, RESTORE, VERIFY, workflow_for
 from pgclone.storage import get_storage
 from pgclone.storage.base import DumpInfo
 
@@ -197,6 +198,78 @@ def restore(
     _start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
+
+
+def trial_restore(
+    target: str,
+    *,
+    config: str | None = None,
+    pre_swap_hooks: list[str] | None = None,
+    database: str = "default",
+    requested_by: str | None = None,
+    inline: bool = False,
+    on_start: Callable[[Job], Any] | None = None,
+) -> Job:
+    """Start a trial restore (``verify --restore``) of ``target``, a dump key or a
+    database name (its newest dump): restored into a scratch database on the
+    ``database`` alias's server with the restore config's hooks, checked
+    against what the dump recorded, never swapped in; the outcome is kept on
+    the job and beside the dump. See ``dump`` for the rest."""
+    _refuse_unstorable(target=target, config=config, pre_swap_hooks=pre_swap_hooks,
+                       database=database, requested_by=requested_by)  # fmt: skip
+    live = postgres.conn_info(database)
+    _sweep_quietly()
+    request = {"target": target, "config": config, "pre_swap_hooks": pre_swap_hooks}
+    job = jobs.create_job(
+        Job.Kind.VERIFY,
+        VERIFY.step_names,
+        database_alias=database,
+        database_name="",
+        config_name=config or "default",
+        options={"requested": request},
+        requested_by=requested_by or default_requester(),
+    )
+    with _failing(job):
+        if target.strip().startswith(":"):
+            raise InvalidInput(
+                f"{target!r} is a database, not a dump: a trial restore takes a dump key, "
+                "or a database name for its newest dump."
+            )
+        privileges.refuse_privileged(live)
+        resolved = options.resolve_restore_options(
+            config=config, pre_swap_hooks=pre_swap_hooks, reversible=False, database=database
+        )
+        storage = get_storage()
+        source = resolve_source(target, live.name)
+        resolved = dataclasses.replace(resolved, source=source)
+    dumped = keys.parse_key(source.key).database
+    _accept(job, resolved, storage, dump_key=source.key, database_name=dumped)
+    _start(job, inline=inline, on_start=on_start)
+    job.refresh_from_db()
+    return job
+
+
+def verify_latest(
+    names: list[str] | None = None, *, database: str = "default", requested_by: str | None = None
+) -> list[Job]:
+    """Start a trial restore of the newest dump of each named database (of every
+    dumped database when None). One that can't start is logged and on its job;
+    the others start all the same."""
+    started = []
+    for name in names or database_names():
+        try:
+            started.append(trial_restore(name, database=database, requested_by=requested_by))
+        except PgCloneError as exc:
+            logger.error("pgclone: no trial restore of %r's newest dump: %s", name, exc)
+    return started
+
+
+def health(names: list[str] | None = None, *, max_age: str | None = None) -> list[Any]:
+    """Whether each database (every dumped one when None) has a dump younger than
+    ``max_age`` (``26h`` by default) whose last trial restore, if any, passed."""
+    from pgclone import health as checks
+
+    return checks.check(get_storage(), names, max_age=max_age)
 
 
 def _refuse_while_in_use(job: Job, live: postgres.ConnInfo) -> None:

@@ -339,7 +339,8 @@ def using_database(job: Job, *, everything: bool, running_only: bool) -> list[Jo
     progress there). ``running_only``: only those running a step right now."""
     others = Job.objects.active().exclude(pk=job.pk)
     if not everything:
-        others = others.filter(database_name=job.database_name)
+        # A trial restore's database_name is the dump's: it uses only its scratch copy.
+        others = others.filter(database_name=job.database_name).exclude(kind=Job.Kind.VERIFY)
     if running_only:
         others = others.filter(steps__status=JobStep.Status.RUNNING)
     return list(others.order_by("created_at"))

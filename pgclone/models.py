@@ -68,6 +68,7 @@ class Job(Timed, models.Model):
     class Kind(models.TextChoices):
         DUMP = "dump", "Dump"
         RESTORE = "restore", "Restore"
+        VERIFY = "verify", "Trial restore"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

@@ -117,6 +117,9 @@ class Manifest:
     format: str = "postgresql-custom"
     exclude_models: tuple[str, ...] = ()
     excluded_tables: tuple[str, ...] = ()
+    # Each table and its rows, as the dump's snapshot saw them (TableCount.to_dict);
+    # None in dumps made before pgclone recorded them.
+    tables: list[dict[str, Any]] | None = None
     pg_dump_version: str = ""
     server_version: str = ""
     pgclone_version: str = ""
@@ -136,8 +139,9 @@ class Manifest:
         data["excluded_tables"] = list(self.excluded_tables)
         if self.signature is None:
             del data["signature"]
-        if self.raw_size is None:
-            del data["raw_size"]
+        for name in ("raw_size", "tables"):
+            if data[name] is None:
+                del data[name]
         return {**self.extra, **data}
 
     @classmethod

@@ -134,6 +134,7 @@ def pg_dump_argv(
     *,
     exclude_table_data: list[str] = (),
     exclude_qualified_table_data: list[tuple[str, str]] = (),
+    snapshot: str = "",
 ) -> list[str]:
     """pg_dump writing an uncompressed custom-format archive to stdout.
 
@@ -141,6 +142,7 @@ def pg_dump_argv(
     pg_dump's built-in gzip, and PostgreSQL 15's pg_dump has no zstd).
     ``exclude_table_data`` names tables on the search path (Django's
     ``db_table``); ``exclude_qualified_table_data`` holds (schema, table) pairs.
+    ``snapshot``: an exported snapshot to dump (see ``table_counts.Snapshot``).
     """
     argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password"]
     argv += [f"--exclude-table-data={quote_pattern(table)}" for table in exclude_table_data]
@@ -148,6 +150,8 @@ def pg_dump_argv(
         f"--exclude-table-data={quote_qualified_pattern(schema, table)}"
         for schema, table in exclude_qualified_table_data
     ]
+    if snapshot:
+        argv.append(f"--snapshot={snapshot}")
     return [*argv, f"--dbname={conn.conninfo()}"]
 
 

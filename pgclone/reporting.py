@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from django.utils import timezone
 
-from pgclone import humanize
+from pgclone import health, humanize
 from pgclone.models import Job
 from pgclone.payloads import Manifest
 from pgclone.storage.base import DumpInfo
@@ -45,11 +45,7 @@ def jobs_table(jobs: Sequence[Job]) -> list[str]:
 
 def age(moment: dt.datetime, now: dt.datetime | None = None) -> str:
     """How long ago, in the largest unit that fits: 45s, 12m, 5h, 3d."""
-    seconds = max(0.0, ((now or timezone.now()) - moment).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
+    return humanize.human_age(((now or timezone.now()) - moment).total_seconds())
 
 
 def flags(info: DumpInfo) -> str:
@@ -65,9 +61,18 @@ def flags(info: DumpInfo) -> str:
     return ",".join(found) or "-"
 
 
+def trial_cell(info: DumpInfo, now: dt.datetime | None = None) -> str:
+    """When the dump last proved it restores (``verify --restore``), or failed to."""
+    trial = health.trial_of(info)
+    if trial is None:
+        return "-"
+    when = age(trial.at, now) if trial.at else "?"
+    return f"passed {when} ago" if trial.passed else f"FAILED {when} ago"
+
+
 def dumps_table(infos: Sequence[DumpInfo], now: dt.datetime | None = None) -> list[str]:
-    """``ls --long``: one dump a line with its size, age, config and flags."""
-    rows = [("KEY", "SIZE", "AGE", "CONFIG", "FLAGS")]
+    """``ls --long``: one dump a line with its size, age, config, flags and last trial."""
+    rows = [("KEY", "SIZE", "AGE", "CONFIG", "FLAGS", "TRIAL RESTORE")]
     for info in infos:
         rows.append(
             (
@@ -76,6 +81,7 @@ def dumps_table(infos: Sequence[DumpInfo], now: dt.datetime | None = None) -> li
                 age(info.key.created, now),
                 info.key.config,
                 flags(info),
+                trial_cell(info, now),
             )
         )
     return table(rows)

@@ -28,10 +28,8 @@ def rules(config_name: str) -> tuple[int | None, float | None]:
 
 
 def in_use() -> set[str]:
-    """Dump keys that a pending or running restore reads."""
-    active = Job.objects.filter(
-        kind=Job.Kind.RESTORE, status__in=(Job.Status.PENDING, Job.Status.RUNNING)
-    )
+    """Dump keys that a pending or running restore (or trial restore) reads."""
+    active = Job.objects.active().filter(kind__in=(Job.Kind.RESTORE, Job.Kind.VERIFY))
     return set(active.exclude(dump_key="").values_list("dump_key", flat=True))
 
 

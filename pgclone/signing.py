@@ -62,3 +62,20 @@ def check(key: Any, manifest: dict[str, Any]) -> None:
             "after it was made, or signed with another key. Restore another dump "
             "(`manage.py pgclone ls` lists them)."
         )
+
+
+def record_problem(record: dict[str, Any]) -> str:
+    """Why a record kept beside a dump (a trial restore's) can't be trusted, or
+    "" when it is signed right (or signing is off)."""
+    secret = conf.signing_key()
+    if not secret:
+        return ""
+    found = record.get(FIELD)
+    if found is None:
+        return "" if conf.allow_unsigned() else "it is not signed"
+    expected = signature(record, secret).encode()
+    if not isinstance(found, str) or not hmac.compare_digest(
+        found.encode("utf-8", "replace"), expected
+    ):
+        return "its signature does not match"
+    return ""

@@ -34,11 +34,18 @@ def resolve_source(target: str, live_name: str) -> Source:
         if name == live_name:
             raise InvalidInput(f"{target!r} is the database being restored: pick another source.")
         return Source(type="database", name=name, label=target)
+    return Source(type="dump", key=str(named_dump(target)), label=target)
+
+
+def named_dump(target: str) -> keys.DumpKey:
+    """The dump ``target`` names: a key, or a database name for its newest dump.
+    DumpNotFound unless it is complete."""
     storage = get_storage()
+    target = target.strip()
     if keys.looks_like_key(target):
         key = keys.parse_key(target)
         storage.read_manifest(key)  # DumpNotFound unless complete
-        return Source(type="dump", key=str(key), label=target)
+        return key
     keys.validate_database_name(target)
     key = keys.newest(storage.list_keys(target), target)
     if key is None:
@@ -46,7 +53,7 @@ def resolve_source(target: str, live_name: str) -> Source:
             f"No complete dump of database {target!r} in {storage.location}: "
             "`manage.py pgclone ls --only-db-names` lists the dumped databases."
         )
-    return Source(type="dump", key=str(key), label=target)
+    return key
 
 
 def local_sizes(database: str = "default") -> dict[str, int | None]:

@@ -71,6 +71,15 @@ def scheduled_dump(config: str | None = None, database: str = "default") -> str:
     return str(api.dump(config=config, database=database, requested_by="celery beat").pk)
 
 
+@shared_task(name="pgclone.verify_latest")
+def verify_latest(names: list[str] | None = None, database: str = "default") -> list[str]:
+    """For celery beat: a trial restore of the newest dump of each database (of
+    ``names`` when given), into scratch databases on ``database``'s server;
+    returns the job ids."""
+    started = api.verify_latest(names, database=database, requested_by="celery beat")
+    return [str(job.pk) for job in started]
+
+
 @shared_task(name="pgclone.sweep")
 def sweep() -> int:
     """For celery beat: fail jobs whose worker was lost and remove what they left."""

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from pgclone import keys
 from pgclone.exceptions import DumpNotFound, StorageError
-from pgclone.storage.base import MANIFEST_SUFFIX, Storage, Upload
+from pgclone.storage.base import MANIFEST_SUFFIX, TRIAL_SUFFIX, Storage, Upload
 
 __all__ = ["InMemoryStorage", "InMemoryUpload", "StagedUpload"]
 
@@ -128,15 +128,15 @@ class InMemoryStorage(Storage):
             if name + MANIFEST_SUFFIX not in self.objects:
                 self.objects.pop(name, None)  # completed but never committed: not a dump
 
-    def _manifest_names(self, database: str | None) -> list[str]:
+    def _json_names(self, database: str | None) -> list[str]:
         folder = f"{database}/" if database else ""
         with self._lock:
             names = list(self.objects)
-        return [
-            name
-            for name in names
-            if name.startswith(folder) and name.endswith(f"{keys.SUFFIX}{MANIFEST_SUFFIX}")
-        ]
+        return [name for name in names if name.startswith(folder) and name.endswith(".json")]
+
+    def _write_json(self, name: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self.objects[name] = json.dumps(data, indent=2, sort_keys=True).encode()
 
     def _read_bytes(self, name: str) -> bytes:
         try:
@@ -156,6 +156,7 @@ class InMemoryStorage(Storage):
         with self._lock:
             self.objects.pop(f"{key}{MANIFEST_SUFFIX}", None)
             self.objects.pop(str(key), None)
+            self.objects.pop(f"{key}{TRIAL_SUFFIX}", None)
 
     def _data(self, key: keys.DumpKey) -> bytes:
         try:

@@ -25,7 +25,7 @@ import pytest
 
 from pgclone import keys
 from pgclone.exceptions import DumpDamaged, DumpNotFound, StorageError
-from pgclone.storage.base import MANIFEST_SUFFIX, Storage
+from pgclone.storage.base import MANIFEST_SUFFIX, TRIAL_SUFFIX, Storage
 from pgclone.storage.local import LocalStorage
 from pgclone.testing import InMemoryStorage
 
@@ -413,6 +413,35 @@ def delete_removes_data_without_manifest(backend: Backend) -> None:
     assert backend.names() == set()
 
 
+def trial_record_lives_beside_its_dump(backend: Backend) -> None:
+    """A trial restore's record is kept beside the dump: read back as written,
+    replaced by the next one, never listed as a dump, shown by ``infos`` with its
+    dump, and deleted with it."""
+    store(backend, KEY, DATA)
+    store(backend, OTHER, b"other dump")
+    storage = backend.storage()
+    assert storage.trial(KEY) is None
+    storage.record_trial(KEY, {"outcome": "failed", "job_id": "a"})
+    storage.record_trial(KEY, {"outcome": "passed", "job_id": "b"})
+    assert storage.trial(KEY) == {"outcome": "passed", "job_id": "b"}
+    assert storage.list_keys() == [KEY, OTHER]
+    trials = {info.key: info.trial for info in storage.infos()}
+    assert trials == {KEY: {"outcome": "passed", "job_id": "b"}, OTHER: None}
+    assert storage.info(KEY).trial == {"outcome": "passed", "job_id": "b"}
+    assert f"{KEY}{TRIAL_SUFFIX}" in backend.names()
+    storage.delete(KEY)
+    assert storage.trial(KEY) is None
+    assert backend.names() == files_of(OTHER)
+
+
+def damaged_trial_record_is_no_proof(backend: Backend) -> None:
+    store(backend, KEY, DATA)
+    for payload, problem in ((b"{not json", "not JSON"), (b"[1]", "not a JSON object")):
+        backend.put(f"{KEY}{TRIAL_SUFFIX}", payload)
+        assert problem in backend.storage().trial(KEY)["problem"]
+        assert backend.storage().list_keys() == [KEY]
+
+
 CHECKS: list[Check] = [
     storage_is_usable,
     staged_upload_is_invisible_until_completed,
@@ -434,6 +463,8 @@ CHECKS: list[Check] = [
     manifest_without_data_is_listed,
     delete_removes_one_dump,
     delete_removes_data_without_manifest,
+    trial_record_lives_beside_its_dump,
+    damaged_trial_record_is_no_proof,
 ]
 
 # Where a storage is known to break the contract: check -> why. Run as strict xfails.

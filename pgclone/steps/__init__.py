@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pgclone.steps.dump import WORKFLOW as DUMP
 from pgclone.steps.restore import WORKFLOW as RESTORE
+from pgclone.steps.trial import WORKFLOW as VERIFY
 from pgclone.workflow import Workflow
 
-WORKFLOWS: dict[str, Workflow] = {workflow.kind: workflow for workflow in (DUMP, RESTORE)}
+WORKFLOWS: dict[str, Workflow] = {w.kind: w for w in (DUMP, RESTORE, VERIFY)}
 
 
 def workflow_for(kind: str) -> Workflow:

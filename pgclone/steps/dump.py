@@ -7,6 +7,7 @@ applies the retention rules.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import importlib.metadata
 import logging
@@ -28,6 +29,7 @@ from pgclone import (
     runner,
     signing,
     streams,
+    table_counts,
     workflow,
 )
 from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
@@ -61,13 +63,10 @@ def dump(job: Job) -> None:
         jobs.update_result(job, staged=None)
     conn = postgres.conn_info(job.database_alias).for_job(job.pk)
     key = keys.make_key(conn.name, job.config_name, timezone.now())
-    tables, cascaded = options.excluded_tables(list(asked.exclude_models))
-    excluded = sorted({*tables, *OWN_TABLES})
+    left_out, cascaded = options.excluded_tables(list(asked.exclude_models))
+    excluded = sorted({*left_out, *OWN_TABLES})
     # Tables Django does not know (made by raw SQL) may reference those too.
     referencing = postgres.tables_referencing(conn, excluded)
-    argv = postgres.pg_dump_argv(
-        conn, exclude_table_data=excluded, exclude_qualified_table_data=referencing
-    )
     cascaded = [*cascaded, *(postgres.display_name(*table) for table in referencing)]
     server_version = postgres.server_version(conn)
     estimate = postgres.table_bytes(conn)
@@ -78,10 +77,27 @@ def dump(job: Job) -> None:
     jobs.update_result(job, staged=upload.handle)  # so a cleanup can find it, even after a crash
     progress = runner.Progress(job.pk, total=estimate)
     try:
-        with postgres.spawn(argv, env=conn.env()) as proc:
-            stats = streams.compress(
-                proc.stdout, upload, level=conf.zstd_level(), on_progress=progress.add
+        # pg_dump reads the snapshot's data; its tables are counted there meanwhile.
+        with (
+            table_counts.Snapshot(conn) as snapshot,
+            concurrent.futures.ThreadPoolExecutor(1, "pgclone-count") as counter,
+        ):
+            counting = counter.submit(snapshot.count_tables, excluded, referencing)
+            argv = postgres.pg_dump_argv(
+                conn,
+                exclude_table_data=excluded,
+                exclude_qualified_table_data=referencing,
+                snapshot=snapshot.id,
             )
+            try:
+                with postgres.spawn(argv, env=conn.env()) as proc:
+                    stats = streams.compress(
+                        proc.stdout, upload, level=conf.zstd_level(), on_progress=progress.add
+                    )
+            except BaseException:
+                snapshot.cancel()  # the count too: nobody waits for it
+                raise
+            tables = counting.result()
         handle = upload.close()
     except BaseException as exc:
         not_discarded = _abort(job, upload)
@@ -96,7 +112,8 @@ def dump(job: Job) -> None:
         key=str(key),
         server_version=server_version,
         pg_dump_version=postgres.tool_version("pg_dump"),
-        excluded_tables=[*tables, *(postgres.display_name(*table) for table in referencing)],
+        excluded_tables=[*left_out, *(postgres.display_name(*table) for table in referencing)],
+        tables=[table.to_dict() for table in tables],
         **stats,
     )
     message = (
@@ -153,6 +170,7 @@ def upload(job: Job) -> None:
         pgclone_version=_version(),
         exclude_models=asked.exclude_models,
         excluded_tables=tuple(result["excluded_tables"]),
+        tables=result.get("tables"),
         job_id=str(job.pk),
     ).to_dict()
     manifest = signing.sign(manifest)  # with PGCLONE_SIGNING_KEY: covers sha256 and sizes

@@ -9,6 +9,10 @@ A dump is written in two phases so that it is never visible half-written:
    writes the manifest ``KEY.json`` beside it. The manifest is the commit
    marker: listing and reading only see keys whose manifest exists.
 
+A trial restore (``verify --restore``) leaves its outcome beside the dump as
+``KEY.trial.json``, never in the manifest (whose signature covers it); it goes
+when the dump goes.
+
 The two phases are separate chain steps; the handle, not a local file, is
 what passes from one to the other.
 """
@@ -22,10 +26,11 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from pgclone import keys
-from pgclone.exceptions import DumpDamaged, InvalidInput
+from pgclone.exceptions import DumpDamaged, DumpNotFound, InvalidInput
 from pgclone.humanize import human_bytes
 
 MANIFEST_SUFFIX = ".json"
+TRIAL_SUFFIX = ".trial.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -34,6 +39,7 @@ class DumpInfo:
     key: keys.DumpKey
     manifest: dict[str, Any]
     damaged: str = ""  # why the manifest can't be used: such a dump is never restored
+    trial: dict[str, Any] | None = None  # the last trial restore's record, if any
 
     @property
     def size(self) -> int:
@@ -107,12 +113,17 @@ class Storage(abc.ABC):
         """Discard a staged upload. Idempotent."""
 
     @abc.abstractmethod
-    def _manifest_names(self, database: str | None) -> list[str]:
-        """Names (relative to the root) of every manifest, for one database or all."""
+    def _json_names(self, database: str | None) -> list[str]:
+        """Names (relative to the root) of every object ending in ``.json`` (the
+        manifests and the records beside them), for one database or all."""
 
     @abc.abstractmethod
     def _read_bytes(self, name: str) -> bytes:
         """Read a small object; raise DumpNotFound if it is missing."""
+
+    @abc.abstractmethod
+    def _write_json(self, name: str, data: dict[str, Any]) -> None:
+        """Write a small JSON object beside a dump: whole, or not at all."""
 
     @abc.abstractmethod
     def data_size(self, key: keys.DumpKey) -> int:
@@ -128,8 +139,14 @@ class Storage(abc.ABC):
 
     def list_keys(self, database: str | None = None) -> list[keys.DumpKey]:
         """Complete dumps, oldest first."""
+        return self._keys(self._json_names(database), database)
+
+    @staticmethod
+    def _keys(names: list[str], database: str | None) -> list[keys.DumpKey]:
         found = []
-        for name in self._manifest_names(database):
+        for name in names:
+            if not name.endswith(keys.SUFFIX + MANIFEST_SUFFIX):
+                continue  # a record beside a dump
             try:
                 key = keys.parse_key(name[: -len(MANIFEST_SUFFIX)])
             except InvalidInput:
@@ -167,15 +184,38 @@ class Storage(abc.ABC):
         return manifest
 
     def info(self, key: keys.DumpKey) -> DumpInfo:
-        return DumpInfo(key, self.read_manifest(key))
+        return DumpInfo(key, self.read_manifest(key), trial=self.trial(key))
 
     def infos(self, database: str | None = None) -> list[DumpInfo]:
-        """Complete dumps with their manifests, oldest first; one whose manifest
-        is damaged comes with why (it is listed, and never restored)."""
+        """Complete dumps with their manifests and last trial restores, oldest
+        first; one whose manifest is damaged comes with why (it is listed, and
+        never restored)."""
+        names = self._json_names(database)
+        tried = {name[: -len(TRIAL_SUFFIX)] for name in names if name.endswith(TRIAL_SUFFIX)}
         found = []
-        for key in self.list_keys(database):
+        for key in self._keys(names, database):
+            trial = self.trial(key) if str(key) in tried else None
             try:
-                found.append(self.info(key))
+                found.append(DumpInfo(key, self.read_manifest(key), trial=trial))
             except DumpDamaged as exc:
-                found.append(DumpInfo(key, {}, damaged=str(exc)))
+                found.append(DumpInfo(key, {}, damaged=str(exc), trial=trial))
         return found
+
+    def record_trial(self, key: keys.DumpKey, record: dict[str, Any]) -> None:
+        """Keep a trial restore's outcome beside the dump (replacing the last one)."""
+        self._write_json(f"{key}{TRIAL_SUFFIX}", record)
+
+    def trial(self, key: keys.DumpKey) -> dict[str, Any] | None:
+        """The record of the dump's last trial restore; None without one. A record
+        that can't be read says so in its ``problem``, and counts as no proof."""
+        try:
+            data = self._read_bytes(f"{key}{TRIAL_SUFFIX}")
+        except DumpNotFound:
+            return None
+        try:
+            record = json.loads(data)
+        except ValueError as exc:
+            return {"problem": f"the record is not JSON ({exc})"}
+        if not isinstance(record, dict):
+            return {"problem": "the record is not a JSON object"}
+        return record

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 
 from pgclone import keys
 from pgclone.exceptions import DumpNotFound, StorageError
-from pgclone.storage.base import MANIFEST_SUFFIX, Storage, Upload
+from pgclone.storage.base import MANIFEST_SUFFIX, TRIAL_SUFFIX, Storage, Upload
 
 # Dumps hold the whole database: only the owner (the user pgclone runs as) may
 # read them. Modes are set explicitly, whatever the process's umask.
@@ -54,22 +54,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Write a manifest, the mark of a complete dump: whole and durable, or not at all."""
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON file whole and durable, or not at all (OSError)."""
     temporary = path.with_name(f".{path.name}.tmp")
     replaced = False
     try:
         with open_private(temporary, "w") as out:
-            out.write(json.dumps(manifest, indent=2, sort_keys=True))
+            out.write(json.dumps(data, indent=2, sort_keys=True))
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
         replaced = True
         _fsync_dir(path.parent)
-    except OSError as exc:
+    except OSError:
         temporary.unlink(missing_ok=True)
-        if replaced:  # not known to be on disk: the dump must not count as complete
+        if replaced:  # not known to be on disk
             path.unlink(missing_ok=True)
+        raise
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Write a manifest, the mark of a complete dump: whole and durable, or not at all."""
+    try:
+        _write_json(path, manifest)
+    except OSError as exc:
         raise StorageError(
             f"Could not write the manifest {path}: {exc.strerror or exc}. The dump is "
             "not complete and is not listed; make room (or fix the folder's permissions) "
@@ -167,7 +175,7 @@ class LocalStorage(Storage):
         if not final.with_name(final.name + MANIFEST_SUFFIX).exists():
             final.unlink(missing_ok=True)  # moved but never committed: not a dump
 
-    def _manifest_names(self, database: str | None) -> list[str]:
+    def _json_names(self, database: str | None) -> list[str]:
         folder = self._path(database) if database else None  # never a folder outside root
         if not self.root.is_dir():
             return []
@@ -179,7 +187,7 @@ class LocalStorage(Storage):
             for entry in folder.iterdir():
                 # The manifest is the commit marker: a dump whose data went missing
                 # is listed, and fails clearly when used, as in S3.
-                if entry.name.endswith(f"{keys.SUFFIX}{MANIFEST_SUFFIX}"):
+                if entry.name.endswith(".json") and not entry.name.startswith("."):
                     names.append(f"{folder.name}/{entry.name}")
         return names
 
@@ -201,8 +209,16 @@ class LocalStorage(Storage):
         except FileNotFoundError as exc:
             raise DumpNotFound(f"The data of dump {str(key)!r} is missing.") from exc
 
+    def _write_json(self, name: str, data: dict[str, Any]) -> None:
+        path = self._path(name)
+        try:
+            _write_json(path, data)
+        except OSError as exc:
+            raise StorageError(f"Could not write {path}: {exc.strerror or exc}.") from exc
+
     def delete(self, key: keys.DumpKey) -> None:
         final = self._path(str(key))
         with contextlib.suppress(FileNotFoundError):
             final.with_name(final.name + MANIFEST_SUFFIX).unlink()
         final.unlink(missing_ok=True)
+        final.with_name(final.name + TRIAL_SUFFIX).unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from botocore.config import Config
 
 from pgclone import conf, keys
 from pgclone.exceptions import ConfigurationError, DumpNotFound, StorageError
-from pgclone.storage.base import MANIFEST_SUFFIX, Storage, Upload
+from pgclone.storage.base import MANIFEST_SUFFIX, TRIAL_SUFFIX, Storage, Upload
 
 MIN_PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS = 10_000
@@ -260,7 +260,7 @@ class S3Storage(Storage):
         except _S3_ERRORS as exc:
             raise _storage_error(exc, bucket, f"checking {key}") from exc
 
-    def _manifest_names(self, database: str | None) -> list[str]:
+    def _json_names(self, database: str | None) -> list[str]:
         base = self._object("")
         prefix = self._object(f"{database}/") if database else base
         names = []
@@ -271,7 +271,7 @@ class S3Storage(Storage):
             for page in pages:
                 for item in page.get("Contents", []):
                     name = item["Key"][len(base) :]
-                    if name.endswith(f"{keys.SUFFIX}{MANIFEST_SUFFIX}"):
+                    if name.endswith(".json"):
                         names.append(name)
         return names
 
@@ -303,11 +303,23 @@ class S3Storage(Storage):
         with self._errors(f"reading {key}", f"The data of dump {str(key)!r} is missing."):
             return self.client.get_object(Bucket=self.bucket, Key=self._object(str(key)))["Body"]
 
+    def _write_json(self, name: str, data: dict[str, Any]) -> None:
+        extra = _extra_args()
+        with self._errors(f"writing {name}"):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._object(name),
+                Body=_json_bytes(data),
+                ContentType="application/json",
+                **extra,
+            )
+
     def delete(self, key: keys.DumpKey) -> None:
         name = self._object(str(key))
         with self._errors(f"deleting {key}"):
             self.client.delete_object(Bucket=self.bucket, Key=name + MANIFEST_SUFFIX)
             self.client.delete_object(Bucket=self.bucket, Key=name)
+            self.client.delete_object(Bucket=self.bucket, Key=name + TRIAL_SUFFIX)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:

@@ -12,14 +12,18 @@ from pgclone.steps import WORKFLOWS, workflow_for
 
 
 def test_each_kind_is_declared_once_with_the_step_names_people_see():
-    assert set(WORKFLOWS) == {Job.Kind.DUMP, Job.Kind.RESTORE}
+    assert set(WORKFLOWS) == {Job.Kind.DUMP, Job.Kind.RESTORE, Job.Kind.VERIFY}
     assert workflow_for("dump").step_names == ("pre_dump", "dump", "upload")
     assert workflow_for("restore").step_names == ("fetch", "restore_temp", "pre_swap", "swap")
+    assert workflow_for("verify").step_names == (
+        "fetch", "restore_temp", "compare", "pre_swap", "record"
+    )  # fmt: skip
 
 
 def test_only_the_swap_can_not_be_cancelled():
     assert workflow_for("restore").uncancellable == ("swap",)
     assert workflow_for("dump").uncancellable == ()
+    assert workflow_for("verify").uncancellable == ()
 
 
 def test_task_names_stay_those_of_messages_already_queued():
@@ -29,6 +33,8 @@ def test_task_names_stay_those_of_messages_already_queued():
         "pgclone.dump.pre_dump", "pgclone.dump.dump", "pgclone.dump.upload",
         "pgclone.restore.fetch", "pgclone.restore.restore_temp",
         "pgclone.restore.pre_swap", "pgclone.restore.swap",
+        "pgclone.verify.fetch", "pgclone.verify.restore_temp", "pgclone.verify.compare",
+        "pgclone.verify.pre_swap", "pgclone.verify.record",
     }  # fmt: skip
     for name, task in tasks.STEP_TASKS.items():
         assert task.name == name and task.acks_late

@@ -132,9 +132,50 @@ class Command(BaseCommand):
         cancel.add_argument("job_id", help="A job id, or a unique prefix of one.")
 
         verify = commands.add_parser(
-            "verify", help="Check a dump (checksum, archive) without restoring it."
+            "verify",
+            help="Check a dump (checksum, archive); with --restore, prove it restores "
+            "into a scratch database.",
         )
-        verify.add_argument("key", help="The dump key, as `ls` prints it.")
+        verify.add_argument(
+            "key", nargs="?", help="The dump key, as `ls` prints it, or a database name."
+        )
+        verify.add_argument(
+            "--latest",
+            nargs="?",
+            const="",
+            metavar="DB_NAME",
+            help="The newest dump of DB_NAME (of every dumped database without one).",
+        )
+        verify.add_argument(
+            "--restore",
+            action="store_true",
+            help="Restore it into a scratch database (never swapped in), run the restore "
+            "config's hooks, compare its tables and rows with what the dump recorded, and "
+            "keep the outcome beside the dump.",
+        )
+        verify.add_argument(
+            "--config", help="With --restore: a name from PGCLONE_RESTORE_CONFIGS (its hooks)."
+        )
+        verify.add_argument(
+            "--database",
+            default="default",
+            help="With --restore: alias on whose server the scratch database is made.",
+        )
+        self._add_run_mode(verify)
+
+        health = commands.add_parser(
+            "health",
+            help="Exit 0 only if each database has a recent dump whose last trial restore "
+            "(if any) passed.",
+        )
+        health.add_argument(
+            "db_names", nargs="*", metavar="DB_NAME", help="Default: every dumped database."
+        )
+        health.add_argument(
+            "--max-age",
+            metavar="DURATION",
+            help="How old the newest dump may be: 90s, 45m, 26h (the default), 2d.",
+        )
 
         commands.add_parser(
             "sweep", help="Fail jobs whose worker was lost and remove what they left."
@@ -273,6 +314,8 @@ class Command(BaseCommand):
 
     @staticmethod
     def _describe(job: Job) -> str:
+        if job.kind == Job.Kind.VERIFY:
+            return f"Trial restore of {job.dump_key}"
         return f"{job.kind.capitalize()} of database {job.database_name or job.database_alias!r}"
 
     def _report(self, job: Job) -> None:
@@ -281,6 +324,13 @@ class Command(BaseCommand):
         if job.status == Job.Status.SUCCEEDED and job.kind == Job.Kind.DUMP:
             size = humanize.human_bytes(payloads.manifest_of(job).size)
             self.stdout.write(f"Dump succeeded in {took}: {job.dump_key} ({size})")
+            return
+        if job.status == Job.Status.SUCCEEDED and job.kind == Job.Kind.VERIFY:
+            compared = job.steps.get(name="compare").message
+            self.stdout.write(
+                f"Trial restore succeeded in {took}: {job.dump_key} restored into a scratch "
+                f"database (dropped since). {compared}. Recorded beside the dump."
+            )
             return
         if job.status == Job.Status.SUCCEEDED:
             source = payloads.restore_options(job).source
@@ -363,12 +413,46 @@ class Command(BaseCommand):
             self.stdout.write("Nothing to prune.")
 
     def handle_verify(self, options: dict[str, Any]) -> None:
-        manifest = api.verify(options["key"])
-        self.stdout.write(
-            f"{options['key']} is sound: {humanize.human_bytes(manifest['size'])}, "
-            f"SHA-256 {manifest['sha256'][:16]}…, {manifest['archive_entries']} archive "
-            f"entries, made by {manifest.get('pg_dump_version', 'pg_dump')}."
-        )
+        targets = self._verify_targets(options)
+        if options["restore"]:
+            for target in targets:
+                request = {
+                    "target": target,
+                    "config": options["config"],
+                    "database": options["database"],
+                }
+                self._start(api.trial_restore, request, options)
+            return
+        for target in targets:
+            manifest = api.verify(target)
+            self.stdout.write(
+                f"{target} is sound: {humanize.human_bytes(manifest['size'])}, "
+                f"SHA-256 {manifest['sha256'][:16]}…, {manifest['archive_entries']} archive "
+                f"entries, made by {manifest.get('pg_dump_version', 'pg_dump')}."
+            )
+
+    @staticmethod
+    def _verify_targets(options: dict[str, Any]) -> list[str]:
+        key, latest = options["key"], options["latest"]
+        if (key is None) == (latest is None):
+            raise InvalidInput("Name one dump: a KEY, or --latest [DB_NAME].")
+        if key is not None:
+            return [key] if options["restore"] else [str(api.named_dump(key))]
+        names = [latest] if latest else api.database_names()
+        if not names:
+            raise InvalidInput("There are no dumps in storage to verify.")
+        return [str(api.named_dump(name)) for name in names]
+
+    def handle_health(self, options: dict[str, Any]) -> None:
+        found = api.health(options["db_names"] or None, max_age=options["max_age"])
+        if not found:
+            raise CommandError("No dumps in storage: nothing is backed up.", returncode=1)
+        now = timezone.now()
+        for database in found:
+            self.stdout.write(database.line(now))
+        unhealthy = [database.name for database in found if not database.healthy]
+        if unhealthy:
+            raise CommandError(f"Unhealthy: {', '.join(unhealthy)}.", returncode=1)
 
     def handle_sweep(self, options: dict[str, Any]) -> None:
         swept = api.sweep()
