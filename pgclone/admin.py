@@ -21,8 +21,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from pgclone import api, conf, databases, humanize, keys, payloads, postgres
+from pgclone import api, conf, databases, health, humanize, keys, payloads, postgres
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
 from pgclone.storage import get_storage
@@ -151,8 +152,19 @@ def _progress(job: Job) -> str:
     return text
 
 
+def _trial_text(trial: health.Trial | None) -> str:
+    if trial is None:
+        return "never"
+    when = timezone.localtime(trial.at).strftime("%Y-%m-%d %H:%M") if trial.at else "?"
+    return f"passed {when}" if trial.passed else f"FAILED {when}: {trial.problem}"
+
+
 # Who may stop a job: whoever may start one of its kind.
-START_PERMISSION = {Job.Kind.DUMP: "dump_database", Job.Kind.RESTORE: "restore_database"}
+START_PERMISSION = {
+    Job.Kind.DUMP: "dump_database",
+    Job.Kind.RESTORE: "restore_database",
+    Job.Kind.VERIFY: "restore_database",  # a trial restore runs the dump's code too
+}
 
 
 def job_status(job: Job) -> dict[str, Any]:
@@ -216,11 +228,17 @@ class JobAdmin(admin.ModelAdmin):
         """The dump a restore restored; the restores made from a dump."""
         if not job.dump_key:
             return "-"
-        if job.kind == Job.Kind.RESTORE:
+        if job.kind != Job.Kind.DUMP:
             made = Job.objects.filter(kind=Job.Kind.DUMP, dump_key=job.dump_key).first()
             return _job_links([made], "made by the dump job ") if made else "-"
         restores = Job.objects.filter(kind=Job.Kind.RESTORE, dump_key=job.dump_key)
-        return _job_links(list(restores), "restored by ") if restores else "-"
+        trials = Job.objects.filter(kind=Job.Kind.VERIFY, dump_key=job.dump_key)
+        links = [
+            _job_links(list(found), prefix)
+            for found, prefix in ((restores, "restored by "), (trials, "trial restores "))
+            if found
+        ]
+        return format_html_join(mark_safe("<br>"), "{}", ((link,) for link in links)) or "-"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -316,12 +334,16 @@ class JobAdmin(admin.ModelAdmin):
                     return started
         groups: dict[str, list] = {}
         can_restore = request.user.has_perm("pgclone.restore_database") and conf.allow_restore()
-        storage_error, location = "", conf.storage_location()
+        storage_error, location, healths = "", conf.storage_location(), []
+        now = timezone.now()
         try:
             storage = get_storage()
             location = storage.location  # resolved: the folder's full path
-            for info in reversed(storage.infos()):
-                groups.setdefault(info.key.database, []).append(info)
+            infos = storage.infos()
+            for info in reversed(infos):
+                trial = health.trial_of(info)
+                groups.setdefault(info.key.database, []).append((info, trial, _trial_text(trial)))
+            healths = [(h.healthy, h.line(now)) for h in health.assess(infos, now=now)]
         except PgCloneError as exc:
             storage_error = str(exc)
         context = {
@@ -331,6 +353,8 @@ class JobAdmin(admin.ModelAdmin):
             "groups": sorted(groups.items()),
             "storage_error": storage_error,
             "location": location,
+            "healths": healths,
+            "max_age": health.DEFAULT_MAX_AGE,
             "form": form if can_dump else None,
             "can_restore": can_restore,
             "copies": _copies_offered() if can_restore else [],

@@ -110,13 +110,24 @@ def check(
     ``max_age`` as in ``26h`` (the default), ``45m``, ``2d``."""
     limit = max_age or DEFAULT_MAX_AGE
     try:
-        seconds = parse_duration(limit)
+        parse_duration(limit)
     except ValueError as exc:
         raise InvalidInput(f"--max-age: {exc}") from None
-    now = now or timezone.now()
     for name in names or ():
         keys.validate_database_name(name)
-    infos = storage.infos()
+    return assess(storage.infos(), names, max_age=limit, now=now)
+
+
+def assess(
+    infos: list[DumpInfo],
+    names: list[str] | None = None,
+    *,
+    max_age: str = DEFAULT_MAX_AGE,
+    now: dt.datetime | None = None,
+) -> list[DatabaseHealth]:
+    """``check`` on dumps already listed (the admin's dumps page lists them anyway)."""
+    seconds, limit = parse_duration(max_age), max_age
+    now = now or timezone.now()
     by_name: dict[str, list[DumpInfo]] = {}
     for info in infos:
         by_name.setdefault(info.key.database, []).append(info)

@@ -193,3 +193,29 @@ def test_progress_shows_a_percentage():
     Job.objects.filter(pk=job.pk).update(progress_done=3 * 1024**2, progress_total=4 * 1024**2)
     status = client_for(staff("viewer")).get(reverse("admin:pgclone_job_status", args=[job.pk]))
     assert status.json()["progress"] == "3.0 MiB, 75%"
+
+
+def test_dumps_page_shows_health_and_each_dumps_last_trial(local_location):
+    proven = make_dump("proven", local_location)
+    newest = make_dump("untried", local_location)
+    trial = api.trial_restore(proven, inline=True)
+    assert trial.status == Job.Status.SUCCEEDED, trial.error
+
+    page = client_for(staff("viewer")).get(DUMPS).content.decode()
+
+    database = proven.split("/")[0]
+    banner = page[page.index('id="pgclone-health"') : page.index("</ul>")]
+    assert f'class="success">ok   {database}: newest dump' in banner
+    assert "restored in a trial" in banner and f"({proven})" in banner
+    table = page[page.index('class="pgclone-dumps"') :]
+    rows = {
+        key: table[table.index(f"<code>{key}") : table.index("</tr>", table.index(f"<code>{key}"))]
+        for key in (proven, newest)
+    }
+    assert "passed 20" in rows[proven]  # passed YYYY-MM-DD HH:MM
+    assert ">never<" in rows[newest]
+    # A failed trial turns the banner red.
+    Path(local_location, newest).write_bytes(b"not a dump at all")
+    assert api.trial_restore(newest, inline=True).status == Job.Status.FAILED
+    page = client_for(staff("viewer2")).get(DUMPS).content.decode()
+    assert f'class="error">FAIL {database}:' in page and "trial restore FAILED" in page
