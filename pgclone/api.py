@@ -6,16 +6,12 @@ of these functions and render what it returns.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import getpass
 import logging
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import kombu.exceptions
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from pgclone import (
@@ -27,16 +23,14 @@ from pgclone import (
     postgres,
     privileges,
     retention,
-    runner,
+    starting,
 )
 from pgclone.exceptions import (
-    BrokerUnavailable,
     InvalidInput,
     PgCloneError,
     RestoreRefused,
 )
 from pgclone.models import Job
-from pgclone.payloads import DumpOptions, RestoreOptions
 
 # Re-exported: the command and the admin list what `restore :…` can copy through the API.
 from pgclone.sources import local_sizes as local_sizes
@@ -48,29 +42,6 @@ from pgclone.storage import get_storage
 from pgclone.storage.base import DumpInfo
 
 logger = logging.getLogger("pgclone")
-
-
-def default_requester() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def _refuse_unstorable(**values: str | list[str] | None) -> None:
-    """Refuse, before the job row is written, what the row can't hold: PostgreSQL
-    stores no NUL character in text or JSON, and the config name must fit its column."""
-    for name, value in values.items():
-        texts = [value] if isinstance(value, str) else list(value or [])
-        if any("\x00" in str(text) for text in texts):
-            raise InvalidInput(
-                f"{name}={value!r} holds a NUL character (\\x00), which PostgreSQL can't "
-                "store: remove it."
-            )
-    config = values.get("config")
-    if isinstance(config, str) and config:
-        keys.validate_config_name(config)
 
 
 def dump(
@@ -90,14 +61,14 @@ def dump(
     returned job, not raised. ``on_start(job)`` is called once the job is
     accepted, before it runs (the command uses it to show progress).
     """
-    _refuse_unstorable(
+    starting.refuse_unstorable(
         config=config,
         exclude_models=exclude_models,
         pre_dump_hooks=pre_dump_hooks,
         database=database,
         requested_by=requested_by,
     )
-    _sweep_quietly()
+    starting.sweep_quietly()
     job = jobs.create_job(
         Job.Kind.DUMP,
         DUMP.step_names,
@@ -111,9 +82,9 @@ def dump(
                 "pre_dump_hooks": pre_dump_hooks,
             }
         },
-        requested_by=requested_by or default_requester(),
+        requested_by=requested_by or starting.default_requester(),
     )
-    with _failing(job):
+    with starting.failing(job):
         resolved = options.resolve_dump_options(
             config=config,
             exclude_models=exclude_models,
@@ -122,8 +93,8 @@ def dump(
         )
         storage = get_storage()
         storage.check()
-    _accept(job, resolved, storage, database_name=resolved.database_name)
-    _start(job, inline=inline, on_start=on_start)
+    starting.accept(job, resolved, storage, database_name=resolved.database_name)
+    starting.start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
 
@@ -144,7 +115,7 @@ def restore(
     Refused (a failed job, and RestoreRefused raised) when restores are
     disabled or another restore of the same database is under way.
     """
-    _refuse_unstorable(
+    starting.refuse_unstorable(
         target=target,
         config=config,
         pre_swap_hooks=pre_swap_hooks,
@@ -152,7 +123,7 @@ def restore(
         requested_by=requested_by,
     )
     live = postgres.conn_info(database)
-    _sweep_quietly()
+    starting.sweep_quietly()
     request = {
         "target": target,
         "config": config,
@@ -164,7 +135,7 @@ def restore(
         "database_name": live.name,
         "config_name": config or "default",
         "options": {"requested": request},
-        "requested_by": requested_by or default_requester(),
+        "requested_by": requested_by or starting.default_requester(),
     }
     if not conf.allow_restore():
         error = RestoreRefused()
@@ -186,7 +157,7 @@ def restore(
         jobs.create_job(Job.Kind.RESTORE, RESTORE.step_names, **fields,
                         status=Job.Status.FAILED, error=str(error))  # fmt: skip
         raise error from None
-    with _failing(job):
+    with starting.failing(job):
         privileges.refuse_privileged(live)
         _refuse_while_in_use(job, live)
         resolved = options.resolve_restore_options(
@@ -194,8 +165,8 @@ def restore(
         )
         storage = get_storage()
         resolved = dataclasses.replace(resolved, source=resolve_source(target, live.name))
-    _accept(job, resolved, storage, dump_key=resolved.source.key)
-    _start(job, inline=inline, on_start=on_start)
+    starting.accept(job, resolved, storage, dump_key=resolved.source.key)
+    starting.start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
 
@@ -215,10 +186,10 @@ def trial_restore(
     ``database`` alias's server with the restore config's hooks, checked
     against what the dump recorded, never swapped in; the outcome is kept on
     the job and beside the dump. See ``dump`` for the rest."""
-    _refuse_unstorable(target=target, config=config, pre_swap_hooks=pre_swap_hooks,
+    starting.refuse_unstorable(target=target, config=config, pre_swap_hooks=pre_swap_hooks,
                        database=database, requested_by=requested_by)  # fmt: skip
     live = postgres.conn_info(database)
-    _sweep_quietly()
+    starting.sweep_quietly()
     request = {"target": target, "config": config, "pre_swap_hooks": pre_swap_hooks}
     job = jobs.create_job(
         Job.Kind.VERIFY,
@@ -227,9 +198,9 @@ def trial_restore(
         database_name="",
         config_name=config or "default",
         options={"requested": request},
-        requested_by=requested_by or default_requester(),
+        requested_by=requested_by or starting.default_requester(),
     )
-    with _failing(job):
+    with starting.failing(job):
         if target.strip().startswith(":"):
             raise InvalidInput(
                 f"{target!r} is a database, not a dump: a trial restore takes a dump key, "
@@ -243,8 +214,8 @@ def trial_restore(
         source = resolve_source(target, live.name)
         resolved = dataclasses.replace(resolved, source=source)
     dumped = keys.parse_key(source.key).database
-    _accept(job, resolved, storage, dump_key=source.key, database_name=dumped)
-    _start(job, inline=inline, on_start=on_start)
+    starting.accept(job, resolved, storage, dump_key=source.key, database_name=dumped)
+    starting.start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
 
@@ -301,73 +272,6 @@ def sweep() -> list[Job]:
     return sweeping.sweep()
 
 
-def _sweep_quietly() -> None:
-    """Before a new job: a lost job must not hold a restore lock (nor leave debris)."""
-    try:
-        sweep()
-    except Exception as exc:
-        logger.warning("pgclone: the stale-job sweep failed: %s", exc)
-
-
-@contextlib.contextmanager
-def _failing(job: Job) -> Iterator[None]:
-    """Whatever goes wrong while a job is being accepted fails it, with the cause."""
-    try:
-        yield
-    except Exception as exc:
-        jobs.end_job(job.pk, Job.Status.FAILED, runner.describe_error(exc))
-        raise
-
-
-def _accept(job: Job, resolved: DumpOptions | RestoreOptions, storage: Any, **fields: Any) -> None:
-    """Record the resolved options (where the dump goes or comes from included)."""
-    resolved = dataclasses.replace(resolved, storage_location=storage.location)
-    jobs.accept(job, resolved.to_dict(), config_name=resolved.config, **fields)
-
-
-def _start(job: Job, *, inline: bool, on_start: Callable[[Job], Any] | None) -> None:
-    if on_start is not None:
-        on_start(job)
-    if inline:
-        _run_inline(job)
-    else:
-        _enqueue(job)
-
-
-def _run_inline(job: Job) -> None:
-    try:
-        workflow_for(job.kind).run_all(job.pk)
-    except PgCloneError:
-        pass  # recorded on the job, which the caller reports
-    except Exception:
-        job.refresh_from_db()
-        if not job.is_finished:
-            raise
-
-
-def _enqueue(job: Job) -> None:
-    from pgclone import checks
-
-    checks.require_celery_app(job)
-    kind = job.kind
-    signature = workflow_for(kind).chain(str(job.pk), queue=conf.celery_queue())
-
-    def send() -> None:
-        try:
-            result = signature.apply_async()
-        except (kombu.exceptions.OperationalError, OSError) as exc:
-            error = BrokerUnavailable(
-                f"The Celery broker did not accept the {kind} job ({exc}). Start the broker "
-                "(Redis) and a worker, or run the job in this process with --inline."
-            )
-            jobs.end_job(job.pk, Job.Status.FAILED, str(error))
-            raise error from exc
-        jobs.set_task_id(job.pk, result.id or "")
-
-    # In a request with ATOMIC_REQUESTS the worker must not see the job before it exists.
-    transaction.on_commit(send)
-
-
 def ls(database: str | None = None) -> list[keys.DumpKey]:
     """Complete dumps in storage, oldest first; one database's if named."""
     if database is not None:
@@ -415,7 +319,7 @@ def cancel(job_id: Any, *, requested_by: str | None = None) -> Job:
     """Cancel a pending or running job; its worker stops it within seconds."""
     found = jobs.get_job(job_id)
     uncancellable = workflow_for(found.kind).uncancellable
-    if not jobs.cancel(found, requested_by or default_requester(), uncancellable):
+    if not jobs.cancel(found, requested_by or starting.default_requester(), uncancellable):
         found.refresh_from_db()
         if found.is_finished:
             raise PgCloneError(f"Job {found.pk} has already ended ({found.status}).")

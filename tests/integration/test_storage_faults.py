@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from pgclone import api, keys
+from pgclone import api, keys, starting
 from pgclone.exceptions import StorageError
 from pgclone.models import Job
 from pgclone.steps import dump as dump_steps
@@ -97,7 +97,7 @@ def files(folder: Path) -> list[Path]:
 def test_disk_full_while_writing_the_manifest(tiny_disk, settings, monkeypatch):
     storage_folder = tiny_disk / "dumps"
     settings.PGCLONE_STORAGE_LOCATION = str(storage_folder)
-    monkeypatch.setattr(api, "_start", lambda *args, **kwargs: None)  # the steps run below
+    monkeypatch.setattr(starting, "start", lambda *args, **kwargs: None)  # the steps run below
     job = api.dump()
     assert dump_steps.WORKFLOW.run("pre_dump", job.pk)
     assert dump_steps.WORKFLOW.run("dump", job.pk)

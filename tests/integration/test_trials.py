@@ -177,3 +177,24 @@ def test_health_says_when_the_newest_dump_is_too_old(pgclone_cli, local_location
     assert missing.returncode == 1 and "no complete dump in storage" in missing.stdout
     bad = pgclone_cli("health", "--max-age", "soon", location=local_location)
     assert bad.returncode == 2 and "write a positive number and a unit" in bad.stderr
+
+
+def test_verify_latest_names_the_newest_dump_of_each_database(pgclone_cli, local_location):
+    older = make_dump("gil", local_location)
+    newest = make_dump("hal", local_location)
+    other = copy_dump(local_location, older, "pgclone_other_db", keys.parse_key(older).timestamp)
+
+    every = pgclone_cli("verify", "--latest", location=local_location)
+    assert every.returncode == 0, every.stderr
+    assert [line.split(" is sound")[0] for line in every.stdout.splitlines()] == [other, newest]
+    one = pgclone_cli("verify", "--latest", "pgclone_other_db", location=local_location)
+    assert one.stdout.startswith(f"{other} is sound")
+    by_name = pgclone_cli("verify", keys.parse_key(newest).database, location=local_location)
+    assert by_name.stdout.startswith(f"{newest} is sound")
+    neither = pgclone_cli("verify", location=local_location)
+    assert neither.returncode == 2 and "Name one dump" in neither.stderr
+    missing = pgclone_cli("verify", "--latest", "pgclone_nobody", location=local_location)
+    assert (
+        missing.returncode == 1
+        and "No complete dump of database 'pgclone_nobody'" in missing.stderr
+    )

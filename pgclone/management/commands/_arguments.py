@@ -1,0 +1,175 @@
+"""The arguments of ``manage.py pgclone``: one subparser per subcommand, whose
+help is also the description its own ``--help`` shows."""
+
+from __future__ import annotations
+
+from django.core.management.base import CommandParser
+
+
+def add_subcommands(parser: CommandParser) -> None:
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+
+    class Commands:
+        """Each subcommand's help is also the description its own --help shows."""
+
+        @staticmethod
+        def add_parser(name: str, *, help: str) -> CommandParser:
+            return subparsers.add_parser(name, help=help, description=help)
+
+    commands = Commands()
+
+    dump = commands.add_parser("dump", help="Dump a database to storage.")
+    dump.add_argument("--config", help="A name from PGCLONE_DUMP_CONFIGS (default: default).")
+    dump.add_argument(
+        "--exclude-model",
+        action="append",
+        dest="exclude_models",
+        metavar="APP.MODEL",
+        help="Leave this model's rows out (its table is kept). Repeatable; added to the config's.",
+    )
+    dump.add_argument(
+        "--pre-dump-hook",
+        action="append",
+        dest="pre_dump_hooks",
+        metavar="COMMAND",
+        help="A management command to run before dumping. Repeatable; replaces the config's hooks.",
+    )
+    dump.add_argument("--database", default="default", help="Database alias (default: default).")
+    add_run_mode(dump)
+
+    restore = commands.add_parser(
+        "restore",
+        help="Restore a dump (or copy a database on this server) into a database.",
+    )
+    restore.add_argument(
+        "target",
+        help="A dump key, a database name (its newest dump), :previous, :current, "
+        "or :NAME for a database on the same server.",
+    )
+    restore.add_argument("--config", help="A name from PGCLONE_RESTORE_CONFIGS (default: default).")
+    restore.add_argument(
+        "--pre-swap-hook",
+        action="append",
+        dest="pre_swap_hooks",
+        metavar="COMMAND",
+        help="A management command to run on the restored copy before the swap. "
+        "Repeatable; replaces the config's hooks (default: migrate).",
+    )
+    restore.add_argument(
+        "--reversible",
+        action="store_true",
+        help="Keep :previous (the database before) and :current (right after).",
+    )
+    restore.add_argument(
+        "--database",
+        default="default",
+        help="Database alias to restore into (default: default).",
+    )
+    restore.add_argument(
+        "--noinput",
+        "--no-input",
+        action="store_false",
+        dest="interactive",
+        help="Don't ask for confirmation (it is asked only when standard input is a terminal).",
+    )
+    add_run_mode(restore)
+
+    ls = commands.add_parser("ls", help="List complete dumps in storage.")
+    ls.add_argument("db_name", nargs="?", help="Only this database's dumps.")
+    ls.add_argument(
+        "--only-db-names", action="store_true", help="List the names of dumped databases."
+    )
+    ls.add_argument(
+        "--local",
+        action="store_true",
+        help="List the databases on this server that `restore :NAME` can copy.",
+    )
+    ls.add_argument(
+        "-l",
+        "--long",
+        action="store_true",
+        help="With sizes, ages, configs and flags (plain ls prints one key a line).",
+    )
+    ls.add_argument(
+        "--database",
+        default="default",
+        help="Alias whose server --local lists (default: default).",
+    )
+
+    jobs = commands.add_parser("jobs", help="List recent jobs.")
+    jobs.add_argument("--limit", type=int, default=20, help="How many (default 20).")
+
+    show = commands.add_parser("show", help="Show one job: its steps, timings and error.")
+    show.add_argument("job_id", help="A job id, or a unique prefix of one.")
+
+    tail = commands.add_parser("tail", help="Follow one job live until it ends.")
+    tail.add_argument("job_id", help="A job id, or a unique prefix of one.")
+
+    cancel = commands.add_parser("cancel", help="Cancel a pending or running job.")
+    cancel.add_argument("job_id", help="A job id, or a unique prefix of one.")
+
+    verify = commands.add_parser(
+        "verify",
+        help="Check a dump (checksum, archive); with --restore, prove it restores "
+        "into a scratch database.",
+    )
+    verify.add_argument(
+        "key", nargs="?", help="The dump key, as `ls` prints it, or a database name."
+    )
+    verify.add_argument(
+        "--latest",
+        nargs="?",
+        const="",
+        metavar="DB_NAME",
+        help="The newest dump of DB_NAME (of every dumped database without one).",
+    )
+    verify.add_argument(
+        "--restore",
+        action="store_true",
+        help="Restore it into a scratch database (never swapped in), run the restore "
+        "config's hooks, compare its tables and rows with what the dump recorded, and "
+        "keep the outcome beside the dump.",
+    )
+    verify.add_argument(
+        "--config", help="With --restore: a name from PGCLONE_RESTORE_CONFIGS (its hooks)."
+    )
+    verify.add_argument(
+        "--database",
+        default="default",
+        help="With --restore: alias on whose server the scratch database is made.",
+    )
+    add_run_mode(verify)
+
+    health = commands.add_parser(
+        "health",
+        help="Exit 0 only if each database has a recent dump whose last trial restore "
+        "(if any) passed.",
+    )
+    health.add_argument(
+        "db_names", nargs="*", metavar="DB_NAME", help="Default: every dumped database."
+    )
+    health.add_argument(
+        "--max-age",
+        metavar="DURATION",
+        help="How old the newest dump may be: 90s, 45m, 26h (the default), 2d.",
+    )
+
+    commands.add_parser("sweep", help="Fail jobs whose worker was lost and remove what they left.")
+
+    prune = commands.add_parser(
+        "prune", help="Delete dumps that the configs' retention rules no longer keep."
+    )
+    prune.add_argument("db_name", nargs="?", help="Only this database's dumps.")
+    prune.add_argument("--dry-run", action="store_true", help="Only list what would be deleted.")
+
+
+def add_run_mode(parser: CommandParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--wait", action="store_true", help="Follow the job live and exit with its outcome."
+    )
+    mode.add_argument(
+        "--inline",
+        action="store_true",
+        help="Run the job in this process (no broker or worker needed).",
+    )

@@ -1,0 +1,117 @@
+"""How the use-cases in ``pgclone.api`` start a job: refuse what the job row
+can't hold, sweep lost jobs first, fail the job with the cause when accepting
+it goes wrong, record what was resolved, then run it here or enqueue its chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import getpass
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kombu.exceptions
+from django.db import transaction
+
+from pgclone import conf, jobs, keys, runner
+from pgclone.exceptions import BrokerUnavailable, InvalidInput, PgCloneError
+from pgclone.models import Job
+from pgclone.payloads import DumpOptions, RestoreOptions
+from pgclone.steps import workflow_for
+
+logger = logging.getLogger("pgclone")
+
+
+def default_requester() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def refuse_unstorable(**values: str | list[str] | None) -> None:
+    """Refuse, before the job row is written, what the row can't hold: PostgreSQL
+    stores no NUL character in text or JSON, and the config name must fit its column."""
+    for name, value in values.items():
+        texts = [value] if isinstance(value, str) else list(value or [])
+        if any("\x00" in str(text) for text in texts):
+            raise InvalidInput(
+                f"{name}={value!r} holds a NUL character (\\x00), which PostgreSQL can't "
+                "store: remove it."
+            )
+    config = values.get("config")
+    if isinstance(config, str) and config:
+        keys.validate_config_name(config)
+
+
+def sweep_quietly() -> None:
+    """Before a new job: a lost job must not hold a restore lock (nor leave debris)."""
+    from pgclone import sweeping
+
+    try:
+        sweeping.sweep()
+    except Exception as exc:
+        logger.warning("pgclone: the stale-job sweep failed: %s", exc)
+
+
+@contextlib.contextmanager
+def failing(job: Job) -> Iterator[None]:
+    """Whatever goes wrong while a job is being accepted fails it, with the cause."""
+    try:
+        yield
+    except Exception as exc:
+        jobs.end_job(job.pk, Job.Status.FAILED, runner.describe_error(exc))
+        raise
+
+
+def accept(job: Job, resolved: DumpOptions | RestoreOptions, storage: Any, **fields: Any) -> None:
+    """Record the resolved options (where the dump goes or comes from included)."""
+    resolved = dataclasses.replace(resolved, storage_location=storage.location)
+    jobs.accept(job, resolved.to_dict(), config_name=resolved.config, **fields)
+
+
+def start(job: Job, *, inline: bool, on_start: Callable[[Job], Any] | None) -> None:
+    if on_start is not None:
+        on_start(job)
+    if inline:
+        _run_inline(job)
+    else:
+        _enqueue(job)
+
+
+def _run_inline(job: Job) -> None:
+    try:
+        workflow_for(job.kind).run_all(job.pk)
+    except PgCloneError:
+        pass  # recorded on the job, which the caller reports
+    except Exception:
+        job.refresh_from_db()
+        if not job.is_finished:
+            raise
+
+
+def _enqueue(job: Job) -> None:
+    from pgclone import checks
+
+    checks.require_celery_app(job)
+    kind = job.kind
+    signature = workflow_for(kind).chain(str(job.pk), queue=conf.celery_queue())
+
+    def send() -> None:
+        try:
+            result = signature.apply_async()
+        except (kombu.exceptions.OperationalError, OSError) as exc:
+            error = BrokerUnavailable(
+                f"The Celery broker did not accept the {kind} job ({exc}). Start the broker "
+                "(Redis) and a worker, or run the job in this process with --inline."
+            )
+            jobs.end_job(job.pk, Job.Status.FAILED, str(error))
+            raise error from exc
+        jobs.set_task_id(job.pk, result.id or "")
+
+    # In a request with ATOMIC_REQUESTS the worker must not see the job before it exists.
+    transaction.on_commit(send)
