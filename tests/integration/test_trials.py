@@ -198,3 +198,28 @@ def test_verify_latest_names_the_newest_dump_of_each_database(pgclone_cli, local
         missing.returncode == 1
         and "No complete dump of database 'pgclone_nobody'" in missing.stderr
     )
+
+
+def test_a_cancelled_trial_leaves_nothing_and_no_verdict(
+    celery_worker, pgclone_cli, local_location, tmp_path
+):
+    key = make_dump("ida", local_location)
+    release = tmp_path / "release"
+    job = api.trial_restore(key, pre_swap_hooks=[f"testapp_wait {release}"])
+    wait_for(lambda: Path(f"{release}.started").exists(), what="the hook to start")
+    assert len(pgclone_databases()) == 1  # the scratch database
+
+    result = pgclone_cli("cancel", str(job.pk), location=local_location)
+    assert result.returncode == 0, result.stderr
+    release.touch()
+
+    wait_for(
+        lambda: Job.objects.get(pk=job.pk).steps.get(name="pre_swap").status == "failed",
+        what="the trial to stop",
+    )
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    assert job.steps.get(name="record").status == "skipped"
+    assert pgclone_databases() == []
+    # Stopping a trial says nothing about the dump: no record beside it.
+    assert not (Path(local_location) / f"{key}{TRIAL_SUFFIX}").exists()
