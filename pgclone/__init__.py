@@ -16,6 +16,7 @@ __all__ = [
     "cancel",
     "database_names",
     "dump",
+    "health",
     "job",
     "local_sources",
     "ls",
@@ -23,7 +24,9 @@ __all__ = [
     "recent_jobs",
     "restore",
     "sweep",
+    "trial_restore",
     "verify",
+    "verify_latest",
 ]
 
 
