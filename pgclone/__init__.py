@@ -16,7 +16,6 @@ __all__ = [
     "cancel",
     "database_names",
     "dump",
-    "health",
     "job",
     "local_sources",
     "ls",

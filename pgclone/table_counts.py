@@ -211,9 +211,10 @@ class Comparison:
     def summary(self) -> str:
         text = f"{self.tables} tables, {human_count(self.rows)} rows"
         if self.passed:
-            return f"{text}: as the dump recorded ({self.exact} counted exactly, " + (
-                f"{self.estimated} within {TOLERANCE:.0%} of an estimate)"
-            )
+            how = [f"{self.exact} counted exactly"]
+            if self.estimated:
+                how.append(f"{self.estimated} within {TOLERANCE:.0%} of an estimate")
+            return f"{text}: as the dump recorded ({', '.join(how)})"
         return f"{text}; {len(self.problems)} problem(s):\n" + "\n".join(
             f"- {problem}" for problem in self.problems
         )

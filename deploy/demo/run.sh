@@ -52,8 +52,12 @@ step "manage.py pgclone dump --wait"
 step "manage.py pgclone dump --config anonymous --wait (subscribers' rows left out)"
 "$PY" manage.py pgclone dump --config anonymous --wait
 
-step "manage.py pgclone ls"
-"$PY" manage.py pgclone ls
+step "manage.py pgclone verify $DEMO_DATABASE --restore --wait (a trial restore of its newest dump)"
+"$PY" manage.py pgclone verify "$DEMO_DATABASE" --restore --wait
+
+step "manage.py pgclone ls --long and health"
+"$PY" manage.py pgclone ls --long
+"$PY" manage.py pgclone health
 
 "$PY" manage.py demo_counts
 

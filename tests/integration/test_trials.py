@@ -223,3 +223,20 @@ def test_a_cancelled_trial_leaves_nothing_and_no_verdict(
     assert pgclone_databases() == []
     # Stopping a trial says nothing about the dump: no record beside it.
     assert not (Path(local_location) / f"{key}{TRIAL_SUFFIX}").exists()
+
+
+def test_a_trial_record_is_signed_when_signing_is_on(local_location, settings):
+    settings.PGCLONE_SIGNING_KEY = "s" * 40
+    key = make_dump("jo", local_location)
+
+    assert api.trial_restore(key, inline=True).status == Job.Status.SUCCEEDED
+
+    record = trial_record(local_location, key)
+    assert record["outcome"] == "passed" and len(record["signature"]) == 64
+    assert api.health()[0].healthy
+    # Someone who can write to the storage but has no key can't make a failure pass.
+    record["outcome"] = "passed"
+    record["at"] = dt.datetime.now(dt.UTC).isoformat()
+    (Path(local_location) / f"{key}{TRIAL_SUFFIX}").write_text(json.dumps(record))
+    (verdict,) = api.health()
+    assert not verdict.healthy and "its signature does not match" in verdict.trial.problem
