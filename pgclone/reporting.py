@@ -62,17 +62,18 @@ def flags(info: DumpInfo) -> str:
 
 
 def trial_cell(info: DumpInfo, now: dt.datetime | None = None) -> str:
-    """When the dump last proved it restores (``verify --restore``), or failed to."""
+    """When the dump last proved it restores (``verify --restore``), or failed to:
+    one word (``passed-3h-ago``), so that each column stays one field."""
     trial = health.trial_of(info)
     if trial is None:
         return "-"
     when = age(trial.at, now) if trial.at else "?"
-    return f"passed {when} ago" if trial.passed else f"FAILED {when} ago"
+    return f"passed-{when}-ago" if trial.passed else f"FAILED-{when}-ago"
 
 
 def dumps_table(infos: Sequence[DumpInfo], now: dt.datetime | None = None) -> list[str]:
     """``ls --long``: one dump a line with its size, age, config, flags and last trial."""
-    rows = [("KEY", "SIZE", "AGE", "CONFIG", "FLAGS", "TRIAL RESTORE")]
+    rows = [("KEY", "SIZE", "AGE", "CONFIG", "FLAGS", "TRIAL")]
     for info in infos:
         rows.append(
             (

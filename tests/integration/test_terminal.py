@@ -224,11 +224,11 @@ def test_ls_long_and_local_long(pgclone_cli, local_location, target, test_databa
     plain = pgclone_cli("ls", location=local_location).stdout.split()
     assert plain == [first, second]  # one key a line, for scripts
     long = pgclone_cli("ls", "--long", location=local_location).stdout.splitlines()
-    assert long[0].split() == ["KEY", "SIZE", "AGE", "CONFIG", "FLAGS"]
+    assert long[0].split() == ["KEY", "SIZE", "AGE", "CONFIG", "FLAGS", "TRIAL"]
     for line, key in zip(long[1:], (first, second), strict=True):
         fields = line.split()
         assert fields[0] == key and fields[2] == "KiB" and fields[4] == "default"
-        assert re.fullmatch(r"\d+[smhd]", fields[3])
+        assert re.fullmatch(r"\d+[smhd]", fields[3]) and fields[6] == "-"
 
     api.restore(first, database="target", reversible=True, pre_swap_hooks=[], inline=True)
     local = pgclone_cli(
