@@ -1,0 +1,222 @@
+"""Scrubbed, subset plans run on the real server: what a dump of them would hold."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from pgclone import configs, driver, plans, postgres, subset
+from tests import pg
+from tests.conftest import psql, scratch_database
+from tests.testapp.models import Address, Customer, Order, OrderItem, Product, Tag
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+CUSTOMERS, ORDERS = 200, 1000
+SAFE = {
+    "scrub": {
+        "testapp.Customer": {
+            "name": "name",
+            "email": "email",
+            "phone": "null",
+            "ip": "ip",
+            "notes": {"sql": "left(md5({column}), 8)"},
+            "profile": [
+                {"rule": "email", "path": ["contact", "email"]},
+                {"rule": "phone", "path": ["contact", "phone"]},
+            ],
+        },
+        "testapp.Address": {"street": "address"},
+    },
+    "subset": {"testapp.Order": {"percent": 10}},
+}
+
+
+def profile(i: int) -> dict:
+    return {"contact": {"email": f"person{i}@real.example", "phone": f"0770{i:04d}"}, "vip": i % 2}
+
+
+@pytest.fixture
+def shop(test_database_name: str) -> dict[str, list]:
+    """200 customers (some referred by others, a few with a last order), 1000
+    orders of two items each, tags on some orders, an address per customer."""
+    products = Product.objects.bulk_create(Product(name=f"product {i}") for i in range(20))
+    tags = Tag.objects.bulk_create(Tag(name=f"tag {i}") for i in range(5))
+    customers = Customer.objects.bulk_create(
+        Customer(
+            name=f"Real Person {i}",
+            email=f"person{i}@real.example",
+            phone=None if i % 4 == 0 else f"+44 7700 900{i:03d}",
+            notes=f"likes thing {i}",
+            profile=None if i % 5 == 0 else profile(i),
+            ip=f"192.0.2.{i % 250}",
+        )
+        for i in range(CUSTOMERS)
+    )
+    for i, customer in enumerate(customers[1:], 1):  # chains of referrals, 10 long
+        if i % 10:
+            customer.referred_by = customers[i - 1]
+    Customer.objects.bulk_update(customers, ["referred_by"])
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    orders = Order.objects.bulk_create(
+        Order(customer=customers[i % CUSTOMERS], created=created) for i in range(ORDERS)
+    )
+    OrderItem.objects.bulk_create(
+        OrderItem(order=order, product=products[(i + k) % 20])
+        for i, order in enumerate(orders)
+        for k in range(2)
+    )
+    Order.tags.through.objects.bulk_create(
+        Order.tags.through(order=order, tag=tags[i % 5]) for i, order in enumerate(orders[::3])
+    )
+    for customer in customers[:10]:  # a cycle: customer -> order -> customer
+        customer.last_order = orders[-1 - customer.pk % 50]
+    Customer.objects.bulk_update(customers[:10], ["last_order"])
+    Address.objects.bulk_create(Address(customer=c, street=f"{c.pk} Real Road") for c in customers)
+    return {"customers": customers, "orders": orders}
+
+
+def plan_of(settings, config: dict, exclude: list = ()) -> subset.Plan:
+    settings.PGCLONE_DUMP_CONFIGS = {"safe": config}
+    conn = postgres.conn_info()
+    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+        return subset.make_plan(cursor, configs.dump_config("safe"), exclude=list(exclude))
+
+
+def columns(rows: dict, plan: subset.Plan, table: str) -> list[dict]:
+    names = next(t.columns for t in plan.tables if t.name == table)
+    return [dict(zip(names, row, strict=True)) for row in rows[f"public.{table}"]]
+
+
+def test_scrubbed_values_are_keyed_deterministic_unique_and_keep_nulls(settings, shop):
+    plan = plan_of(settings, {"scrub": SAFE["scrub"]})
+    first = plans.run_plan(postgres.conn_info(), plan, key="key one")
+    again = plans.run_plan(postgres.conn_info(), plan, key="key one")
+    other = plans.run_plan(postgres.conn_info(), plan, key="key two")
+    assert first == again
+    customers = columns(first, plan, "testapp_customer")
+    emails = [c["email"] for c in customers]
+    assert len(set(emails)) == CUSTOMERS
+    assert all(e.startswith("u-") and e.endswith("@example.invalid") for e in emails)
+    assert emails != [c["email"] for c in columns(other, plan, "testapp_customer")]
+    assert {c["phone"] for c in customers} == {None}
+    profiles = [c["profile"] for c in customers]
+    assert sum(p is None for p in profiles) == CUSTOMERS // 5
+    # The same email gets the same output wherever it is: column or JSON key.
+    for customer in customers:
+        if customer["profile"] is not None:
+            assert customer["profile"]["contact"]["email"] == customer["email"]
+            assert customer["profile"]["contact"]["phone"].startswith("+1 555 ")
+            assert customer["profile"]["vip"] in (0, 1)
+    written = repr(first)
+    for original in ("Real Person", "real.example", "Real Road", "likes thing", "192.0.2"):
+        assert original not in written
+    assert len(columns(first, plan, "testapp_order")) == ORDERS  # no subset: every row
+
+
+def test_a_percent_subset_keeps_every_reference_whole_and_restores_with_constraints(
+    settings, shop, test_database_name
+):
+    plan = plan_of(settings, SAFE)
+    kinds = {t.name: t.kind for t in plan.tables}
+    assert kinds["testapp_order"] == "root" and kinds["testapp_orderitem"] == "down"
+    assert kinds["testapp_order_tags"] == "down" and kinds["testapp_tag"] == "up"
+    assert kinds["testapp_customer"] == "up" and kinds["testapp_address"] == "filtered"
+    assert kinds["testapp_author"] == "whole" and kinds["testapp_book_tags"] == "filtered"
+
+    with scratch_database() as copy:
+        counts = load_into(plan, test_database_name, copy)
+        kept_orders = int(psql("SELECT count(*) FROM testapp_order", copy))
+
+    assert ORDERS * 0.08 <= kept_orders <= ORDERS * 0.12, counts
+    assert counts["public.testapp_orderitem"] == 2 * kept_orders
+    assert 0 < counts["public.testapp_customer"] < CUSTOMERS
+
+
+def load_into(plan: subset.Plan, source: str, target: str) -> dict[str, int]:
+    """The plan's rows in a copy of the schema; the constraints are made afterwards,
+    as pg_restore makes them, and fail on any row that breaks one."""
+    sections = {}
+    for section in ("pre-data", "post-data"):
+        sections[section] = subprocess.run(
+            ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", f"--section={section}", source],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    load = [
+        "psql",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-X",
+        "-q",
+        "-o",
+        "/dev/null",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ]
+    subprocess.run([*load, "-d", target], input=sections["pre-data"], check=True, text=True)
+    with plans.snapshot_transaction(postgres.conn_info()) as cursor:
+        counts = plans.prepare(cursor, plan)
+        into = pg.connect(target, autocommit=True)
+        try:
+            for table in plan.tables:
+                copy_in = driver.sql.SQL("COPY {} ({}) FROM STDIN").format(
+                    driver.sql.Identifier(table.schema, table.name),
+                    driver.sql.SQL(", ").join(map(driver.sql.Identifier, table.columns)),
+                )
+                driver.copy_table(cursor.connection, into, table.copy_statement(), copy_in)
+        finally:
+            into.close()
+    done = subprocess.run(
+        [*load, "-d", target], input=sections["post-data"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return counts
+
+
+@pytest.fixture
+def raw_tables(test_database_name: str) -> Iterator[str]:
+    """Tables Django knows nothing about: a two-column key, and a reference to orders."""
+    psql(
+        "CREATE TABLE pgclone_raw_parent (a int, b int, label text, PRIMARY KEY (a, b));"
+        "CREATE TABLE pgclone_raw_child (id int PRIMARY KEY, a int, b int, "
+        "order_id bigint NOT NULL REFERENCES testapp_order (id), "
+        "FOREIGN KEY (a, b) REFERENCES pgclone_raw_parent);"
+        "INSERT INTO pgclone_raw_parent SELECT i, i + 1, 'p' || i FROM generate_series(1, 50) i;"
+        "INSERT INTO pgclone_raw_child SELECT o.id, o.id % 50 + 1, o.id % 50 + 2, o.id "
+        "FROM testapp_order o;",
+        test_database_name,
+    )
+    yield test_database_name
+    psql("DROP TABLE pgclone_raw_child, pgclone_raw_parent", test_database_name)
+
+
+def test_raw_sql_and_multi_column_foreign_keys_are_followed(settings, shop, raw_tables):
+    plan = plan_of(settings, {"subset": {"testapp.Order": {"where": "id % 100 = 1"}}})
+    kinds = {t.name: t.kind for t in plan.tables}
+    assert kinds["pgclone_raw_child"] == "down" and kinds["pgclone_raw_parent"] == "up"
+    with scratch_database() as copy:
+        counts = load_into(plan, raw_tables, copy)
+    assert counts["public.testapp_order"] >= ORDERS // 100
+    assert counts["public.pgclone_raw_child"] == counts["public.testapp_order"]
+    assert 0 < counts["public.pgclone_raw_parent"] < 50
+
+
+def test_cycles_and_self_references_reach_a_fixed_point(settings, shop):
+    # One root order: its customer, that customer's referrers up the chain, and
+    # the last orders they point to (and those orders' customers…) come along.
+    first = shop["orders"][9]
+    plan = plan_of(settings, {"subset": {"testapp.Order": {"where": f"id = {first.pk}"}}})
+    rows = plans.run_plan(postgres.conn_info(), plan)
+    customers = {c["id"]: c for c in columns(rows, plan, "testapp_customer")}
+    orders = {o["id"]: o for o in columns(rows, plan, "testapp_order")}
+    assert first.pk in orders
+    for customer in customers.values():
+        assert customer["referred_by_id"] in (None, *customers)
+        assert customer["last_order_id"] in (None, *orders)
+    assert {o["customer_id"] for o in orders.values()} <= set(customers)
+    assert len(customers) >= 10  # customer 9 was referred by 8, … by 0
