@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
-from pgclone import configs, driver, plans, postgres, subset
+from pgclone import configs, driver, options, plans, postgres, subset
+from pgclone.exceptions import ConfigurationError
 from tests import pg
 from tests.conftest import psql, scratch_database
 from tests.testapp.models import Address, Customer, Order, OrderItem, Product, Tag
@@ -220,3 +224,52 @@ def test_cycles_and_self_references_reach_a_fixed_point(settings, shop):
         assert customer["last_order_id"] in (None, *orders)
     assert {o["customer_id"] for o in orders.values()} <= set(customers)
     assert len(customers) >= 10  # customer 9 was referred by 8, … by 0
+
+
+def test_the_server_computes_the_same_keyed_digest_as_python(settings, shop):
+    plan = plan_of(settings, {"scrub": {"testapp.Customer": {"notes": "hash"}}})
+    rows = plans.run_plan(postgres.conn_info(), plan, key="a key")
+    notes = [c["notes"] for c in columns(rows, plan, "testapp_customer")]
+    expected = hmac.new(b"a key", b"likes thing 0", hashlib.sha256).hexdigest()
+    assert expected in notes
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"subset": {"testapp.Order": {"where": "no_such_column > 1"}}},
+         'The subset of testapp.Order is not valid SQL for public.testapp_order: column '
+         '"no_such_column" does not exist'),
+        ({"subset": {"testapp.Order": {"where": "id < 0"}}},
+         "The subset root testapp.Order has no rows to keep"),
+        ({"scrub": {"testapp.Customer": {"phone": {"sql": "repeat({column}, 10)"}}}},
+         "The sql rule of public.testapp_customer.phone writes values longer than the "
+         "column's 30 characters"),
+        ({"scrub": {"testapp.Customer": {"email": {"sql": "left({column}, 1)"}}}},
+         "gives equal values to distinct rows, and the column is unique"),
+        ({"scrub": {"testapp.Customer": {"ip": {"sql": "'not an ip ' || {column}"}}}},
+         'The sql rule of public.testapp_customer.ip fails: invalid input syntax for type inet'),
+    ],
+)  # fmt: skip
+def test_what_would_fail_a_dump_is_found_before_it_starts(settings, shop, config, message):
+    plan = plan_of(settings, config)
+    with plans.snapshot_transaction(postgres.conn_info()) as cursor:
+        problems = plans.check(cursor, plan)
+    assert len(problems) == 1 and message in problems[0], problems
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        plans.run_plan(postgres.conn_info(), plan)
+
+
+def test_a_root_left_out_or_a_key_scrubbed_is_refused(settings, shop, test_database_name):
+    excluded, _ = options.excluded_tables(["testapp.Customer"])  # as a dump leaves them out
+    with pytest.raises(ConfigurationError, match=r"testapp\.Order is left out of the dump"):
+        plan_of(settings, SAFE, exclude=excluded)
+    psql(
+        "CREATE TABLE pgclone_raw_contact (email varchar(254) REFERENCES testapp_customer (email))",
+        test_database_name,
+    )
+    try:
+        with pytest.raises(ConfigurationError, match=r"\(public.testapp_customer.email\): the co"):
+            plan_of(settings, {"scrub": {"testapp.Customer": {"email": "email"}}})
+    finally:
+        psql("DROP TABLE pgclone_raw_contact", test_database_name)

@@ -140,6 +140,12 @@ class Command(BaseCommand):
             "sweep", help="Fail jobs whose worker was lost and remove what they left."
         )
 
+        scrub_check = commands.add_parser(
+            "scrub-check", help="List personal-looking fields that scrubbing configs leave as "
+            "they are (exit status 1 if any).",
+        )  # fmt: skip
+        scrub_check.add_argument("--config", help="Only this dump config, scrubbing or not.")
+
         prune = commands.add_parser(
             "prune", help="Delete dumps that the configs' retention rules no longer keep."
         )
@@ -168,7 +174,7 @@ class Command(BaseCommand):
             raise SystemCheckError(str(exc), returncode=2) from None
 
     def handle(self, *args: Any, **options: Any) -> None:
-        handler = getattr(self, "handle_" + options["subcommand"])
+        handler = getattr(self, "handle_" + options["subcommand"].replace("-", "_"))
         try:
             handler(options)
         except USAGE_ERRORS as exc:
@@ -369,6 +375,20 @@ class Command(BaseCommand):
             f"SHA-256 {manifest['sha256'][:16]}…, {manifest['archive_entries']} archive "
             f"entries, made by {manifest.get('pg_dump_version', 'pg_dump')}."
         )
+
+    def handle_scrub_check(self, options: dict[str, Any]) -> None:
+        found = api.scrub_check(options["config"])
+        lines = [f"{name}: {field}" for name, fields in found.items() for field in fields]
+        for line in lines:
+            self.stdout.write(line)
+        if lines:
+            raise CommandError(
+                f"{len(lines)} personal-looking field(s) have no scrub rule: give each a rule "
+                "('keep' keeps it as it is) or exclude its model.",
+                returncode=1,
+            )
+        checked = ", ".join(found) or "none (no dump config has a 'scrub' section)"
+        self.stdout.write(f"Every personal-looking field has a scrub rule. Checked: {checked}.")
 
     def handle_sweep(self, options: dict[str, Any]) -> None:
         swept = api.sweep()
