@@ -273,3 +273,32 @@ def test_a_root_left_out_or_a_key_scrubbed_is_refused(settings, shop, test_datab
             plan_of(settings, {"scrub": {"testapp.Customer": {"email": "email"}}})
     finally:
         psql("DROP TABLE pgclone_raw_contact", test_database_name)
+
+
+def test_many_to_many_follows_both_sides_and_a_sample_is_the_same_each_time(settings, shop):
+    plan = plan_of(settings, {"subset": {"testapp.Tag": {"where": "name = 'tag 1'"}}})
+    rows = plans.run_plan(postgres.conn_info(), plan)
+    assert rows == plans.run_plan(postgres.conn_info(), plan)
+    (tag,) = columns(rows, plan, "testapp_tag")
+    links = columns(rows, plan, "testapp_order_tags")
+    orders = {o["id"] for o in columns(rows, plan, "testapp_order")}
+    assert links and {link["tag_id"] for link in links} == {tag["id"]}
+    assert {link["order_id"] for link in links} <= orders
+    # Books tagged with other tags lose those tags: the through table is filtered.
+    assert columns(rows, plan, "testapp_book_tags") == []
+
+
+def test_a_plan_reads_the_exported_snapshot_not_what_changed_since(settings, shop):
+    plan = plan_of(settings, {"subset": {"testapp.Order": {"percent": 100}}})
+    exporter = pg.connect(postgres.conn_info().name, autocommit=True)
+    try:
+        with exporter.cursor() as cursor:
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+        later = Order.objects.create(customer=shop["customers"][0], created=datetime.now(UTC))
+        rows = plans.run_plan(postgres.conn_info(), plan, snapshot=snapshot)
+    finally:
+        exporter.close()  # ends its transaction
+    orders = {o["id"] for o in columns(rows, plan, "testapp_order")}
+    assert len(orders) == ORDERS and later.pk not in orders
