@@ -148,3 +148,13 @@ def test_scrub_check_of_one_config_that_does_not_scrub_lists_everything(settings
         call_command("pgclone", "scrub-check", "--config", "plain", stdout=out)
     assert "plain: auth.User.email (EmailField)" in out.getvalue()
     assert "testapp.Customer" not in out.getvalue()  # its rows are left out
+
+
+def test_a_dump_with_scrub_or_subset_is_refused_until_dumps_apply_them(settings):
+    from pgclone import options
+    from pgclone.exceptions import ConfigurationError
+
+    settings.PGCLONE_DUMP_CONFIGS = {"safe": SAFE, "empty": {"scrub": {}}}
+    for name in ("safe", "empty"):
+        with pytest.raises(ConfigurationError, match="refused rather than dumping the data"):
+            options.resolve_dump_options(config=name)
