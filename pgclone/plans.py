@@ -18,7 +18,7 @@ from typing import Any
 from pgclone import conf, driver, postgres, scrub
 from pgclone.driver import sql
 from pgclone.exceptions import ConfigurationError
-from pgclone.subset import Plan
+from pgclone.subset import Plan, keep_table
 
 
 @contextlib.contextmanager
@@ -132,7 +132,7 @@ def prepare(cursor: Any, plan: Plan, key: str | None = None) -> dict[str, int]:
     counts = {}
     for table in plan.tables:
         if table.kind != "whole":
-            cursor.execute(sql.SQL("SELECT count(*) FROM ({}) s").format(table.select))
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(keep_table(table.oid)))
             counts[postgres.display_name(table.schema, table.name)] = cursor.fetchone()[0]
     return counts
 

@@ -120,6 +120,8 @@ def _parse_one(spec: Any, where: str) -> Rule:
                 f"{where}['sql'] must be one SQL expression using {{column}} (no ';')."
             )
         return Rule("sql", sql=text, path=tuple(map(str, path)))
+    if spec["rule"] == "keep" and path:
+        raise ConfigurationError(f"{where}: 'keep' takes no path (what has no rule is kept).")
     if spec["rule"] not in BUILTIN:
         raise ConfigurationError(f"{where}: unknown rule {spec['rule']!r}; the rules are {known}.")
     return Rule(spec["rule"], path=tuple(map(str, path)))

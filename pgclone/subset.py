@@ -36,6 +36,7 @@ KINDS = ("root", "down", "up", "filtered")
 
 @dataclass(frozen=True)
 class PlannedTable:
+    oid: int
     schema: str
     name: str
     columns: tuple[str, ...]
@@ -112,11 +113,13 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
         )
         if kind != "whole":
             select = sql.SQL("{} WHERE t.ctid IN (SELECT row_id FROM {})").format(
-                select, _keep(oid)
+                select, keep_table(oid)
             )
         names = tuple(column.name for column in table.columns)
         planned.append(
-            PlannedTable(table.schema, table.name, names, select, kind, tuple(rules.get(oid, ())))
+            PlannedTable(
+                oid, table.schema, table.name, names, select, kind, tuple(rules.get(oid, ()))
+            )
         )
     setup = tuple(
         sql.SQL("CREATE TEMP TABLE {} (row_id tid PRIMARY KEY) ON COMMIT DROP").format(
@@ -173,7 +176,7 @@ def _steps(tables: dict, fks: list[catalog.ForeignKey], kinds: dict[int, str]) -
         if filters:  # rows whose every reference into those tables is kept
             steps.append(
                 sql.SQL("INSERT INTO {} (row_id) SELECT t.ctid FROM {} AS t WHERE {} {}").format(
-                    _keep(oid),
+                    keep_table(oid),
                     _table(tables[oid]),
                     sql.SQL(" AND ").join(_references_kept(tables, fk) for fk in filters),
                     sql.SQL("ON CONFLICT DO NOTHING"),
@@ -188,11 +191,11 @@ def _steps(tables: dict, fks: list[catalog.ForeignKey], kinds: dict[int, str]) -
                     "(SELECT 1 FROM {child} AS c JOIN {kept} AS k ON k.row_id = c.ctid "
                     "WHERE {match}) ON CONFLICT DO NOTHING"
                 ).format(
-                    keep=_keep(fk.parent),
+                    keep=keep_table(fk.parent),
                     parent=_table(tables[fk.parent]),
                     match=match,
                     child=_table(tables[fk.child]),
-                    kept=_keep(fk.child),
+                    kept=keep_table(fk.child),
                 )
             )
     return steps
@@ -204,7 +207,7 @@ def _references_kept(tables: dict, fk: catalog.ForeignKey) -> sql.Composable:
         "EXISTS (SELECT 1 FROM {} AS p JOIN {} AS k ON k.row_id = p.ctid WHERE {})"
     ).format(
         _table(tables[fk.parent]),
-        _keep(fk.parent),
+        keep_table(fk.parent),
         _match("t", fk.child_columns, "p", fk.parent_columns),
     )
     return sql.SQL("({})").format(sql.SQL(" OR ").join([*nulls, kept]))
@@ -224,7 +227,7 @@ def _root(table: catalog.Table, root: sharing.SubsetRoot) -> Root:
     if root.where is not None:
         rows = sql.SQL("SELECT ctid FROM {} WHERE ({})").format(name, sql.SQL(root.where))
         seed = sql.SQL("INSERT INTO {} (row_id) {} ON CONFLICT DO NOTHING").format(
-            _keep(table.oid), rows
+            keep_table(table.oid), rows
         )
         return Root(root.model, table.label, seed, (), rows)
     identity = sql.SQL("ROW({})::text").format(
@@ -236,7 +239,7 @@ def _root(table: catalog.Table, root: sharing.SubsetRoot) -> Root:
         "ORDER BY hashtextextended({identity}, 0), t.ctid "
         "LIMIT (SELECT ceil(count(*) * %s::numeric / 100)::bigint FROM {name}) "
         "ON CONFLICT DO NOTHING"
-    ).format(keep=_keep(table.oid), name=name, identity=identity)
+    ).format(keep=keep_table(table.oid), name=name, identity=identity)
     rows = sql.SQL("SELECT ctid FROM {}").format(name)
     return Root(root.model, table.label, seed, (root.percent,), rows)
 
@@ -245,7 +248,8 @@ def _table(table: catalog.Table) -> sql.Identifier:
     return sql.Identifier(table.schema, table.name)
 
 
-def _keep(oid: int) -> sql.Composable:
+def keep_table(oid: int) -> sql.Composable:
+    """The TEMP table of the kept rows (their ctid) of the table ``oid``."""
     return sql.SQL("pg_temp.{}").format(sql.Identifier(f"pgclone_keep_{oid}"))
 
 

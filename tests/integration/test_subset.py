@@ -302,3 +302,33 @@ def test_a_plan_reads_the_exported_snapshot_not_what_changed_since(settings, sho
         exporter.close()  # ends its transaction
     orders = {o["id"] for o in columns(rows, plan, "testapp_order")}
     assert len(orders) == ORDERS and later.pk not in orders
+
+
+class Recording:
+    """A cursor that remembers every statement and parameter it is given."""
+
+    def __init__(self, cursor) -> None:
+        self.cursor, self.sent = cursor, []
+
+    def execute(self, statement, params=None):
+        text = statement.as_string(self.cursor) if hasattr(statement, "as_string") else statement
+        self.sent.append(f"{text} {params!r}")
+        return self.cursor.execute(statement, params)
+
+    def __getattr__(self, name):
+        return getattr(self.cursor, name)
+
+
+def test_the_key_is_in_no_statement_or_parameter_the_session_is_sent(settings, shop):
+    from pgclone import scrub
+
+    plan = plan_of(settings, SAFE)
+    with plans.snapshot_transaction(postgres.conn_info()) as cursor:
+        recording = Recording(cursor)
+        plans.prepare(recording, plan, key="the key")
+        cursor.execute("SELECT current_setting('pgclone.scrub_key')")
+        assert cursor.fetchone()[0] == scrub.key_setting("the key")
+    setting = scrub.key_setting("the key")
+    assert recording.sent and not any(
+        secret in sent for sent in recording.sent for secret in ("the key", setting[:32])
+    )
