@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from django.contrib.auth.models import User
 
 from pgclone import configs, driver, options, plans, postgres, subset
 from pgclone.exceptions import ConfigurationError
@@ -96,7 +97,9 @@ def columns(rows: dict, plan: subset.Plan, table: str) -> list[dict]:
 
 
 def test_scrubbed_values_are_keyed_deterministic_unique_and_keep_nulls(settings, shop):
-    plan = plan_of(settings, {"scrub": SAFE["scrub"]})
+    User.objects.create(username="someone", email="person3@real.example")
+    rules = {**SAFE["scrub"], "auth.User": {"email": "email", "username": "hash"}}
+    plan = plan_of(settings, {"scrub": rules})
     first = plans.run_plan(postgres.conn_info(), plan, key="key one")
     again = plans.run_plan(postgres.conn_info(), plan, key="key one")
     other = plans.run_plan(postgres.conn_info(), plan, key="key two")
@@ -115,6 +118,9 @@ def test_scrubbed_values_are_keyed_deterministic_unique_and_keep_nulls(settings,
             assert customer["profile"]["contact"]["email"] == customer["email"]
             assert customer["profile"]["contact"]["phone"].startswith("+1 555 ")
             assert customer["profile"]["vip"] in (0, 1)
+    # The same email in another table (auth_user) gets the same output too.
+    (user,) = columns(first, plan, "auth_user")
+    assert user["email"] == customers[3]["email"] and user["username"] != "someone"
     written = repr(first)
     for original in ("Real Person", "real.example", "Real Road", "likes thing", "192.0.2"):
         assert original not in written
@@ -124,8 +130,9 @@ def test_scrubbed_values_are_keyed_deterministic_unique_and_keep_nulls(settings,
 def test_a_percent_subset_keeps_every_reference_whole_and_restores_with_constraints(
     settings, shop, test_database_name
 ):
-    plan = plan_of(settings, SAFE)
+    plan = plan_of(settings, SAFE, exclude=["testapp_secret"])  # exclude_models beside it
     kinds = {t.name: t.kind for t in plan.tables}
+    assert "testapp_secret" not in kinds
     assert kinds["testapp_order"] == "root" and kinds["testapp_orderitem"] == "down"
     assert kinds["testapp_order_tags"] == "down" and kinds["testapp_tag"] == "up"
     assert kinds["testapp_customer"] == "up" and kinds["testapp_address"] == "filtered"
