@@ -95,32 +95,10 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
             )
     kinds = classify(fks, set(roots))
     rules = _table_rules(found, config.scrub or (), oids, excluded)
-    planned, outputs = [], []
-    for oid, table in tables.items():
-        kind = kinds.get(oid, "whole")
-        values = []
-        for column in table.columns:
-            ref = sql.SQL("t.{}").format(sql.Identifier(column.name))
-            if column.name in rules.get(oid, {}):
-                expression = scrub.render(rules[oid][column.name], ref, column)
-                if any(rule.name == "sql" for rule in rules[oid][column.name]):
-                    source = sql.Identifier(table.schema, table.name)
-                    outputs.append((table.label, column.name, source, expression, column))
-                ref = sql.SQL("{} AS {}").format(expression, sql.Identifier(column.name))
-            values.append(ref)
-        select = sql.SQL("SELECT {} FROM {} AS t").format(
-            sql.SQL(", ").join(values), sql.Identifier(table.schema, table.name)
-        )
-        if kind != "whole":
-            select = sql.SQL("{} WHERE t.ctid IN (SELECT row_id FROM {})").format(
-                select, keep_table(oid)
-            )
-        names = tuple(column.name for column in table.columns)
-        planned.append(
-            PlannedTable(
-                oid, table.schema, table.name, names, select, kind, tuple(rules.get(oid, ()))
-            )
-        )
+    planned = [
+        _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}))
+        for oid, table in tables.items()
+    ]
     setup = tuple(
         sql.SQL("CREATE TEMP TABLE {} (row_id tid PRIMARY KEY) ON COMMIT DROP").format(
             sql.Identifier(f"pgclone_keep_{oid}")
@@ -128,13 +106,35 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
         for oid in kinds
     )
     return Plan(
-        tables=tuple(planned),
+        tables=tuple(table for table, _ in planned),
         roots=tuple(_root(tables[oid], root) for oid, root in roots.items()),
         setup=setup,
         steps=tuple(_steps(tables, fks, kinds)),
-        outputs=tuple(outputs),
+        outputs=tuple(output for _, outputs in planned for output in outputs),
         digest=sharing.digest(config.scrub or (), config.subset),
     )
+
+
+def _planned(table: catalog.Table, kind: str, rules: dict) -> tuple[PlannedTable, list]:
+    """The table's SELECT, and what its sql rules need checked."""
+    values, outputs = [], []
+    name = sql.Identifier(table.schema, table.name)
+    for column in table.columns:
+        ref = sql.SQL("t.{}").format(sql.Identifier(column.name))
+        if column.name in rules:
+            expression = scrub.render(rules[column.name], ref, column)
+            if any(rule.name == "sql" for rule in rules[column.name]):
+                outputs.append((table.label, column.name, name, expression, column))
+            ref = sql.SQL("{} AS {}").format(expression, sql.Identifier(column.name))
+        values.append(ref)
+    select = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(values), name)
+    if kind != "whole":
+        select = sql.SQL("{} WHERE t.ctid IN (SELECT row_id FROM {})").format(
+            select, keep_table(table.oid)
+        )
+    names = tuple(column.name for column in table.columns)
+    planned = PlannedTable(table.oid, table.schema, table.name, names, select, kind, tuple(rules))
+    return planned, outputs
 
 
 def classify(fks: list[catalog.ForeignKey], roots: set[int]) -> dict[int, str]:
