@@ -29,7 +29,9 @@ def snapshot_transaction(conn: postgres.ConnInfo, snapshot: str | None = None) -
         cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         try:
             if snapshot:
-                cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+                # A utility statement: psycopg 3 can't bind it server-side.
+                literal = sql.Literal(snapshot)
+                cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(literal))
             yield cursor
         finally:
             with contextlib.suppress(driver.Error):  # a broken connection rolls back by itself
