@@ -58,7 +58,7 @@ class Catalog:
 _TABLES = """
     SELECT c.oid::bigint, n.nspname, c.relname
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+    WHERE c.relkind = 'r' AND c.relpersistence IN ('p', 'u')  -- pg_dump copies unlogged data
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\\_toast%'
 """

@@ -125,18 +125,28 @@ def prepare(cursor: Any, plan: Plan, key: str | None = None) -> dict[str, int]:
         cursor.execute(root.seed, list(root.params) or None)  # a where may hold %
         if cursor.rowcount == 0:
             raise ConfigurationError(f"The subset root {root.model} keeps no rows.")
-    added = 1
-    while added:  # to the fixed point: one round per level of references, not per row
-        added = 0
-        for statement in plan.steps:
-            cursor.execute(statement)
-            added += max(cursor.rowcount, 0)
+    _to_fixed_point(cursor, plan)
     counts = {}
     for table in plan.tables:
         if table.kind != "whole":
             cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(keep_table(table.oid)))
             counts[postgres.display_name(table.schema, table.name)] = cursor.fetchone()[0]
     return counts
+
+
+def _to_fixed_point(cursor: Any, plan: Plan) -> None:
+    """Run the plan's steps until none adds a row: in rounds, each running only
+    the steps with an input that grew since they last ran (Python loops over
+    rounds, never over rows)."""
+    stale = set(range(len(plan.steps)))
+    while stale:
+        for index, step in enumerate(plan.steps):
+            if index not in stale:
+                continue
+            stale.discard(index)
+            cursor.execute(step.statement)
+            if cursor.rowcount > 0:
+                stale.update(i for i, s in enumerate(plan.steps) if step.output in s.inputs)
 
 
 def run_plan(

@@ -63,11 +63,20 @@ class Root:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One statement of the fixed point: adds to ``output``'s kept rows from ``inputs``'."""
+
+    statement: sql.Composable
+    inputs: tuple[int, ...]
+    output: int
+
+
+@dataclass(frozen=True)
 class Plan:
     tables: tuple[PlannedTable, ...]
     roots: tuple[Root, ...]
     setup: tuple[sql.Composable, ...]  # the TEMP tables of kept rows
-    steps: tuple[sql.Composable, ...]  # repeated until none adds a row
+    steps: tuple[Step, ...]  # repeated until none adds a row
     # (table, column, FROM, expression, column) of the sql rules, checked before a dump
     outputs: tuple[tuple[str, str, sql.Composable, sql.Composable, scrub.Column], ...]
     digest: str  # of the rules and the subset (pgclone.sharing.digest)
@@ -162,7 +171,7 @@ def _closure(start: set[int], fks: list[catalog.ForeignKey], *, upward: bool) ->
     return found
 
 
-def _steps(tables: dict, fks: list[catalog.ForeignKey], kinds: dict[int, str]) -> list:
+def _steps(tables: dict, fks: list[catalog.ForeignKey], kinds: dict[int, str]) -> list[Step]:
     steps = []
     for oid, kind in kinds.items():
         into = {"down": ("root", "down"), "filtered": KINDS}.get(kind, ())
@@ -174,30 +183,29 @@ def _steps(tables: dict, fks: list[catalog.ForeignKey], kinds: dict[int, str]) -
             and (kind == "filtered" or not fk.nullable)  # down: a nullable one pulls instead
         ]
         if filters:  # rows whose every reference into those tables is kept
-            steps.append(
-                sql.SQL("INSERT INTO {} (row_id) SELECT t.ctid FROM {} AS t WHERE {} {}").format(
-                    keep_table(oid),
-                    _table(tables[oid]),
-                    sql.SQL(" AND ").join(_references_kept(tables, fk) for fk in filters),
-                    sql.SQL("ON CONFLICT DO NOTHING"),
-                )
+            statement = sql.SQL(
+                "INSERT INTO {} (row_id) SELECT t.ctid FROM {} AS t WHERE {} {}"
+            ).format(
+                keep_table(oid),
+                _table(tables[oid]),
+                sql.SQL(" AND ").join(_references_kept(tables, fk) for fk in filters),
+                sql.SQL("ON CONFLICT DO NOTHING"),
             )
+            steps.append(Step(statement, tuple(fk.parent for fk in filters), oid))
     for fk in fks:  # rows referenced by kept rows
         if kinds.get(fk.child) in ("root", "down", "up"):
-            match = _match("c", fk.child_columns, "p", fk.parent_columns)
-            steps.append(
-                sql.SQL(
-                    "INSERT INTO {keep} (row_id) SELECT p.ctid FROM {parent} AS p WHERE EXISTS "
-                    "(SELECT 1 FROM {child} AS c JOIN {kept} AS k ON k.row_id = c.ctid "
-                    "WHERE {match}) ON CONFLICT DO NOTHING"
-                ).format(
-                    keep=keep_table(fk.parent),
-                    parent=_table(tables[fk.parent]),
-                    match=match,
-                    child=_table(tables[fk.child]),
-                    kept=keep_table(fk.child),
-                )
+            statement = sql.SQL(
+                "INSERT INTO {keep} (row_id) SELECT p.ctid FROM {parent} AS p WHERE EXISTS "
+                "(SELECT 1 FROM {child} AS c JOIN {kept} AS k ON k.row_id = c.ctid "
+                "WHERE {match}) ON CONFLICT DO NOTHING"
+            ).format(
+                keep=keep_table(fk.parent),
+                parent=_table(tables[fk.parent]),
+                match=_match("c", fk.child_columns, "p", fk.parent_columns),
+                child=_table(tables[fk.child]),
+                kept=keep_table(fk.child),
             )
+            steps.append(Step(statement, (fk.child,), fk.parent))
     return steps
 
 
