@@ -183,9 +183,11 @@ def render(rules: tuple[Rule, ...], ref: sql.Composable, column: Column) -> sql.
         path = sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, rule.path)))
         found = sql.SQL("jsonb_typeof({} #> {})").format(ref, path)
         value = _render(rule, sql.SQL("({} #>> {})").format(ref, path), inner)
+        # The document so far is named once (v), so that n paths don't repeat it 2**n times.
         expression = sql.SQL(
-            "CASE WHEN coalesce({found}, 'null') = 'null' THEN {prev} "
-            "ELSE jsonb_set({prev}, {path}, coalesce(to_jsonb({value}), 'null'::jsonb)) END"
+            "(SELECT CASE WHEN coalesce({found}, 'null') = 'null' THEN v "
+            "ELSE jsonb_set(v, {path}, coalesce(to_jsonb({value}), 'null'::jsonb)) END "
+            "FROM (SELECT {prev} AS v) AS j)"
         ).format(found=found, prev=expression, path=path, value=value)
     return expression
 
@@ -193,8 +195,8 @@ def render(rules: tuple[Rule, ...], ref: sql.Composable, column: Column) -> sql.
 def _render(rule: Rule, ref: sql.Composable, column: Column) -> sql.Composable:
     if rule.name == "keep":
         return ref
-    if rule.name == "null":
-        return sql.SQL("NULL")
+    if rule.name == "null":  # typed: to_jsonb() of a bare NULL can't tell its type
+        return sql.SQL("CAST(NULL AS {})").format(sql.SQL(column.type_name))
     if rule.name == "empty":
         return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {} END").format(
             ref, sql.SQL("'{}'::jsonb" if column.kind == "json" else "''")

@@ -343,3 +343,16 @@ def test_the_key_is_in_no_statement_or_parameter_the_session_is_sent(settings, s
     assert recording.sent and not any(
         secret in sent for sent in recording.sent for secret in ("the key", setting[:32])
     )
+
+
+def test_a_json_rule_changes_only_a_value_found_at_its_path(settings, test_database_name):
+    documents = [{"contact": ["not", "an", "object"]}, {"other": 1},
+                 {"contact": {"email": None}}, {"contact": {"email": "a@b.example"}}]  # fmt: skip
+    for i, document in enumerate(documents):
+        Customer.objects.create(name="x", email=f"{i}@real.example", profile=document)
+    rules = [{"rule": "email", "path": ["contact", "email"]}, {"rule": "null", "path": ["other"]}]
+    plan = plan_of(settings, {"scrub": {"testapp.Customer": {"profile": rules}}})
+    rows = plans.run_plan(postgres.conn_info(), plan)
+    found = [c["profile"] for c in columns(rows, plan, "testapp_customer")]
+    assert found[:3] == [documents[0], {"other": None}, documents[2]]
+    assert found[3]["contact"]["email"].endswith("@example.invalid")
