@@ -92,9 +92,7 @@ def dump_config(name: str | None = None) -> DumpConfig:
         ),
         keep_last=keep_last,
         keep_days=keep_days,
-        scrub=sharing.parse_scrub(config["scrub"], f"{where}['scrub']")
-        if "scrub" in config
-        else None,
+        scrub=sharing.parse_scrub(config.get("scrub"), f"{where}['scrub']"),
         subset=sharing.parse_subset(config.get("subset") or {}, f"{where}['subset']"),
     )
 

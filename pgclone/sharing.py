@@ -51,7 +51,11 @@ def _mapping(value: Any, where: str, what: str) -> dict:
     return value
 
 
-def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...]:
+def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...] | None:
+    """The rules of a 'scrub' section; None without one (``{}`` is one: it scrubs nothing
+    yet, and pgclone.W017 lists what it should)."""
+    if value is None:
+        return None
     found = []
     for label, fields in _mapping(value, where, "model labels to {field: rule}").items():
         model = model_of(label, where)
