@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import User
 
 from pgclone import configs, driver, options, plans, postgres, subset
@@ -356,3 +357,47 @@ def test_a_json_rule_changes_only_a_value_found_at_its_path(settings, test_datab
     found = [c["profile"] for c in columns(rows, plan, "testapp_customer")]
     assert found[:3] == [documents[0], {"other": None}, documents[2]]
     assert found[3]["contact"]["email"].endswith("@example.invalid")
+
+
+@pytest.mark.matrix
+def test_every_rule_writes_values_that_fit_their_column(settings, shop):
+    User.objects.create(username="someone", first_name="Some", last_name="One", email="s@o.ex",
+                        password="pbkdf2_sha256$1$salt$hash")  # fmt: skip
+    plan = plan_of(settings, {"scrub": {
+        "testapp.Customer": {"name": "name", "email": "name", "phone": "email", "notes": "text",
+                             "ip": "ip"},
+        "auth.User": {"username": "first_name", "first_name": "first_name",
+                      "last_name": "last_name", "password": "unusable_password", "email": "empty"},
+        "testapp.Address": {"street": "address"},
+        "testapp.Product": {"name": "hash"},
+        "testapp.Tag": {"name": "phone"},
+    }})  # fmt: skip
+    rows = plans.run_plan(postgres.conn_info(), plan)
+    customers = columns(rows, plan, "testapp_customer")
+    shapes = {
+        "name": r"[A-Z][a-z]+ [A-Z][a-z]+",
+        "email": r"[A-Z][a-z]+ [A-Z][a-z]+-[0-9a-f]{16}",  # unique: a readable part and 16 hex
+        "phone": r"u-[0-9a-f]{12}@example\.invalid",  # varchar(30): 12 hex digits fit
+        "notes": r"text-[0-9a-f]{32}",
+        "ip": r"10\.\d+\.\d+\.\d+",
+    }
+    for customer in customers:
+        for name, shape in shapes.items():
+            value = customer[name]
+            assert value is None or re.fullmatch(shape, str(value)), (name, value)
+    assert len({c["email"] for c in customers}) == CUSTOMERS
+    (user,) = columns(rows, plan, "auth_user")
+    assert re.fullmatch(r"[A-Z][a-z]+-[0-9a-f]{16}", user["username"])
+    assert re.fullmatch(r"![0-9a-f]{40}", user["password"]) and user["email"] == ""
+    assert not is_password_usable(user["password"])
+    assert user["first_name"] != "Some" and user["last_name"] != "One"
+    assert all(
+        re.fullmatch(r"\d+ [A-Z][a-z]+ Street", a["street"])
+        for a in columns(rows, plan, "testapp_address")
+    )
+    assert all(
+        re.fullmatch(r"[0-9a-f]{64}", p["name"]) for p in columns(rows, plan, "testapp_product")
+    )
+    assert all(
+        re.fullmatch(r"\+1 555 \d{7}", t["name"]) for t in columns(rows, plan, "testapp_tag")
+    )
