@@ -337,3 +337,10 @@ def job(job_id: Any) -> Job:
 
 def recent_jobs(limit: int = 20) -> list[Job]:
     return list(Job.objects.all()[:limit])
+
+
+def scrub_check(config: str | None = None) -> dict[str, list]:
+    """{config: personal-looking fields it dumps unscrubbed}, for the configs that scrub."""
+    from pgclone import personal
+
+    return personal.unruled_by_config(config)

@@ -227,6 +227,25 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     return found
 
 
+@checks.register("pgclone")
+def check_scrub_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A config that scrubs should say what becomes of every personal-looking field."""
+    from pgclone import personal
+
+    return [
+        checks.Warning(
+            f"{configs.DUMP_SETTING}[{name!r}] scrubs, but dumps these personal-looking fields "
+            f"as they are: {', '.join(map(str, fields))}.",
+            hint="Give each a rule in the config's 'scrub' section ('keep' for one that only "
+            "looks personal), or leave its model out with exclude_models. "
+            "`manage.py pgclone scrub-check` lists them.",
+            id="pgclone.W017",
+        )
+        for name, fields in personal.unruled_by_config().items()
+        if fields
+    ]
+
+
 def celery_app_problem(app: Any = None) -> tuple[str, str] | None:
     """Why pgclone's tasks sent from here would never reach a worker, as (what is
     wrong, how to fix it); None when they can be sent. ``app`` is Celery's current

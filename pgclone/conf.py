@@ -53,6 +53,18 @@ def signing_key() -> str | None:
     return _get("PGCLONE_SIGNING_KEY", None) or None
 
 
+def scrub_key() -> str:
+    """The key of the scrub rules' digests: PGCLONE_SCRUB_KEY, or one derived from SECRET_KEY."""
+    import hashlib
+    import hmac
+
+    key = _get("PGCLONE_SCRUB_KEY", None)
+    if key:
+        return str(key)
+    secret = str(settings.SECRET_KEY).encode()
+    return hmac.new(secret, b"pgclone.scrub_key", hashlib.sha256).hexdigest()
+
+
 def allow_unsigned() -> bool:
     """With a signing key: whether dumps without a signature may still be restored."""
     return bool(_get("PGCLONE_ALLOW_UNSIGNED", False))

@@ -17,13 +17,13 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from pgclone import conf, hooks, keys
+from pgclone import conf, hooks, keys, sharing
 from pgclone.exceptions import ConfigurationError, InvalidInput
 
 DUMP_SETTING = "PGCLONE_DUMP_CONFIGS"
 RESTORE_SETTING = "PGCLONE_RESTORE_CONFIGS"
-DUMP_KEYS = {"exclude_models", "pre_dump_hooks", "keep_last", "keep_days"}
-RESTORE_KEYS = {"pre_swap_hooks", "reversible"}
+DUMP_KEYS = {"exclude_models", "pre_dump_hooks", "keep_last", "keep_days", "scrub", "subset"}
+RESTORE_KEYS = {"pre_swap_hooks", "reversible", "require_scrubbed"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class DumpConfig:
     pre_dump_hooks: tuple[str, ...] = ()
     keep_last: int | None = None
     keep_days: float | None = None
+    # pgclone.sharing, checked against the models; scrub is None without a 'scrub' section
+    scrub: tuple[sharing.FieldRules, ...] | None = None
+    subset: tuple[sharing.SubsetRoot, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class RestoreConfig:
     name: str
     pre_swap_hooks: tuple[str, ...] = tuple(conf.DEFAULT_RESTORE_CONFIG["pre_swap_hooks"])
     reversible: bool = False
+    require_scrubbed: bool = False
 
 
 def _named(setting: str, configs: Any, name: str | None, allowed: set[str]) -> tuple[str, dict]:
@@ -88,6 +92,8 @@ def dump_config(name: str | None = None) -> DumpConfig:
         ),
         keep_last=keep_last,
         keep_days=keep_days,
+        scrub=sharing.parse_scrub(config.get("scrub"), f"{where}['scrub']"),
+        subset=sharing.parse_subset(config.get("subset") or {}, f"{where}['subset']"),
     )
 
 
@@ -104,6 +110,7 @@ def restore_config(name: str | None = None) -> RestoreConfig:
         name=name,
         pre_swap_hooks=tuple(hooks.normalize(hook_list, f"{where}['pre_swap_hooks']")),
         reversible=bool(config.get("reversible", False)),
+        require_scrubbed=bool(config.get("require_scrubbed", False)),
     )
 
 

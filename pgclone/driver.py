@@ -34,6 +34,7 @@ __all__ = [
     "OperationalError",
     "backend_pid",
     "connect",
+    "copy_in",
     "copy_table",
     "errors",
     "sql",
@@ -71,3 +72,12 @@ def copy_table(source: Any, target: Any, copy_out: Any, copy_in: Any) -> int:
             buffer.seek(0)
             cursor.copy_expert(copy_in, buffer)
         return cursor.rowcount
+
+
+def copy_in(cursor: Any, statement: Any, data: bytes) -> None:
+    """COPY … FROM STDIN of ``data``: values that never appear in any statement's text."""
+    if is_psycopg3:
+        with cursor.copy(statement) as copy:
+            copy.write(data)
+    else:
+        cursor.copy_expert(statement, io.BytesIO(data))

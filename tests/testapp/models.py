@@ -23,3 +23,43 @@ class Mark(models.Model):
     """Rows written by the test hooks, to see which database a hook ran on."""
 
     note = models.CharField(max_length=100)
+
+
+# A small shop for the scrub and subset tests: a root (Order), tables below it
+# (OrderItem, the order/tag many-to-many), above it (Customer, Product, Tag),
+# beside it (Address), a self-reference and a cycle (Customer.referred_by,
+# Customer.last_order).
+
+
+class Customer(models.Model):
+    name = models.CharField(max_length=100)
+    email = models.EmailField(unique=True)
+    phone = models.CharField(max_length=30, null=True, blank=True)
+    notes = models.TextField(blank=True, default="")
+    profile = models.JSONField(null=True, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    referred_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
+    last_order = models.ForeignKey(
+        "Order", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+
+class Address(models.Model):
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE)
+    street = models.CharField(max_length=200)
+
+
+class Product(models.Model):
+    name = models.CharField(max_length=100)
+
+
+class Order(models.Model):
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE)
+    created = models.DateTimeField()
+    tags = models.ManyToManyField(Tag, blank=True)
+
+
+class OrderItem(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT)
+    quantity = models.IntegerField(default=1)

@@ -156,6 +156,13 @@ def add_subcommands(parser: CommandParser) -> None:
 
     commands.add_parser("sweep", help="Fail jobs whose worker was lost and remove what they left.")
 
+    scrub_check = commands.add_parser(
+        "scrub-check",
+        help="List personal-looking fields that scrubbing configs leave as they are "
+        "(exit status 1 if any).",
+    )
+    scrub_check.add_argument("--config", help="Only this dump config, scrubbing or not.")
+
     prune = commands.add_parser(
         "prune", help="Delete dumps that the configs' retention rules no longer keep."
     )

@@ -35,7 +35,7 @@ class Command(BaseCommand):
             raise SystemCheckError(str(exc), returncode=2) from None
 
     def handle(self, *args: Any, **options: Any) -> None:
-        handler = getattr(self, "handle_" + options["subcommand"])
+        handler = getattr(self, "handle_" + options["subcommand"].replace("-", "_"))
         try:
             handler(options)
         except USAGE_ERRORS as exc:
@@ -279,6 +279,20 @@ class Command(BaseCommand):
         unhealthy = [database.name for database in found if not database.healthy]
         if unhealthy:
             raise CommandError(f"Unhealthy: {', '.join(unhealthy)}.", returncode=1)
+
+    def handle_scrub_check(self, options: dict[str, Any]) -> None:
+        found = api.scrub_check(options["config"])
+        lines = [f"{name}: {field}" for name, fields in found.items() for field in fields]
+        for line in lines:
+            self.stdout.write(line)
+        if lines:
+            raise CommandError(
+                f"{len(lines)} personal-looking field(s) have no scrub rule: give each a rule "
+                "('keep' keeps it as it is) or exclude its model.",
+                returncode=1,
+            )
+        checked = ", ".join(found) or "none (no dump config has a 'scrub' section)"
+        self.stdout.write(f"Every personal-looking field has a scrub rule. Checked: {checked}.")
 
     def handle_sweep(self, options: dict[str, Any]) -> None:
         swept = api.sweep()

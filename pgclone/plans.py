@@ -1,0 +1,165 @@
+"""Running a :class:`pgclone.subset.Plan` inside one snapshot of the database.
+
+The dump step exports a snapshot (``pg_export_snapshot()``) shared with
+``pg_dump --snapshot``; in a session that imported it, :func:`check` finds
+what would make the dump fail (before pg_dump starts), :func:`prepare` hands
+the scrub key to the session and fills the TEMP tables of kept rows, and each
+planned table's ``copy_statement()`` then writes its rows. Everything happens
+in SQL: Python only repeats the statements of the fixed point until none adds
+a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from pgclone import conf, driver, postgres, scrub
+from pgclone.driver import sql
+from pgclone.exceptions import ConfigurationError
+from pgclone.subset import Plan, keep_table
+
+
+@contextlib.contextmanager
+def snapshot_transaction(conn: postgres.ConnInfo, snapshot: str | None = None) -> Iterator[Any]:
+    """A cursor in a REPEATABLE READ transaction (in ``snapshot`` when given),
+    rolled back on leaving: the plan's TEMP tables go with it."""
+    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+        cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        try:
+            if snapshot:
+                # A utility statement: psycopg 3 can't bind it server-side.
+                literal = sql.Literal(snapshot)
+                cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(literal))
+            yield cursor
+        finally:
+            with contextlib.suppress(driver.Error):  # a broken connection rolls back by itself
+                cursor.execute("ROLLBACK")
+
+
+def set_key(cursor: Any, key: str) -> None:
+    """Give the transaction the scrub key (``pgclone.scrub_key``, local to it).
+
+    The key travels as COPY data, never in a statement's text, so it shows
+    neither in pg_stat_activity nor in the server's statement logs.
+    """
+    cursor.execute("CREATE TEMP TABLE pgclone_scrub_key (value text) ON COMMIT DROP")
+    data = (scrub.key_setting(key) + "\n").encode()
+    driver.copy_in(cursor, "COPY pg_temp.pgclone_scrub_key (value) FROM STDIN", data)
+    cursor.execute(
+        "SELECT set_config(%s, value, true) IS NOT NULL FROM pg_temp.pgclone_scrub_key",
+        [scrub.KEY_SETTING],
+    )
+    cursor.execute("DROP TABLE pg_temp.pgclone_scrub_key")
+
+
+def _attempt(cursor: Any, statement: Any, params: Any = None) -> tuple[str | None, list]:
+    """Run a statement under a savepoint: (the server's error message or None, rows)."""
+    cursor.execute("SAVEPOINT pgclone_check")
+    try:
+        cursor.execute(statement, params)
+        rows = cursor.fetchall()
+    except driver.Error as exc:
+        cursor.execute("ROLLBACK TO SAVEPOINT pgclone_check")
+        return (str(exc).strip().splitlines() or ["error"])[0], []
+    cursor.execute("RELEASE SAVEPOINT pgclone_check")
+    return None, rows
+
+
+def check(cursor: Any, plan: Plan) -> list[str]:
+    """What would fail the dump of this plan, found before it starts: a ``where``
+    that isn't valid SQL, a root without rows, a ``sql`` rule whose output does
+    not fit its column (type, length, uniqueness)."""
+    problems = []
+    for root in plan.roots:
+        error, _ = _attempt(cursor, sql.SQL("EXPLAIN {}").format(root.rows))
+        if error:
+            problems.append(
+                f"The subset of {root.model} is not valid SQL for {root.table}: {error}"
+            )
+            continue
+        cursor.execute(sql.SQL("SELECT EXISTS ({})").format(root.rows))
+        if not cursor.fetchone()[0]:
+            problems.append(
+                f"The subset root {root.model} has no rows to keep ({root.table} is empty or "
+                "its 'where' matches nothing): a subset needs at least one."
+            )
+    for table, name, source, expression, column in plan.outputs:
+        values = sql.SQL("SELECT {} AS v FROM {} AS t").format(expression, source)
+        long = sql.SQL("SELECT count(*) FROM ({}) s WHERE length(v::text) > %s").format(values)
+        error, rows = _attempt(cursor, long, [column.max_length or 2**31 - 1])
+        if error:
+            problems.append(f"The sql rule of {table}.{name} fails: {error}")
+            continue
+        if rows[0][0]:
+            problems.append(
+                f"The sql rule of {table}.{name} writes values longer than the column's "
+                f"{column.max_length} characters."
+            )
+        if column.unique:
+            cursor.execute(
+                sql.SQL(
+                    "SELECT EXISTS (SELECT FROM ({}) s WHERE v IS NOT NULL "
+                    "GROUP BY v HAVING count(*) > 1)"
+                ).format(values)
+            )
+            if cursor.fetchone()[0]:
+                problems.append(
+                    f"The sql rule of {table}.{name} gives equal values to distinct rows, "
+                    "and the column is unique."
+                )
+    return problems
+
+
+def prepare(cursor: Any, plan: Plan, key: str | None = None) -> dict[str, int]:
+    """Hand the key to the session and fill the TEMP tables of kept rows.
+
+    Returns the rows kept per subset table (by its display name). Raises
+    ConfigurationError when a subset root keeps no row.
+    """
+    set_key(cursor, conf.scrub_key() if key is None else key)
+    for statement in plan.setup:
+        cursor.execute(statement)
+    for root in plan.roots:
+        cursor.execute(root.seed, list(root.params) or None)  # a where may hold %
+        if cursor.rowcount == 0:
+            raise ConfigurationError(f"The subset root {root.model} keeps no rows.")
+    _to_fixed_point(cursor, plan)
+    counts = {}
+    for table in plan.tables:
+        if table.kind != "whole":
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(keep_table(table.oid)))
+            counts[postgres.display_name(table.schema, table.name)] = cursor.fetchone()[0]
+    return counts
+
+
+def _to_fixed_point(cursor: Any, plan: Plan) -> None:
+    """Run the plan's steps until none adds a row: in rounds, each running only
+    the steps with an input that grew since they last ran (Python loops over
+    rounds, never over rows)."""
+    stale = set(range(len(plan.steps)))
+    while stale:
+        for index, step in enumerate(plan.steps):
+            if index not in stale:
+                continue
+            stale.discard(index)
+            cursor.execute(step.statement)
+            if cursor.rowcount > 0:
+                stale.update(i for i, s in enumerate(plan.steps) if step.output in s.inputs)
+
+
+def run_plan(
+    conn: postgres.ConnInfo, plan: Plan, *, key: str | None = None, snapshot: str | None = None
+) -> dict[str, list[tuple]]:
+    """Every planned table's rows (by display name), as a dump would write them."""
+    with snapshot_transaction(conn, snapshot) as cursor:
+        problems = check(cursor, plan)
+        if problems:
+            raise ConfigurationError("\n".join(problems))
+        prepare(cursor, plan, key)
+        rows = {}
+        for table in plan.tables:
+            cursor.execute(sql.SQL("{} ORDER BY 1").format(table.select))
+            rows[postgres.display_name(table.schema, table.name)] = cursor.fetchall()
+        return rows

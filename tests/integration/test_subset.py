@@ -1,0 +1,403 @@
+"""Scrubbed, subset plans run on the real server: what a dump of them would hold."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib.auth.hashers import is_password_usable
+from django.contrib.auth.models import User
+
+from pgclone import configs, driver, options, plans, postgres, subset
+from pgclone.exceptions import ConfigurationError
+from tests import pg
+from tests.conftest import psql, scratch_database
+from tests.testapp.models import Address, Customer, Order, OrderItem, Product, Tag
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+CUSTOMERS, ORDERS = 200, 1000
+SAFE = {
+    "scrub": {
+        "testapp.Customer": {
+            "name": "name",
+            "email": "email",
+            "phone": "null",
+            "ip": "ip",
+            "notes": {"sql": "left(md5({column}), 8)"},
+            "profile": [
+                {"rule": "email", "path": ["contact", "email"]},
+                {"rule": "phone", "path": ["contact", "phone"]},
+            ],
+        },
+        "testapp.Address": {"street": "address"},
+    },
+    "subset": {"testapp.Order": {"percent": 10}},
+}
+
+
+def profile(i: int) -> dict:
+    return {"contact": {"email": f"person{i}@real.example", "phone": f"0770{i:04d}"}, "vip": i % 2}
+
+
+@pytest.fixture
+def shop(test_database_name: str) -> dict[str, list]:
+    """200 customers (some referred by others, a few with a last order), 1000
+    orders of two items each, tags on some orders, an address per customer."""
+    products = Product.objects.bulk_create(Product(name=f"product {i}") for i in range(20))
+    tags = Tag.objects.bulk_create(Tag(name=f"tag {i}") for i in range(5))
+    customers = Customer.objects.bulk_create(
+        Customer(
+            name=f"Real Person {i}",
+            email=f"person{i}@real.example",
+            phone=None if i % 4 == 0 else f"+44 7700 900{i:03d}",
+            notes=f"likes thing {i}",
+            profile=None if i % 5 == 0 else profile(i),
+            ip=f"192.0.2.{i % 250}",
+        )
+        for i in range(CUSTOMERS)
+    )
+    for i, customer in enumerate(customers[1:], 1):  # chains of referrals, 10 long
+        if i % 10:
+            customer.referred_by = customers[i - 1]
+    Customer.objects.bulk_update(customers, ["referred_by"])
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    orders = Order.objects.bulk_create(
+        Order(customer=customers[i % CUSTOMERS], created=created) for i in range(ORDERS)
+    )
+    OrderItem.objects.bulk_create(
+        OrderItem(order=order, product=products[(i + k) % 20])
+        for i, order in enumerate(orders)
+        for k in range(2)
+    )
+    Order.tags.through.objects.bulk_create(
+        Order.tags.through(order=order, tag=tags[i % 5]) for i, order in enumerate(orders[::3])
+    )
+    for customer in customers[:10]:  # a cycle: customer -> order -> customer
+        customer.last_order = orders[-1 - customer.pk % 50]
+    Customer.objects.bulk_update(customers[:10], ["last_order"])
+    Address.objects.bulk_create(Address(customer=c, street=f"{c.pk} Real Road") for c in customers)
+    return {"customers": customers, "orders": orders}
+
+
+def plan_of(settings, config: dict, exclude: list = ()) -> subset.Plan:
+    settings.PGCLONE_DUMP_CONFIGS = {"safe": config}
+    conn = postgres.conn_info()
+    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+        return subset.make_plan(cursor, configs.dump_config("safe"), exclude=list(exclude))
+
+
+def columns(rows: dict, plan: subset.Plan, table: str) -> list[dict]:
+    names = next(t.columns for t in plan.tables if t.name == table)
+    return [dict(zip(names, row, strict=True)) for row in rows[f"public.{table}"]]
+
+
+@pytest.mark.matrix  # COPY, parameters and composition differ by driver
+def test_scrubbed_values_are_keyed_deterministic_unique_and_keep_nulls(settings, shop):
+    User.objects.create(username="someone", email="person3@real.example")
+    rules = {**SAFE["scrub"], "auth.User": {"email": "email", "username": "hash"}}
+    plan = plan_of(settings, {"scrub": rules})
+    first = plans.run_plan(postgres.conn_info(), plan, key="key one")
+    again = plans.run_plan(postgres.conn_info(), plan, key="key one")
+    other = plans.run_plan(postgres.conn_info(), plan, key="key two")
+    assert first == again
+    customers = columns(first, plan, "testapp_customer")
+    emails = [c["email"] for c in customers]
+    assert len(set(emails)) == CUSTOMERS
+    assert all(e.startswith("u-") and e.endswith("@example.invalid") for e in emails)
+    assert emails != [c["email"] for c in columns(other, plan, "testapp_customer")]
+    assert {c["phone"] for c in customers} == {None}
+    profiles = [c["profile"] for c in customers]
+    assert sum(p is None for p in profiles) == CUSTOMERS // 5
+    # The same email gets the same output wherever it is: column or JSON key.
+    for customer in customers:
+        if customer["profile"] is not None:
+            assert customer["profile"]["contact"]["email"] == customer["email"]
+            assert customer["profile"]["contact"]["phone"].startswith("+1 555 ")
+            assert customer["profile"]["vip"] in (0, 1)
+    # The same email in another table (auth_user) gets the same output too.
+    (user,) = columns(first, plan, "auth_user")
+    assert user["email"] == customers[3]["email"] and user["username"] != "someone"
+    written = repr(first)
+    for original in ("Real Person", "real.example", "Real Road", "likes thing", "192.0.2"):
+        assert original not in written
+    assert len(columns(first, plan, "testapp_order")) == ORDERS  # no subset: every row
+
+
+@pytest.mark.matrix  # COPY, parameters and composition differ by driver
+def test_a_percent_subset_keeps_every_reference_whole_and_restores_with_constraints(
+    settings, shop, test_database_name
+):
+    plan = plan_of(settings, SAFE, exclude=["testapp_secret"])  # exclude_models beside it
+    kinds = {t.name: t.kind for t in plan.tables}
+    assert "testapp_secret" not in kinds
+    assert kinds["testapp_order"] == "root" and kinds["testapp_orderitem"] == "down"
+    assert kinds["testapp_order_tags"] == "down" and kinds["testapp_tag"] == "up"
+    assert kinds["testapp_customer"] == "up" and kinds["testapp_address"] == "filtered"
+    assert kinds["testapp_author"] == "whole" and kinds["testapp_book_tags"] == "filtered"
+
+    with scratch_database() as copy:
+        counts = load_into(plan, test_database_name, copy)
+        kept_orders = int(psql("SELECT count(*) FROM testapp_order", copy))
+
+    assert ORDERS * 0.08 <= kept_orders <= ORDERS * 0.12, counts
+    assert counts["public.testapp_orderitem"] == 2 * kept_orders
+    assert 0 < counts["public.testapp_customer"] < CUSTOMERS
+
+
+def load_into(plan: subset.Plan, source: str, target: str) -> dict[str, int]:
+    """The plan's rows in a copy of the schema; the constraints are made afterwards,
+    as pg_restore makes them, and fail on any row that breaks one."""
+    sections = {}
+    for section in ("pre-data", "post-data"):
+        sections[section] = subprocess.run(
+            ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", f"--section={section}", source],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    load = [
+        "psql",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-X",
+        "-q",
+        "-o",
+        "/dev/null",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ]
+    subprocess.run([*load, "-d", target], input=sections["pre-data"], check=True, text=True)
+    with plans.snapshot_transaction(postgres.conn_info()) as cursor:
+        counts = plans.prepare(cursor, plan)
+        into = pg.connect(target, autocommit=True)
+        try:
+            for table in plan.tables:
+                copy_in = driver.sql.SQL("COPY {} ({}) FROM STDIN").format(
+                    driver.sql.Identifier(table.schema, table.name),
+                    driver.sql.SQL(", ").join(map(driver.sql.Identifier, table.columns)),
+                )
+                driver.copy_table(cursor.connection, into, table.copy_statement(), copy_in)
+        finally:
+            into.close()
+    done = subprocess.run(
+        [*load, "-d", target], input=sections["post-data"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return counts
+
+
+@pytest.fixture
+def raw_tables(test_database_name: str) -> Iterator[str]:
+    """Tables Django knows nothing about: a two-column key, and a reference to orders."""
+    psql(
+        "CREATE TABLE pgclone_raw_parent (a int, b int, label text, PRIMARY KEY (a, b));"
+        "CREATE TABLE pgclone_raw_child (id int PRIMARY KEY, a int, b int, "
+        "order_id bigint NOT NULL REFERENCES testapp_order (id), "
+        "FOREIGN KEY (a, b) REFERENCES pgclone_raw_parent);"
+        "INSERT INTO pgclone_raw_parent SELECT i, i + 1, 'p' || i FROM generate_series(1, 50) i;"
+        "INSERT INTO pgclone_raw_child SELECT o.id, o.id % 50 + 1, o.id % 50 + 2, o.id "
+        "FROM testapp_order o;",
+        test_database_name,
+    )
+    yield test_database_name
+    psql("DROP TABLE pgclone_raw_child, pgclone_raw_parent", test_database_name)
+
+
+def test_raw_sql_and_multi_column_foreign_keys_are_followed(settings, shop, raw_tables):
+    plan = plan_of(settings, {"subset": {"testapp.Order": {"where": "id % 100 = 1"}}})
+    kinds = {t.name: t.kind for t in plan.tables}
+    assert kinds["pgclone_raw_child"] == "down" and kinds["pgclone_raw_parent"] == "up"
+    with scratch_database() as copy:
+        counts = load_into(plan, raw_tables, copy)
+    assert counts["public.testapp_order"] >= ORDERS // 100
+    assert counts["public.pgclone_raw_child"] == counts["public.testapp_order"]
+    assert 0 < counts["public.pgclone_raw_parent"] < 50
+
+
+def test_cycles_and_self_references_reach_a_fixed_point(settings, shop):
+    # One root order: its customer, that customer's referrers up the chain, and
+    # the last orders they point to (and those orders' customers…) come along.
+    first = shop["orders"][9]
+    plan = plan_of(settings, {"subset": {"testapp.Order": {"where": f"id = {first.pk}"}}})
+    rows = plans.run_plan(postgres.conn_info(), plan)
+    customers = {c["id"]: c for c in columns(rows, plan, "testapp_customer")}
+    orders = {o["id"]: o for o in columns(rows, plan, "testapp_order")}
+    assert first.pk in orders
+    for customer in customers.values():
+        assert customer["referred_by_id"] in (None, *customers)
+        assert customer["last_order_id"] in (None, *orders)
+    assert {o["customer_id"] for o in orders.values()} <= set(customers)
+    assert len(customers) >= 10  # customer 9 was referred by 8, … by 0
+
+
+def test_the_server_computes_the_same_keyed_digest_as_python(settings, shop):
+    plan = plan_of(settings, {"scrub": {"testapp.Customer": {"notes": "hash"}}})
+    rows = plans.run_plan(postgres.conn_info(), plan, key="a key")
+    notes = [c["notes"] for c in columns(rows, plan, "testapp_customer")]
+    expected = hmac.new(b"a key", b"likes thing 0", hashlib.sha256).hexdigest()
+    assert expected in notes
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"subset": {"testapp.Order": {"where": "no_such_column > 1"}}},
+         'The subset of testapp.Order is not valid SQL for public.testapp_order: column '
+         '"no_such_column" does not exist'),
+        ({"subset": {"testapp.Order": {"where": "id < 0"}}},
+         "The subset root testapp.Order has no rows to keep"),
+        ({"scrub": {"testapp.Customer": {"phone": {"sql": "repeat({column}, 10)"}}}},
+         "The sql rule of public.testapp_customer.phone writes values longer than the "
+         "column's 30 characters"),
+        ({"scrub": {"testapp.Customer": {"email": {"sql": "left({column}, 1)"}}}},
+         "gives equal values to distinct rows, and the column is unique"),
+        ({"scrub": {"testapp.Customer": {"ip": {"sql": "'not an ip ' || {column}"}}}},
+         'The sql rule of public.testapp_customer.ip fails: invalid input syntax for type inet'),
+    ],
+)  # fmt: skip
+def test_what_would_fail_a_dump_is_found_before_it_starts(settings, shop, config, message):
+    plan = plan_of(settings, config)
+    with plans.snapshot_transaction(postgres.conn_info()) as cursor:
+        problems = plans.check(cursor, plan)
+    assert len(problems) == 1 and message in problems[0], problems
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        plans.run_plan(postgres.conn_info(), plan)
+
+
+def test_a_root_left_out_or_a_key_scrubbed_is_refused(settings, shop, test_database_name):
+    excluded, _ = options.excluded_tables(["testapp.Customer"])  # as a dump leaves them out
+    with pytest.raises(ConfigurationError, match=r"testapp\.Order is left out of the dump"):
+        plan_of(settings, SAFE, exclude=excluded)
+    psql(
+        "CREATE TABLE pgclone_raw_contact (email varchar(254) REFERENCES testapp_customer (email))",
+        test_database_name,
+    )
+    try:
+        with pytest.raises(ConfigurationError, match=r"\(public.testapp_customer.email\): the co"):
+            plan_of(settings, {"scrub": {"testapp.Customer": {"email": "email"}}})
+    finally:
+        psql("DROP TABLE pgclone_raw_contact", test_database_name)
+
+
+def test_many_to_many_follows_both_sides_and_a_sample_is_the_same_each_time(settings, shop):
+    plan = plan_of(settings, {"subset": {"testapp.Tag": {"where": "name = 'tag 1'"}}})
+    rows = plans.run_plan(postgres.conn_info(), plan)
+    assert rows == plans.run_plan(postgres.conn_info(), plan)
+    (tag,) = columns(rows, plan, "testapp_tag")
+    links = columns(rows, plan, "testapp_order_tags")
+    orders = {o["id"] for o in columns(rows, plan, "testapp_order")}
+    assert links and {link["tag_id"] for link in links} == {tag["id"]}
+    assert {link["order_id"] for link in links} <= orders
+    # Books tagged with other tags lose those tags: the through table is filtered.
+    assert columns(rows, plan, "testapp_book_tags") == []
+
+
+@pytest.mark.matrix  # psycopg 3 can't bind SET TRANSACTION SNAPSHOT's id
+def test_a_plan_reads_the_exported_snapshot_not_what_changed_since(settings, shop):
+    plan = plan_of(settings, {"subset": {"testapp.Order": {"percent": 100}}})
+    exporter = pg.connect(postgres.conn_info().name, autocommit=True)
+    try:
+        with exporter.cursor() as cursor:
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+        later = Order.objects.create(customer=shop["customers"][0], created=datetime.now(UTC))
+        rows = plans.run_plan(postgres.conn_info(), plan, snapshot=snapshot)
+    finally:
+        exporter.close()  # ends its transaction
+    orders = {o["id"] for o in columns(rows, plan, "testapp_order")}
+    assert len(orders) == ORDERS and later.pk not in orders
+
+
+class Recording:
+    """A cursor that remembers every statement and parameter it is given."""
+
+    def __init__(self, cursor) -> None:
+        self.cursor, self.sent = cursor, []
+
+    def execute(self, statement, params=None):
+        text = statement.as_string(self.cursor) if hasattr(statement, "as_string") else statement
+        self.sent.append(f"{text} {params!r}")
+        return self.cursor.execute(statement, params)
+
+    def __getattr__(self, name):
+        return getattr(self.cursor, name)
+
+
+@pytest.mark.matrix  # COPY, parameters and composition differ by driver
+def test_the_key_is_in_no_statement_or_parameter_the_session_is_sent(settings, shop):
+    from pgclone import scrub
+
+    plan = plan_of(settings, SAFE)
+    with plans.snapshot_transaction(postgres.conn_info()) as cursor:
+        recording = Recording(cursor)
+        plans.prepare(recording, plan, key="the key")
+        cursor.execute("SELECT current_setting('pgclone.scrub_key')")
+        assert cursor.fetchone()[0] == scrub.key_setting("the key")
+    setting = scrub.key_setting("the key")
+    assert recording.sent and not any(
+        secret in sent for sent in recording.sent for secret in ("the key", setting[:32])
+    )
+
+
+def test_a_json_rule_changes_only_a_value_found_at_its_path(settings, test_database_name):
+    documents = [{"contact": ["not", "an", "object"]}, {"other": 1},
+                 {"contact": {"email": None}}, {"contact": {"email": "a@b.example"}}]  # fmt: skip
+    for i, document in enumerate(documents):
+        Customer.objects.create(name="x", email=f"{i}@real.example", profile=document)
+    rules = [{"rule": "email", "path": ["contact", "email"]}, {"rule": "null", "path": ["other"]}]
+    plan = plan_of(settings, {"scrub": {"testapp.Customer": {"profile": rules}}})
+    rows = plans.run_plan(postgres.conn_info(), plan)
+    found = [c["profile"] for c in columns(rows, plan, "testapp_customer")]
+    assert found[:3] == [documents[0], {"other": None}, documents[2]]
+    assert found[3]["contact"]["email"].endswith("@example.invalid")
+
+
+@pytest.mark.matrix
+def test_every_rule_writes_values_that_fit_their_column(settings, shop):
+    User.objects.create(username="someone", first_name="Some", last_name="One", email="s@o.ex",
+                        password="pbkdf2_sha256$1$salt$hash")  # fmt: skip
+    plan = plan_of(settings, {"scrub": {
+        "testapp.Customer": {"name": "name", "email": "name", "phone": "email", "notes": "text",
+                             "ip": "ip"},
+        "auth.User": {"username": "first_name", "first_name": "first_name",
+                      "last_name": "last_name", "password": "unusable_password", "email": "empty"},
+        "testapp.Address": {"street": "address"},
+        "testapp.Product": {"name": "hash"},
+        "testapp.Tag": {"name": "phone"},
+    }})  # fmt: skip
+    rows = plans.run_plan(postgres.conn_info(), plan)
+    customers = columns(rows, plan, "testapp_customer")
+    shapes = {
+        "name": r"[A-Z][a-z]+ [A-Z][a-z]+",
+        "email": r"[A-Z][a-z]+ [A-Z][a-z]+-[0-9a-f]{16}",  # unique: a readable part and 16 hex
+        "phone": r"u-[0-9a-f]{12}@example\.invalid",  # varchar(30): 12 hex digits fit
+        "notes": r"text-[0-9a-f]{32}",
+        "ip": r"10\.\d+\.\d+\.\d+",
+    }
+    for customer in customers:
+        for name, shape in shapes.items():
+            value = customer[name]
+            assert value is None or re.fullmatch(shape, str(value)), (name, value)
+    assert len({c["email"] for c in customers}) == CUSTOMERS
+    (user,) = columns(rows, plan, "auth_user")
+    assert re.fullmatch(r"[A-Z][a-z]+-[0-9a-f]{16}", user["username"])
+    assert re.fullmatch(r"![0-9a-f]{40}", user["password"]) and user["email"] == ""
+    assert not is_password_usable(user["password"])
+    assert user["first_name"] != "Some" and user["last_name"] != "One"
+    assert all(
+        re.fullmatch(r"\d+ [A-Z][a-z]+ Street", a["street"])
+        for a in columns(rows, plan, "testapp_address")
+    )
+    assert all(
+        re.fullmatch(r"[0-9a-f]{64}", p["name"]) for p in columns(rows, plan, "testapp_product")
+    )
+    assert all(
+        re.fullmatch(r"\+1 555 \d{7}", t["name"]) for t in columns(rows, plan, "testapp_tag")
+    )

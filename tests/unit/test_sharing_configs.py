@@ -1,0 +1,160 @@
+"""The scrub and subset sections of dump configs, the personal-field guess,
+scrub-check and W017: parsed and checked at startup, no database needed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+
+from pgclone import configs, personal, scrub, sharing
+from pgclone.checks import check_scrub_rules, check_settings
+from tests.testapp.models import Customer, OrderItem
+
+SAFE = {
+    "scrub": {
+        "auth.user": {"email": "email", "password": "unusable_password"},
+        "testapp.Customer": {
+            "notes": {"sql": "left(md5({column}), 8)"},
+            "profile": [{"rule": "email", "path": ["contact", "email"]}],
+        },
+    },
+    "subset": {"testapp.Order": {"percent": 10}},
+}
+
+
+def test_scrub_and_subset_are_parsed_into_typed_rules(settings):
+    settings.PGCLONE_DUMP_CONFIGS = {"safe": SAFE, "plain": {}}
+    safe = configs.dump_config("safe")
+    assert safe.scrub[0] == sharing.FieldRules(
+        "auth.User", "email", "email", (scrub.Rule("email"),)
+    )
+    assert safe.scrub[2].rules == (scrub.Rule("sql", sql="left(md5({column}), 8)"),)
+    assert safe.scrub[3].rules == (scrub.Rule("email", path=("contact", "email")),)
+    assert safe.subset == (sharing.SubsetRoot("testapp.Order", percent=10),)
+    assert configs.dump_config("plain").scrub is None  # no section: nothing asked
+    settings.PGCLONE_RESTORE_CONFIGS = {"default": {"require_scrubbed": True}}
+    assert configs.restore_config().require_scrubbed is True
+
+
+def test_the_digest_follows_the_rules_not_their_order(settings):
+    settings.PGCLONE_DUMP_CONFIGS = {"safe": SAFE}
+    safe = configs.dump_config("safe")
+    assert sharing.digest(safe.scrub, safe.subset) == sharing.digest(
+        tuple(reversed(safe.scrub)), safe.subset
+    )
+    assert sharing.digest(safe.scrub, safe.subset) != sharing.digest(safe.scrub, ())
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"scrub": {"shop.Nothing": {}}}, "unknown model 'shop.Nothing'"),
+        ({"scrub": {"auth.User": {"emial": "email"}}}, "auth.User has no field 'emial'"),
+        ({"scrub": {"auth.User": {"email": "mail"}}}, "unknown rule 'mail'; the rules are"),
+        ({"scrub": {"testapp.OrderItem": {"quantity": "email"}}}, "'email' writes text"),
+        ({"scrub": {"testapp.OrderItem": {"quantity": "unusable_password"}}}, "writes text"),
+        ({"scrub": {"testapp.Customer": {"name": "null"}}}, "can't be NULL"),
+        ({"scrub": {"testapp.Customer": {"email": "empty"}}}, "is unique: 'empty'"),
+        ({"scrub": {"testapp.Customer": {"phone": "unusable_password"}}}, "needs 41 characters"),
+        ({"scrub": {"testapp.Customer": {"notes": {"sql": "md5(x)"}}}}, "using {column}"),
+        (
+            {"scrub": {"testapp.Customer": {"name": {"rule": "name", "path": ["a"]}}}},
+            "needs a JSON",
+        ),
+        ({"scrub": {"testapp.Order": {"customer": "hash"}}}, "is a key (primary or foreign)"),
+        ({"scrub": {"auth.User": ["email"]}}, "must be a dict of field names"),
+        ({"subset": {"testapp.Order": {"percent": 0}}}, "'percent'] must be a number above 0"),
+        ({"subset": {"testapp.Order": {"percent": 101}}}, "'percent'] must be a number above 0"),
+        ({"subset": {"testapp.Order": {"percent": 5, "where": "id > 1"}}}, "exactly one"),
+        ({"subset": {"testapp.Order": {"where": "true; DROP TABLE x"}}}, "(no ';')"),
+        ({"subset": {"testapp.Nope": {"percent": 5}}}, "unknown model 'testapp.Nope'"),
+    ],
+)
+def test_each_mistake_is_a_startup_error_naming_where_it_is(settings, section, message):
+    settings.PGCLONE_DUMP_CONFIGS = {"x": section}
+    errors = [m.msg for m in check_settings() if m.id == "pgclone.E003"]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert errors[0].startswith("PGCLONE_DUMP_CONFIGS['x']['")
+
+
+def test_outputs_must_fit_the_column_and_keep_a_unique_one_unique():
+    email = scrub.Column("email", "text", "character varying", max_length=30)
+    assert scrub.problem((scrub.Rule("email"),), email) is None
+    unique = scrub.Column("email", "text", "character varying", max_length=30, unique=True)
+    assert "needs 34 characters (unique" in scrub.problem((scrub.Rule("email"),), unique)
+    assert "not for a unique column" in scrub.problem((scrub.Rule("ip"),), unique)
+    assert scrub.problem((scrub.Rule("hash"),), scrub.Column("id", "uuid", "uuid")) is None
+
+
+def test_the_session_key_makes_the_server_compute_hmac_sha256():
+    setting = bytes.fromhex(scrub.key_setting("a key"))
+    inner, outer = setting[:64], setting[64:]
+    value = b"person@real.example"
+    by_server = hashlib.sha256(outer + hashlib.sha256(inner + value).digest()).digest()
+    assert by_server == hmac.new(b"a key", value, hashlib.sha256).digest()
+    assert scrub.key_id("a key") != scrub.key_id("another") and len(scrub.key_id("a key")) == 16
+
+
+def test_the_key_defaults_to_one_derived_from_the_secret_key(settings):
+    from pgclone import conf
+
+    derived = conf.scrub_key()
+    assert derived != settings.SECRET_KEY and len(derived) == 64
+    settings.PGCLONE_SCRUB_KEY = "set apart"
+    assert conf.scrub_key() == "set apart"
+
+
+def test_personal_fields_are_guessed_from_type_and_name():
+    def personal_names(model):
+        return {f.name for f in model._meta.concrete_fields if personal.looks_personal(f)}
+
+    assert personal_names(User) == {"password", "first_name", "last_name", "email"}
+    assert personal_names(Customer) == {"email", "phone", "ip"}
+    assert personal_names(OrderItem) == set()
+
+
+def test_scrub_check_and_w017_list_what_a_scrubbing_config_leaves(settings):
+    settings.PGCLONE_DUMP_CONFIGS = {"safe": SAFE, "plain": {}}
+    out = io.StringIO()
+    with pytest.raises(CommandError) as failed:
+        call_command("pgclone", "scrub-check", stdout=out)
+    assert failed.value.returncode == 1
+    listed = out.getvalue().splitlines()
+    assert "safe: auth.User.first_name (CharField)" in listed
+    assert "safe: testapp.Customer.email (EmailField)" in listed
+    assert not any(line.startswith("plain:") or ".User.email " in line for line in listed)
+    (warning,) = check_scrub_rules()
+    assert warning.id == "pgclone.W017" and "auth.User.first_name (CharField)" in warning.msg
+
+    rules = {}
+    for field in personal.personal_fields():
+        rules.setdefault(field.model, {})[field.field] = "keep"
+    settings.PGCLONE_DUMP_CONFIGS = {"safe": {"scrub": rules}, "plain": {}}
+    out = io.StringIO()
+    call_command("pgclone", "scrub-check", stdout=out)
+    assert "Every personal-looking field has a scrub rule. Checked: safe." in out.getvalue()
+    assert check_scrub_rules() == []
+
+
+def test_scrub_check_of_one_config_that_does_not_scrub_lists_everything(settings):
+    settings.PGCLONE_DUMP_CONFIGS = {"plain": {"exclude_models": ["testapp.Customer"]}}
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("pgclone", "scrub-check", "--config", "plain", stdout=out)
+    assert "plain: auth.User.email (EmailField)" in out.getvalue()
+    assert "testapp.Customer" not in out.getvalue()  # its rows are left out
+
+
+def test_a_dump_with_scrub_or_subset_is_refused_until_dumps_apply_them(settings):
+    from pgclone import options
+    from pgclone.exceptions import ConfigurationError
+
+    settings.PGCLONE_DUMP_CONFIGS = {"safe": SAFE, "empty": {"scrub": {}}}
+    for name in ("safe", "empty"):
+        with pytest.raises(ConfigurationError, match="refused rather than dumping the data"):
+            options.resolve_dump_options(config=name)
