@@ -17,12 +17,12 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from pgclone import conf, hooks, keys
+from pgclone import conf, encryption, hooks, keys
 from pgclone.exceptions import ConfigurationError, InvalidInput
 
 DUMP_SETTING = "PGCLONE_DUMP_CONFIGS"
 RESTORE_SETTING = "PGCLONE_RESTORE_CONFIGS"
-DUMP_KEYS = {"exclude_models", "pre_dump_hooks", "keep_last", "keep_days"}
+DUMP_KEYS = {"exclude_models", "pre_dump_hooks", "keep_last", "keep_days", "encryption_recipients"}
 RESTORE_KEYS = {"pre_swap_hooks", "reversible"}
 
 
@@ -33,6 +33,8 @@ class DumpConfig:
     pre_dump_hooks: tuple[str, ...] = ()
     keep_last: int | None = None
     keep_days: float | None = None
+    # None: PGCLONE_ENCRYPTION_RECIPIENTS applies; () : this config's dumps are not encrypted.
+    encryption_recipients: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ def dump_config(name: str | None = None) -> DumpConfig:
         not isinstance(keep_days, int | float) or isinstance(keep_days, bool) or keep_days <= 0
     ):
         raise ConfigurationError(f"{where}['keep_days'] must be a positive number of days.")
+    recipients = config.get("encryption_recipients")
+    if recipients is not None:
+        recipients = encryption.checked_recipients(recipients, f"{where}['encryption_recipients']")
     return DumpConfig(
         name=name,
         exclude_models=tuple(models),
@@ -88,6 +93,7 @@ def dump_config(name: str | None = None) -> DumpConfig:
         ),
         keep_last=keep_last,
         keep_days=keep_days,
+        encryption_recipients=recipients,
     )
 
 
@@ -105,6 +111,14 @@ def restore_config(name: str | None = None) -> RestoreConfig:
         pre_swap_hooks=tuple(hooks.normalize(hook_list, f"{where}['pre_swap_hooks']")),
         reversible=bool(config.get("reversible", False)),
     )
+
+
+def recipients_of(config: DumpConfig) -> tuple[str, ...]:
+    """Whom a config's dumps are encrypted to: its own ``encryption_recipients``,
+    else PGCLONE_ENCRYPTION_RECIPIENTS; none means not encrypted."""
+    if config.encryption_recipients is not None:
+        return config.encryption_recipients
+    return encryption.setting_recipients()
 
 
 def retention_of(name: str) -> DumpConfig:

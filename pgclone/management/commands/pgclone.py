@@ -137,6 +137,12 @@ class Command(BaseCommand):
         verify.add_argument("key", help="The dump key, as `ls` prints it.")
 
         commands.add_parser(
+            "keygen",
+            help="Print a new age identity (secret) and its recipient (public key) for "
+            "encrypting dumps.",
+        )
+
+        commands.add_parser(
             "sweep", help="Fail jobs whose worker was lost and remove what they left."
         )
 
@@ -159,6 +165,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Run the job in this process (no broker or worker needed).",
         )
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        if options.get("subcommand") == "keygen":
+            options["skip_checks"] = True  # a key is what fixes pgclone.E010
+        return super().execute(*args, **options)
 
     def check(self, *args: Any, **kwargs: Any) -> None:
         """A system check error is a configuration problem: exit status 2, as bad usage."""
@@ -364,11 +375,21 @@ class Command(BaseCommand):
 
     def handle_verify(self, options: dict[str, Any]) -> None:
         manifest = api.verify(options["key"])
+        if not manifest["looked_inside"]:
+            self.stdout.write(reporting.verified_outside(options["key"], manifest))
+            return
         self.stdout.write(
             f"{options['key']} is sound: {humanize.human_bytes(manifest['size'])}, "
             f"SHA-256 {manifest['sha256'][:16]}…, {manifest['archive_entries']} archive "
             f"entries, made by {manifest.get('pg_dump_version', 'pg_dump')}."
         )
+
+    def handle_keygen(self, options: dict[str, Any]) -> None:
+        identity, recipient = api.keygen()
+        # stdout is an identity file as it is (comments, then the key): `> FILE` keeps it.
+        for line in reporting.identity_file(identity, recipient, timezone.now()):
+            self.stdout.write(line)
+        self.stderr.write(reporting.keygen_explanation(recipient))
 
     def handle_sweep(self, options: dict[str, Any]) -> None:
         swept = api.sweep()
