@@ -184,8 +184,8 @@ class Decrypting:
             raise self._failure
         if self._failure is not None:
             raise DumpDamaged(
-                "The dump could not be decrypted: its ciphertext is truncated or was "
-                f"changed after it was made (age: {self._failure})."
+                "The dump is damaged: it could not be decrypted, its ciphertext is "
+                f"truncated or was changed after it was made (age: {self._failure})."
             ) from self._failure
 
     def close(self) -> None:
