@@ -23,6 +23,7 @@ from tests.conftest import (
     fingerprint,
     make_dump,
     pgclone_databases,
+    replace_dump_bytes,
     s3_client,
     start_worker,
     stop_worker,
@@ -188,11 +189,7 @@ def test_a_changed_ciphertext_fails_before_the_swap(
         data = data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :]
     else:
         data = data[:middle]
-    path.write_bytes(data)
-    manifest_path = Path(f"{path}.json")
-    manifest = json.loads(manifest_path.read_text())
-    manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    manifest_path.write_text(json.dumps(manifest))
+    replace_dump_bytes(local_location, key, data)
     before = fingerprint(target)
 
     result = restore(pgclone_cli, local_location, key, file_worker.env)

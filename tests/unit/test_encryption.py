@@ -155,3 +155,22 @@ def test_keygen_prints_an_identity_file_and_where_each_key_goes(tmp_path, settin
                   "PGCLONE_AGE_IDENTITY", "chmod 600"):  # fmt: skip
         assert words in explanation
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_the_signature_covers_whom_a_dump_is_encrypted_to(settings):
+    from pgclone import signing
+    from pgclone.exceptions import DumpDamaged
+
+    settings.PGCLONE_SIGNING_KEY = "pgclone-unit-signing-key"
+    manifest = signing.sign(
+        {
+            "size": 1,
+            "sha256": "a" * 64,
+            "plaintext_sha256": "b" * 64,
+            "encryption": encryption.describe([RECIPIENT]),
+        }
+    )
+    signing.check("db/k.dump", manifest)
+    swapped = {**manifest, "encryption": encryption.describe([OTHER])}
+    with pytest.raises(DumpDamaged, match="signature does not match"):
+        signing.check("db/k.dump", swapped)
