@@ -116,12 +116,21 @@ def load_identities() -> list[Any]:
 
 
 def identity_problems() -> list[str]:
-    """What keeps the configured identities from being read (for a system check)."""
+    """What keeps the configured identities from being read, or leaves a file
+    of them readable by others (for a system check)."""
     try:
         load_identities()
     except ConfigurationError as exc:
         return [str(exc)]
-    return []
+    problems = []
+    for path in identity_paths():
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            problems.append(
+                f"The age identity file {path} can be read by other users than its owner "
+                f"(mode {mode:04o}): `chmod 600 {path}`."
+            )
+    return problems
 
 
 def public_keys(identities: Iterable[Any]) -> list[str]:

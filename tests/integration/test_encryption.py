@@ -116,6 +116,7 @@ def job_records() -> str:
 # Tests -----------------------------------------------------------------------------
 
 
+@pytest.mark.matrix
 def test_an_encrypted_dump_stores_no_row_and_restores_with_an_identity_file(
     file_worker, pgclone_cli, local_location, target, settings
 ):

@@ -113,6 +113,16 @@ def test_a_malformed_identity_file_is_a_clear_error_and_a_warning(
     assert len(warnings) == 1 and expected in warnings[0] and SECRET not in warnings[0]
 
 
+def test_an_identity_file_others_can_read_is_a_warning(settings, tmp_path):
+    path = identity_file(tmp_path, SECRET)
+    settings.PGCLONE_ENCRYPTION_IDENTITIES = [path]
+    assert "pgclone.W016" not in check_ids()
+    os.chmod(path, 0o644)
+    assert encryption.load_identities()  # still used: the warning says what to do
+    (warning,) = check_ids()["pgclone.W016"]
+    assert "mode 0644" in warning and f"chmod 600 {path}" in warning
+
+
 def test_an_unreadable_identity_file_says_why(settings, tmp_path, monkeypatch):
     missing = tmp_path / "nowhere.agekey"
     settings.PGCLONE_ENCRYPTION_IDENTITIES = [str(missing)]
