@@ -77,6 +77,41 @@ def restore_round(bench: Bench, main: Worker, key: str, raw_file: Path) -> None:
     bench.alternate(runs)
 
 
+def encryption_round(bench: Bench, main: Worker) -> None:
+    """Dumps encrypted with age against plain ones, then restores of each, alternately
+    and through the same worker (it holds the identity): what encryption costs."""
+    encrypted = bench.with_settings(
+        main, "encrypted", {"PGCLONE_ENCRYPTION_RECIPIENTS": bench.age_recipient}
+    )
+    keys: dict[str, str] = {}
+
+    def dump(worker: Worker, label: str) -> Callable[[], None]:
+        def go() -> None:
+            job = contenders.pgclone_job(
+                bench, f"{label}_dump", ["dump", "--database", "data"], worker,
+                memory=f"{label}_dump_1x",
+            )  # fmt: skip
+            keys[label] = job["key"]
+
+        return go
+
+    def restore(worker: Worker, label: str) -> Callable[[], None]:
+        return lambda: contenders.pgclone_job(
+            bench, f"{label}_restore", ["restore", keys[label], "--database", "target"], worker,
+            memory=f"{label}_restore_1x",
+        )  # fmt: skip
+
+    bench.alternate(
+        [("plain dump", dump(main, "plain")), ("encrypted dump", dump(encrypted, "encrypted"))]
+    )
+    bench.alternate(
+        [
+            ("plain restore", restore(main, "plain")),
+            ("encrypted restore", restore(encrypted, "encrypted")),
+        ]
+    )
+
+
 def s3_storage(bench: Bench) -> dict[str, str]:
     return {"PGCLONE_STORAGE_LOCATION": f"s3://{bench.bucket}/dumps"}
 
@@ -217,6 +252,7 @@ def execute_all(bench: Bench) -> None:
         raw_file = contenders.write_raw_file(bench)
         key = dump_round(bench, main)
         restore_round(bench, main, key, raw_file)
+        encryption_round(bench, main)
         s3_round(bench, main, raw_file)
         local_round(bench, main)
         swap_round(bench, main)

@@ -25,6 +25,7 @@ from bench import harness
 from bench.harness import log
 from bench.postgres import create_database, drop_database, execute, pg_env
 from bench.probes import MemorySampler
+from pgclone import encryption
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -67,6 +68,9 @@ class Bench:
         self.bucket = f"pgclone-bench-{self.session}"
         self.moto: str | None = None
         self.legacy_python: Path | None = None
+        # This run's age key pair: every worker holds the identity, and the
+        # encryption round's commands dump to the recipient.
+        self.age_identity, self.age_recipient = encryption.generate()
 
     # bookkeeping --------------------------------------------------------------
 
@@ -99,6 +103,7 @@ class Bench:
             AWS_ACCESS_KEY_ID="bench",
             AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 - moto accepts anything
             AWS_DEFAULT_REGION="us-east-1",
+            PGCLONE_AGE_IDENTITY=self.age_identity,
         )
         if self.moto:
             env["PGCLONE_S3_ENDPOINT_URL"] = self.moto

@@ -294,6 +294,22 @@ TARGETS: list[Target] = [
         at_least=True,
     ),
     Target(
+        "encrypted dump / plain dump",
+        "`pgclone dump --wait` with `PGCLONE_ENCRYPTION_RECIPIENTS` set (age, after zstd) "
+        "against the same dump without, alternately, to local storage",
+        Ratio("encrypted_dump_s", "plain_dump_s"),
+        1.1,
+        "x",
+    ),
+    Target(
+        "encrypted restore / plain restore",
+        "`pgclone restore KEY --wait` of an encrypted dump (decrypted as it is unpacked) "
+        "against the plain one's, alternately, from local storage",
+        Ratio("encrypted_restore_s", "plain_restore_s"),
+        1.1,
+        "x",
+    ),
+    Target(
         "restore from S3 / single-stream pg_restore",
         "a restore streamed from S3 (moto) against `createdb` + `cat file \\| pg_restore`",
         Ratio("s3_restore_s", "raw_stream_restore_s"),

@@ -315,6 +315,13 @@ def verify(key_text: str) -> dict[str, Any]:
     return verifying.verify(get_storage(), keys.parse_key(key_text))
 
 
+def keygen() -> tuple[str, str]:
+    """A new age identity (secret) and its recipient (public), for encrypted dumps."""
+    from pgclone import encryption
+
+    return encryption.generate()
+
+
 def cancel(job_id: Any, *, requested_by: str | None = None) -> Job:
     """Cancel a pending or running job; its worker stops it within seconds."""
     found = jobs.get_job(job_id)

@@ -85,6 +85,7 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
                 id="pgclone.E009",
             )
         )
+    errors += _encryption_errors()
     if conf.allow_superuser_restore():
         errors.append(
             checks.Warning(
@@ -98,6 +99,30 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
             )
         )
     return errors
+
+
+def _encryption_errors() -> list[checks.CheckMessage]:
+    from pgclone import encryption
+
+    found = [
+        checks.Error(
+            problem,
+            hint="Run `manage.py pgclone keygen` for a new key pair.",
+            id="pgclone.E010",
+        )
+        for problem in encryption.recipient_problems(
+            conf.encryption_recipients(), encryption.RECIPIENTS_SETTING
+        )
+    ]
+    found += [
+        checks.Warning(
+            problem,
+            hint="Restores and verify of encrypted dumps fail until it is fixed.",
+            id="pgclone.W016",
+        )
+        for problem in encryption.identity_problems()
+    ]
+    return found
 
 
 # What pgclone is tested with; older releases are refused, newer ones warned about.

@@ -70,6 +70,19 @@ def allow_unsigned() -> bool:
     return bool(_get("PGCLONE_ALLOW_UNSIGNED", False))
 
 
+def encryption_recipients() -> Any:
+    """age public keys (``age1…``) every new dump is encrypted to; empty encrypts nothing.
+    A list of strings (the system check pgclone.E010 says otherwise)."""
+    value = _get("PGCLONE_ENCRYPTION_RECIPIENTS", None)
+    return [] if value is None else value
+
+
+def encryption_identities() -> Any:
+    """Paths of age identity files (secret keys), read by the workers that restore."""
+    value = _get("PGCLONE_ENCRYPTION_IDENTITIES", None)
+    return [] if value is None else value
+
+
 def dump_configs() -> dict[str, dict[str, Any]]:
     """Named dump configurations; ``default`` is used when none is named."""
     found = _get("PGCLONE_DUMP_CONFIGS", {})

@@ -17,12 +17,20 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from pgclone import conf, hooks, keys, sharing
+from pgclone import conf, encryption, hooks, keys, sharing
 from pgclone.exceptions import ConfigurationError, InvalidInput
 
 DUMP_SETTING = "PGCLONE_DUMP_CONFIGS"
 RESTORE_SETTING = "PGCLONE_RESTORE_CONFIGS"
-DUMP_KEYS = {"exclude_models", "pre_dump_hooks", "keep_last", "keep_days", "scrub", "subset"}
+DUMP_KEYS = {
+    "exclude_models",
+    "pre_dump_hooks",
+    "keep_last",
+    "keep_days",
+    "scrub",
+    "subset",
+    "encryption_recipients",
+}
 RESTORE_KEYS = {"pre_swap_hooks", "reversible", "require_scrubbed"}
 
 
@@ -36,6 +44,8 @@ class DumpConfig:
     # pgclone.sharing, checked against the models; scrub is None without a 'scrub' section
     scrub: tuple[sharing.FieldRules, ...] | None = None
     subset: tuple[sharing.SubsetRoot, ...] = ()
+    # None: PGCLONE_ENCRYPTION_RECIPIENTS applies; () : this config's dumps are not encrypted.
+    encryption_recipients: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,9 @@ def dump_config(name: str | None = None) -> DumpConfig:
         not isinstance(keep_days, int | float) or isinstance(keep_days, bool) or keep_days <= 0
     ):
         raise ConfigurationError(f"{where}['keep_days'] must be a positive number of days.")
+    recipients = config.get("encryption_recipients")
+    if recipients is not None:
+        recipients = encryption.checked_recipients(recipients, f"{where}['encryption_recipients']")
     return DumpConfig(
         name=name,
         exclude_models=tuple(models),
@@ -94,6 +107,7 @@ def dump_config(name: str | None = None) -> DumpConfig:
         keep_days=keep_days,
         scrub=sharing.parse_scrub(config.get("scrub"), f"{where}['scrub']"),
         subset=sharing.parse_subset(config.get("subset") or {}, f"{where}['subset']"),
+        encryption_recipients=recipients,
     )
 
 
@@ -112,6 +126,14 @@ def restore_config(name: str | None = None) -> RestoreConfig:
         reversible=bool(config.get("reversible", False)),
         require_scrubbed=bool(config.get("require_scrubbed", False)),
     )
+
+
+def recipients_of(config: DumpConfig) -> tuple[str, ...]:
+    """Whom a config's dumps are encrypted to: its own ``encryption_recipients``,
+    else PGCLONE_ENCRYPTION_RECIPIENTS; none means not encrypted."""
+    if config.encryption_recipients is not None:
+        return config.encryption_recipients
+    return encryption.setting_recipients()
 
 
 def retention_of(name: str) -> DumpConfig:

@@ -72,3 +72,7 @@ class CommandFailed(PgCloneError):
         program = self.argv[0] if self.argv else "command"
         detail = self.stderr_tail or "(no error output)"
         super().__init__(f"{program} exited with code {returncode}: {detail}")
+
+
+class NoMatchingIdentity(PgCloneError):
+    """The dump is encrypted, and no age identity here can decrypt it."""

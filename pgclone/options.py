@@ -62,6 +62,7 @@ def resolve_dump_options(
         database_name=conn.name,
         exclude_models=tuple(labels),
         pre_dump_hooks=tuple(pre_dump_hooks),
+        encryption_recipients=configs.recipients_of(configured),
     )
 
 

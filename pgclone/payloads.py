@@ -58,19 +58,20 @@ class DumpOptions:
     exclude_models: tuple[str, ...] = ()
     pre_dump_hooks: tuple[str, ...] = ()
     storage_location: str = ""
+    encryption_recipients: tuple[str, ...] = ()  # age public keys; none: not encrypted
     version: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["exclude_models"] = list(self.exclude_models)
-        data["pre_dump_hooks"] = list(self.pre_dump_hooks)
+        for name in ("exclude_models", "pre_dump_hooks", "encryption_recipients"):
+            data[name] = list(data[name])
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DumpOptions:
         known, _ = _known(cls, data)  # "requested" (what was asked, as asked) stays in the job
-        known["exclude_models"] = tuple(known.get("exclude_models") or ())
-        known["pre_dump_hooks"] = tuple(known.get("pre_dump_hooks") or ())
+        for name in ("exclude_models", "pre_dump_hooks", "encryption_recipients"):
+            known[name] = tuple(known.get(name) or ())
         return cls(**known)
 
 
@@ -125,6 +126,9 @@ class Manifest:
     pgclone_version: str = ""
     job_id: str = ""
     signature: str | None = None
+    # An encrypted dump: {"method": "age", "recipients": [public keys]}; None when plain.
+    encryption: dict[str, Any] | None = None
+    plaintext_sha256: str | None = None  # of the zstd stream age encrypted
     version: int = VERSION
     # Fields this version doesn't know (a newer pgclone's): kept, and signed, as they are.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -133,15 +137,21 @@ class Manifest:
     def signed(self) -> bool:
         return bool(self.signature)
 
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.encryption)
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return tuple((self.encryption or {}).get("recipients") or ())
+
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
         data["exclude_models"] = list(self.exclude_models)
         data["excluded_tables"] = list(self.excluded_tables)
-        if self.signature is None:
-            del data["signature"]
-        for name in ("raw_size", "tables"):
+        for name in ("signature", "raw_size", "tables", "encryption", "plaintext_sha256"):
             if data[name] is None:
-                del data[name]
+                del data[name]  # as manifests without them were written
         return {**self.extra, **data}
 
     @classmethod

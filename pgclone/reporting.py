@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from django.utils import timezone
 
@@ -58,6 +59,8 @@ def flags(info: DumpInfo) -> str:
         found.append("signed")
     if manifest and manifest.excluded_tables:
         found.append("rows-excluded")
+    if manifest and manifest.encrypted:
+        found.append("encrypted")
     return ",".join(found) or "-"
 
 
@@ -114,4 +117,39 @@ def cancelled_line(job: Job) -> str:
     return (
         f"Cancelled {job.kind} job {job.pk}. Its worker stops it within a few seconds "
         "(a running hook finishes first) and removes what it had created."
+    )
+
+
+def verified_outside(key: str, manifest: dict[str, Any]) -> str:
+    """``verify`` of an encrypted dump that no identity here can decrypt."""
+    recipients = ", ".join(Manifest.from_dict(manifest).recipients)
+    return (
+        f"{key}: its stored bytes are sound ({humanize.human_bytes(manifest['size'])}, "
+        f"SHA-256 {manifest['sha256'][:16]}…), but it is encrypted (age, for {recipients}) "
+        "and no identity here can decrypt it, so its archive could not be checked inside. "
+        "Run verify where PGCLONE_ENCRYPTION_IDENTITIES or PGCLONE_AGE_IDENTITY holds one "
+        "of those identities to check it fully."
+    )
+
+
+def identity_file(identity: str, recipient: str, now: dt.datetime) -> list[str]:
+    """``keygen``'s standard output: an age identity file, as age-keygen writes one."""
+    return [
+        f"# created: {now.isoformat(timespec='seconds')}",
+        f"# public key: {recipient}",
+        identity,
+    ]
+
+
+def keygen_explanation(recipient: str) -> str:
+    return (
+        "The line starting with AGE-SECRET-KEY-1 is the identity: a secret that decrypts "
+        "every dump made for its public key. Keep it only where restores run (the workers, "
+        "or wherever `verify` checks inside dumps): save this output as a file readable by "
+        "the workers' user alone (chmod 600) and list its path in "
+        "PGCLONE_ENCRYPTION_IDENTITIES, or put the key itself in the environment variable "
+        "PGCLONE_AGE_IDENTITY (a container secret, say). Never store it beside the dumps. "
+        f"The recipient {recipient} is public: add it to PGCLONE_ENCRYPTION_RECIPIENTS on "
+        "every machine that dumps, next to the recipients already there while older dumps "
+        "need their keys."
     )

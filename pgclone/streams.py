@@ -7,11 +7,12 @@ import fcntl
 import hashlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 import zstandard
 
+from pgclone import age_streams, encryption
 from pgclone.exceptions import DumpDamaged
 from pgclone.storage import Upload
 
@@ -22,14 +23,27 @@ COMPRESSION = "zstd"
 
 
 def compress(
-    source: BinaryIO, upload: Upload, *, level: int, on_progress: Callable[[int], Any]
+    source: BinaryIO,
+    upload: Upload,
+    *,
+    level: int,
+    on_progress: Callable[[int], Any],
+    recipients: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Read ``source`` to its end, writing zstd-compressed bytes to ``upload``.
+    """Read ``source`` to its end, writing zstd-compressed bytes to ``upload``,
+    encrypted with age to ``recipients`` when there are any.
 
     Returns the sizes and the SHA-256 of what was stored, which restores and
-    ``verify`` check before trusting the dump.
+    ``verify`` check before trusting the dump; for an encrypted dump also the
+    SHA-256 of the zstd stream (checked once decrypted) and its recipients.
     """
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+    encrypting = (
+        age_streams.Encrypting(upload.write, encryption.encrypt_to(recipients))
+        if recipients
+        else None
+    )
+    sink = encrypting or upload
     digest = hashlib.sha256()
     raw_size = size = 0
 
@@ -37,19 +51,30 @@ def compress(
         nonlocal size
         if data:
             digest.update(data)
-            upload.write(data)
+            sink.write(data)
             size += len(data)
 
-    while chunk := source.read(CHUNK_SIZE):
-        raw_size += len(chunk)
-        emit(compressor.compress(chunk))
-        on_progress(len(chunk))
-    emit(compressor.flush())
+    try:
+        while chunk := source.read(CHUNK_SIZE):
+            raw_size += len(chunk)
+            emit(compressor.compress(chunk))
+            on_progress(len(chunk))
+        emit(compressor.flush())
+        if encrypting:
+            encrypting.close()
+    except BaseException:
+        if encrypting:
+            encrypting.abort()
+        raise
+    stats = {"compression": COMPRESSION, "raw_size": raw_size}
+    if not encrypting:
+        return {**stats, "size": size, "sha256": digest.hexdigest()}
     return {
-        "compression": COMPRESSION,
-        "raw_size": raw_size,
-        "size": size,
-        "sha256": digest.hexdigest(),
+        **stats,
+        "size": encrypting.size,
+        "sha256": encrypting.sha256,
+        "plaintext_sha256": digest.hexdigest(),
+        "encryption": encryption.describe(recipients),
     }
 
 
@@ -109,19 +134,28 @@ def decompress(
     expected_sha256: str | None,
     expected_raw_size: int | None = None,
     on_progress: Callable[[int], Any],
+    identities: Sequence[Any] | None = None,
+    expected_plaintext_sha256: str | None = None,
 ) -> None:
-    """Decompress a stored dump into ``write``, checking it on the way.
+    """Decompress a stored dump into ``write``, checking it on the way; decrypt
+    it first with ``identities`` when it is encrypted.
 
     Memory stays bounded whatever the compression ratio: at most CHUNK_SIZE
     bytes come out of the decompressor at a time, and ``write`` (called from
     a thread of its own) lags by at most WRITE_QUEUE chunks.
 
     Raises DumpDamaged when the bytes are not what the dump step recorded
-    (checksum, size), are not zstd, or stop before the end (truncated).
+    (checksums, size), can't be decrypted, are not zstd, or stop before the
+    end (truncated).
     """
-    hashing = _Hashing(source, on_progress)
+    stored = _Hashing(source, on_progress if identities is None else _ignore)
+    decrypting = None
+    compressed: Any = stored
+    if identities is not None:
+        decrypting = age_streams.Decrypting(stored, identities)
+        compressed = _Hashing(decrypting, on_progress)  # progress: from this thread only
     reader = zstandard.ZstdDecompressor().stream_reader(
-        hashing, read_size=CHUNK_SIZE, read_across_frames=False
+        compressed, read_size=CHUNK_SIZE, read_across_frames=False
     )
     writer = _Writer(write)
     raw_size = 0
@@ -130,10 +164,18 @@ def decompress(
             while data := reader.read(CHUNK_SIZE):
                 raw_size += len(data)
                 writer.put(data)
-            trailing = hashing.read(CHUNK_SIZE)
+            # Read on to the end: only then is the whole of an age stream authenticated.
+            trailing = compressed.read(CHUNK_SIZE)
+            while stored.read(CHUNK_SIZE):
+                pass  # what age did not need still counts in the stored checksum
         except zstandard.ZstdError as exc:
+            if decrypting:
+                decrypting.close()
+                decrypting.raise_if_failed()  # the cause, when decrypting failed
             raise DumpDamaged(f"The dump is damaged (zstd: {exc}).") from exc
     finally:
+        if decrypting:
+            decrypting.close()
         writer.close()
     if expected_raw_size is not None and raw_size < expected_raw_size:
         raise DumpDamaged(
@@ -142,14 +184,24 @@ def decompress(
         )
     if trailing:
         raise DumpDamaged("The dump is damaged: bytes follow the end of its compressed stream.")
-    actual = hashing.digest.hexdigest()
+    actual = stored.digest.hexdigest()
     if expected_sha256 and actual != expected_sha256:
         raise DumpDamaged(_checksum_message(actual, expected_sha256))
+    plaintext = compressed.digest.hexdigest()
+    if decrypting and expected_plaintext_sha256 and plaintext != expected_plaintext_sha256:
+        raise DumpDamaged(
+            f"The dump is damaged: once decrypted, its SHA-256 is {plaintext}, but "
+            f"{expected_plaintext_sha256} was recorded when it was made."
+        )
     if expected_raw_size is not None and raw_size != expected_raw_size:
         raise DumpDamaged(
             f"The dump is damaged: it decompresses to {raw_size} bytes, "
             f"not the {expected_raw_size} recorded when it was made."
         )
+
+
+def _ignore(_: int) -> None:
+    """Bytes read in the decrypting thread: progress is counted on the caller's side."""
 
 
 def verify(source: BinaryIO, expected_sha256: str) -> None:
@@ -175,6 +227,8 @@ def decompress_into(
     expected_sha256: str | None,
     expected_raw_size: int | None = None,
     on_progress: Callable[[int], Any],
+    identities: Sequence[Any] | None = None,
+    expected_plaintext_sha256: str | None = None,
 ) -> None:
     """Decompress a stored dump into a program's stdin (pg_restore), checking it.
 
@@ -200,6 +254,8 @@ def decompress_into(
             expected_sha256=expected_sha256,
             expected_raw_size=expected_raw_size,
             on_progress=on_progress,
+            identities=identities,
+            expected_plaintext_sha256=expected_plaintext_sha256,
         )
     finally:
         with contextlib.suppress(BrokenPipeError):

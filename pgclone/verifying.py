@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from pgclone import keys, postgres, signing, streams
-from pgclone.exceptions import DumpDamaged
+from pgclone import encryption, keys, payloads, postgres, signing, streams
+from pgclone.exceptions import DumpDamaged, NoMatchingIdentity
 
 Table = tuple[str, str]  # (schema, name)
 
@@ -33,9 +33,27 @@ SCHEMA_ARGV = ["pg_restore", "--schema-only", "--file=-"]
 def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
     """Raise DumpNotFound or DumpDamaged unless ``key`` is complete, signed (when
     signing is on), whole and restorable; return its manifest with the number
-    of archive entries added."""
+    of archive entries added.
+
+    An encrypted dump is decrypted with the identities configured here. Without
+    one that matches, only its stored bytes are checked (size and SHA-256): the
+    manifest returned says ``"looked_inside": False`` and whom it is encrypted to.
+    """
     manifest = storage.complete_manifest(key)
     signing.check(key, manifest)
+    decryption = {}
+    parsed = payloads.Manifest.from_dict(manifest)
+    if parsed.encrypted:
+        try:
+            identities = encryption.identities_for(parsed.recipients, f"Dump {key}")
+        except NoMatchingIdentity as exc:
+            with storage.open(key) as source:
+                streams.verify(source, parsed.sha256)
+            return {**manifest, "looked_inside": False, "why_not": str(exc)}
+        decryption = {
+            "identities": identities,
+            "expected_plaintext_sha256": parsed.plaintext_sha256,
+        }
     with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as schema:
         with contextlib.ExitStack() as stack:  # one pass over the dump feeds both readers
             source = stack.enter_context(storage.open(key))
@@ -53,12 +71,13 @@ def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
                     expected_sha256=manifest.get("sha256"),
                     expected_raw_size=manifest.get("raw_size"),
                     on_progress=lambda _: None,
+                    **decryption,
                 )
             finally:
                 tee.close()
         listing_text, schema_text = output_text(listing), output_text(schema)
     check_restorable(key, listing_text, schema_text)
-    return {**manifest, "archive_entries": archive_entries(listing_text)}
+    return {**manifest, "looked_inside": True, "archive_entries": archive_entries(listing_text)}
 
 
 # An identifier as pg_dump writes it: double-quoted when it needs to be.

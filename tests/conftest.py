@@ -396,6 +396,20 @@ def copy_dump(
     return str(new)
 
 
+def replace_dump_bytes(location: str, key: str, data: bytes) -> None:
+    """Put ``data`` in place of a local dump, its manifest's size and SHA-256
+    rewritten to match: a change only what is inside the dump can reveal."""
+    import hashlib
+    import json
+
+    path = Path(location) / key
+    path.write_bytes(data)
+    manifest_path = Path(f"{path}.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    manifest_path.write_text(json.dumps(manifest))
+
+
 @pytest.fixture
 def locked_table(test_database_name: str) -> Iterator[None]:
     """A table locked by another session: pg_dump waits for it until stopped."""

@@ -92,7 +92,11 @@ def dump(job: Job) -> None:
             try:
                 with postgres.spawn(argv, env=conn.env()) as proc:
                     stats = streams.compress(
-                        proc.stdout, upload, level=conf.zstd_level(), on_progress=progress.add
+                        proc.stdout,
+                        upload,
+                        level=conf.zstd_level(),
+                        on_progress=progress.add,
+                        recipients=asked.encryption_recipients,
                     )
             except BaseException:
                 snapshot.cancel()  # the count too: nobody waits for it
@@ -120,6 +124,9 @@ def dump(job: Job) -> None:
         f"{human_bytes(stats['raw_size'])} dumped, "
         f"{human_bytes(stats['size'])} after {stats['compression']}"
     )
+    if asked.encryption_recipients:
+        count = len(asked.encryption_recipients)
+        message += f", encrypted with age for {count} recipient{'s' * (count != 1)}"
     if cascaded:
         message += (
             f". Also left out the rows of {', '.join(cascaded)}, which reference "
@@ -165,6 +172,8 @@ def upload(job: Job) -> None:
         size=result["size"],
         raw_size=result["raw_size"],
         sha256=result["sha256"],
+        encryption=result.get("encryption"),
+        plaintext_sha256=result.get("plaintext_sha256"),
         server_version=result["server_version"],
         pg_dump_version=result["pg_dump_version"],
         pgclone_version=_version(),

@@ -24,6 +24,7 @@ from django.conf import settings
 from pgclone import (
     conf,
     databases,
+    encryption,
     hooks,
     job_tables,
     jobs,
@@ -79,6 +80,12 @@ def fetch(job: Job) -> None:
     manifest = payloads.Manifest.from_dict(stored)
     if manifest.compression != streams.COMPRESSION:
         raise PgCloneError(f"Dump {key} uses {manifest.compression!r}, not zstd.")
+    decryptable = ""
+    if manifest.encrypted:  # before anything is created: can this worker decrypt it?
+        identities = encryption.identities_for(manifest.recipients, f"Dump {key}")
+        decryptable = (
+            f" Encrypted with age; this worker holds the identity of {_public(identities)}."
+        )
     checked = "complete"
     if _unpacks(storage):
         checked = "complete (its checksum is checked as it is unpacked)"
@@ -90,7 +97,22 @@ def fetch(job: Job) -> None:
         checked = "its checksum verified"
     jobs.update_result(job, manifest=stored)
     size = human_bytes(manifest.size)
-    jobs.set_step_message(job, "fetch", f"{key} ({size}) found, {checked}.")
+    jobs.set_step_message(job, "fetch", f"{key} ({size}) found, {checked}.{decryptable}")
+
+
+def _public(identities: list[Any]) -> str:
+    return ", ".join(encryption.public_keys(identities))
+
+
+def _decryption(key: keys.DumpKey, manifest: payloads.Manifest) -> dict[str, Any]:
+    """What ``streams.decompress`` needs to decrypt an encrypted dump (nothing for
+    a plain one). Looked up again here: this step may run on another worker."""
+    if not manifest.encrypted:
+        return {}
+    return {
+        "identities": encryption.identities_for(manifest.recipients, f"Dump {key}"),
+        "expected_plaintext_sha256": manifest.plaintext_sha256,
+    }
 
 
 def _refuse_unlisted_source(source: payloads.Source) -> None:
@@ -184,6 +206,7 @@ def _restore_streamed(
             expected_sha256=manifest.sha256,
             expected_raw_size=manifest.raw_size,
             on_progress=progress.add if progress else _ignore,
+            **_decryption(key, manifest),
         )
     if progress:
         progress.flush()
@@ -216,6 +239,7 @@ def _restore_parallel(
                 expected_sha256=manifest.sha256,
                 expected_raw_size=manifest.raw_size,
                 on_progress=progress.add,
+                **_decryption(key, manifest),
             )
         progress.flush()
         _create_temp(live_conn(job), target.name)

@@ -6,7 +6,6 @@ the job ended with its cause."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import os
@@ -32,6 +31,7 @@ from tests.conftest import (
     make_dump,
     pgclone_databases,
     psql,
+    replace_dump_bytes,
     start_worker,
     stop_worker,
     wait_for,
@@ -306,11 +306,7 @@ def test_a_dump_from_a_newer_pg_dump_fails_with_pg_restores_words(local_location
     assert raw[:5] == b"PGDMP"
     raw[5:8] = bytes([9, 99, 0])  # archive format 9.99: from a far newer pg_dump
     data = zstandard.ZstdCompressor(write_checksum=True).compress(bytes(raw))
-    path.write_bytes(data)
-    manifest_path = Path(f"{path}.json")
-    manifest = json.loads(manifest_path.read_text())
-    manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    manifest_path.write_text(json.dumps(manifest))
+    replace_dump_bytes(local_location, key, data)
     before = fingerprint(target)
 
     job = api.restore(key, database="target", inline=True)

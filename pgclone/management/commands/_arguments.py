@@ -156,6 +156,12 @@ def add_subcommands(parser: CommandParser) -> None:
 
     commands.add_parser("sweep", help="Fail jobs whose worker was lost and remove what they left.")
 
+    commands.add_parser(
+        "keygen",
+        help="Print a new age identity (secret) and its recipient (public key) for "
+        "encrypting dumps.",
+    )
+
     scrub_check = commands.add_parser(
         "scrub-check",
         help="List personal-looking fields that scrubbing configs leave as they are "
