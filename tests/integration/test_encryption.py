@@ -269,3 +269,25 @@ def test_the_dumps_page_marks_encrypted_dumps(admin_client, local_location, sett
     rows = {key: page[page.index(key) :].split("</tr>")[0] for key in (sealed, plain)}
     assert f'title="age, for {A}">encrypted<' in rows[sealed]
     assert "encrypted" not in rows[plain]
+
+
+def test_a_trial_restore_decrypts_and_a_missing_identity_is_no_verdict_on_the_dump(
+    file_worker, celery_worker, pgclone_cli, local_location, settings
+):
+    key = encrypted_dump("proven-sealed", local_location, settings, [A])
+    trial = Path(local_location) / f"{key}.trial.json"
+
+    # A worker without the identity can't try it: the job fails, the dump has no verdict.
+    refused = pgclone_cli("verify", key, "--restore", "--wait", location=local_location)
+    assert refused.returncode == 1 and "in step fetch" in refused.stderr
+    assert not trial.exists() and pgclone_databases() == []
+
+    result = pgclone_cli(
+        "verify", key, "--restore", "--wait", location=local_location, env=file_worker.env
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Trial restore succeeded" in result.stdout and "as the dump recorded" in result.stdout
+    assert json.loads(trial.read_text())["outcome"] == "passed"
+    assert pgclone_databases() == []
+    no_secret_in(result.stdout, result.stderr, trial.read_text(), job_records())
