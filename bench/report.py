@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import targets
+from bench.measures import Measured, fmt
 from bench.postgres import server_version
 from bench.session import Bench
-from bench.targets import fmt
 
 
 def machine() -> dict[str, Any]:
@@ -37,7 +37,7 @@ def machine() -> dict[str, Any]:
 
 def report(bench: Bench) -> dict[str, Any]:
     """The run's results, every sample kept: the JSON file is this."""
-    measured = targets.Measured(bench.samples, bench.extra.get("sizes", {}), bench.pool)
+    measured = Measured(bench.samples, bench.extra.get("sizes", {}), bench.pool)
     rows = targets.evaluate(measured)
     medians = {name: round(statistics.median(values), 4) for name, values in bench.samples.items()}
     return {

@@ -186,8 +186,13 @@ def trial_restore(
     ``database`` alias's server with the restore config's hooks, checked
     against what the dump recorded, never swapped in; the outcome is kept on
     the job and beside the dump. See ``dump`` for the rest."""
-    starting.refuse_unstorable(target=target, config=config, pre_swap_hooks=pre_swap_hooks,
-                       database=database, requested_by=requested_by)  # fmt: skip
+    starting.refuse_unstorable(
+        target=target,
+        config=config,
+        pre_swap_hooks=pre_swap_hooks,
+        database=database,
+        requested_by=requested_by,
+    )
     live = postgres.conn_info(database)
     starting.sweep_quietly()
     request = {"target": target, "config": config, "pre_swap_hooks": pre_swap_hooks}
