@@ -29,6 +29,7 @@ from tests.conftest import (
     start_worker,
     stop_worker,
 )
+from tests.integration.test_restore import flip_middle
 from tests.integration.test_subset import CUSTOMERS, ORDERS, SAFE, shop  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -223,6 +224,38 @@ def test_an_encrypted_safe_dump_streams_from_s3(
     assert "COPY of the planned tables" in result.stdout  # streamed, not unpacked
     assert_scrubbed_and_subset(test_database_name, target)
     assert pgclone_databases() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda data: data[: len(data) // 2], "The dump is truncated"),
+        (flip_middle, "The dump is damaged"),
+    ],
+    ids=["truncated", "corrupt"],
+)
+def test_a_damaged_safe_dump_fails_before_the_swap(
+    planned_worker, pgclone_cli, s3_location, moto_server, users, target, change, message
+):
+    """Streamed from S3: checked as it streams, the live database never touched."""
+    key = dump(pgclone_cli, planned_worker, s3_location, "safe")
+    bucket, prefix = s3_location.removeprefix("s3://").split("/", 1)
+    client, name = s3_client(moto_server), f"{prefix.rstrip('/')}/{key}"
+    data = change(client.get_object(Bucket=bucket, Key=name)["Body"].read())
+    client.put_object(Bucket=bucket, Key=name, Body=data)
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{name}.json")["Body"].read())
+    client.put_object(
+        Bucket=bucket, Key=f"{name}.json", Body=json.dumps({**manifest, "size": len(data)})
+    )
+    before = fingerprint(target)
+
+    result = restore(pgclone_cli, planned_worker, s3_location, key)
+
+    assert result.returncode == 1 and message in result.stderr, result.stdout + result.stderr
+    job = Job.objects.get(kind=Job.Kind.RESTORE)
+    assert job.steps.get(name="restore_temp").status == "failed"
+    assert job.steps.get(name="swap").status == "skipped"
+    assert fingerprint(target) == before and pgclone_databases() == []
 
 
 def test_require_scrubbed_refuses_a_plain_dump(planned_worker, pgclone_cli, local_location, target):
