@@ -15,7 +15,9 @@ from typing import Any
 import pyrage
 import pytest
 import zstandard
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
 
 from pgclone import api, containers
 from pgclone.models import Job
@@ -309,3 +311,23 @@ def test_the_worker_checks_require_scrubbed_again(
     assert job.status == Job.Status.FAILED and "is not scrubbed" in job.error
     assert job.steps.get(name="fetch").status == "failed"
     assert fingerprint(target) == before and pgclone_databases() == []
+
+
+def test_the_admin_shows_what_a_dump_did_to_the_data(settings, local_location, users):
+    settings.PGCLONE_DUMP_CONFIGS = DUMP_CONFIGS
+    plain = make_dump("plain-cy", local_location)
+    safe = api.dump(config="safe", inline=True)
+    assert safe.status == Job.Status.SUCCEEDED, safe.error
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_job"))
+    client = Client()
+    client.force_login(viewer)
+
+    page = client.get(reverse("admin:pgclone_dumps")).content.decode()
+
+    rows = {
+        key: page[page.index(f"<code>{key}</code>") :].split("</tr>")[0]
+        for key in (plain, safe.dump_key)
+    }
+    assert '<td class="pgclone-data">scrubbed, subset</td>' in rows[safe.dump_key]
+    assert '<td class="pgclone-data">-</td>' in rows[plain]
