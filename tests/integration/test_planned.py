@@ -159,6 +159,7 @@ def assert_scrubbed_and_subset(source: str, target: str) -> None:
     assert 0 < int(psql("SELECT count(*) FROM testapp_customer", target)) < CUSTOMERS
 
 
+@pytest.mark.matrix  # COPY out and in differ by driver
 def test_a_safe_dump_is_scrubbed_subset_verified_and_restores_unpacked(
     planned_worker, pgclone_cli, local_location, target, users, test_database_name
 ):
@@ -202,6 +203,7 @@ def test_a_safe_dump_is_scrubbed_subset_verified_and_restores_unpacked(
     assert pgclone_databases() == []
 
 
+@pytest.mark.matrix  # COPY out and in differ by driver
 def test_an_encrypted_safe_dump_streams_from_s3(
     planned_worker, pgclone_cli, s3_location, moto_server, target, users, test_database_name
 ):
