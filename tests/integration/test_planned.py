@@ -31,7 +31,7 @@ from tests.conftest import (
     start_worker,
     stop_worker,
 )
-from tests.integration.test_restore import flip_middle
+from tests.integration.test_restore import STREAM_DAMAGE, damage_in_s3
 from tests.integration.test_subset import CUSTOMERS, ORDERS, SAFE, shop  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -230,27 +230,13 @@ def test_an_encrypted_safe_dump_streams_from_s3(
     assert pgclone_databases() == []
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (lambda data: data[: len(data) // 2], "The dump is truncated"),
-        (flip_middle, "The dump is damaged"),
-    ],
-    ids=["truncated", "corrupt"],
-)
+@STREAM_DAMAGE
 def test_a_damaged_safe_dump_fails_before_the_swap(
     planned_worker, pgclone_cli, s3_location, moto_server, users, target, change, message
 ):
     """Streamed from S3: checked as it streams, the live database never touched."""
     key = dump(pgclone_cli, planned_worker, s3_location, "safe")
-    bucket, prefix = s3_location.removeprefix("s3://").split("/", 1)
-    client, name = s3_client(moto_server), f"{prefix.rstrip('/')}/{key}"
-    data = change(client.get_object(Bucket=bucket, Key=name)["Body"].read())
-    client.put_object(Bucket=bucket, Key=name, Body=data)
-    manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{name}.json")["Body"].read())
-    client.put_object(
-        Bucket=bucket, Key=f"{name}.json", Body=json.dumps({**manifest, "size": len(data)})
-    )
+    damage_in_s3(moto_server, s3_location, key, change)
     before = fingerprint(target)
 
     result = restore(pgclone_cli, planned_worker, s3_location, key)
