@@ -165,6 +165,7 @@ def restore(
         )
         storage = get_storage()
         resolved = dataclasses.replace(resolved, source=resolve_source(target, live.name))
+        _refuse_unscrubbed(storage, resolved)
     starting.accept(job, resolved, storage, dump_key=resolved.source.key)
     starting.start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
@@ -218,11 +219,21 @@ def trial_restore(
         storage = get_storage()
         source = resolve_source(target, live.name)
         resolved = dataclasses.replace(resolved, source=source)
+        _refuse_unscrubbed(storage, resolved)
     dumped = keys.parse_key(source.key).database
     starting.accept(job, resolved, storage, dump_key=source.key, database_name=dumped)
     starting.start(job, inline=inline, on_start=on_start)
     job.refresh_from_db()
     return job
+
+
+def _refuse_unscrubbed(storage: Any, resolved: Any) -> None:
+    """``require_scrubbed``: refused when asked (the worker's fetch checks again)."""
+    if resolved.require_scrubbed and resolved.source.is_dump:
+        from pgclone import planned_restore
+
+        stored = storage.complete_manifest(keys.parse_key(resolved.source.key))
+        planned_restore.refuse_unscrubbed(stored, resolved.config)
 
 
 def verify_latest(

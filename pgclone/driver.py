@@ -20,6 +20,7 @@ else:
     import psycopg2 as _driver
     from psycopg2 import errors, sql
 
+COPY_SIZE = 256 * 1024
 NAME = "psycopg" if is_psycopg3 else "psycopg2"
 VERSION = _driver.__version__.split()[0]
 Error = _driver.Error
@@ -34,7 +35,9 @@ __all__ = [
     "OperationalError",
     "backend_pid",
     "connect",
+    "copy_from",
     "copy_in",
+    "copy_out",
     "copy_table",
     "errors",
     "sql",
@@ -81,3 +84,32 @@ def copy_in(cursor: Any, statement: Any, data: bytes) -> None:
             copy.write(data)
     else:
         cursor.copy_expert(statement, io.BytesIO(data))
+
+
+class _Writable:
+    """A file-like end for psycopg2's copy_expert, handing each piece to ``write``."""
+
+    def __init__(self, write: Any) -> None:
+        self.write = write
+
+
+def copy_out(cursor: Any, statement: Any, write: Any) -> int:
+    """COPY … TO STDOUT, each piece of its output handed to ``write``; returns the rows."""
+    if is_psycopg3:
+        with cursor.copy(statement) as copy:
+            for data in copy:
+                write(bytes(data))
+    else:
+        cursor.copy_expert(statement, _Writable(write), size=COPY_SIZE)
+    return cursor.rowcount
+
+
+def copy_from(cursor: Any, statement: Any, source: Any) -> int:
+    """COPY … FROM STDIN of what a readable holds, read in pieces; returns the rows."""
+    if is_psycopg3:
+        with cursor.copy(statement) as copy:
+            while data := source.read(COPY_SIZE):
+                copy.write(data)
+    else:
+        cursor.copy_expert(statement, source, size=COPY_SIZE)
+    return cursor.rowcount

@@ -46,6 +46,10 @@ class PrivilegedRestoreRefused(RestoreRefused, ConfigurationError):
     """pgclone would restore as a superuser: connect as the database's owner instead."""
 
 
+class UnscrubbedDumpRefused(RestoreRefused, InvalidInput):
+    """The restore config requires a scrubbed dump (require_scrubbed), and this one is not."""
+
+
 class JobNotFound(PgCloneError):
     """No such job: list jobs with `manage.py pgclone jobs`."""
 

@@ -18,7 +18,7 @@ from django.apps import apps
 from django.db import models
 
 from pgclone import configs, hooks, keys, postgres
-from pgclone.exceptions import ConfigurationError, InvalidInput
+from pgclone.exceptions import InvalidInput
 from pgclone.payloads import DumpOptions, RestoreOptions
 
 
@@ -41,11 +41,6 @@ def resolve_dump_options(
     database: str = "default",
 ) -> DumpOptions:
     configured = configs.dump_config(config)
-    if configured.scrub is not None or configured.subset:  # planned only (docs/sharing.md)
-        raise ConfigurationError(
-            f"Dump config {configured.name!r} has 'scrub' or 'subset', which dumps don't apply "
-            "yet: it is refused rather than dumping the data as it is."
-        )
     labels = []
     for label in [*configured.exclude_models, *(exclude_models or [])]:
         model = model_for_label(label)
@@ -113,4 +108,5 @@ def resolve_restore_options(
         database_name=conn.name,
         pre_swap_hooks=tuple(pre_swap_hooks),
         reversible=bool(reversible or configured.reversible),
+        require_scrubbed=configured.require_scrubbed,
     )

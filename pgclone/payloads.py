@@ -85,6 +85,7 @@ class RestoreOptions:
     pre_swap_hooks: tuple[str, ...] = ()
     reversible: bool = False
     source: Source | None = None
+    require_scrubbed: bool = False  # refuse a dump whose manifest does not say "scrubbed"
     storage_location: str = ""
     version: int = VERSION
 
@@ -129,6 +130,11 @@ class Manifest:
     # An encrypted dump: {"method": "age", "recipients": [public keys]}; None when plain.
     encryption: dict[str, Any] | None = None
     plaintext_sha256: str | None = None  # of the zstd stream age encrypted
+    # A planned dump (format pgclone-plan-1): what its config did to the data, and
+    # its plan ({"digest", "scrub_key_id", "tables", "rows"}; never the key).
+    scrubbed: bool = False
+    subset: bool = False
+    plan: dict[str, Any] | None = None
     version: int = VERSION
     # Fields this version doesn't know (a newer pgclone's): kept, and signed, as they are.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -149,7 +155,7 @@ class Manifest:
         data = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
         data["exclude_models"] = list(self.exclude_models)
         data["excluded_tables"] = list(self.excluded_tables)
-        for name in ("signature", "raw_size", "tables", "encryption", "plaintext_sha256"):
+        for name in ("signature", "raw_size", "tables", "encryption", "plaintext_sha256", "plan"):
             if data[name] is None:
                 del data[name]  # as manifests without them were written
         return {**self.extra, **data}

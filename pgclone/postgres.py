@@ -135,6 +135,8 @@ def pg_dump_argv(
     exclude_table_data: list[str] = (),
     exclude_qualified_table_data: list[tuple[str, str]] = (),
     snapshot: str = "",
+    sections: list[str] = (),
+    extra: list[str] = (),
 ) -> list[str]:
     """pg_dump writing an uncompressed custom-format archive to stdout.
 
@@ -143,8 +145,10 @@ def pg_dump_argv(
     ``exclude_table_data`` names tables on the search path (Django's
     ``db_table``); ``exclude_qualified_table_data`` holds (schema, table) pairs.
     ``snapshot``: an exported snapshot to dump (see ``table_counts.Snapshot``).
+    ``sections``: only these (pre-data, data, post-data); ``extra``: more options.
     """
-    argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password"]
+    argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password", *extra]
+    argv += [f"--section={section}" for section in sections]
     argv += [f"--exclude-table-data={quote_pattern(table)}" for table in exclude_table_data]
     argv += [
         f"--exclude-table-data={quote_qualified_pattern(schema, table)}"
@@ -218,6 +222,12 @@ def current_children() -> set[subprocess.Popen]:
     if not hasattr(_threads, "children"):
         _threads.children = set()
     return _threads.children
+
+
+def adopt_children(children: set[subprocess.Popen]) -> None:
+    """Make this thread's programs part of another thread's ``children`` (a step's
+    helper thread: cancelling the step kills them too)."""
+    _threads.children = children
 
 
 @contextlib.contextmanager

@@ -61,6 +61,10 @@ def flags(info: DumpInfo) -> str:
         found.append("rows-excluded")
     if manifest and manifest.encrypted:
         found.append("encrypted")
+    if manifest and manifest.scrubbed:
+        found.append("scrubbed")
+    if manifest and manifest.subset:
+        found.append("subset")
     return ",".join(found) or "-"
 
 

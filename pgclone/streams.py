@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import hashlib
 import queue
+import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
@@ -218,6 +219,27 @@ def _checksum_message(actual: str, expected: str) -> str:
         f"The dump is damaged: its SHA-256 is {actual}, "
         f"but {expected} was recorded when it was made."
     )
+
+
+class Tee:
+    """Writes what it is given to every reader's stdin. A reader may stop early
+    (pg_restore reads only what it needs): the others go on."""
+
+    def __init__(self, readers: list[subprocess.Popen]) -> None:
+        self.readers = readers
+        self._reading = list(readers)
+
+    def write(self, data: bytes) -> None:
+        for reader in list(self._reading):
+            try:
+                reader.stdin.write(data)
+            except BrokenPipeError:
+                self._reading.remove(reader)
+
+    def close(self) -> None:
+        for reader in self.readers:
+            with contextlib.suppress(BrokenPipeError):
+                reader.stdin.close()
 
 
 def decompress_into(

@@ -21,7 +21,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from pgclone import encryption, keys, payloads, postgres, signing, streams
+from pgclone import (
+    containers,
+    encryption,
+    keys,
+    payloads,
+    planned_restore,
+    postgres,
+    signing,
+    streams,
+)
 from pgclone.exceptions import DumpDamaged, NoMatchingIdentity
 
 Table = tuple[str, str]  # (schema, name)
@@ -54,6 +63,8 @@ def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
             "identities": identities,
             "expected_plaintext_sha256": parsed.plaintext_sha256,
         }
+    if parsed.format == containers.FORMAT:
+        return _verify_planned(storage, key, manifest, decryption)
     with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as schema:
         with contextlib.ExitStack() as stack:  # one pass over the dump feeds both readers
             source = stack.enter_context(storage.open(key))
@@ -63,7 +74,7 @@ def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
                 )
                 for argv, out in ((LIST_ARGV, listing), (SCHEMA_ARGV, schema))
             ]
-            tee = Tee(readers)
+            tee = streams.Tee(readers)
             try:
                 streams.decompress(
                     source,
@@ -78,6 +89,36 @@ def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
         listing_text, schema_text = output_text(listing), output_text(schema)
     check_restorable(key, listing_text, schema_text)
     return {**manifest, "looked_inside": True, "archive_entries": archive_entries(listing_text)}
+
+
+def _verify_planned(
+    storage: Any, key: keys.DumpKey, manifest: dict[str, Any], decryption: dict[str, Any]
+) -> dict[str, Any]:
+    """A planned dump's container: both pg_dump archives read as a plain dump's
+    archive is; the planned tables' rows are in it, beside the archives."""
+    checks = {
+        "expected_sha256": manifest.get("sha256"),
+        "expected_raw_size": manifest.get("raw_size"),
+        "on_progress": lambda _: None,
+        **decryption,
+    }
+    with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as schema:
+        with storage.open(key) as source:
+            readers = [(LIST_ARGV, listing), (SCHEMA_ARGV, schema)]
+            plan = planned_restore.read_archives(source, readers, checks)
+        listing_text, schema_text = output_text(listing), output_text(schema)
+    planned = [(table["schema"], table["name"]) for table in plan["tables"]]
+    check_restorable(key, listing_text, schema_text, planned)
+    rows = (manifest.get("plan") or {}).get("rows") or {}
+    return {
+        **manifest,
+        "looked_inside": True,
+        "archive_entries": archive_entries(listing_text),
+        "planned_tables": {
+            postgres.display_name(*table): rows.get(postgres.display_name(*table))
+            for table in planned
+        },
+    }
 
 
 # An identifier as pg_dump writes it: double-quoted when it needs to be.
@@ -104,36 +145,18 @@ class ForeignKey:
     referenced: Table
 
 
-class Tee:
-    """Writes what it is given to every reader's stdin. A reader may stop early
-    (pg_restore reads only what it needs): the others go on."""
-
-    def __init__(self, readers: list[subprocess.Popen]) -> None:
-        self.readers = readers
-        self._reading = list(readers)
-
-    def write(self, data: bytes) -> None:
-        for reader in list(self._reading):
-            try:
-                reader.stdin.write(data)
-            except BrokenPipeError:
-                self._reading.remove(reader)
-
-    def close(self) -> None:
-        for reader in self.readers:
-            with contextlib.suppress(BrokenPipeError):
-                reader.stdin.close()
-
-
 def output_text(output: IO[bytes]) -> str:
     """What a program wrote to a temporary file."""
     output.seek(0)
     return output.read().decode("utf-8", errors="replace")
 
 
-def check_restorable(key: keys.DumpKey, listing: str, schema: str) -> None:
-    """Raise DumpDamaged, naming them, if a restore could not re-create foreign keys."""
-    broken = unrestorable_foreign_keys(listing, schema)
+def check_restorable(
+    key: keys.DumpKey, listing: str, schema: str, planned: Iterable[Table] = ()
+) -> None:
+    """Raise DumpDamaged, naming them, if a restore could not re-create foreign keys.
+    ``planned``: tables whose rows a planned dump holds outside the archive."""
+    broken = unrestorable_foreign_keys(listing, schema, planned)
     if broken:
         raise DumpDamaged(_unrestorable_message(key, broken))
 
@@ -142,10 +165,12 @@ def archive_entries(listing: str) -> int:
     return sum(1 for line in listing.splitlines() if line.strip() and not line.startswith(";"))
 
 
-def unrestorable_foreign_keys(listing: str, schema: str) -> list[ForeignKey]:
+def unrestorable_foreign_keys(
+    listing: str, schema: str, planned: Iterable[Table] = ()
+) -> list[ForeignKey]:
     """Foreign keys whose referenced table's rows are not in the archive while
     the referencing table's are: re-creating them would fail on those rows."""
-    data = _TableData(listing, schema)
+    data = _TableData(listing, schema, planned)
     return [
         key
         for key in foreign_keys(schema)
@@ -170,9 +195,10 @@ class _TableData:
     """Which tables have their rows in the archive. A partitioned table has none
     of its own: its partitions' rows are its rows."""
 
-    def __init__(self, listing: str, schema: str) -> None:
+    def __init__(self, listing: str, schema: str, planned: Iterable[Table] = ()) -> None:
         # The table of contents prints "schema name owner" unquoted, space separated.
         self._entries = [match[1] for match in _TABLE_DATA.finditer(listing)]
+        self._planned = set(planned)
         self._partitions: dict[Table, list[Table]] = {}
         for match in _ATTACH.finditer(schema):
             parent = (_unquote(match[1]), _unquote(match[2]))
@@ -183,6 +209,8 @@ class _TableData:
         }
 
     def _has_entry(self, table: Table) -> bool:
+        if table in self._planned:
+            return True
         name = f"{table[0]} {table[1]}"
         return any(entry == name or entry.startswith(name + " ") for entry in self._entries)
 

@@ -134,7 +134,10 @@ PGCLONE_DUMP_CONFIGS = {
     "kept": {"keep_last": 2},
     "no_secrets": {"exclude_models": ["testapp.Secret"]},
     "with_hook": {"pre_dump_hooks": "testapp_mark"},
+    # Scrubbed and subset configs, for the workers of tests/integration/test_planned.py.
+    **json.loads(os.environ.get("PGCLONE_TEST_DUMP_CONFIGS", "{}")),
 }
+PGCLONE_RESTORE_CONFIGS = json.loads(os.environ.get("PGCLONE_TEST_RESTORE_CONFIGS", "{}"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TIME_ZONE = "UTC"
 

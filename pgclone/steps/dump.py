@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -18,17 +20,21 @@ from django.utils import timezone
 
 from pgclone import (
     conf,
+    configs,
+    containers,
     hooks,
     jobs,
     keys,
     options,
     payloads,
+    planned_dump,
     postgres,
     retention,
     routing,
     runner,
     signing,
     streams,
+    subset,
     table_counts,
     workflow,
 )
@@ -68,6 +74,11 @@ def dump(job: Job) -> None:
     # Tables Django does not know (made by raw SQL) may reference those too.
     referencing = postgres.tables_referencing(conn, excluded)
     cascaded = [*cascaded, *(postgres.display_name(*table) for table in referencing)]
+    # This worker's config: its scrub and subset apply (none when it is not defined here).
+    config = configs.retention_of(asked.config or job.config_name)
+    plan = None
+    if planned_dump.is_planned(config):  # refused here, before anything is written
+        plan = planned_dump.make_plan(conn, config, [*excluded, *referencing])
     server_version = postgres.server_version(conn)
     estimate = postgres.table_bytes(conn)
     jobs.record_dump_target(job, str(key), conn.name)
@@ -83,16 +94,13 @@ def dump(job: Job) -> None:
             concurrent.futures.ThreadPoolExecutor(1, "pgclone-count") as counter,
         ):
             counting = counter.submit(snapshot.count_tables, excluded, referencing)
-            argv = postgres.pg_dump_argv(
-                conn,
-                exclude_table_data=excluded,
-                exclude_qualified_table_data=referencing,
-                snapshot=snapshot.id,
-            )
+            written: dict[tuple[str, str], int] = {}
             try:
-                with postgres.spawn(argv, env=conn.env()) as proc:
+                with _archive(
+                    conn, snapshot.id, plan, job.config_name, excluded, referencing, written
+                ) as source:
                     stats = streams.compress(
-                        proc.stdout,
+                        source,
                         upload,
                         level=conf.zstd_level(),
                         on_progress=progress.add,
@@ -101,7 +109,7 @@ def dump(job: Job) -> None:
             except BaseException:
                 snapshot.cancel()  # the count too: nobody waits for it
                 raise
-            tables = counting.result()
+            tables = _with_rows_written(counting.result(), written)
         handle = upload.close()
     except BaseException as exc:
         not_discarded = _abort(job, upload)
@@ -120,10 +128,19 @@ def dump(job: Job) -> None:
         tables=[table.to_dict() for table in tables],
         **stats,
     )
+    if plan is not None:
+        described = planned_dump.describe(config, plan)
+        described["plan"]["rows"] = {
+            postgres.display_name(*table): rows for table, rows in written.items()
+        }
+        jobs.update_result(job, format=containers.FORMAT, **described)
     message = (
         f"{human_bytes(stats['raw_size'])} dumped, "
         f"{human_bytes(stats['size'])} after {stats['compression']}"
     )
+    if plan is not None:
+        done = " and ".join(planned_dump.what_it_does(config))
+        message += f", {done} ({len(written)} tables written by pgclone's plan)"
     if asked.encryption_recipients:
         count = len(asked.encryption_recipients)
         message += f", encrypted with age for {count} recipient{'s' * (count != 1)}"
@@ -133,6 +150,56 @@ def dump(job: Job) -> None:
             "rows left out (pg_restore could not re-create their foreign keys otherwise)"
         )
     jobs.set_step_message(job, "dump", message)
+
+
+@contextlib.contextmanager
+def _archive(
+    conn: postgres.ConnInfo,
+    snapshot: str,
+    plan: subset.Plan | None,
+    config_name: str,
+    excluded: list[str],
+    referencing: list[tuple[str, str]],
+    written: dict[tuple[str, str], int],
+) -> Iterator[Any]:
+    """What the dump stores, to be read to its end inside the block: pg_dump's
+    archive, or a planned dump's container (``written`` gets its tables' rows)."""
+    if plan is None:
+        argv = postgres.pg_dump_argv(
+            conn,
+            exclude_table_data=excluded,
+            exclude_qualified_table_data=referencing,
+            snapshot=snapshot,
+        )
+        with postgres.spawn(argv, env=conn.env()) as proc:
+            yield proc.stdout
+        return
+    with (
+        planned_dump.prepared(conn, snapshot, plan) as (cursor, _),
+        planned_dump.container(
+            conn,
+            snapshot=snapshot,
+            cursor=cursor,
+            plan=plan,
+            config_name=config_name,
+            exclude_table_data=excluded,
+            exclude_qualified_table_data=referencing,
+        ) as source,
+    ):
+        yield source
+    written.update(source.rows)
+
+
+def _with_rows_written(
+    tables: list[table_counts.TableCount], written: dict[tuple[str, str], int]
+) -> list[table_counts.TableCount]:
+    """The planned tables hold the rows their COPY wrote, not the table's."""
+    return [
+        dataclasses.replace(table, rows=written[key], exact=True)
+        if (key := (table.schema, table.name)) in written
+        else table
+        for table in tables
+    ]
 
 
 def _abort(job: Job, upload: Any) -> str | None:
@@ -181,6 +248,10 @@ def upload(job: Job) -> None:
         excluded_tables=tuple(result["excluded_tables"]),
         tables=result.get("tables"),
         job_id=str(job.pk),
+        format=result.get("format") or payloads.Manifest.format,
+        scrubbed=bool(result.get("scrubbed")),
+        subset=bool(result.get("subset")),
+        plan=result.get("plan"),
     ).to_dict()
     manifest = signing.sign(manifest)  # with PGCLONE_SIGNING_KEY: covers sha256 and sizes
     storage.complete(handle, manifest)

@@ -23,6 +23,7 @@ from django.conf import settings
 
 from pgclone import (
     conf,
+    containers,
     databases,
     encryption,
     hooks,
@@ -30,6 +31,7 @@ from pgclone import (
     jobs,
     keys,
     payloads,
+    planned_restore,
     postgres,
     privileges,
     routing,
@@ -51,6 +53,8 @@ from pgclone.steps.restore_swap import (
 )
 from pgclone.storage import storage_for
 from pgclone.storage.local import LocalStorage
+
+FORMATS = (payloads.Manifest.format, containers.FORMAT)
 
 
 def ensure_allowed(job: Job) -> None:
@@ -80,6 +84,13 @@ def fetch(job: Job) -> None:
     manifest = payloads.Manifest.from_dict(stored)
     if manifest.compression != streams.COMPRESSION:
         raise PgCloneError(f"Dump {key} uses {manifest.compression!r}, not zstd.")
+    if manifest.format not in FORMATS:
+        raise PgCloneError(
+            f"Dump {key} is of format {manifest.format!r}, which this pgclone can't restore "
+            f"(it restores {', '.join(FORMATS)}): upgrade pgclone on the workers."
+        )
+    if asked.require_scrubbed:
+        planned_restore.refuse_unscrubbed(stored, asked.config)
     decryptable = ""
     if manifest.encrypted:  # before anything is created: can this worker decrypt it?
         identities = encryption.identities_for(manifest.recipients, f"Dump {key}")
@@ -185,31 +196,43 @@ def _create_temp(live: postgres.ConnInfo, temp: str) -> None:
         databases.create_empty(connection, temp, like=live.name)
 
 
+def _checks(key: keys.DumpKey, manifest: payloads.Manifest, on_progress: Any) -> dict[str, Any]:
+    """What ``streams.decompress`` checks a dump against (and decrypts it with)."""
+    return {
+        "expected_sha256": manifest.sha256,
+        "expected_raw_size": manifest.raw_size,
+        "on_progress": on_progress,
+        **_decryption(key, manifest),
+    }
+
+
 def _restore_streamed(
     job: Job, storage: Any, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
     _create_temp(live_conn(job), target.name)
-    argv = postgres.pg_restore_argv(target)
     raw_size = manifest.raw_size or 0
     with (
         RestoreWatch(job.pk, live_conn(job), target.name, raw_size) as watch,
         storage.open(key) as source,
-        postgres.spawn(
-            argv, env=target.env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-        ) as proc,
     ):
         # The server's view of the COPYs where it has one; else the dump read so far.
         progress = None if watch.active else runner.Progress(job.pk, total=manifest.size)
-        streams.decompress_into(
-            source,
-            proc,
-            expected_sha256=manifest.sha256,
-            expected_raw_size=manifest.raw_size,
-            on_progress=progress.add if progress else _ignore,
-            **_decryption(key, manifest),
-        )
+        checks = _checks(key, manifest, progress.add if progress else _ignore)
+        if manifest.format == containers.FORMAT:
+            rows = planned_restore.restore_streamed(source, target, checks)
+        else:
+            argv = postgres.pg_restore_argv(target)
+            with postgres.spawn(
+                argv, env=target.env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+            ) as proc:
+                streams.decompress_into(source, proc, **checks)
     if progress:
         progress.flush()
+    if manifest.format == containers.FORMAT:
+        return (
+            f"Streamed {key} into {target.name}: pg_restore, COPY of the planned tables "
+            f"({rows} rows), pg_restore."
+        )
     return f"Streamed {key} into {target.name} with pg_restore."
 
 
@@ -232,20 +255,25 @@ def _restore_parallel(
             )
         unpacked = workdir / "dump"
         progress = runner.Progress(job.pk, total=manifest.size, label="unpacking the dump")
-        with storage.open(key) as source, open(unpacked, "wb") as out:
-            streams.decompress(
-                source,
-                out.write,
-                expected_sha256=manifest.sha256,
-                expected_raw_size=manifest.raw_size,
-                on_progress=progress.add,
-                **_decryption(key, manifest),
-            )
+        checks = _checks(key, manifest, progress.add)
+        planned = manifest.format == containers.FORMAT
+        with storage.open(key) as source:
+            if planned:
+                unpacked.mkdir()
+                plan = planned_restore.unpack(source, unpacked, checks)
+            else:
+                with open(unpacked, "wb") as out:
+                    streams.decompress(source, out.write, **checks)
         progress.flush()
         _create_temp(live_conn(job), target.name)
-        argv = postgres.pg_restore_argv(target, jobs=conf.restore_jobs(), path=str(unpacked))
         with RestoreWatch(job.pk, live_conn(job), target.name, manifest.raw_size or 0):
-            postgres.run(argv, env=target.env())
+            if planned:
+                planned_restore.restore_unpacked(unpacked, plan, target, conf.restore_jobs())
+            else:
+                argv = postgres.pg_restore_argv(
+                    target, jobs=conf.restore_jobs(), path=str(unpacked)
+                )
+                postgres.run(argv, env=target.env())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         jobs.update_result(job, unpacked=None)

@@ -310,20 +310,9 @@ def test_corrupt_bytes_are_caught_while_unpacking(
     assert pgclone_databases() == []
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (lambda data: data[: len(data) // 2], "The dump is truncated"),
-        (flip_middle, "The dump is damaged"),
-    ],
-    ids=["truncated", "corrupt"],
-)
-def test_damage_found_while_streaming_from_s3(
-    celery_worker, pgclone_cli, s3_location, moto_server, unchanged_target, change, message
-):
-    """The manifest's size matches, so only the stream itself can tell."""
-    key = make_dump("never", s3_location)
-    bucket, prefix = s3_location.removeprefix("s3://").split("/", 1)
+def damage_in_s3(moto_server: str, location: str, key: str, change) -> None:
+    """Change a dump stored in S3, and its manifest's size to match."""
+    bucket, prefix = location.removeprefix("s3://").split("/", 1)
     client = s3_client(moto_server)
     name = f"{prefix}/{key}"
     data = change(client.get_object(Bucket=bucket, Key=name)["Body"].read())
@@ -332,6 +321,25 @@ def test_damage_found_while_streaming_from_s3(
     client.put_object(
         Bucket=bucket, Key=f"{name}.json", Body=json.dumps({**manifest, "size": len(data)})
     )
+
+
+STREAM_DAMAGE = pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda data: data[: len(data) // 2], "The dump is truncated"),
+        (flip_middle, "The dump is damaged"),
+    ],
+    ids=["truncated", "corrupt"],
+)
+
+
+@STREAM_DAMAGE
+def test_damage_found_while_streaming_from_s3(
+    celery_worker, pgclone_cli, s3_location, moto_server, unchanged_target, change, message
+):
+    """The manifest's size matches, so only the stream itself can tell."""
+    key = make_dump("never", s3_location)
+    damage_in_s3(moto_server, s3_location, key, change)
 
     result = restore_cli(pgclone_cli, s3_location, key)
     job = assert_refused(result, code=1, message=message)

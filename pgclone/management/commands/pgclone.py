@@ -264,6 +264,8 @@ class Command(BaseCommand):
                 f"SHA-256 {manifest['sha256'][:16]}…, {manifest['archive_entries']} archive "
                 f"entries, made by {manifest.get('pg_dump_version', 'pg_dump')}."
             )
+            for table, rows in (manifest.get("planned_tables") or {}).items():
+                self.stdout.write(f"  {table}: {rows} rows, written by the dump's plan")
 
     @staticmethod
     def _verify_targets(options: dict[str, Any]) -> list[str]:

@@ -1,0 +1,162 @@
+"""The container of a planned (scrubbed and/or subset) dump: a tar stream.
+
+A planned dump can't be one pg_dump archive: the planned tables' rows come
+from ``COPY (SELECT …) TO STDOUT`` in pgclone's own session. So it is a tar
+stream (format ``pgclone-plan-1``) whose members come in the order a restore
+needs them, so that one pass over it restores it:
+
+- ``plan.json``: the planned tables (schema, name, columns, member prefix),
+  the config and the plan's digest;
+- ``pre-data/NNNNNN``: ``pg_dump --format=custom --section=pre-data``;
+- ``data/TTTT/NNNNNN``: the COPY text of planned table ``TTTT``;
+- ``rest/NNNNNN``: ``pg_dump --format=custom --section=data
+  --section=post-data``, without the planned tables' rows.
+
+tar needs each member's size before its bytes, so a stream is written as
+consecutive members of at most ``MEMBER_SIZE`` bytes (``cat pre-data/*``
+gives the archive back). Both ends hold at most one member in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pgclone.exceptions import DumpDamaged
+
+FORMAT = "pgclone-plan-1"
+MEMBER_SIZE = 1024 * 1024
+BLOCK = tarfile.BLOCKSIZE
+PLAN = "plan.json"
+PRE_DATA = "pre-data"
+REST = "rest"
+
+
+def table_prefix(index: int) -> str:
+    return f"data/{index:04d}"
+
+
+def stream_of(member: str) -> str:
+    """The stream a member belongs to: its name without the chunk number."""
+    return member.rpartition("/")[0] or member
+
+
+class TarWriter:
+    """Writes a tar stream (USTAR, regular files) to ``write``."""
+
+    def __init__(self, write: Callable[[bytes], Any]) -> None:
+        self._write = write
+        self._mtime = int(time.time())
+
+    def member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), self._mtime, 0o644
+        self._write(info.tobuf(tarfile.USTAR_FORMAT))
+        self._write(data)
+        if len(data) % BLOCK:
+            self._write(bytes(BLOCK - len(data) % BLOCK))
+
+    def json(self, name: str, value: Any) -> None:
+        self.member(name, json.dumps(value, indent=1, sort_keys=True).encode())
+
+    def stream(self, prefix: str) -> Chunks:
+        return Chunks(self, prefix)
+
+    def copy(self, prefix: str, source: Any) -> None:
+        """A readable (pg_dump's stdout) to its end, as chunk members of ``prefix``."""
+        chunks = self.stream(prefix)
+        while data := source.read(MEMBER_SIZE):
+            chunks.write(data)
+        chunks.close()
+
+    def close(self) -> None:
+        """The end-of-archive marker, padded to a whole record as tar writes it."""
+        self._write(bytes(tarfile.RECORDSIZE))
+
+
+class Chunks:
+    """One stream written as members ``prefix/000000``, ``prefix/000001`` …;
+    at least one member, so that an empty stream is there too."""
+
+    def __init__(self, writer: TarWriter, prefix: str) -> None:
+        self._writer = writer
+        self._prefix = prefix
+        self._buffer = bytearray()
+        self._count = 0
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= MEMBER_SIZE:
+            self._emit(bytes(self._buffer[:MEMBER_SIZE]))
+            del self._buffer[:MEMBER_SIZE]
+
+    def close(self) -> None:
+        if self._buffer or not self._count:
+            self._emit(bytes(self._buffer))
+            self._buffer.clear()
+
+    def _emit(self, data: bytes) -> None:
+        self._writer.member(f"{self._prefix}/{self._count:06d}", data)
+        self._count += 1
+
+
+class TarReader:
+    """Parses a tar stream handed over in pieces (``write``): each member's bytes
+    go to the function ``open_member(name)`` returns for it."""
+
+    def __init__(self, open_member: Callable[[str], Callable[[bytes], Any]]) -> None:
+        self._open = open_member
+        self._header = bytearray()
+        self._sink: Callable[[bytes], Any] | None = None
+        self._remaining = 0
+        self._padding = 0
+        self.ended = False
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self.ended:
+            if self._remaining:
+                take = min(self._remaining, len(view))
+                self._sink(bytes(view[:take]))
+                self._remaining -= take
+                view = view[take:]
+            elif self._padding:
+                take = min(self._padding, len(view))
+                self._padding -= take
+                view = view[take:]
+            else:
+                take = BLOCK - len(self._header)
+                self._header += view[:take]
+                view = view[take:]
+                if len(self._header) == BLOCK:
+                    self._start_member(bytes(self._header))
+                    self._header.clear()
+
+    def _start_member(self, header: bytes) -> None:
+        if header == bytes(BLOCK):
+            self.ended = True  # what follows is the end marker's padding
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        except tarfile.TarError as exc:
+            raise DumpDamaged(f"The dump is damaged: a bad tar header ({exc}).") from exc
+        self._sink = self._open(info.name)
+        self._remaining, self._padding = info.size, -info.size % BLOCK
+
+    def close(self) -> None:
+        if not self.ended:
+            raise DumpDamaged("The dump is damaged: its tar stream stops before its end.")
+
+
+def read_plan(data: bytes) -> dict[str, Any]:
+    try:
+        plan = json.load(io.BytesIO(data))
+    except ValueError as exc:
+        raise DumpDamaged(f"The dump is damaged: its {PLAN} is no JSON ({exc}).") from exc
+    if plan.get("format") != FORMAT:
+        raise DumpDamaged(f"The dump's {PLAN} is not of format {FORMAT!r}.")
+    return plan

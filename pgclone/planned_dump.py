@@ -1,0 +1,194 @@
+"""Writing a planned dump (a config with ``scrub`` and/or ``subset``).
+
+The dump step opens the snapshot as for any dump; here, a session imports
+it, checks the plan (:func:`pgclone.plans.check`: nothing starts when it
+would fail), hands it the scrub key and fills the kept rows
+(:func:`pgclone.plans.prepare`). Then one thread writes the container
+(:mod:`pgclone.containers`) into a pipe that the dump step compresses into
+storage as it compresses pg_dump's output for a plain dump: pg_dump's
+pre-data archive, each planned table's ``COPY (SELECT …) TO STDOUT`` from
+that session, then pg_dump's archive of the rest. PostgreSQL does the
+scrubbing and the sampling; nothing is kept on disk, and memory holds one
+member at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgclone import conf, configs, containers, driver, plans, postgres, scrub, subset
+from pgclone.exceptions import ConfigurationError
+
+JOIN_TIMEOUT = 30
+
+
+def is_planned(config: configs.DumpConfig) -> bool:
+    return config.scrub is not None or bool(config.subset)
+
+
+def what_it_does(config: configs.DumpConfig) -> list[str]:
+    """The words ``ls --long`` and the manifest use for what ``config`` does to the data."""
+    done = (("scrubbed", config.scrub is not None), ("subset", bool(config.subset)))
+    return [word for word, on in done if on]
+
+
+def make_plan(
+    conn: postgres.ConnInfo, config: configs.DumpConfig, exclude: list[Any]
+) -> subset.Plan:
+    """The plan of ``config``, from the catalog; raises ConfigurationError for
+    what the database contradicts in it."""
+    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+        return subset.make_plan(cursor, config, exclude=exclude)
+
+
+def tool_flags() -> list[str]:
+    """What pg_dump must leave out of a planned dump, as its version spells it:
+    large objects (their contents are never scrubbed) and, from PostgreSQL 18,
+    the planner's statistics (they hold sample values of every column)."""
+    major = tool_major(postgres.tool_version("pg_dump"))
+    flags = ["--no-large-objects" if major >= 16 else "--no-blobs"]
+    if major >= 18:
+        flags.append("--no-statistics")
+    return flags
+
+
+def tool_major(version: str) -> int:
+    """The major version in ``pg_dump --version``'s "pg_dump (PostgreSQL) 15.20 (…)"."""
+    match = re.search(r"\)\s*(\d+)", version)
+    return int(match[1]) if match else 0
+
+
+@contextlib.contextmanager
+def prepared(
+    conn: postgres.ConnInfo, snapshot: str, plan: subset.Plan
+) -> Iterator[tuple[Any, dict[str, int]]]:
+    """A cursor in ``snapshot`` with the plan checked and its kept rows ready,
+    and the rows kept per subset table."""
+    with plans.snapshot_transaction(conn, snapshot) as cursor:
+        problems = plans.check(cursor, plan)
+        if problems:
+            raise ConfigurationError(
+                "The dump's plan can't run on this database:\n"
+                + "\n".join(f"- {problem}" for problem in problems)
+            )
+        yield cursor, plans.prepare(cursor, plan)
+
+
+def describe(config: configs.DumpConfig, plan: subset.Plan) -> dict[str, Any]:
+    """What a planned dump's manifest says of its plan (never the key)."""
+    return {
+        "scrubbed": "scrubbed" in what_it_does(config),
+        "subset": "subset" in what_it_does(config),
+        "plan": {
+            "digest": plan.digest,
+            "scrub_key_id": scrub.key_id(conf.scrub_key()),
+            "tables": [postgres.display_name(t.schema, t.name) for t in planned_tables(plan)],
+        },
+    }
+
+
+def planned_tables(plan: subset.Plan) -> list[subset.PlannedTable]:
+    """The tables whose rows pgclone writes: the others' pg_dump writes as they are."""
+    return [table for table in plan.tables if table.transformed]
+
+
+def header(config_name: str, plan: subset.Plan) -> dict[str, Any]:
+    """The container's ``plan.json``."""
+    return {
+        "format": containers.FORMAT,
+        "config": config_name,
+        "digest": plan.digest,
+        "tables": [
+            {
+                "schema": table.schema,
+                "name": table.name,
+                "columns": list(table.columns),
+                "member": containers.table_prefix(index),
+            }
+            for index, table in enumerate(planned_tables(plan))
+        ],
+    }
+
+
+@dataclass
+class Source:
+    """The container as the dump step reads it; ``rows`` once it is all read."""
+
+    pipe: Any
+    rows: dict[tuple[str, str], int] = field(default_factory=dict)
+    error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        return self.pipe.read(size)
+
+
+@contextlib.contextmanager
+def container(
+    conn: postgres.ConnInfo,
+    *,
+    snapshot: str,
+    cursor: Any,
+    plan: subset.Plan,
+    config_name: str,
+    exclude_table_data: list[str],
+    exclude_qualified_table_data: list[tuple[str, str]],
+) -> Iterator[Source]:
+    """The container of a planned dump, written by a thread of its own into a
+    pipe: read it to its end inside the block. Raises what writing raised."""
+    tables = planned_tables(plan)
+    flags = tool_flags()
+    common = {"snapshot": snapshot, "extra": flags}
+    pre_data = postgres.pg_dump_argv(conn, sections=["pre-data"], **common)
+    rest = postgres.pg_dump_argv(
+        conn,
+        sections=["data", "post-data"],
+        exclude_table_data=exclude_table_data,
+        exclude_qualified_table_data=[
+            *exclude_qualified_table_data,
+            *((t.schema, t.name) for t in tables),
+        ],
+        **common,
+    )
+    read_end, write_end = os.pipe()
+    source = Source(os.fdopen(read_end, "rb"))
+    children = postgres.current_children()  # so that a cancelled job kills them too
+
+    def produce() -> None:
+        postgres.adopt_children(children)
+        try:
+            with os.fdopen(write_end, "wb") as pipe:
+                tar = containers.TarWriter(pipe.write)
+                tar.json(containers.PLAN, header(config_name, plan))
+                with postgres.spawn(pre_data, env=conn.env()) as proc:
+                    tar.copy(containers.PRE_DATA, proc.stdout)
+                for index, table in enumerate(tables):
+                    chunks = tar.stream(containers.table_prefix(index))
+                    rows = driver.copy_out(cursor, table.copy_statement(), chunks.write)
+                    chunks.close()
+                    source.rows[table.schema, table.name] = rows
+                with postgres.spawn(rest, env=conn.env()) as proc:
+                    tar.copy(containers.REST, proc.stdout)
+                tar.close()
+        except BaseException as exc:  # handed to the reading thread
+            source.error = exc
+
+    thread = threading.Thread(target=produce, name="pgclone-container", daemon=True)
+    thread.start()
+    try:
+        yield source
+    except BaseException:
+        source.pipe.close()  # the writer stops on a broken pipe; a COPY is cancelled
+        with contextlib.suppress(driver.Error):
+            cursor.connection.cancel()
+        thread.join(JOIN_TIMEOUT)
+        raise
+    thread.join()
+    source.pipe.close()
+    if source.error is not None:
+        raise source.error

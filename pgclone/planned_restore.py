@@ -1,0 +1,274 @@
+"""Restoring a planned dump's container (:mod:`pgclone.containers`), and reading
+it for ``verify``.
+
+The members arrive in restore order, and each stream goes where a restore
+needs it as it arrives: the pre-data archive to ``pg_restore`` (tables,
+types, functions; no index or constraint yet), each planned table's COPY
+text to ``COPY … FROM STDIN``, then the rest archive to ``pg_restore``: the
+other tables' rows, sequences, then indexes and constraints, which check
+every foreign key once all the rows are in. Where a plain dump is unpacked
+for ``pg_restore --jobs``, so is a container: one file per stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pgclone import containers, driver, postgres, streams
+from pgclone.driver import sql
+from pgclone.exceptions import DumpDamaged, UnscrubbedDumpRefused
+
+
+def refuse_unscrubbed(manifest: dict[str, Any], config: str) -> None:
+    """A restore config with ``require_scrubbed`` takes only scrubbed dumps."""
+    if not manifest.get("scrubbed"):
+        raise UnscrubbedDumpRefused(
+            f"Dump {manifest.get('key')} is not scrubbed, and the restore config {config!r} "
+            "has require_scrubbed: restore a dump made with a config that has 'scrub'."
+        )
+
+
+def copy_in_statement(table: dict[str, Any]) -> sql.Composable:
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table["schema"], table["name"]),
+        sql.SQL(", ").join(map(sql.Identifier, table["columns"])),
+    )
+
+
+class ProgramSink:
+    """Writes a stream to the stdin of one program or more (pg_restore); one
+    that stops reading early says why by its exit status, on ``close``."""
+
+    def __init__(self, argvs: list[tuple[list[str], Any]], env: dict[str, str]) -> None:
+        self._stack = contextlib.ExitStack()
+        self._procs = [
+            self._stack.enter_context(
+                postgres.spawn(argv, env=env, stdin=subprocess.PIPE, stdout=stdout)
+            )
+            for argv, stdout in argvs
+        ]
+        self._tee = streams.Tee(self._procs)
+        self.write = self._tee.write
+
+    def close(self) -> None:
+        self._tee.close()
+        self._stack.close()  # waits for each; raises CommandFailed for one that failed
+
+    def abort(self) -> None:
+        for proc in self._procs:
+            proc.kill()
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class CopySink:
+    """A planned table's COPY text into ``COPY … FROM STDIN``, run in a thread
+    of its own that reads from a pipe."""
+
+    def __init__(self, connection: Any, table: dict[str, Any]) -> None:
+        read_end, write_end = os.pipe()
+        self._pipe = os.fdopen(write_end, "wb")
+        self.rows = 0
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                with os.fdopen(read_end, "rb") as source, connection.cursor() as cursor:
+                    self.rows = driver.copy_from(cursor, copy_in_statement(table), source)
+            except BaseException as exc:  # raised again by close()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="pgclone-copy-in", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(BrokenPipeError):  # COPY stopped: close() says why
+            self._pipe.write(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self._pipe.close()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class FileSink:
+    """A stream unpacked to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by close or abort)
+        self.write = self._file.write
+
+    def close(self) -> None:
+        self._file.close()
+
+    abort = close
+
+
+class Router:
+    """Parses the container handed to ``write`` and routes each stream's members
+    to a sink of its own (``open_stream(name, table)``, ``table`` for a planned
+    table's stream), closing a stream's sink before the next stream starts.
+
+    A sink's failure stops the routing, not the reading: the dump is still read
+    to its end so that its checksums are checked first (``finish`` raises it)."""
+
+    def __init__(self, open_stream: Callable[[str, dict[str, Any] | None], Any]) -> None:
+        self.plan: dict[str, Any] | None = None
+        self.streams: list[str] = []
+        self._open = open_stream
+        self._plan_bytes = bytearray()
+        self._sink: Any = None
+        self._failed: BaseException | None = None
+        self._reader = containers.TarReader(self._member)
+
+    def write(self, data: bytes) -> None:
+        if self._failed is not None:
+            return
+        try:
+            self._reader.write(data)
+            if self._reader.ended:
+                # In the thread that started the programs: they die with it (pdeathsig).
+                self._close_sink()
+        except DumpDamaged:
+            raise
+        except BaseException as exc:
+            self._failed = exc
+            self.abort()
+
+    def _member(self, name: str) -> Callable[[bytes], Any]:
+        stream = containers.stream_of(name)
+        if name == containers.PLAN and not self.streams:
+            return self._plan_bytes.extend
+        if self.plan is None:
+            self.plan = containers.read_plan(bytes(self._plan_bytes))
+        if not self.streams or self.streams[-1] != stream:
+            self._close_sink()
+            tables = {t["member"]: t for t in self.plan["tables"]}
+            if stream not in (containers.PRE_DATA, containers.REST) and stream not in tables:
+                raise DumpDamaged(f"The dump is damaged: unexpected member {name!r}.")
+            self.streams.append(stream)
+            self._sink = self._open(stream, tables.get(stream))
+        return self._sink.write
+
+    def _close_sink(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.close()
+
+    def finish(self) -> None:
+        """Once the dump is all read and checked: the last sink closed, and the
+        first failure raised."""
+        if self._failed is not None:
+            raise self._failed
+        self._reader.close()
+        self._close_sink()
+        if containers.REST not in self.streams:
+            raise DumpDamaged("The dump is damaged: its container has no 'rest' archive.")
+
+    def abort(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.abort()
+
+
+def _read(router: Router, source: Any, checks: dict[str, Any]) -> None:
+    try:
+        streams.decompress(source, router.write, **checks)
+    except BaseException:
+        router.abort()
+        raise
+    router.finish()
+
+
+def restore_streamed(source: Any, target: postgres.ConnInfo, checks: dict[str, Any]) -> int:
+    """Restore the container read from ``source`` into ``target`` as it streams;
+    ``checks``: ``streams.decompress``'s checksums, sizes, identities and
+    progress. Returns the planned tables' rows restored."""
+    children = postgres.current_children()  # the sinks start in the writing thread
+    copies: list[CopySink] = []
+    with postgres.connect(target) as connection:
+
+        def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
+            postgres.adopt_children(children)
+            if table is None:
+                argv = postgres.pg_restore_argv(target)
+                return ProgramSink([(argv, subprocess.DEVNULL)], target.env())
+            copies.append(CopySink(connection, table))
+            return copies[-1]
+
+        _read(Router(open_stream), source, checks)
+    return sum(copy.rows for copy in copies)
+
+
+def unpack(source: Any, workdir: Path, checks: dict[str, Any]) -> dict[str, Any]:
+    """Unpack the container to one file per stream in ``workdir`` (checking the
+    dump as it goes); returns its plan."""
+
+    def open_stream(stream: str, table: dict[str, Any] | None) -> FileSink:
+        return FileSink(workdir / stream.replace("/", "-"))
+
+    router = Router(open_stream)
+    _read(router, source, checks)
+    return router.plan
+
+
+def restore_unpacked(workdir: Path, plan: dict[str, Any], target: postgres.ConnInfo, jobs: int):
+    """Restore an unpacked container: pre-data, the planned tables' rows, then
+    the rest with ``pg_restore --jobs``. Returns the planned tables' rows."""
+    postgres.run(
+        postgres.pg_restore_argv(target, path=str(workdir / containers.PRE_DATA)), env=target.env()
+    )
+    rows = 0
+    with postgres.connect(target) as connection, connection.cursor() as cursor:
+        for table in plan["tables"]:
+            with open(workdir / table["member"].replace("/", "-"), "rb") as data:
+                rows += driver.copy_from(cursor, copy_in_statement(table), data)
+    # The rest archive has no TABLE entries (they are pre-data's), so pg_restore
+    # --jobs would not know that a foreign key waits for its tables' rows: all
+    # the data first, then the indexes and constraints.
+    for section in ("data", "post-data"):
+        argv = postgres.pg_restore_argv(target, jobs=jobs, path=str(workdir / containers.REST))
+        postgres.run([*argv[:-1], f"--section={section}", argv[-1]], env=target.env())
+    return rows
+
+
+def read_archives(
+    source: Any, readers: Iterable[tuple[list[str], Any]], checks: dict[str, Any]
+) -> dict[str, Any]:
+    """Feed each pg_dump archive of the container to every reader (``pg_restore
+    --list`` …, writing where its pair says) in turn; returns the plan."""
+    readers = list(readers)
+
+    def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
+        if table is None:
+            return ProgramSink(readers, dict(os.environ))
+        return _Discard()
+
+    router = Router(open_stream)
+    _read(router, source, checks)
+    return router.plan
+
+
+class _Discard:
+    """A planned table's rows, read (and checked) but not needed."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    abort = close

@@ -1,0 +1,321 @@
+"""Scrubbed and subset dumps end to end: made by a real worker (pg_dump, the plan's
+COPYs in the dump's snapshot), stored, verified, and restored through a worker
+(unpacked for pg_restore --jobs, and streamed from S3, encrypted)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyrage
+import pytest
+import zstandard
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from pgclone import api, containers
+from pgclone.models import Job
+from tests.conftest import (
+    authors,
+    fingerprint,
+    make_dump,
+    pgclone_databases,
+    psql,
+    s3_client,
+    start_worker,
+    stop_worker,
+)
+from tests.integration.test_restore import STREAM_DAMAGE, damage_in_s3
+from tests.integration.test_subset import CUSTOMERS, ORDERS, SAFE, shop  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+IDENTITY = pyrage.x25519.Identity.generate()
+RECIPIENT = str(IDENTITY.to_public())
+SAFE_CONFIG = {
+    "scrub": {
+        **SAFE["scrub"],
+        "auth.User": {
+            "email": "email",
+            "first_name": "first_name",
+            "last_name": "last_name",
+            "password": "unusable_password",
+        },
+    },
+    "subset": SAFE["subset"],
+}
+DUMP_CONFIGS = {
+    "safe": SAFE_CONFIG,
+    "sealed": {**SAFE_CONFIG, "encryption_recipients": [RECIPIENT]},
+    "bad_where": {"subset": {"testapp.Order": {"where": "no_such_column > 1"}}},
+    "empty_root": {"subset": {"testapp.Order": {"where": "id < 0"}}},
+}
+RESTORE_CONFIGS = {"scrubbed_only": {"pre_swap_hooks": [], "require_scrubbed": True}}
+# What the source holds in scrubbed columns, and must be nowhere after.
+ORIGINALS = ("Real Person", "real.example", "Real Road", "likes thing", "192.0.2.", "7700 900")
+
+
+@pytest.fixture(scope="module")
+def planned_worker(tmp_path_factory, test_database_name, moto_server) -> Iterator[Any]:
+    """A worker whose settings have the scrubbed configs, and the identity of RECIPIENT."""
+    keys = tmp_path_factory.mktemp("planned-keys") / "pgclone.agekey"
+    keys.write_text(f"{IDENTITY}\n")
+    keys.chmod(0o600)
+    queue = f"pgclone-planned-{uuid.uuid4().hex[:8]}"
+    env = {
+        "PGCLONE_TEST_QUEUE": queue,
+        "PGCLONE_TEST_DUMP_CONFIGS": json.dumps(DUMP_CONFIGS),
+        "PGCLONE_TEST_RESTORE_CONFIGS": json.dumps(RESTORE_CONFIGS),
+        "PGCLONE_TEST_ENCRYPTION_IDENTITIES": json.dumps([str(keys)]),
+    }
+    log = tmp_path_factory.mktemp("planned-worker") / "worker.log"
+    worker = start_worker(test_database_name, log, moto=moto_server, queue=queue, env=env)
+    worker.env = env  # for `manage.py pgclone` sending to it
+    yield worker
+    stop_worker(worker)
+
+
+@pytest.fixture
+def users(shop) -> list[User]:  # noqa: F811 (the fixture imported above)
+    """A user per tenth customer, with the customer's email (and a name of their own)."""
+    return [
+        User.objects.create(username=f"c{c.pk}", email=c.email, first_name="Realfirst")
+        for c in shop["customers"][::10]
+    ]
+
+
+def cli(pgclone_cli, worker, location: str, *args: str):
+    return pgclone_cli(*args, location=location, env=worker.env)
+
+
+def dump(pgclone_cli, worker, location: str, config: str) -> str:
+    result = cli(pgclone_cli, worker, location, "dump", "--config", config, "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return Job.objects.filter(kind=Job.Kind.DUMP).latest("created_at").dump_key
+
+
+def restore(pgclone_cli, worker, location: str, key: str, *args: str):
+    return cli(pgclone_cli, worker, location, "restore", key, "--database", "target", "--wait",
+               *args)  # fmt: skip
+
+
+def members(plaintext: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(plaintext), mode="r|") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar}
+
+
+def assert_scrubbed_and_subset(source: str, target: str) -> None:
+    """(a) no original scrubbed value, (b) emails unique and the same wherever
+    they were, (c) every foreign key holds and the subset is about 10%."""
+    for table, column in (
+        ("testapp_customer", "name"), ("testapp_customer", "email"),
+        ("testapp_customer", "notes"), ("testapp_customer", "profile::text"),
+        ("testapp_customer", "ip::text"), ("testapp_address", "street"),
+        ("auth_user", "email"), ("auth_user", "first_name"),
+    ):  # fmt: skip
+        restored = psql(f"SELECT string_agg({column}, '|') FROM {table}", target)
+        originals = psql(f"SELECT string_agg({column}, '|') FROM {table}", source).split("|")
+        assert not set(restored.split("|")) & set(originals), (table, column)
+        assert not any(original in restored for original in ORIGINALS), (table, column)
+    assert psql("SELECT count(*) FROM testapp_customer WHERE phone IS NOT NULL", target) == "0"
+    emails = psql("SELECT count(email), count(DISTINCT email) FROM testapp_customer", target)
+    total, distinct = emails.split("|")
+    assert total == distinct and int(total) > 0
+    # A customer's email is the same in auth_user and in its profile.
+    assert (
+        psql(
+            "SELECT count(*) FROM auth_user u JOIN testapp_customer c ON u.username = 'c' || c.id",
+            target,
+        )
+        != "0"
+    )
+    assert (
+        psql(
+            "SELECT count(*) FROM auth_user u JOIN testapp_customer c ON u.username = 'c' || c.id "
+            "WHERE u.email <> c.email OR c.profile->'contact'->>'email' <> c.email",
+            target,
+        )
+        == "0"
+    )
+    kept = int(psql("SELECT count(*) FROM testapp_order", target))
+    assert ORDERS * 0.08 <= kept <= ORDERS * 0.12
+    assert psql("SELECT count(*) FROM testapp_orderitem", target) == str(2 * kept)
+    # The restore created every foreign key after the rows: all of them hold.
+    assert int(psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", target)) >= 8
+    assert (
+        psql(
+            "SELECT count(*) FROM testapp_orderitem i "
+            "LEFT JOIN testapp_order o ON o.id = i.order_id WHERE o.id IS NULL",
+            target,
+        )
+        == "0"
+    )
+    assert 0 < int(psql("SELECT count(*) FROM testapp_customer", target)) < CUSTOMERS
+
+
+@pytest.mark.matrix  # COPY out and in differ by driver
+def test_a_safe_dump_is_scrubbed_subset_verified_and_restores_unpacked(
+    planned_worker, pgclone_cli, local_location, target, users, test_database_name
+):
+    key = dump(pgclone_cli, planned_worker, local_location, "safe")
+
+    manifest = json.loads((Path(local_location) / f"{key}.json").read_text())
+    assert manifest["format"] == containers.FORMAT
+    assert manifest["scrubbed"] is True and manifest["subset"] is True
+    assert manifest["plan"]["digest"] and len(manifest["plan"]["scrub_key_id"]) == 16
+    rows = manifest["plan"]["rows"]
+    assert ORDERS * 0.08 <= rows["public.testapp_order"] <= ORDERS * 0.12
+    counted = {t["name"]: t for t in manifest["tables"]}
+    assert counted["testapp_order"]["rows"] == rows["public.testapp_order"]
+    # The stored bytes: a tar of the plan, both archives and the COPYs, none of the originals.
+    stored = (Path(local_location) / key).read_bytes()
+    plaintext = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored)).read()
+    found = members(plaintext)
+    names = list(found)
+    assert (
+        names[0] == "plan.json" and names[1] == "pre-data/000000" and names[-1].startswith("rest/")
+    )
+    plan = json.loads(found["plan.json"])
+    assert plan["config"] == "safe" and "key" not in json.dumps(plan).replace("scrub_key_id", "")
+    for original in ORIGINALS:
+        assert original.encode() not in plaintext, original
+    listed = cli(pgclone_cli, planned_worker, local_location, "ls", "--long").stdout
+    assert "scrubbed,subset" in next(line for line in listed.splitlines() if key in line)
+
+    checked = cli(pgclone_cli, planned_worker, local_location, "verify", key)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"public.testapp_order: {rows['public.testapp_order']} rows" in checked.stdout
+    trial = cli(pgclone_cli, planned_worker, local_location, "verify", key, "--restore", "--wait")
+    assert trial.returncode == 0, trial.stdout + trial.stderr
+    assert "as the dump recorded" in trial.stdout
+
+    result = restore(pgclone_cli, planned_worker, local_location, key, "--config", "scrubbed_only")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pg_restore --jobs=" in result.stdout
+    assert_scrubbed_and_subset(test_database_name, target)
+    assert pgclone_databases() == []
+
+
+@pytest.mark.matrix  # COPY out and in differ by driver
+def test_an_encrypted_safe_dump_streams_from_s3(
+    planned_worker, pgclone_cli, s3_location, moto_server, target, users, test_database_name
+):
+    key = dump(pgclone_cli, planned_worker, s3_location, "sealed")
+    bucket, prefix = s3_location.removeprefix("s3://").split("/", 1)
+    stored = (
+        s3_client(moto_server)
+        .get_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{key}")["Body"]
+        .read()
+    )
+    plaintext = (
+        zstandard.ZstdDecompressor()
+        .stream_reader(io.BytesIO(pyrage.decrypt(stored, [IDENTITY])))
+        .read()
+    )
+    for original in ORIGINALS:
+        assert original.encode() not in plaintext, original
+
+    result = restore(pgclone_cli, planned_worker, s3_location, key)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "COPY of the planned tables" in result.stdout  # streamed, not unpacked
+    assert_scrubbed_and_subset(test_database_name, target)
+    assert pgclone_databases() == []
+
+
+@STREAM_DAMAGE
+def test_a_damaged_safe_dump_fails_before_the_swap(
+    planned_worker, pgclone_cli, s3_location, moto_server, users, target, change, message
+):
+    """Streamed from S3: checked as it streams, the live database never touched."""
+    key = dump(pgclone_cli, planned_worker, s3_location, "safe")
+    damage_in_s3(moto_server, s3_location, key, change)
+    before = fingerprint(target)
+
+    result = restore(pgclone_cli, planned_worker, s3_location, key)
+
+    assert result.returncode == 1 and message in result.stderr, result.stdout + result.stderr
+    job = Job.objects.get(kind=Job.Kind.RESTORE)
+    assert job.steps.get(name="restore_temp").status == "failed"
+    assert job.steps.get(name="swap").status == "skipped"
+    assert fingerprint(target) == before and pgclone_databases() == []
+
+
+def test_require_scrubbed_refuses_a_plain_dump(planned_worker, pgclone_cli, local_location, target):
+    key = make_dump("plain-ann", local_location)
+    before = fingerprint(target)
+
+    result = restore(pgclone_cli, planned_worker, local_location, key, "--config", "scrubbed_only")
+    trial = cli(pgclone_cli, planned_worker, local_location, "verify", key, "--restore",
+                "--config", "scrubbed_only", "--wait")  # fmt: skip
+
+    for refused in (result, trial):
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "is not scrubbed" in refused.stderr and "require_scrubbed" in refused.stderr
+    assert fingerprint(target) == before and authors(target) == ["target-only"]
+    assert {job.status for job in Job.objects.exclude(kind=Job.Kind.DUMP)} == {Job.Status.FAILED}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [("bad_where", 'column "no_such_column" does not exist'), ("empty_root", "has no rows")],
+)
+def test_a_plan_that_cannot_run_fails_the_dump_before_pg_dump(
+    shop,  # noqa: F811 (the fixture imported above)
+    settings,
+    local_location,
+    config,
+    message,
+):
+    settings.PGCLONE_DUMP_CONFIGS = DUMP_CONFIGS
+
+    job = api.dump(config=config, inline=True)
+
+    assert job.status == Job.Status.FAILED and message in job.error
+    assert job.steps.get(name="dump").status == "failed"
+    assert "raw_size" not in job.result  # nothing was dumped
+    assert api.ls() == [] and not [p for p in Path(local_location).glob("**/*") if p.is_file()]
+
+
+def test_the_worker_checks_require_scrubbed_again(
+    settings, monkeypatch, local_location, target, test_database_name
+):
+    """Should the check when asked be skipped (a dump replaced under the same key),
+    fetch refuses before anything is created."""
+    key = make_dump("plain-bob", local_location)
+    settings.PGCLONE_RESTORE_CONFIGS = RESTORE_CONFIGS
+    monkeypatch.setattr(api, "_refuse_unscrubbed", lambda storage, resolved: None)
+    before = fingerprint(target)
+
+    job = api.restore(key, config="scrubbed_only", database="target", inline=True)
+
+    assert job.status == Job.Status.FAILED and "is not scrubbed" in job.error
+    assert job.steps.get(name="fetch").status == "failed"
+    assert fingerprint(target) == before and pgclone_databases() == []
+
+
+def test_the_admin_shows_what_a_dump_did_to_the_data(settings, local_location, users):
+    settings.PGCLONE_DUMP_CONFIGS = DUMP_CONFIGS
+    plain = make_dump("plain-cy", local_location)
+    safe = api.dump(config="safe", inline=True)
+    assert safe.status == Job.Status.SUCCEEDED, safe.error
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_job"))
+    client = Client()
+    client.force_login(viewer)
+
+    page = client.get(reverse("admin:pgclone_dumps")).content.decode()
+
+    rows = {
+        key: page[page.index(f"<code>{key}</code>") :].split("</tr>")[0]
+        for key in (plain, safe.dump_key)
+    }
+    assert '<td class="pgclone-data">scrubbed, subset</td>' in rows[safe.dump_key]
+    assert '<td class="pgclone-data">-</td>' in rows[plain]

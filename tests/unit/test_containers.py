@@ -1,0 +1,76 @@
+"""The planned dump's container: chunked tar members, parsed back in any pieces."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from pgclone import containers
+from pgclone.exceptions import DumpDamaged
+
+
+def written(streams: dict[str, bytes], member_size: int) -> bytes:
+    out = io.BytesIO()
+    tar = containers.TarWriter(out.write)
+    tar.json(containers.PLAN, {"format": containers.FORMAT, "tables": []})
+    for prefix, data in streams.items():
+        chunks = tar.stream(prefix)
+        for start in range(0, len(data), 7):
+            chunks.write(data[start : start + 7])
+        chunks.close()
+    tar.close()
+    return out.getvalue()
+
+
+def test_streams_become_bounded_members_that_tar_reads(monkeypatch):
+    monkeypatch.setattr(containers, "MEMBER_SIZE", 10)
+    data = written({"pre-data": b"a" * 25, "data/0000": b"", "rest": b"xyz"}, 10)
+
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+
+    assert [name for name, _ in members] == [
+        "plan.json", "pre-data/000000", "pre-data/000001", "pre-data/000002",
+        "data/0000/000000", "rest/000000",
+    ]  # fmt: skip
+    assert b"".join(d for n, d in members if n.startswith("pre-data/")) == b"a" * 25
+    assert max(len(d) for _, d in members[1:]) <= 10
+
+
+@pytest.mark.parametrize("piece", [1, 511, 512, 4096])
+def test_the_reader_routes_members_whatever_the_pieces(monkeypatch, piece):
+    monkeypatch.setattr(containers, "MEMBER_SIZE", 100)
+    data = written({"pre-data": bytes(range(256)) * 3, "rest": b"end"}, 100)
+    got: dict[str, bytearray] = {}
+
+    def open_member(name: str):
+        return got.setdefault(containers.stream_of(name), bytearray()).extend
+
+    reader = containers.TarReader(open_member)
+    for start in range(0, len(data), piece):
+        reader.write(data[start : start + piece])
+    reader.close()
+
+    assert bytes(got["pre-data"]) == bytes(range(256)) * 3 and bytes(got["rest"]) == b"end"
+
+
+def test_a_truncated_container_is_damaged():
+    data = written({"rest": b"x" * 1000}, 100)
+    reader = containers.TarReader(lambda name: lambda chunk: None)
+    reader.write(data[:700])
+    with pytest.raises(DumpDamaged, match="stops before its end"):
+        reader.close()
+
+
+def test_the_pg_dump_flags_of_a_planned_dump_follow_its_version(monkeypatch):
+    from pgclone import planned_dump, postgres
+
+    for version, flags in (
+        ("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)", ["--no-blobs"]),
+        ("pg_dump (PostgreSQL) 16.4", ["--no-large-objects"]),
+        ("pg_dump (PostgreSQL) 18.1", ["--no-large-objects", "--no-statistics"]),
+    ):
+        monkeypatch.setattr(postgres, "tool_version", lambda program, v=version: v)
+        assert planned_dump.tool_flags() == flags
