@@ -61,7 +61,11 @@ step "manage.py pgclone ls --long and health"
 
 "$PY" manage.py demo_counts
 
-step "manage.py pgclone restore $DEMO_DATABASE --reversible --wait (its newest dump: the anonymous one)"
+step "manage.py pgclone dump --config safe --wait (scrubbed in PostgreSQL, 10% of the customers)"
+"$PY" manage.py pgclone dump --config safe --wait
+"$PY" manage.py pgclone ls --long | tail -n 1
+
+step "manage.py pgclone restore $DEMO_DATABASE --reversible --wait (its newest dump: the safe one)"
 "$PY" manage.py pgclone restore "$DEMO_DATABASE" --reversible --wait --noinput
 "$PY" manage.py demo_counts
 

@@ -73,4 +73,19 @@ PGCLONE_DUMP_CONFIGS = {
     "default": {},
     # Newsletter subscribers' addresses stay out of this one.
     "anonymous": {"exclude_models": ["shop.Subscriber"]},
+    # Safe to hand out: personal values scrubbed in PostgreSQL, 10% of the customers
+    # (and their orders), no subscribers.
+    "safe": {
+        "exclude_models": ["shop.Subscriber"],
+        "scrub": {
+            "shop.Customer": {"email": "email", "name": "name"},
+            "auth.User": {
+                "email": "email",
+                "first_name": "first_name",
+                "last_name": "last_name",
+                "password": "unusable_password",
+            },
+        },
+        "subset": {"shop.Customer": {"percent": 10}},
+    },
 }

@@ -12,3 +12,6 @@ class Command(BaseCommand):
             for model in (Customer, Product, Order, Subscriber)
         )
         self.stdout.write(f"The shop database holds {counts}.")
+        first = Customer.objects.order_by("pk").first()
+        if first is not None:
+            self.stdout.write(f"Customer {first.pk}: {first.name} <{first.email}>")
