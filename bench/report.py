@@ -102,9 +102,23 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "Dump sizes: " + ", ".join(f"{k} {v / 1024**2:.1f} MB" for k, v in sizes.items() if v),
         ]
+    lines += _subset_lines(extra.get("subset_rows") or {})
     for note in report["notes"]:
         lines += ["", f"Note: {note}"]
     return "\n".join(lines) + "\n"
+
+
+def _subset_lines(kept: dict[str, dict[str, Any]]) -> list[str]:
+    """What the sharing round's subset dump kept of each table."""
+    if not kept:
+        return []
+    lines = ["", "Subset dump (10% of customers), rows kept per table:", ""]
+    lines += ["| table | kept | of | share |", "| --- | --- | --- | --- |"]
+    for table, rows in kept.items():
+        of = rows.get("of")
+        share = f"{rows['kept'] / of:.1%}" if of else "-"
+        lines.append(f"| {table} | {rows['kept']:,} | {f'{of:,}' if of else '-'} | {share} |")
+    return lines
 
 
 def write_results(report: dict[str, Any], out: Path) -> tuple[Path, Path]:

@@ -17,6 +17,7 @@ from bench import contenders, django_pgclone
 from bench.harness import log
 from bench.postgres import build_database, drop_database, execute
 from bench.session import BENCH, Bench, Worker
+from bench.sharing_round import sharing_round
 
 
 def dump_round(bench: Bench, main: Worker) -> str:
@@ -253,6 +254,7 @@ def execute_all(bench: Bench) -> None:
         key = dump_round(bench, main)
         restore_round(bench, main, key, raw_file)
         encryption_round(bench, main)
+        sharing_round(bench, main)
         s3_round(bench, main, raw_file)
         local_round(bench, main)
         swap_round(bench, main)

@@ -162,5 +162,8 @@ INDEXES = [
     "ALTER TABLE orders ADD FOREIGN KEY (customer_id) REFERENCES customers",
     "ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders",
     "ALTER TABLE order_items ADD FOREIGN KEY (product_id) REFERENCES products",
+    # Every event's customer_id is drawn from 1..customers, so this key holds;
+    # it makes events follow their customers in the sharing round's subset.
+    "ALTER TABLE events ADD FOREIGN KEY (customer_id) REFERENCES customers",
     "VACUUM ANALYZE",
 ]

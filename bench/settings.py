@@ -14,7 +14,8 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "pgclone"]
+# bench.shop: the bench database's tables as models, for the sharing round's configs.
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "pgclone", "bench.shop"]
 
 
 def _db(name: str) -> dict[str, str]:
@@ -49,13 +50,33 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 PGCLONE_CELERY_QUEUE = os.environ.get("BENCH_QUEUE", "pgclone-bench")
 PGCLONE_STORAGE_LOCATION = os.environ.get("PGCLONE_STORAGE_LOCATION", str(BASE_DIR / ".work"))
 PGCLONE_S3_ENDPOINT_URL = os.environ.get("PGCLONE_S3_ENDPOINT_URL") or None
-PGCLONE_DUMP_CONFIGS = {"default": {}}
+# The sharing round's planned dumps (bench/sharing_round.py): the personal
+# columns scrubbed, and a subset rooted at a tenth of the customers.
+PGCLONE_DUMP_CONFIGS = {
+    "default": {},
+    "scrubbed": {
+        "scrub": {
+            "shop.Customer": {
+                "name": "name",
+                "email": "email",
+                "profile": [{"rule": "hash", "path": ["token"]}],
+            },
+            "shop.Event": {
+                "payload": [{"rule": "hash", "path": ["session"]}],
+                "note": "text",
+            },
+        }
+    },
+    "subset": {"subset": {"shop.Customer": {"percent": 10}}},
+}
 # Restores without hooks: the bench measures pgclone, not `migrate`.
 PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
 # The bench builds its own databases as the server's superuser and restores
 # only dumps of them: allowed here, and the warning about it silenced.
 PGCLONE_ALLOW_SUPERUSER_RESTORE = True
-SILENCED_SYSTEM_CHECKS = ["pgclone.W015"]
+# W017: the 'scrubbed' config leaves auth.User unruled, which has no table in
+# the bench database (it lives in the jobs database, never dumped).
+SILENCED_SYSTEM_CHECKS = ["pgclone.W015", "pgclone.W017"]
 if os.environ.get("PGCLONE_TEMP_DIR"):
     PGCLONE_TEMP_DIR = os.environ["PGCLONE_TEMP_DIR"]
 # Variants the bench can measure (unset: pgclone's defaults).

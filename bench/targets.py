@@ -175,6 +175,48 @@ TARGETS: list[Target] = [
         "x",
     ),
     Target(
+        "scrubbed dump / plain dump",
+        "`pgclone dump --config scrubbed --wait` (customers' name, email, profile token; "
+        "events' payload session and note) against the plain dump, alternately, one worker",
+        Ratio("scrubbed_dump_s", "sharing_plain_dump_s"),
+        1.3,
+        "x",
+    ),
+    Target(
+        "scrubbed dump peak RSS above plain dump's",
+        "the worker's peak RSS in the scrubbed dumps, less its peak in the plain dumps "
+        "they alternate with",
+        Growth(
+            Peak("_1x_worker_rss_mb", prefix="scrubbed_dump"),
+            Peak("_1x_worker_rss_mb", prefix="sharing_plain_dump"),
+        ),
+        10,
+        "MB",
+    ),
+    Target(
+        "subset dump / plain dump",
+        "`pgclone dump --config subset --wait` (10% of customers, their orders, items and "
+        "events, the products they reference) against the plain dump, alternately",
+        Ratio("subset_dump_s", "sharing_plain_dump_s"),
+        0.35,
+        "x",
+    ),
+    Target(
+        "subset dump size / plain dump's",
+        "the subset dump's stored bytes against the plain dump's",
+        SizeRatio("subset_dump", "sharing_plain_dump"),
+        0.25,
+        "x",
+    ),
+    Target(
+        "subset restore / plain restore",
+        "`pgclone restore KEY --wait` of the subset dump against the plain dump's, "
+        "alternately, from local storage",
+        Ratio("subset_restore_s", "sharing_plain_restore_s"),
+        0.3,
+        "x",
+    ),
+    Target(
         "restore from S3 / single-stream pg_restore",
         "a restore streamed from S3 (moto) against `createdb` + `cat file \\| pg_restore`",
         Ratio("s3_restore_s", "raw_stream_restore_s"),

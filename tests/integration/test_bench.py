@@ -21,6 +21,11 @@ CONTENDERS = (
     "raw_stream_restore_s",
     "local_restore_s",
     "template_copy_s",
+    "sharing_plain_dump_s",
+    "scrubbed_dump_s",
+    "subset_dump_s",
+    "sharing_plain_restore_s",
+    "subset_restore_s",
     "swap_gap_ms",
     "empty_dump_s",
     "enqueue_to_start_ms",
@@ -79,6 +84,11 @@ def test_tiny_bench_writes_a_row_per_contender(tmp_path: Path) -> None:
     assert any(key.endswith("_worker_rss_mb") for key in report["samples"])
     for row in report["targets"]:
         assert f"| {row['target']} |" in table
+    # The subset kept a tenth of the customers, and what follows them.
+    kept = report["extra"]["subset_rows"]
+    assert set(kept) == {"customers", "orders", "order_items", "events", "products"}
+    assert 0 < kept["customers"]["kept"] < kept["customers"]["of"]
+    assert "| customers |" in table
     # Nothing left behind: databases, the worker, moto, the work files.
     assert _bench_databases() == databases
     assert _bench_processes() <= processes
