@@ -42,6 +42,7 @@ def report(bench: Bench) -> dict[str, Any]:
     medians = {name: round(statistics.median(values), 4) for name, values in bench.samples.items()}
     return {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "session": bench.session,  # what its databases, workers and files are named after
         "machine": machine(),
         "size_requested_bytes": bench.size,
         "reps": bench.reps,
