@@ -93,10 +93,14 @@ def dump(
         )
         storage = get_storage()
         storage.check()
-    starting.accept(job, resolved, storage, database_name=resolved.database_name)
-    starting.start(job, inline=inline, on_start=on_start)
-    job.refresh_from_db()
-    return job
+    return starting.launch(
+        job,
+        resolved,
+        storage,
+        inline=inline,
+        on_start=on_start,
+        database_name=resolved.database_name,
+    )
 
 
 def restore(
@@ -166,10 +170,9 @@ def restore(
         storage = get_storage()
         resolved = dataclasses.replace(resolved, source=resolve_source(target, live.name))
         _refuse_unscrubbed(storage, resolved)
-    starting.accept(job, resolved, storage, dump_key=resolved.source.key)
-    starting.start(job, inline=inline, on_start=on_start)
-    job.refresh_from_db()
-    return job
+    return starting.launch(
+        job, resolved, storage, inline=inline, on_start=on_start, dump_key=resolved.source.key
+    )
 
 
 def trial_restore(
@@ -221,10 +224,15 @@ def trial_restore(
         resolved = dataclasses.replace(resolved, source=source)
         _refuse_unscrubbed(storage, resolved)
     dumped = keys.parse_key(source.key).database
-    starting.accept(job, resolved, storage, dump_key=source.key, database_name=dumped)
-    starting.start(job, inline=inline, on_start=on_start)
-    job.refresh_from_db()
-    return job
+    return starting.launch(
+        job,
+        resolved,
+        storage,
+        inline=inline,
+        on_start=on_start,
+        dump_key=source.key,
+        database_name=dumped,
+    )
 
 
 def _refuse_unscrubbed(storage: Any, resolved: Any) -> None:

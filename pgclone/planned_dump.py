@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgclone import conf, configs, containers, driver, plans, postgres, scrub, subset
+from pgclone import conf, configs, containers, driver, plans, postgres, scrub, subset, table_counts
 from pgclone.exceptions import ConfigurationError
 
 JOIN_TIMEOUT = 30
@@ -70,7 +70,7 @@ def prepared(
 ) -> Iterator[tuple[Any, dict[str, int]]]:
     """A cursor in ``snapshot`` with the plan checked and its kept rows ready,
     and the rows kept per subset table."""
-    with plans.snapshot_transaction(conn, snapshot) as cursor:
+    with table_counts.snapshot_transaction(conn, snapshot) as cursor:
         problems = plans.check(cursor, plan)
         if problems:
             raise ConfigurationError(

@@ -11,31 +11,12 @@ a row.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
-from pgclone import conf, driver, postgres, scrub
+from pgclone import conf, driver, postgres, scrub, table_counts
 from pgclone.driver import sql
 from pgclone.exceptions import ConfigurationError
 from pgclone.subset import Plan, keep_table
-
-
-@contextlib.contextmanager
-def snapshot_transaction(conn: postgres.ConnInfo, snapshot: str | None = None) -> Iterator[Any]:
-    """A cursor in a REPEATABLE READ transaction (in ``snapshot`` when given),
-    rolled back on leaving: the plan's TEMP tables go with it."""
-    with postgres.connect(conn) as connection, connection.cursor() as cursor:
-        cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        try:
-            if snapshot:
-                # A utility statement: psycopg 3 can't bind it server-side.
-                literal = sql.Literal(snapshot)
-                cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(literal))
-            yield cursor
-        finally:
-            with contextlib.suppress(driver.Error):  # a broken connection rolls back by itself
-                cursor.execute("ROLLBACK")
 
 
 def set_key(cursor: Any, key: str) -> None:
@@ -153,7 +134,7 @@ def run_plan(
     conn: postgres.ConnInfo, plan: Plan, *, key: str | None = None, snapshot: str | None = None
 ) -> dict[str, list[tuple]]:
     """Every planned table's rows (by display name), as a dump would write them."""
-    with snapshot_transaction(conn, snapshot) as cursor:
+    with table_counts.snapshot_transaction(conn, snapshot) as cursor:
         problems = check(cursor, plan)
         if problems:
             raise ConfigurationError("\n".join(problems))

@@ -74,6 +74,23 @@ def accept(job: Job, resolved: DumpOptions | RestoreOptions, storage: Any, **fie
     jobs.accept(job, resolved.to_dict(), config_name=resolved.config, **fields)
 
 
+def launch(
+    job: Job,
+    resolved: DumpOptions | RestoreOptions,
+    storage: Any,
+    *,
+    inline: bool,
+    on_start: Callable[[Job], Any] | None,
+    **fields: Any,
+) -> Job:
+    """Accept the job with what was resolved, start it, and return it as it is now
+    (ended, when ``inline``)."""
+    accept(job, resolved, storage, **fields)
+    start(job, inline=inline, on_start=on_start)
+    job.refresh_from_db()
+    return job
+
+
 def start(job: Job, *, inline: bool, on_start: Callable[[Job], Any] | None) -> None:
     if on_start is not None:
         on_start(job)

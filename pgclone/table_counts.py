@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,13 +121,29 @@ class Snapshot:
 
 def count_database(conn: postgres.ConnInfo) -> list[TableCount]:
     """Every table of ``conn``'s database and its rows, all counted exactly."""
-    with postgres.connect(conn) as connection:
-        with connection.cursor() as cursor:
-            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    with snapshot_transaction(conn, read_only=True) as cursor:
+        return count_tables(cursor.connection, exact_below=None)
+
+
+@contextlib.contextmanager
+def snapshot_transaction(
+    conn: postgres.ConnInfo, snapshot: str | None = None, *, read_only: bool = False
+) -> Iterator[Any]:
+    """A cursor in a REPEATABLE READ transaction (in ``snapshot``, one a
+    :class:`Snapshot` exported, when given), rolled back on leaving: TEMP
+    tables made in it go with it."""
+    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ" + (" READ ONLY" if read_only else "")
+        )
         try:
-            return count_tables(connection, exact_below=None)
+            if snapshot:
+                # A utility statement: psycopg 3 can't bind it server-side.
+                literal = sql.Literal(snapshot)
+                cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(literal))
+            yield cursor
         finally:
-            with connection.cursor() as cursor:
+            with contextlib.suppress(driver.Error):  # a broken connection rolls back by itself
                 cursor.execute("ROLLBACK")
 
 

@@ -13,7 +13,7 @@ import pytest
 from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import User
 
-from pgclone import configs, driver, options, plans, postgres, subset
+from pgclone import configs, driver, options, plans, postgres, subset, table_counts
 from pgclone.exceptions import ConfigurationError
 from tests import pg
 from tests.conftest import psql, scratch_database
@@ -173,7 +173,7 @@ def load_into(plan: subset.Plan, source: str, target: str) -> dict[str, int]:
         "ON_ERROR_STOP=1",
     ]
     subprocess.run([*load, "-d", target], input=sections["pre-data"], check=True, text=True)
-    with plans.snapshot_transaction(postgres.conn_info()) as cursor:
+    with table_counts.snapshot_transaction(postgres.conn_info()) as cursor:
         counts = plans.prepare(cursor, plan)
         into = pg.connect(target, autocommit=True)
         try:
@@ -263,7 +263,7 @@ def test_the_server_computes_the_same_keyed_digest_as_python(settings, shop):
 )  # fmt: skip
 def test_what_would_fail_a_dump_is_found_before_it_starts(settings, shop, config, message):
     plan = plan_of(settings, config)
-    with plans.snapshot_transaction(postgres.conn_info()) as cursor:
+    with table_counts.snapshot_transaction(postgres.conn_info()) as cursor:
         problems = plans.check(cursor, plan)
     assert len(problems) == 1 and message in problems[0], problems
     with pytest.raises(ConfigurationError, match=re.escape(message)):
@@ -335,7 +335,7 @@ def test_the_key_is_in_no_statement_or_parameter_the_session_is_sent(settings, s
     from pgclone import scrub
 
     plan = plan_of(settings, SAFE)
-    with plans.snapshot_transaction(postgres.conn_info()) as cursor:
+    with table_counts.snapshot_transaction(postgres.conn_info()) as cursor:
         recording = Recording(cursor)
         plans.prepare(recording, plan, key="the key")
         cursor.execute("SELECT current_setting('pgclone.scrub_key')")
