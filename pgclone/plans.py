@@ -11,12 +11,20 @@ a row.
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 from pgclone import conf, driver, postgres, scrub, table_counts
 from pgclone.driver import sql
 from pgclone.exceptions import ConfigurationError
 from pgclone.subset import Plan, keep_table
+
+# The session's settings for the fixed point: hash tables of kept keys in memory,
+# TEMP tables in local buffers rather than temporary files (set for the
+# transaction only; temp_buffers counts before the session's first TEMP table),
+# and no JIT compilation (it costs more than these statements save by it).
+SESSION = (("work_mem", "128MB"), ("temp_buffers", "128MB"), ("jit", "off"))
+ANALYZE_GROWTH = 1.5  # analyze a keep table once it has half as many rows again
 
 
 def set_key(cursor: Any, key: str) -> None:
@@ -99,14 +107,18 @@ def prepare(cursor: Any, plan: Plan, key: str | None = None) -> dict[str, int]:
     Returns the rows kept per subset table (by its display name). Raises
     ConfigurationError when a subset root keeps no row.
     """
+    for name, value in SESSION:  # before the session's first TEMP table
+        cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
     set_key(cursor, conf.scrub_key() if key is None else key)
     for statement in plan.setup:
         cursor.execute(statement)
+    seeded = collections.Counter()
     for root in plan.roots:
         cursor.execute(root.seed, list(root.params) or None)  # a where may hold %
         if cursor.rowcount == 0:
             raise ConfigurationError(f"The subset root {root.model} keeps no rows.")
-    _to_fixed_point(cursor, plan)
+        seeded[root.oid] += cursor.rowcount
+    _to_fixed_point(cursor, plan, seeded)
     counts = {}
     for table in plan.tables:
         if table.kind != "whole":
@@ -115,18 +127,26 @@ def prepare(cursor: Any, plan: Plan, key: str | None = None) -> dict[str, int]:
     return counts
 
 
-def _to_fixed_point(cursor: Any, plan: Plan) -> None:
+def _to_fixed_point(cursor: Any, plan: Plan, rows: collections.Counter) -> None:
     """Run the plan's steps until none adds a row: in rounds, each running only
     the steps with an input that grew since they last ran (Python loops over
-    rounds, never over rows)."""
+    rounds, never over rows). A TEMP table has no statistics until ANALYZE
+    (autovacuum never sees it): each is analyzed once it has grown enough for
+    the planner to choose between a hash and an index lookup of its keys."""
     stale = set(range(len(plan.steps)))
+    analyzed = collections.Counter()  # rows of each keep table when last analyzed
     while stale:
         for index, step in enumerate(plan.steps):
             if index not in stale:
                 continue
             stale.discard(index)
+            for oid in step.inputs:
+                if rows[oid] > ANALYZE_GROWTH * analyzed[oid]:
+                    cursor.execute(sql.SQL("ANALYZE {}").format(keep_table(oid)))
+                    analyzed[oid] = rows[oid]
             cursor.execute(step.statement)
             if cursor.rowcount > 0:
+                rows[step.output] += cursor.rowcount
                 stale.update(i for i, s in enumerate(plan.steps) if step.output in s.inputs)
 
 

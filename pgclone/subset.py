@@ -16,9 +16,12 @@ Which rows a subset keeps (every table is one of these):
 
 Besides, a kept row of a root, down or up table always brings the rows it
 references, whatever their table's kind (a customer's ``last_order``), so
-every foreign key holds among the kept rows. Kept rows are materialised as
-``ctid``s in TEMP tables and grown by INSERT … SELECT statements repeated until
-none adds a row (cycles included); this module only renders the SQL, and
+every foreign key holds among the kept rows. Kept rows are materialised in
+TEMP tables, one per table: each row's ``ctid`` (how its rows are written) and
+the values of its key columns (those foreign keys match on, so that a table's
+rows are chosen by a hash or index lookup of the kept keys, never by fetching
+the kept rows again). INSERT … SELECT statements grow them, repeated until none
+adds a row (cycles included); this module only renders the SQL, and
 :mod:`pgclone.plans` runs it.
 """
 
@@ -54,12 +57,62 @@ class PlannedTable:
 
 
 @dataclass(frozen=True)
+class Keep:
+    """The TEMP table of a subset table's kept rows: ``row_id`` (the ctid) and
+    the key columns (``columns[i]`` of the table as ``k{i}``)."""
+
+    oid: int
+    columns: tuple[str, ...]
+
+    @property
+    def table(self) -> sql.Composable:
+        return keep_table(self.oid)
+
+    def column(self, name: str) -> sql.Identifier:
+        return sql.Identifier(f"k{self.columns.index(name)}")
+
+    def values(self, alias: str | None) -> sql.Composable:
+        """``ctid, <key columns>`` of the table's rows (under ``alias``, if any)."""
+
+        def ref(name: str) -> sql.Composable:
+            column = sql.Identifier(name)
+            return sql.SQL("{}.{}").format(sql.Identifier(alias), column) if alias else column
+
+        return sql.SQL(", ").join([ref("ctid"), *map(ref, self.columns)])
+
+    def create(self, table: sql.Composable) -> sql.Composable:
+        names = sql.SQL(", ").join(
+            [sql.Identifier("row_id"), *(self.column(c) for c in self.columns)]
+        )
+        return sql.SQL(
+            "CREATE TEMP TABLE {keep} ({names}) ON COMMIT DROP AS "
+            "SELECT {values} FROM {table} WITH NO DATA"
+        ).format(keep=self.table, names=names, values=self.values(None), table=table)
+
+    def insert(self, alias: str, table: sql.Composable, where: sql.Composable) -> sql.Composable:
+        """INSERT of the rows of ``table`` (as ``alias``) that ``where`` keeps and that
+        are not kept yet. No unique index: checking one for each row would cost
+        as much as finding the rows, and a statement never finds a row twice."""
+        return sql.SQL(
+            "INSERT INTO {keep} SELECT {values} FROM {table} AS {alias} WHERE ({where}) "
+            "AND NOT EXISTS (SELECT FROM {keep} AS d WHERE d.row_id = {alias}.ctid)"
+        ).format(
+            keep=self.table,
+            values=self.values(alias),
+            table=table,
+            alias=sql.Identifier(alias),
+            where=where,
+        )
+
+
+@dataclass(frozen=True)
 class Root:
     model: str
     table: str  # as messages name it
     seed: sql.Composable  # the INSERT of its sample into its keep table
     params: tuple[Any, ...]
     rows: sql.Composable  # SELECT of the rows its sample is taken from (for checks)
+    oid: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,7 +129,7 @@ class Plan:
     tables: tuple[PlannedTable, ...]
     roots: tuple[Root, ...]
     setup: tuple[sql.Composable, ...]  # the TEMP tables of kept rows
-    steps: tuple[Step, ...]  # repeated until none adds a row
+    steps: tuple[Step, ...]  # in this order, repeated until none adds a row
     # (table, column, FROM, expression, column) of the sql rules, checked before a dump
     outputs: tuple[tuple[str, str, sql.Composable, sql.Composable, scrub.Column], ...]
     digest: str  # of the rules and the subset (pgclone.sharing.digest)
@@ -103,22 +156,18 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
                 "references a model that is): remove one of the two."
             )
     kinds = classify(fks, set(roots))
+    keeps = _keeps(kinds, fks)
     rules = _table_rules(found, config.scrub or (), oids, excluded)
     planned = [
         _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}))
         for oid, table in tables.items()
     ]
-    setup = tuple(
-        sql.SQL("CREATE TEMP TABLE {} (row_id tid PRIMARY KEY) ON COMMIT DROP").format(
-            sql.Identifier(f"pgclone_keep_{oid}")
-        )
-        for oid in kinds
-    )
+    setup = tuple(keep.create(_table(tables[oid])) for oid, keep in keeps.items())
     return Plan(
         tables=tuple(table for table, _ in planned),
-        roots=tuple(_root(tables[oid], root) for oid, root in roots.items()),
+        roots=tuple(_root(tables[oid], root, keeps[oid]) for oid, root in roots.items()),
         setup=setup,
-        steps=tuple(_steps(tables, fks, kinds)),
+        steps=_ordered(_steps(tables, fks, kinds, keeps)),
         outputs=tuple(output for _, outputs in planned for output in outputs),
         digest=sharing.digest(config.scrub or (), config.subset),
     )
@@ -137,8 +186,8 @@ def _planned(table: catalog.Table, kind: str, rules: dict) -> tuple[PlannedTable
             ref = sql.SQL("{} AS {}").format(expression, sql.Identifier(column.name))
         values.append(ref)
     select = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(values), name)
-    if kind != "whole":
-        select = sql.SQL("{} WHERE t.ctid IN (SELECT row_id FROM {})").format(
+    if kind != "whole":  # a TID scan of the kept rows, in the order of the heap
+        select = sql.SQL("{} WHERE t.ctid = ANY(ARRAY(SELECT row_id FROM {}))").format(
             select, keep_table(table.oid)
         )
     names = tuple(column.name for column in table.columns)
@@ -171,85 +220,126 @@ def _closure(start: set[int], fks: list[catalog.ForeignKey], *, upward: bool) ->
     return found
 
 
-def _steps(tables: dict, fks: list[catalog.ForeignKey], kinds: dict[int, str]) -> list[Step]:
-    steps = []
-    for oid, kind in kinds.items():
-        into = {"down": ("root", "down"), "filtered": KINDS}.get(kind, ())
-        filters = [
-            fk
-            for fk in fks
-            if fk.child == oid
-            and kinds.get(fk.parent) in into
-            and (kind == "filtered" or not fk.nullable)  # down: a nullable one pulls instead
+def _keeps(kinds: dict[int, str], fks: list[catalog.ForeignKey]) -> dict[int, Keep]:
+    """The TEMP table of each subset table, with the columns its foreign keys
+    match on: those that reference it, and those it pulls its parents by."""
+    columns: dict[int, dict[str, None]] = {oid: {} for oid in kinds}
+    for fk in fks:
+        if fk.parent in columns:
+            columns[fk.parent].update(dict.fromkeys(fk.parent_columns))
+        if fk.child in columns:
+            columns[fk.child].update(dict.fromkeys(fk.child_columns))
+    return {oid: Keep(oid, tuple(names)) for oid, names in columns.items()}
+
+
+def _filters(fks: list[catalog.ForeignKey], kinds: dict[int, str], oid: int) -> list:
+    """The foreign keys that choose a down or filtered table's rows: a row is kept
+    when what each of them references is kept."""
+    kind = kinds[oid]
+    into = {"down": ("root", "down"), "filtered": KINDS}.get(kind, ())
+    return [
+        fk
+        for fk in fks
+        if fk.child == oid
+        and kinds.get(fk.parent) in into
+        and (kind == "filtered" or not fk.nullable)  # down: a nullable one pulls instead
+    ]
+
+
+def _pulls(fks: list[catalog.ForeignKey], kinds: dict[int, str]) -> list:
+    """The foreign keys along which kept rows bring the rows they reference.
+
+    Along a down table's own filter the rows referenced are kept already, unless
+    other rows enter that table (pulled there, or as a root's): such pulls are
+    left out, to the fixed point of what that leaves pulled.
+    """
+    pulls = [fk for fk in fks if kinds.get(fk.child) in ("root", "down", "up")]
+    while True:
+        entered = {fk.parent for fk in pulls} | {oid for oid, k in kinds.items() if k == "root"}
+        needed = [
+            fk for fk in pulls if fk.child in entered or fk not in _filters(fks, kinds, fk.child)
         ]
+        if needed == pulls:
+            return pulls
+        pulls = needed
+
+
+def _steps(
+    tables: dict, fks: list[catalog.ForeignKey], kinds: dict[int, str], keeps: dict[int, Keep]
+) -> list[Step]:
+    steps = []
+    for oid in kinds:
+        filters = _filters(fks, kinds, oid)
         if filters:  # rows whose every reference into those tables is kept
-            statement = sql.SQL(
-                "INSERT INTO {} (row_id) SELECT t.ctid FROM {} AS t WHERE {} {}"
-            ).format(
-                keep_table(oid),
-                _table(tables[oid]),
-                sql.SQL(" AND ").join(_references_kept(tables, fk) for fk in filters),
-                sql.SQL("ON CONFLICT DO NOTHING"),
-            )
+            where = sql.SQL(" AND ").join(_references_kept(fk, keeps[fk.parent]) for fk in filters)
+            statement = keeps[oid].insert("t", _table(tables[oid]), where)
             steps.append(Step(statement, tuple(fk.parent for fk in filters), oid))
-    for fk in fks:  # rows referenced by kept rows
-        if kinds.get(fk.child) in ("root", "down", "up"):
-            statement = sql.SQL(
-                "INSERT INTO {keep} (row_id) SELECT p.ctid FROM {parent} AS p WHERE EXISTS "
-                "(SELECT 1 FROM {child} AS c JOIN {kept} AS k ON k.row_id = c.ctid "
-                "WHERE {match}) ON CONFLICT DO NOTHING"
-            ).format(
-                keep=keep_table(fk.parent),
-                parent=_table(tables[fk.parent]),
-                match=_match("c", fk.child_columns, "p", fk.parent_columns),
-                child=_table(tables[fk.child]),
-                kept=keep_table(fk.child),
-            )
-            steps.append(Step(statement, (fk.child,), fk.parent))
+    for fk in _pulls(fks, kinds):  # rows referenced by kept rows
+        child = keeps[fk.child]
+        where = sql.SQL("{} IN (SELECT {} FROM {} AS k)").format(
+            _row("p", fk.parent_columns),
+            sql.SQL(", ").join(child.column(c) for c in fk.child_columns),
+            child.table,
+        )
+        statement = keeps[fk.parent].insert("p", _table(tables[fk.parent]), where)
+        steps.append(Step(statement, (fk.child,), fk.parent))
     return steps
 
 
-def _references_kept(tables: dict, fk: catalog.ForeignKey) -> sql.Composable:
-    nulls = [sql.SQL("t.{} IS NULL").format(sql.Identifier(c)) for c in fk.child_columns]
-    kept = sql.SQL(
-        "EXISTS (SELECT 1 FROM {} AS p JOIN {} AS k ON k.row_id = p.ctid WHERE {})"
-    ).format(
-        _table(tables[fk.parent]),
-        keep_table(fk.parent),
-        _match("t", fk.child_columns, "p", fk.parent_columns),
+def _ordered(steps: list[Step]) -> tuple[Step, ...]:
+    """The steps, each after those that add to its inputs where the graph allows
+    (in a cycle, the first left goes first): the first round then finds most rows."""
+    ordered: list[Step] = []
+    pending = list(steps)
+    while pending:
+        ready = [
+            step
+            for step in pending
+            if not any(other is not step and other.output in step.inputs for other in pending)
+        ]
+        ordered.append((ready or pending)[0])
+        pending.remove(ordered[-1])
+    return tuple(ordered)
+
+
+def _references_kept(fk: catalog.ForeignKey, parent: Keep) -> sql.Composable:
+    kept = sql.SQL("{} IN (SELECT {} FROM {} AS k)").format(
+        _row("t", fk.child_columns),
+        sql.SQL(", ").join(parent.column(c) for c in fk.parent_columns),
+        parent.table,
     )
+    if not fk.nullable:
+        return kept
+    nulls = [sql.SQL("t.{} IS NULL").format(sql.Identifier(c)) for c in fk.child_columns]
     return sql.SQL("({})").format(sql.SQL(" OR ").join([*nulls, kept]))
 
 
-def _match(child: str, child_columns: tuple, parent: str, parent_columns: tuple) -> sql.Composed:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{}.{} = {}.{}").format(
-            sql.Identifier(child), sql.Identifier(a), sql.Identifier(parent), sql.Identifier(b)
-        )
-        for a, b in zip(child_columns, parent_columns, strict=True)
-    )
+def _row(alias: str, columns: tuple[str, ...]) -> sql.Composable:
+    """``alias.a`` or ``(alias.a, alias.b)``: what IN compares with a keep table's columns."""
+    refs = [sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns]
+    row = sql.SQL(", ").join(refs)
+    return row if len(refs) == 1 else sql.SQL("({})").format(row)
 
 
-def _root(table: catalog.Table, root: sharing.SubsetRoot) -> Root:
+def _root(table: catalog.Table, root: sharing.SubsetRoot, keep: Keep) -> Root:
     name = _table(table)
-    if root.where is not None:
+    if root.where is not None:  # unaliased: the condition may name the table
         rows = sql.SQL("SELECT ctid FROM {} WHERE ({})").format(name, sql.SQL(root.where))
-        seed = sql.SQL("INSERT INTO {} (row_id) {} ON CONFLICT DO NOTHING").format(
-            keep_table(table.oid), rows
+        seed = sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE ({})").format(
+            keep.table, keep.values(None), name, sql.SQL(root.where)
         )
-        return Root(root.model, table.label, seed, (), rows)
+        return Root(root.model, table.label, seed, (), rows, table.oid)
     identity = sql.SQL("ROW({})::text").format(
         sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in table.primary_key)
     )
     identity = identity if table.primary_key else sql.SQL("t::text")
     seed = sql.SQL(
-        "INSERT INTO {keep} (row_id) SELECT t.ctid FROM {name} AS t "
+        "INSERT INTO {keep} SELECT {values} FROM {name} AS t "
         "ORDER BY hashtextextended({identity}, 0), t.ctid "
-        "LIMIT (SELECT ceil(count(*) * %s::numeric / 100)::bigint FROM {name}) "
-        "ON CONFLICT DO NOTHING"
-    ).format(keep=keep_table(table.oid), name=name, identity=identity)
+        "LIMIT (SELECT ceil(count(*) * %s::numeric / 100)::bigint FROM {name})"
+    ).format(keep=keep.table, values=keep.values("t"), name=name, identity=identity)
     rows = sql.SQL("SELECT ctid FROM {}").format(name)
-    return Root(root.model, table.label, seed, (root.percent,), rows)
+    return Root(root.model, table.label, seed, (root.percent,), rows, table.oid)
 
 
 def _table(table: catalog.Table) -> sql.Identifier:
