@@ -346,17 +346,23 @@ def test_the_key_is_in_no_statement_or_parameter_the_session_is_sent(settings, s
     )
 
 
-def test_a_json_rule_changes_only_a_value_found_at_its_path(settings, test_database_name):
+@pytest.mark.parametrize("paths", [1, 2], ids=["one path (inline)", "two paths"])
+def test_a_json_rule_changes_only_a_value_found_at_its_path(settings, test_database_name, paths):
     documents = [{"contact": ["not", "an", "object"]}, {"other": 1},
-                 {"contact": {"email": None}}, {"contact": {"email": "a@b.example"}}]  # fmt: skip
+                 {"contact": {"email": None}}, {"contact": {"email": "a@b.example"}},
+                 "a scalar", [{"contact": 1}],
+                 {"contact": {"email": {"deep": "x@y.example"}}}]  # fmt: skip
     for i, document in enumerate(documents):
         Customer.objects.create(name="x", email=f"{i}@real.example", profile=document)
     rules = [{"rule": "email", "path": ["contact", "email"]}, {"rule": "null", "path": ["other"]}]
-    plan = plan_of(settings, {"scrub": {"testapp.Customer": {"profile": rules}}})
+    plan = plan_of(settings, {"scrub": {"testapp.Customer": {"profile": rules[:paths]}}})
     rows = plans.run_plan(postgres.conn_info(), plan)
     found = [c["profile"] for c in columns(rows, plan, "testapp_customer")]
-    assert found[:3] == [documents[0], {"other": None}, documents[2]]
+    other = {"other": None} if paths == 2 else documents[1]
+    assert found[:3] == [documents[0], other, documents[2]]
     assert found[3]["contact"]["email"].endswith("@example.invalid")
+    assert found[4:6] == documents[4:6]  # no object to look in: kept as it is
+    assert re.fullmatch(r"u-[0-9a-f]{32}@example\.invalid", found[6]["contact"]["email"])
 
 
 @pytest.mark.matrix
