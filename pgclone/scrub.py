@@ -1,9 +1,9 @@
 """Scrub rules: each one a SQL expression of a column, evaluated by PostgreSQL.
 
-Every rule is deterministic and keyed: its output is derived from an
-HMAC-SHA256 of the value, written with the server's built-in ``sha256()``
-(no extension needed), under the key the session holds in the setting
-``pgclone.scrub_key``. The same value gives the same output in every table and
+Every rule is deterministic and keyed: its output is derived from a keyed
+digest of the value (:func:`keyed_digest`), computed by the server's built-in
+``sha512()`` (no extension needed) under the key the session holds in the
+setting ``pgclone.scrub_key``. The same value gives the same output in every table and
 every dump made with the same key, so joins and lookups on scrubbed values
 still match; another key gives other outputs. NULL stays NULL.
 
@@ -81,7 +81,7 @@ HEXED = {
 }
 TEXT_RULES = {*READABLE, *HEXED}
 BUILTIN = sorted({*TEXT_RULES, "null", "empty", "keep"})
-RULES_VERSION = "1"  # part of every plan's digest: bump when an output changes
+RULES_VERSION = "2"  # part of every plan's digest: bump when an output changes
 
 
 def parse(spec: Any, where: str) -> tuple[Rule, ...]:
@@ -238,32 +238,39 @@ def _output(name: str, column: Column) -> str:
 
 
 def digest(ref: sql.Composable) -> sql.Composable:
-    """HMAC-SHA256 of the value's text under the session's key (bytea).
+    """The value's keyed digest (bytea) under the session's key: what
+    :func:`keyed_digest` computes, by the server.
 
-    The setting holds the key already padded and XORed with HMAC's inner and
-    outer pads (hex, 128 digits each), as :func:`key_setting` makes it, so the
-    server computes ``sha256(outer || sha256(inner || value))``: HMAC exactly.
-    The pads are decoded in scalar subqueries, which the server evaluates once
-    per statement rather than once per row (HMAC over twice as fast).
+    The setting holds the derived key (hex), decoded in a scalar subquery that
+    the server evaluates once per statement rather than once per row. Rules
+    read the first 32 bytes only.
     """
     key = sql.SQL("current_setting({})").format(sql.Literal(KEY_SETTING))
     return sql.SQL(
-        "sha256((SELECT decode(substr({key}, 129, 128), 'hex')) || "
-        "sha256((SELECT decode(substr({key}, 1, 128), 'hex')) || "
-        "convert_to(({ref})::text, 'UTF8')))"
+        "sha512((SELECT decode({key}, 'hex')) || convert_to(({ref})::text, 'UTF8'))"
     ).format(key=key, ref=ref)
 
 
+def derived_key(key: str) -> bytes:
+    """The 32 bytes the digests are keyed with: SHA-256 of ``key``."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def keyed_digest(key: str, value: str) -> bytes:
+    """The digest every rule's output is drawn from: SHA-512 of the derived key
+    followed by the value's UTF-8 text, truncated to 32 bytes.
+
+    A keyed hash with one SHA-512 per value, where HMAC takes two (the server's
+    hashing is what a scrubbed dump spends most on). Truncated, SHA-512 leaves
+    no length extension (as SHA-512/256 and SHA-384 do), so without the key the
+    outputs can't be computed, nor tied to a guessed value.
+    """
+    return hashlib.sha512(derived_key(key) + value.encode()).digest()[:32]
+
+
 def key_setting(key: str) -> str:
-    """What the session's ``pgclone.scrub_key`` holds for ``key``: HMAC-SHA256's
-    inner and outer padded keys, hex."""
-    block = key.encode()
-    if len(block) > 64:
-        block = hashlib.sha256(block).digest()
-    block = block.ljust(64, b"\0")
-    inner = bytes(b ^ 0x36 for b in block)
-    outer = bytes(b ^ 0x5C for b in block)
-    return inner.hex() + outer.hex()
+    """What the session's ``pgclone.scrub_key`` holds for ``key``: the derived key, hex."""
+    return derived_key(key).hex()
 
 
 def key_id(key: str) -> str:
