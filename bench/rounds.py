@@ -250,15 +250,28 @@ def execute_all(bench: Bench) -> None:
         for variant in bench.variants:
             label = ",".join(f"{k}={v}" for k, v in variant.items())
             bench.start_worker(stack, label, variant)
-        raw_file = contenders.write_raw_file(bench)
-        key = dump_round(bench, main)
-        restore_round(bench, main, key, raw_file)
-        encryption_round(bench, main)
-        sharing_round(bench, main)
-        s3_round(bench, main, raw_file)
-        local_round(bench, main)
-        swap_round(bench, main)
-        overhead_round(bench, main)
-        if bench.with_3x:
-            triple_round(bench, main)
+        if bench.only:
+            ONE_ROUND[bench.only](bench, main)
+        else:
+            raw_file = contenders.write_raw_file(bench)
+            key = dump_round(bench, main)
+            restore_round(bench, main, key, raw_file)
+            encryption_round(bench, main)
+            sharing_round(bench, main)
+            s3_round(bench, main, raw_file)
+            local_round(bench, main)
+            swap_round(bench, main)
+            overhead_round(bench, main)
+            if bench.with_3x:
+                triple_round(bench, main)
     bench.extra["total_seconds"] = round(time.perf_counter() - started, 1)
+
+
+# The rounds ``python -m bench --only ROUND`` runs alone (those that need no other's results).
+ONE_ROUND = {
+    "encryption": encryption_round,
+    "sharing": sharing_round,
+    "swap": swap_round,
+    "overhead": overhead_round,
+}
+ROUNDS = tuple(ONE_ROUND)

@@ -66,6 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-legacy", action="store_true", help="skip django-pgclone 3.8")
     parser.add_argument(
+        "--only",
+        choices=rounds.ROUNDS,
+        help="run this round only (the report marks the others' targets not measured)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -119,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         size=parse_size(args.size),
         reps=args.reps or (1 if tiny else 3),
         tiny=tiny,
-        with_legacy=not (tiny or args.skip_legacy),
-        with_3x=not (tiny or args.skip_3x),
+        with_legacy=not (tiny or args.skip_legacy or args.only),
+        with_3x=not (tiny or args.skip_3x or args.only),
         variants=variants,
         pool=args.pool,
         keep_logs=args.out if args.keep_logs else None,
+        only=args.only,
     )
 
     def terminated(signum: int, frame: Any) -> None:

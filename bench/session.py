@@ -53,6 +53,7 @@ class Bench:
     with_3x: bool
     variants: list[dict[str, str]]
     pool: str = "prefork"
+    only: str | None = None  # one round (bench.rounds.ROUNDS) rather than all
     keep_logs: Path | None = None
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     samples: dict[str, list[float]] = field(default_factory=dict)
