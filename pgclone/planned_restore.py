@@ -12,6 +12,7 @@ for ``pg_restore --jobs``, so is a container: one file per stream.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import subprocess
@@ -226,22 +227,42 @@ def unpack(source: Any, workdir: Path, checks: dict[str, Any]) -> dict[str, Any]
 
 
 def restore_unpacked(workdir: Path, plan: dict[str, Any], target: postgres.ConnInfo, jobs: int):
-    """Restore an unpacked container: pre-data, the planned tables' rows, then
-    the rest with ``pg_restore --jobs``. Returns the planned tables' rows."""
+    """Restore an unpacked container: pre-data; then all the rows at once, with
+    up to ``jobs`` sessions: the planned tables' COPYs, one session each, beside
+    ``pg_restore --jobs`` of the rest's data; then the indexes and constraints
+    with ``pg_restore --jobs``. Returns the planned tables' rows."""
     postgres.run(
         postgres.pg_restore_argv(target, path=str(workdir / containers.PRE_DATA)), env=target.env()
     )
-    rows = 0
-    with postgres.connect(target) as connection, connection.cursor() as cursor:
-        for table in plan["tables"]:
-            with open(workdir / table["member"].replace("/", "-"), "rb") as data:
-                rows += driver.copy_from(cursor, copy_in_statement(table), data)
+
+    def copy_in(table: dict[str, Any]) -> int:
+        path = workdir / table["member"].replace("/", "-")
+        with (
+            postgres.connect(target) as connection,
+            connection.cursor() as cursor,
+            open(path, "rb") as data,
+        ):
+            return driver.copy_from(cursor, copy_in_statement(table), data)
+
     # The rest archive has no TABLE entries (they are pre-data's), so pg_restore
     # --jobs would not know that a foreign key waits for its tables' rows: all
     # the data first, then the indexes and constraints.
-    for section in ("data", "post-data"):
+    def rest(section: str) -> None:
         argv = postgres.pg_restore_argv(target, jobs=jobs, path=str(workdir / containers.REST))
         postgres.run([*argv[:-1], f"--section={section}", argv[-1]], env=target.env())
+
+    children = postgres.current_children()  # pg_restore, started in a pool thread
+
+    def in_pool(function: Callable[..., Any], *args: Any) -> Any:
+        postgres.adopt_children(children)
+        return function(*args)
+
+    with concurrent.futures.ThreadPoolExecutor(max(jobs, 1)) as pool:
+        data = pool.submit(in_pool, rest, "data")
+        copies = [pool.submit(in_pool, copy_in, table) for table in plan["tables"]]
+        rows = sum(copy.result() for copy in copies)  # the first failure is raised
+        data.result()
+    rest("post-data")
     return rows
 
 
