@@ -104,7 +104,8 @@ def check(cursor: Any, plan: Plan) -> list[str]:
 def prepare(cursor: Any, plan: Plan, key: str | None = None) -> dict[str, int]:
     """Hand the key to the session and fill the TEMP tables of kept rows.
 
-    Returns the rows kept per subset table (by its display name). Raises
+    Returns the rows kept per subset table (by its display name), but for the
+    leaves, whose rows are chosen as they are written. Raises
     ConfigurationError when a subset root keeps no row.
     """
     for name, value in SESSION:  # before the session's first TEMP table
@@ -121,7 +122,7 @@ def prepare(cursor: Any, plan: Plan, key: str | None = None) -> dict[str, int]:
     _to_fixed_point(cursor, plan, seeded)
     counts = {}
     for table in plan.tables:
-        if table.kind != "whole":
+        if table.kind != "whole" and not table.leaf:
             cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(keep_table(table.oid)))
             counts[postgres.display_name(table.schema, table.name)] = cursor.fetchone()[0]
     return counts

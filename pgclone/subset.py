@@ -46,6 +46,7 @@ class PlannedTable:
     select: sql.Composable  # the rows to dump, scrubbed, under the names of ``columns``
     kind: str  # one of KINDS, or "whole"
     scrubbed: tuple[str, ...] = ()
+    leaf: bool = False  # its rows are chosen as they are written, not kept first
 
     @property
     def transformed(self) -> bool:
@@ -122,6 +123,7 @@ class Step:
     statement: sql.Composable
     inputs: tuple[int, ...]
     output: int
+    seed: sql.Composable | None = None  # a down or filtered table's: the WHERE of its rows
 
 
 @dataclass(frozen=True)
@@ -157,24 +159,31 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
             )
     kinds = classify(fks, set(roots))
     keeps = _keeps(kinds, fks)
+    steps = _steps(tables, fks, kinds, keeps)
+    leaves = _leaves(steps, kinds)
     rules = _table_rules(found, config.scrub or (), oids, excluded)
     planned = [
-        _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}))
+        _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}), leaves.get(oid))
         for oid, table in tables.items()
     ]
-    setup = tuple(keep.create(_table(tables[oid])) for oid, keep in keeps.items())
+    setup = tuple(
+        keep.create(_table(tables[oid])) for oid, keep in keeps.items() if oid not in leaves
+    )
     return Plan(
         tables=tuple(table for table, _ in planned),
         roots=tuple(_root(tables[oid], root, keeps[oid]) for oid, root in roots.items()),
         setup=setup,
-        steps=_ordered(_steps(tables, fks, kinds, keeps)),
+        steps=_ordered([step for step in steps if step.output not in leaves]),
         outputs=tuple(output for _, outputs in planned for output in outputs),
         digest=sharing.digest(config.scrub or (), config.subset),
     )
 
 
-def _planned(table: catalog.Table, kind: str, rules: dict) -> tuple[PlannedTable, list]:
-    """The table's SELECT, and what its sql rules need checked."""
+def _planned(
+    table: catalog.Table, kind: str, rules: dict, leaf: sql.Composable | None
+) -> tuple[PlannedTable, list]:
+    """The table's SELECT (of the rows ``leaf`` keeps, for a leaf), and what its
+    sql rules need checked."""
     values, outputs = [], []
     name = sql.Identifier(table.schema, table.name)
     for column in table.columns:
@@ -186,12 +195,16 @@ def _planned(table: catalog.Table, kind: str, rules: dict) -> tuple[PlannedTable
             ref = sql.SQL("{} AS {}").format(expression, sql.Identifier(column.name))
         values.append(ref)
     select = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(values), name)
-    if kind != "whole":  # a TID scan of the kept rows, in the order of the heap
+    if leaf is not None:
+        select = sql.SQL("{} WHERE {}").format(select, leaf)
+    elif kind != "whole":  # a TID scan of the kept rows, in the order of the heap
         select = sql.SQL("{} WHERE t.ctid = ANY(ARRAY(SELECT row_id FROM {}))").format(
             select, keep_table(table.oid)
         )
     names = tuple(column.name for column in table.columns)
-    planned = PlannedTable(table.oid, table.schema, table.name, names, select, kind, tuple(rules))
+    planned = PlannedTable(
+        table.oid, table.schema, table.name, names, select, kind, tuple(rules), leaf is not None
+    )
     return planned, outputs
 
 
@@ -273,7 +286,7 @@ def _steps(
         if filters:  # rows whose every reference into those tables is kept
             where = sql.SQL(" AND ").join(_references_kept(fk, keeps[fk.parent]) for fk in filters)
             statement = keeps[oid].insert("t", _table(tables[oid]), where)
-            steps.append(Step(statement, tuple(fk.parent for fk in filters), oid))
+            steps.append(Step(statement, tuple(fk.parent for fk in filters), oid, where))
     for fk in _pulls(fks, kinds):  # rows referenced by kept rows
         child = keeps[fk.child]
         where = sql.SQL("{} IN (SELECT {} FROM {} AS k)").format(
@@ -284,6 +297,25 @@ def _steps(
         statement = keeps[fk.parent].insert("p", _table(tables[fk.parent]), where)
         steps.append(Step(statement, (fk.child,), fk.parent))
     return steps
+
+
+def _leaves(steps: list[Step], kinds: dict[int, str]) -> dict[int, sql.Composable]:
+    """The down and filtered tables whose kept rows nothing else needs (no step
+    reads them, none but their own seed adds to them: order items that pull
+    nothing, a customer's events), with the condition that keeps their rows.
+
+    Their rows are chosen as they are written, by that condition: one pass over
+    the table, where keeping them first would take two and an insert.
+    """
+    read = {oid for step in steps for oid in step.inputs}
+    seeds = {step.output: step for step in steps if step.seed is not None}
+    return {
+        oid: seed.seed
+        for oid, seed in seeds.items()
+        if kinds[oid] in ("down", "filtered")
+        and oid not in read
+        and sum(step.output == oid for step in steps) == 1
+    }
 
 
 def _ordered(steps: list[Step]) -> tuple[Step, ...]:

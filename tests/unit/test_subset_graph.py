@@ -35,3 +35,38 @@ def test_a_nullable_key_into_the_root_pulls_rather_than_filters():
 def test_the_other_side_of_a_many_to_many_as_root():
     assert classify(SHOP, {TAG})[ORDER] == "up"
     assert classify(SHOP, {TAG})[ORDER_TAG] == "down"
+
+
+def plan_steps(fks: list[ForeignKey], roots: set[int]) -> tuple[dict, list, dict]:
+    from pgclone import catalog, scrub, subset
+
+    column = scrub.Column("id", "other", "bigint")
+    oids = {oid for key in fks for oid in (key.child, key.parent)}
+    tables = {oid: catalog.Table(oid, "public", f"t{oid}", (column,), ("id",)) for oid in oids}
+    kinds = classify(fks, roots)
+    keeps = subset._keeps(kinds, fks)
+    steps = subset._steps(tables, fks, kinds, keeps)
+    return kinds, steps, subset._leaves(steps, kinds)
+
+
+def test_a_pull_along_a_down_tables_own_filter_is_left_out_unless_rows_enter_it_otherwise():
+    _, steps, _ = plan_steps([fk(ORDER, CUSTOMER), fk(ITEM, ORDER), fk(ITEM, PRODUCT)], {CUSTOMER})
+    pulls = {(step.inputs, step.output) for step in steps if step.seed is None}
+    assert pulls == {((ITEM,), PRODUCT)}  # items' orders and orders' customers are kept already
+    # A nullable key from customers (a root) into orders puts other orders in: their
+    # customers must be pulled, and so must the orders of the items of those orders.
+    _, steps, _ = plan_steps(
+        [fk(ORDER, CUSTOMER), fk(ITEM, ORDER), fk(CUSTOMER, ORDER, nullable=True)], {CUSTOMER}
+    )
+    pulls = {(step.inputs, step.output) for step in steps if step.seed is None}
+    assert pulls == {((ORDER,), CUSTOMER), ((CUSTOMER,), ORDER)}
+
+
+def test_leaves_are_chosen_as_they_are_written_and_steps_run_parents_first():
+    from pgclone.subset import _ordered
+
+    fks = [fk(ITEM, ORDER), fk(ITEM, PRODUCT), fk(ORDER, CUSTOMER), fk(LOG, CUSTOMER, True)]
+    kinds, steps, leaves = plan_steps(fks, {CUSTOMER})
+    assert kinds[LOG] == "filtered" and set(leaves) == {LOG}  # items are read: products pull
+    outputs = [step.output for step in _ordered(steps)]
+    assert outputs.index(ORDER) < outputs.index(ITEM) < outputs.index(PRODUCT)
