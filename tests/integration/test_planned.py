@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.conftest import (
     pgclone_databases,
     psql,
     s3_client,
+    scratch_database,
     start_worker,
     stop_worker,
 )
@@ -319,3 +321,49 @@ def test_the_admin_shows_what_a_dump_did_to_the_data(settings, local_location, u
     }
     assert '<td class="pgclone-data">scrubbed, subset</td>' in rows[safe.dump_key]
     assert '<td class="pgclone-data">-</td>' in rows[plain]
+
+
+def test_an_unpacked_restore_loads_the_planned_rows_beside_the_rest_and_stops_on_a_bad_one(
+    tmp_path,
+):
+    """restore_unpacked's COPYs run in threads beside pg_restore --jobs: rows from
+    both arrive, and a COPY that fails (a row of the wrong type, written by hand)
+    fails the restore with the server's message once the rest is done."""
+    from pgclone import planned_restore, postgres
+
+    tables = {"schema": "public", "name": "planned", "columns": ["id", "label"]}
+    with scratch_database() as source, scratch_database() as into:
+        psql(
+            "CREATE TABLE planned (id int PRIMARY KEY, label text);"
+            "CREATE TABLE other (id int PRIMARY KEY, planned_id int REFERENCES planned);"
+            "INSERT INTO planned VALUES (1, 'one'), (2, 'two');"
+            "INSERT INTO other VALUES (10, 1), (20, 2)",
+            source,
+        )
+        for member, sections, exclude in (
+            (containers.PRE_DATA, ["pre-data"], []),
+            (containers.REST, ["data", "post-data"], ["--exclude-table-data=planned"]),
+        ):
+            with open(tmp_path / member, "wb") as out:
+                subprocess.run(
+                    ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "-Fc", "-d", source,
+                     *(f"--section={s}" for s in sections), *exclude],
+                    stdout=out, check=True,
+                )  # fmt: skip
+        data = tmp_path / containers.table_prefix(0).replace("/", "-")
+        plan = {"tables": [{**tables, "member": containers.table_prefix(0)}]}
+        conn = postgres.conn_info().with_name(into)
+
+        data.write_bytes(b"1\tone\n2\ttwo\n")
+        assert planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2) == 2
+        assert (
+            psql("SELECT count(*) FROM planned JOIN other ON other.planned_id = planned.id", into)
+            == "2"
+        )
+
+        psql("DROP TABLE other, planned", into)
+        data.write_bytes(b"1\tone\nnot a number\ttwo\n")
+        with pytest.raises(Exception, match="invalid input syntax for type integer"):
+            planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2)
+        assert psql("SELECT count(*) FROM other", into) == "2"  # the rest's data went in
+        assert psql("SELECT count(*) FROM planned", into) == "0"
