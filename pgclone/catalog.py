@@ -69,7 +69,16 @@ _COLUMNS = """
            NOT a.attnotnull,
            EXISTS (SELECT 1 FROM pg_catalog.pg_index i
                    WHERE i.indrelid = a.attrelid AND i.indisunique
-                     AND a.attnum = ANY (i.indkey::int2[])),
+                     AND a.attnum = ANY (i.indkey::int2[]))
+           -- in an expression of a unique index, as unique(lower(email)): the index
+           -- depends on each column its expressions read
+           OR EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_depend d
+                        ON d.classid = 'pg_catalog.pg_class'::regclass
+                       AND d.objid = i.indexrelid
+                       AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                       AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum
+                      WHERE i.indrelid = a.attrelid AND i.indisunique
+                        AND i.indexprs IS NOT NULL),
            a.attgenerated <> ''
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid = ANY (%s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped

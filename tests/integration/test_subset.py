@@ -360,6 +360,23 @@ def test_a_json_rule_changes_only_a_value_found_at_its_path(settings, test_datab
     assert re.fullmatch(r"u-[0-9a-f]{32}@example\.invalid", found[6]["contact"]["email"])
 
 
+def test_a_column_read_by_a_unique_expression_index_stays_unique(
+    settings, shop, test_database_name
+):
+    """unique(lower(name)): two customers named alike would both be "Alex Smith" else,
+    and the restore's index would refuse the second."""
+    index = "CREATE UNIQUE INDEX pgclone_test_lower_name ON testapp_customer (lower(name))"
+    psql(index, test_database_name)
+    try:
+        plan = plan_of(settings, {"scrub": {"testapp.Customer": {"name": "name"}}})
+        rows = plans.run_plan(postgres.conn_info(), plan)
+    finally:
+        psql("DROP INDEX pgclone_test_lower_name", test_database_name)
+    names = [c["name"] for c in columns(rows, plan, "testapp_customer")]
+    assert all(re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]+-[0-9a-f]{16}", name) for name in names)
+    assert len({name.lower() for name in names}) == CUSTOMERS
+
+
 @pytest.mark.matrix
 def test_every_rule_writes_values_that_fit_their_column(settings, shop):
     User.objects.create(username="someone", first_name="Some", last_name="One", email="s@o.ex",
