@@ -18,9 +18,10 @@ gives the archive back). Both ends hold at most one member in memory.
 
 A planned table's COPY may come from several sessions at once (block ranges
 of one big table, :mod:`pgclone.parallel_copy`): each cuts its COPY text into
-members of whole rows (:class:`RowMembers`), and those members are written
-in whatever order they come. The restore concatenates them into one COPY,
-which takes rows in any order.
+members of whole rows (:class:`RowMembers`; a row longer than ``MEMBER_SIZE``
+is a member of its own), and those members are written in whatever order
+they come, a few of them in memory at once. The restore concatenates them
+into one COPY, which takes rows in any order.
 """
 
 from __future__ import annotations
