@@ -84,5 +84,7 @@ if os.environ.get("PGCLONE_ZSTD_LEVEL"):
     PGCLONE_ZSTD_LEVEL = int(os.environ["PGCLONE_ZSTD_LEVEL"])
 if os.environ.get("PGCLONE_ENCRYPTION_RECIPIENTS"):  # comma separated
     PGCLONE_ENCRYPTION_RECIPIENTS = os.environ["PGCLONE_ENCRYPTION_RECIPIENTS"].split(",")
+if os.environ.get("PGCLONE_DUMP_JOBS"):
+    PGCLONE_DUMP_JOBS = int(os.environ["PGCLONE_DUMP_JOBS"])
 if os.environ.get("PGCLONE_RESTORE_JOBS"):
     PGCLONE_RESTORE_JOBS = int(os.environ["PGCLONE_RESTORE_JOBS"])

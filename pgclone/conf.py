@@ -121,6 +121,11 @@ def restore_jobs() -> int:
     return int(_get("PGCLONE_RESTORE_JOBS", min(os.cpu_count() or 1, 4)))
 
 
+def dump_jobs() -> int:
+    """Sessions that COPY a big scrubbed table at once in a planned dump (1: one session)."""
+    return max(1, int(_get("PGCLONE_DUMP_JOBS", 2)))
+
+
 def temp_dir() -> str | None:
     """Where a restore from local storage unpacks the dump; None is the system's."""
     return _get("PGCLONE_TEMP_DIR", None)

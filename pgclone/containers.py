@@ -15,6 +15,13 @@ needs them, so that one pass over it restores it:
 tar needs each member's size before its bytes, so a stream is written as
 consecutive members of at most ``MEMBER_SIZE`` bytes (``cat pre-data/*``
 gives the archive back). Both ends hold at most one member in memory.
+
+A planned table's COPY may come from several sessions at once (block ranges
+of one big table, :mod:`pgclone.parallel_copy`): each cuts its COPY text into
+members of whole rows (:class:`RowMembers`; a row longer than ``MEMBER_SIZE``
+is a member of its own), and those members are written in whatever order
+they come, a few of them in memory at once. The restore concatenates them
+into one COPY, which takes rows in any order.
 """
 
 from __future__ import annotations
@@ -94,6 +101,13 @@ class Chunks:
             self._emit(bytes(self._buffer[:MEMBER_SIZE]))
             del self._buffer[:MEMBER_SIZE]
 
+    def member(self, data: bytes) -> None:
+        """``data`` as the stream's next member, as it is (after what ``write`` holds)."""
+        if self._buffer:
+            self._emit(bytes(self._buffer))
+            self._buffer.clear()
+        self._emit(data)
+
     def close(self) -> None:
         if self._buffer or not self._count:
             self._emit(bytes(self._buffer))
@@ -102,6 +116,40 @@ class Chunks:
     def _emit(self, data: bytes) -> None:
         self._writer.member(f"{self._prefix}/{self._count:06d}", data)
         self._count += 1
+
+
+class RowMembers:
+    """Cuts COPY text handed over in pieces into members of whole rows, each
+    handed to ``put``: about ``MEMBER_SIZE`` bytes, never a row split between
+    two (a longer row is a member of its own).
+
+    A member is cut only after a piece that ends a row (a newline: COPY text
+    escapes the newlines of values), so it holds whole rows however the
+    driver splits them; both drivers hand over one row per piece.
+    """
+
+    def __init__(self, put: Callable[[bytes], Any]) -> None:
+        self._put = put
+        self._pieces: list[bytes] = []  # joined once per member: cheaper than one buffer
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if self._size + len(data) > MEMBER_SIZE:
+            self._cut()
+        self._pieces.append(data)
+        self._size += len(data)
+        if self._size >= MEMBER_SIZE:
+            self._cut()
+
+    def close(self) -> None:
+        """Hand over what is left (the last rows)."""
+        if self._pieces:
+            self._put(b"".join(self._pieces))
+            self._pieces, self._size = [], 0
+
+    def _cut(self) -> None:
+        if self._pieces and self._pieces[-1].endswith(b"\n"):
+            self.close()
 
 
 class TarReader:

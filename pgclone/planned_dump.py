@@ -7,9 +7,10 @@ would fail), hands it the scrub key and fills the kept rows
 (:mod:`pgclone.containers`) into a pipe that the dump step compresses into
 storage as it compresses pg_dump's output for a plain dump: pg_dump's
 pre-data archive, each planned table's ``COPY (SELECT …) TO STDOUT`` from
-that session, then pg_dump's archive of the rest. PostgreSQL does the
-scrubbing and the sampling; nothing is kept on disk, and memory holds one
-member at a time.
+that session (a big table scrubbed whole: from several sessions at once,
+:mod:`pgclone.parallel_copy`), then pg_dump's archive of the rest.
+PostgreSQL does the scrubbing and the sampling; nothing is kept on disk, and
+memory holds a few members at a time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgclone import conf, configs, containers, driver, plans, postgres, scrub, subset, table_counts
+from pgclone import (
+    conf,
+    configs,
+    containers,
+    driver,
+    parallel_copy,
+    plans,
+    postgres,
+    scrub,
+    subset,
+    table_counts,
+)
 from pgclone.exceptions import ConfigurationError
 
 JOIN_TIMEOUT = 30
@@ -159,6 +171,23 @@ def container(
     source = Source(os.fdopen(read_end, "rb"))
     children = postgres.current_children()  # so that a cancelled job kills them too
 
+    jobs, key = conf.dump_jobs(), conf.scrub_key()
+    sessions = parallel_copy.Sessions()  # the extra sessions of a table copied in ranges
+
+    def copy(table: subset.PlannedTable, chunks: containers.Chunks) -> int:
+        ranges = parallel_copy.ranges_of(cursor, table, jobs)
+        if not ranges:
+            return driver.copy_out(cursor, table.copy_statement(), chunks.write)
+        return parallel_copy.copy_table(
+            conn,
+            snapshot=snapshot,
+            key=key,
+            table=table,
+            ranges=ranges,
+            write_member=chunks.member,
+            sessions=sessions,
+        )
+
     def produce() -> None:
         postgres.adopt_children(children)
         try:
@@ -169,9 +198,8 @@ def container(
                     tar.copy(containers.PRE_DATA, proc.stdout)
                 for index, table in enumerate(tables):
                     chunks = tar.stream(containers.table_prefix(index))
-                    rows = driver.copy_out(cursor, table.copy_statement(), chunks.write)
+                    source.rows[table.schema, table.name] = copy(table, chunks)
                     chunks.close()
-                    source.rows[table.schema, table.name] = rows
                 with postgres.spawn(rest, env=conn.env()) as proc:
                     tar.copy(containers.REST, proc.stdout)
                 tar.close()
@@ -186,6 +214,7 @@ def container(
         source.pipe.close()  # the writer stops on a broken pipe; a COPY is cancelled
         with contextlib.suppress(driver.Error):
             cursor.connection.cancel()
+        sessions.cancel()
         thread.join(JOIN_TIMEOUT)
         raise
     thread.join()

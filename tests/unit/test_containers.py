@@ -74,3 +74,81 @@ def test_the_pg_dump_flags_of_a_planned_dump_follow_its_version(monkeypatch):
     ):
         monkeypatch.setattr(postgres, "tool_version", lambda program, v=version: v)
         assert planned_dump.tool_flags() == flags
+
+
+def cut(pieces: list[bytes]) -> list[bytes]:
+    members: list[bytes] = []
+    rows = containers.RowMembers(members.append)
+    for piece in pieces:
+        rows.write(piece)
+    rows.close()
+    return members
+
+
+def test_rows_are_cut_into_members_of_whole_rows(monkeypatch):
+    monkeypatch.setattr(containers, "MEMBER_SIZE", 10)
+    rows = [f"{i}\tv{i}\n".encode() for i in range(30)]
+
+    members = cut(rows)
+
+    assert len(members) > 3 and b"".join(members) == b"".join(rows)
+    assert all(member.endswith(b"\n") and len(member) <= 10 for member in members)
+
+
+def test_a_row_longer_than_a_member_is_a_member_of_its_own(monkeypatch):
+    monkeypatch.setattr(containers, "MEMBER_SIZE", 10)
+    big = b"1\t" + b"x" * 30 + b"\n"
+
+    assert cut([b"a\n", b"b\n", big, b"c\n"]) == [b"a\nb\n", big, b"c\n"]
+
+
+def test_a_row_handed_over_in_pieces_is_never_split(monkeypatch):
+    monkeypatch.setattr(containers, "MEMBER_SIZE", 10)
+
+    members = cut([b"1\tabcdef", b"ghijkl", b"mn\n", b"2\tb\n"])
+
+    assert members == [b"1\tabcdefghijklmn\n", b"2\tb\n"]
+
+
+def test_no_rows_make_no_member():
+    assert cut([]) == []
+
+
+def test_members_of_two_sessions_interleave_in_one_stream(monkeypatch):
+    """Pre-cut members continue the stream's numbering; their concatenation, what a
+    restore's COPY reads, holds every row of both sessions once."""
+    monkeypatch.setattr(containers, "MEMBER_SIZE", 16)
+    first = [f"a{i}\t{'x' * (i % 7)}\n".encode() for i in range(40)]
+    second = [f"b{i}\t{'y' * (i % 5)}\n".encode() for i in range(25)]
+    out = io.BytesIO()
+    tar = containers.TarWriter(out.write)
+    chunks = tar.stream("data/0000")
+    for pair in zip(cut(first), cut(second) + [b""] * 40, strict=False):
+        for member in filter(None, pair):
+            chunks.member(member)
+    chunks.close()
+    tar.close()
+
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r|") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+
+    assert [name for name, _ in members] == [f"data/0000/{n:06d}" for n in range(len(members))]
+    assert all(data.endswith(b"\n") for _, data in members)
+    restored = b"".join(data for _, data in members).splitlines(keepends=True)
+    assert sorted(restored) == sorted(first + second)
+    assert restored != first + second  # interleaved, not one after the other
+
+
+def test_a_member_after_written_bytes_comes_after_them():
+    out = io.BytesIO()
+    tar = containers.TarWriter(out.write)
+    chunks = tar.stream("rest")
+    chunks.write(b"abc")
+    chunks.member(b"def")
+    chunks.close()
+    tar.close()
+
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r|") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]
+
+    assert members == [("rest/000000", b"abc"), ("rest/000001", b"def")]
