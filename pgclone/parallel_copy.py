@@ -1,33 +1,39 @@
-"""Copying one big scrubbed table in several sessions at once.
+"""Copying a big scrubbed table with psql, in several sessions at once.
 
-The scrub rules run in the server, row by row, and one backend uses one
-CPU: a scrubbed table's COPY is bound by it. A *whole* planned table (scrubbed,
-no part of a subset, so it needs none of the main session's TEMP tables)
-whose heap is at least ``MIN_BYTES`` is split into block ranges, each read
-by ``COPY (SELECT … WHERE t.ctid >= … AND t.ctid < …) TO STDOUT`` (a TID
-Range Scan, PostgreSQL 14+) in a session of its own that imported the dump's
-snapshot and holds the scrub key. Every tuple lives in one block, so the
-ranges hold each row of the snapshot once.
+The scrub rules run in the server, row by row, and one backend uses one CPU:
+a scrubbed table's COPY is bound by it. And a driver's COPY costs a Python
+call per row, which on a 2-CPU machine takes much of the CPU the server needs.
+So a *whole* planned table (scrubbed, no part of a subset: it needs none of
+the main session's TEMP tables) of at least ``PSQL_BYTES`` is copied by
+``psql``, whose output is read in big pieces; from ``MIN_BYTES`` (and
+PostgreSQL 14, for TID Range Scans) it is split into block ranges, each read
+by ``COPY (SELECT … WHERE t.ctid >= … AND t.ctid < …) TO STDOUT`` in a psql
+session of its own. Each session imports the dump's snapshot and gets the
+scrub key as COPY data on psql's stdin. Every tuple lives in one block, so
+the ranges hold each row of the snapshot once.
 
-Each session cuts its rows into members of whole rows
-(:class:`pgclone.containers.RowMembers`) and puts them on a bounded queue;
-the thread writing the container writes them to the table's stream as they
-come, so memory stays flat. The first failure cancels the other sessions and
-is raised once they all stopped.
+Each session's output is cut at its last newline into members of whole rows
+and put on a bounded queue; the thread writing the container writes them to
+the table's stream as they come, so memory stays flat. The first failure
+cancels the other sessions (SIGINT: psql asks the server to cancel) and is
+raised once they all stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
+import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pgclone import containers, driver, plans, postgres, subset, table_counts
+from pgclone import containers, driver, postgres, scrub, subset
 from pgclone.driver import sql
 
-MIN_BYTES = 64 * 1024 * 1024
+MIN_BYTES = 64 * 1024 * 1024  # copied in several sessions from this size
+PSQL_BYTES = 8 * 1024 * 1024  # copied by psql rather than the driver from this size
 MIN_SERVER = 140000  # TID Range Scans; before, each range would read the whole table
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
@@ -80,9 +86,10 @@ def block_ranges(blocks: int, jobs: int) -> list[Range]:
 
 
 def ranges_of(cursor: Any, table: subset.PlannedTable, jobs: int) -> list[Range]:
-    """The ranges ``table`` is copied in, one session each; none when one session
-    copies it (one job, a subset table, a small heap, a server before 14)."""
-    if jobs < 2 or table.kind != "whole":
+    """The ranges ``table`` is copied in, one psql session each: none when the
+    main session copies it (a subset table, a small heap), one for a mid-sized
+    heap, up to ``jobs`` from ``MIN_BYTES`` (from PostgreSQL 14: TID Range Scans)."""
+    if table.kind != "whole":
         return []
     cursor.execute(
         "SELECT pg_relation_size(%s::oid::regclass), current_setting('block_size')::bigint, "
@@ -90,14 +97,17 @@ def ranges_of(cursor: Any, table: subset.PlannedTable, jobs: int) -> list[Range]
         [table.oid],
     )
     size, block_size, server = cursor.fetchone()
-    if size < MIN_BYTES or server < MIN_SERVER:
+    if size < PSQL_BYTES:
         return []
-    ranges = block_ranges(size // block_size, jobs)
-    return ranges if len(ranges) > 1 else []
+    if size < MIN_BYTES or server < MIN_SERVER:
+        return [(0, None)]
+    return block_ranges(size // block_size, jobs)
 
 
 def range_copy_statement(table: subset.PlannedTable, first: int, end: int | None) -> sql.Composable:
     """``table.copy_statement()`` of the rows in blocks ``first`` to ``end`` (excluded)."""
+    if (first, end) == (0, None):
+        return sql.SQL("COPY ({}) TO STDOUT").format(table.select)
     where = sql.SQL("t.ctid >= {}::tid").format(sql.Literal(f"({first},0)"))
     if end is not None:
         below = sql.SQL("t.ctid < {}::tid").format(sql.Literal(f"({end},0)"))
@@ -108,6 +118,7 @@ def range_copy_statement(table: subset.PlannedTable, first: int, end: int | None
 def copy_table(
     conn: postgres.ConnInfo,
     *,
+    cursor: Any,
     snapshot: str,
     key: str,
     table: subset.PlannedTable,
@@ -119,10 +130,17 @@ def copy_table(
     each member of whole rows to ``write_member`` as it comes; returns the rows.
     Raises the first failure once every session has stopped."""
     outcomes: queue.Queue = queue.Queue(maxsize=2 * len(ranges))
+    children = postgres.current_children()  # psql, started by the threads: a cancel kills it
     threads = [
         threading.Thread(
             target=_copy_range,
-            args=(conn, snapshot, key, range_copy_statement(table, *bounds), outcomes, sessions),
+            args=(
+                conn,
+                _script(cursor, snapshot, key, range_copy_statement(table, *bounds)),
+                outcomes,
+                sessions,
+                children,
+            ),
             name=f"pgclone-copy-{number}",
             daemon=True,
         )
@@ -149,15 +167,59 @@ def copy_table(
     return rows
 
 
+def psql_argv(conn: postgres.ConnInfo) -> list[str]:
+    """psql running the script on its stdin, printing nothing but COPY's rows."""
+    return ["psql", "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
+            "--file=-", f"--dbname={conn.conninfo()}"]  # fmt: skip
+
+
+def _script(cursor: Any, snapshot: str, key: str, statement: sql.Composable) -> bytes:
+    """What psql runs: a transaction in ``snapshot``, the scrub key set as
+    :func:`pgclone.plans.set_key` sets it (COPY data on psql's stdin: in no
+    statement's text, argument or environment variable), then the COPY."""
+    lines = [
+        "BEGIN ISOLATION LEVEL REPEATABLE READ;",
+        sql.SQL("SET TRANSACTION SNAPSHOT {};").format(sql.Literal(snapshot)).as_string(cursor),
+        "CREATE TEMP TABLE pgclone_scrub_key (value text) ON COMMIT DROP;",
+        "COPY pg_temp.pgclone_scrub_key (value) FROM STDIN;",
+        scrub.key_setting(key),
+        "\\.",
+        sql.SQL(
+            "DO $$ BEGIN PERFORM set_config({}, (SELECT value FROM pg_temp.pgclone_scrub_key), "
+            "true); END $$;"
+        )
+        .format(sql.Literal(scrub.KEY_SETTING))
+        .as_string(cursor),
+        "DROP TABLE pg_temp.pgclone_scrub_key;",
+        statement.as_string(cursor) + ";",
+        "ROLLBACK;",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class _Program:
+    """A psql session as :class:`Sessions` cancels it: SIGINT, on which psql
+    asks the server to cancel its statement, and stops (ON_ERROR_STOP)."""
+
+    def __init__(self, proc: Any) -> None:
+        self._proc = proc
+
+    def cancel(self) -> None:
+        with contextlib.suppress(OSError):
+            self._proc.send_signal(signal.SIGINT)
+
+
 def _copy_range(
     conn: postgres.ConnInfo,
-    snapshot: str,
-    key: str,
-    statement: sql.Composable,
+    script: bytes,
     outcomes: queue.Queue,
     sessions: Sessions,
+    children: set,
 ) -> None:
-    """One session's COPY: its members, then its rows or its failure, on ``outcomes``."""
+    """One session's COPY, run by psql: its members, then its rows or its
+    failure, on ``outcomes``. psql hands the rows over in big reads rather than
+    one Python call per row (what a driver's COPY costs: most of a CPU for a
+    table scrubbed in two sessions), cut here at the last newline of each."""
 
     def put(item: Any) -> None:
         while not sessions.stopped:
@@ -166,17 +228,25 @@ def _copy_range(
                 return
         raise Stopped
 
+    postgres.adopt_children(children)
     try:
         with (
-            table_counts.snapshot_transaction(conn, snapshot) as cursor,
-            sessions.running(cursor.connection),
+            postgres.spawn(psql_argv(conn), env=conn.env(), stdin=subprocess.PIPE) as proc,
+            sessions.running(_Program(proc)),
         ):
-            plans.set_key(cursor, key)
-            members = containers.RowMembers(put)
-            if sessions.stopped:  # a cancel sent before the COPY started misses it
-                raise Stopped
-            outcome: Any = driver.copy_out(cursor, statement, members.write)
-            members.close()
+            proc.stdin.write(script)  # a few hundred bytes: never blocks on the pipe
+            proc.stdin.close()
+            rows, pending = 0, b""
+            while data := proc.stdout.read(containers.MEMBER_SIZE):
+                rows += data.count(b"\n")  # COPY text escapes the newlines in values
+                data = pending + data
+                end = data.rfind(b"\n") + 1
+                if end:
+                    put(data[:end])
+                pending = data[end:]
+            if pending:
+                raise containers.DumpDamaged("psql's COPY output ends inside a row.")
+        outcome: Any = rows
     except BaseException as exc:  # handed to the writing thread
         outcome = exc
     with contextlib.suppress(Stopped):

@@ -180,6 +180,7 @@ def container(
             return driver.copy_out(cursor, table.copy_statement(), chunks.write)
         return parallel_copy.copy_table(
             conn,
+            cursor=cursor,
             snapshot=snapshot,
             key=key,
             table=table,

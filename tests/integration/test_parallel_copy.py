@@ -27,6 +27,7 @@ def parallel(settings, monkeypatch) -> list[tuple]:
     settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
     settings.PGCLONE_DUMP_JOBS = JOBS
     monkeypatch.setattr(parallel_copy, "MIN_BYTES", 0)
+    monkeypatch.setattr(parallel_copy, "PSQL_BYTES", 0)
     copied = []
     statement = parallel_copy.range_copy_statement
 
