@@ -77,11 +77,9 @@ def tool_major(version: str) -> int:
 
 
 @contextlib.contextmanager
-def prepared(
-    conn: postgres.ConnInfo, snapshot: str, plan: subset.Plan
-) -> Iterator[tuple[Any, dict[str, int]]]:
-    """A cursor in ``snapshot`` with the plan checked and its kept rows ready,
-    and the rows kept per subset table."""
+def checked(conn: postgres.ConnInfo, snapshot: str, plan: subset.Plan) -> Iterator[Any]:
+    """A cursor in ``snapshot`` with the plan checked (ConfigurationError for
+    what would fail it); :func:`pgclone.plans.prepare` next."""
     with table_counts.snapshot_transaction(conn, snapshot) as cursor:
         problems = plans.check(cursor, plan)
         if problems:
@@ -89,7 +87,47 @@ def prepared(
                 "The dump's plan can't run on this database:\n"
                 + "\n".join(f"- {problem}" for problem in problems)
             )
-        yield cursor, plans.prepare(cursor, plan)
+        yield cursor
+
+
+@dataclass
+class Programs:
+    """The pg_dumps of a container, started before the plan's kept rows are
+    found: they read the catalog meanwhile, then wait on their pipes."""
+
+    pre_data: Any
+    rest: Any
+
+
+@contextlib.contextmanager
+def programs(
+    conn: postgres.ConnInfo,
+    *,
+    snapshot: str,
+    plan: subset.Plan,
+    exclude_table_data: list[str],
+    exclude_qualified_table_data: list[tuple[str, str]],
+) -> Iterator[Programs]:
+    """pg_dump of the pre-data, and of the rest's data and post-data (without the
+    planned tables' rows), both in ``snapshot``; waited for on leaving (a failed
+    one raises CommandFailed), killed if the block raises."""
+    common = {"snapshot": snapshot, "extra": tool_flags()}
+    pre_data = postgres.pg_dump_argv(conn, sections=["pre-data"], **common)
+    rest = postgres.pg_dump_argv(
+        conn,
+        sections=["data", "post-data"],
+        exclude_table_data=exclude_table_data,
+        exclude_qualified_table_data=[
+            *exclude_qualified_table_data,
+            *((t.schema, t.name) for t in planned_tables(plan)),
+        ],
+        **common,
+    )
+    with (
+        postgres.spawn(pre_data, env=conn.env()) as first,
+        postgres.spawn(rest, env=conn.env()) as second,
+    ):
+        yield Programs(first, second)
 
 
 def describe(config: configs.DumpConfig, plan: subset.Plan) -> dict[str, Any]:
@@ -148,25 +186,11 @@ def container(
     cursor: Any,
     plan: subset.Plan,
     config_name: str,
-    exclude_table_data: list[str],
-    exclude_qualified_table_data: list[tuple[str, str]],
+    started: Programs,
 ) -> Iterator[Source]:
     """The container of a planned dump, written by a thread of its own into a
     pipe: read it to its end inside the block. Raises what writing raised."""
     tables = planned_tables(plan)
-    flags = tool_flags()
-    common = {"snapshot": snapshot, "extra": flags}
-    pre_data = postgres.pg_dump_argv(conn, sections=["pre-data"], **common)
-    rest = postgres.pg_dump_argv(
-        conn,
-        sections=["data", "post-data"],
-        exclude_table_data=exclude_table_data,
-        exclude_qualified_table_data=[
-            *exclude_qualified_table_data,
-            *((t.schema, t.name) for t in tables),
-        ],
-        **common,
-    )
     read_end, write_end = os.pipe()
     source = Source(os.fdopen(read_end, "rb"))
     children = postgres.current_children()  # so that a cancelled job kills them too
@@ -195,14 +219,12 @@ def container(
             with os.fdopen(write_end, "wb") as pipe:
                 tar = containers.TarWriter(pipe.write)
                 tar.json(containers.PLAN, header(config_name, plan))
-                with postgres.spawn(pre_data, env=conn.env()) as proc:
-                    tar.copy(containers.PRE_DATA, proc.stdout)
+                tar.copy(containers.PRE_DATA, started.pre_data.stdout)
                 for index, table in enumerate(tables):
                     chunks = tar.stream(containers.table_prefix(index))
                     source.rows[table.schema, table.name] = copy(table, chunks)
                     chunks.close()
-                with postgres.spawn(rest, env=conn.env()) as proc:
-                    tar.copy(containers.REST, proc.stdout)
+                tar.copy(containers.REST, started.rest.stdout)
                 tar.close()
         except BaseException as exc:  # handed to the reading thread
             source.error = exc

@@ -28,6 +28,7 @@ from pgclone import (
     options,
     payloads,
     planned_dump,
+    plans,
     postgres,
     retention,
     routing,
@@ -175,18 +176,21 @@ def _archive(
             yield proc.stdout
         return
     with (
-        planned_dump.prepared(conn, snapshot, plan) as (cursor, _),
-        planned_dump.container(
+        planned_dump.checked(conn, snapshot, plan) as cursor,
+        planned_dump.programs(  # they read the catalog while the kept rows are found
             conn,
             snapshot=snapshot,
-            cursor=cursor,
             plan=plan,
-            config_name=config_name,
             exclude_table_data=excluded,
             exclude_qualified_table_data=referencing,
-        ) as source,
+        ) as started,
     ):
-        yield source
+        plans.prepare(cursor, plan)
+        with planned_dump.container(
+            conn, snapshot=snapshot, cursor=cursor, plan=plan, config_name=config_name,
+            started=started,
+        ) as source:  # fmt: skip
+            yield source
     written.update(source.rows)
 
 
