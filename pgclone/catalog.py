@@ -39,6 +39,9 @@ class ForeignKey:
     parent: int
     parent_columns: tuple[str, ...]
     nullable: bool = False  # whether a row may reference nothing (a column may be NULL)
+    # one of the keys PostgreSQL makes for each partition of a partitioned table
+    # a key references: the planner would take them for as many keys to match
+    into_partition: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ _FOREIGN_KEYS = """
                  JOIN pg_catalog.pg_attribute a
                    ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.n),
            EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = con.conrelid
-                   AND a.attnum = ANY (con.conkey) AND NOT a.attnotnull)
+                   AND a.attnum = ANY (con.conkey) AND NOT a.attnotnull),
+           EXISTS (SELECT 1 FROM pg_catalog.pg_constraint up
+                   WHERE up.oid = con.conparentid AND up.confrelid <> con.confrelid)
     FROM pg_catalog.pg_constraint con
     WHERE con.contype = 'f' AND con.conrelid = ANY (%s::oid[]) AND con.confrelid = ANY (%s::oid[])
     ORDER BY con.conrelid, con.conname
@@ -127,8 +132,8 @@ def read(cursor: Any) -> Catalog:
         primary.setdefault(oid, []).append(name)
     cursor.execute(_FOREIGN_KEYS, [oids, oids])
     foreign_keys = tuple(
-        ForeignKey(child, tuple(child_columns), parent, tuple(parent_columns), nullable)
-        for child, parent, child_columns, parent_columns, nullable in cursor.fetchall()
+        ForeignKey(child, tuple(child_columns), parent, tuple(parent_columns), nullable, into)
+        for child, parent, child_columns, parent_columns, nullable, into in cursor.fetchall()
     )
     tables = {
         oid: Table(oid, schema, name, tuple(columns[oid]), tuple(primary.get(oid, ())))

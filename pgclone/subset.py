@@ -150,6 +150,12 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
     fks = [fk for fk in found.foreign_keys if excluded.isdisjoint((fk.child, fk.parent))]
     models = [r.model for r in config.subset] + [r.model for r in config.scrub or ()]
     oids = _model_tables(cursor, models, excluded)
+    for label, oid in oids.items():
+        if oid not in found.tables and oid not in excluded:
+            raise ConfigurationError(
+                f"The table of {label} is partitioned (or not an ordinary table): scrub and "
+                "subset rules don't cover partitioned tables yet."
+            )
     roots = {oids[root.model]: root for root in config.subset}
     for oid, root in roots.items():
         if oid in excluded:
@@ -158,6 +164,12 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
                 "references a model that is): remove one of the two."
             )
     kinds = classify(fks, set(roots))
+    for fk in fks:
+        if fk.into_partition and (fk.child in kinds or fk.parent in kinds):
+            raise ConfigurationError(
+                f"The subset reaches {tables[fk.child].label}, whose foreign key references a "
+                "partitioned table: subsets don't follow such keys yet."
+            )
     keeps = _keeps(kinds, fks)
     steps = _steps(tables, fks, kinds, keeps)
     leaves = _leaves(steps, kinds)

@@ -207,6 +207,27 @@ def raw_tables(test_database_name: str) -> Iterator[str]:
     psql("DROP TABLE pgclone_raw_child, pgclone_raw_parent", test_database_name)
 
 
+def test_a_subset_reaching_a_key_into_a_partitioned_table_is_refused(
+    settings, shop, test_database_name
+):
+    """PostgreSQL keeps a foreign key into a partitioned table as one key per
+    partition: followed as they are, no row would reference every one of them."""
+    psql(
+        "CREATE TABLE pgclone_part (id int PRIMARY KEY) PARTITION BY RANGE (id);"
+        "CREATE TABLE pgclone_part_low PARTITION OF pgclone_part FOR VALUES FROM (0) TO (100);"
+        "CREATE TABLE pgclone_part_high PARTITION OF pgclone_part FOR VALUES FROM (100) TO (200);"
+        "CREATE TABLE pgclone_part_user (id int PRIMARY KEY, part_id int REFERENCES pgclone_part, "
+        "order_id bigint NOT NULL REFERENCES testapp_order (id))",
+        test_database_name,
+    )
+    try:
+        with pytest.raises(ConfigurationError, match="references a partitioned table"):
+            plan_of(settings, {"subset": {"testapp.Order": {"percent": 10}}})
+        plan_of(settings, {"scrub": {"testapp.Customer": {"name": "name"}}})  # no subset: fine
+    finally:
+        psql("DROP TABLE pgclone_part_user, pgclone_part", test_database_name)
+
+
 def test_raw_sql_and_multi_column_foreign_keys_are_followed(settings, shop, raw_tables):
     plan = plan_of(settings, {"subset": {"testapp.Order": {"where": "id % 100 = 1"}}})
     kinds = {t.name: t.kind for t in plan.tables}
