@@ -1,27 +1,34 @@
 """The container of a planned (scrubbed and/or subset) dump: a tar stream.
 
 A planned dump can't be one pg_dump archive: the planned tables' rows come
-from ``COPY (SELECT …) TO STDOUT`` in pgclone's own session. So it is a tar
-stream (format ``pgclone-plan-1``) whose members come in the order a restore
+from ``COPY (SELECT …) TO STDOUT`` in pgclone's own sessions. So it is a tar
+stream (format ``pgclone-plan-2``) whose streams come in the order a restore
 needs them, so that one pass over it restores it:
 
 - ``plan.json``: the planned tables (schema, name, columns, member prefix),
   the config and the plan's digest;
 - ``pre-data/NNNNNN``: ``pg_dump --format=custom --section=pre-data``;
-- ``data/TTTT/NNNNNN``: the COPY text of planned table ``TTTT``;
-- ``rest/NNNNNN``: ``pg_dump --format=custom --section=data
-  --section=post-data``, without the planned tables' rows.
+- ``data/TTTT/NNNNNN``: the COPY text of planned table ``TTTT``, and
+  ``rest/NNNNNN``: ``pg_dump --format=custom --section=data`` without the
+  planned tables' rows; the members of these streams are interleaved, in
+  the order they were produced (all at once);
+- ``post-data/NNNNNN``: ``pg_dump --format=custom --section=post-data``,
+  once every data stream has ended.
 
 tar needs each member's size before its bytes, so a stream is written as
-consecutive members of at most ``MEMBER_SIZE`` bytes (``cat pre-data/*``
-gives the archive back). Both ends hold at most one member in memory.
+consecutive members of at most about ``MEMBER_SIZE`` bytes, numbered per
+stream (``cat pre-data/*`` gives the archive back). A pg_dump archive may be
+cut anywhere; a COPY stream is cut into members of whole rows
+(:class:`RowMembers`; a row longer than ``MEMBER_SIZE`` is a member of its
+own), because a planned table's COPY may come from several sessions at once
+(block ranges of one big table, :mod:`pgclone.parallel_copy`) whose members
+are written in whatever order they come. The restore concatenates them into
+one COPY, which takes rows in any order. Both ends hold a few members in
+memory.
 
-A planned table's COPY may come from several sessions at once (block ranges
-of one big table, :mod:`pgclone.parallel_copy`): each cuts its COPY text into
-members of whole rows (:class:`RowMembers`; a row longer than ``MEMBER_SIZE``
-is a member of its own), and those members are written in whatever order
-they come, a few of them in memory at once. The restore concatenates them
-into one COPY, which takes rows in any order.
+Format ``pgclone-plan-1`` (older dumps, still restored) had each stream's
+members together, and no ``post-data``: its ``rest`` came last, with
+``--section=data --section=post-data``.
 """
 
 from __future__ import annotations
@@ -35,12 +42,15 @@ from typing import Any
 
 from pgclone.exceptions import DumpDamaged
 
-FORMAT = "pgclone-plan-1"
+FORMAT = "pgclone-plan-2"
+LEGACY_FORMAT = "pgclone-plan-1"
+FORMATS = (LEGACY_FORMAT, FORMAT)
 MEMBER_SIZE = 1024 * 1024
 BLOCK = tarfile.BLOCKSIZE
 PLAN = "plan.json"
 PRE_DATA = "pre-data"
 REST = "rest"
+POST_DATA = "post-data"
 
 
 def table_prefix(index: int) -> str:
@@ -205,6 +215,6 @@ def read_plan(data: bytes) -> dict[str, Any]:
         plan = json.load(io.BytesIO(data))
     except ValueError as exc:
         raise DumpDamaged(f"The dump is damaged: its {PLAN} is no JSON ({exc}).") from exc
-    if plan.get("format") != FORMAT:
-        raise DumpDamaged(f"The dump's {PLAN} is not of format {FORMAT!r}.")
+    if plan.get("format") not in FORMATS:
+        raise DumpDamaged(f"The dump's {PLAN} is of none of the formats {', '.join(FORMATS)}.")
     return plan

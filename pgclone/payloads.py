@@ -130,7 +130,7 @@ class Manifest:
     # An encrypted dump: {"method": "age", "recipients": [public keys]}; None when plain.
     encryption: dict[str, Any] | None = None
     plaintext_sha256: str | None = None  # of the zstd stream age encrypted
-    # A planned dump (format pgclone-plan-1): what its config did to the data, and
+    # A planned dump (format pgclone-plan-2, or -1 before): what its config did to the data, and
     # its plan ({"digest", "scrub_key_id", "tables", "rows"}; never the key).
     scrubbed: bool = False
     subset: bool = False

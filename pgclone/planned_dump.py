@@ -6,9 +6,12 @@ would fail), hands it the scrub key and fills the kept rows
 (:func:`pgclone.plans.prepare`). Then one thread writes the container
 (:mod:`pgclone.containers`) into a pipe that the dump step compresses into
 storage as it compresses pg_dump's output for a plain dump: pg_dump's
-pre-data archive, each planned table's ``COPY (SELECT …) TO STDOUT`` from
-that session (a big table scrubbed whole: from several sessions at once,
-:mod:`pgclone.parallel_copy`), then pg_dump's archive of the rest.
+pre-data archive; then, all at once, each planned table's ``COPY (SELECT …)
+TO STDOUT`` (one after another from that session; a big table scrubbed
+whole: from psql sessions, :mod:`pgclone.parallel_copy`) and pg_dump's
+archive of the rest's data, their members interleaved as they come; then
+pg_dump's post-data archive. The scrubbing COPYs are bound by the server,
+the rest's pg_dump by compressing its output: on two CPUs they overlap.
 PostgreSQL does the scrubbing and the sampling; nothing is kept on disk, and
 memory holds a few members at a time.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import threading
 from collections.abc import Iterator
@@ -38,6 +42,8 @@ from pgclone import (
 from pgclone.exceptions import ConfigurationError
 
 JOIN_TIMEOUT = 30
+POLL_SECONDS = 0.2
+QUEUE_MEMBERS = 4  # members on their way from the data producers to the tar
 
 
 def is_planned(config: configs.DumpConfig) -> bool:
@@ -97,6 +103,7 @@ class Programs:
 
     pre_data: Any
     rest: Any
+    post_data: Any
 
 
 @contextlib.contextmanager
@@ -108,14 +115,14 @@ def programs(
     exclude_table_data: list[str],
     exclude_qualified_table_data: list[tuple[str, str]],
 ) -> Iterator[Programs]:
-    """pg_dump of the pre-data, and of the rest's data and post-data (without the
-    planned tables' rows), both in ``snapshot``; waited for on leaving (a failed
-    one raises CommandFailed), killed if the block raises."""
+    """pg_dump of the pre-data, of the rest's data (without the planned tables'
+    rows) and of the post-data, all in ``snapshot``; waited for on leaving (a
+    failed one raises CommandFailed), killed if the block raises."""
     common = {"snapshot": snapshot, "extra": tool_flags()}
     pre_data = postgres.pg_dump_argv(conn, sections=["pre-data"], **common)
     rest = postgres.pg_dump_argv(
         conn,
-        sections=["data", "post-data"],
+        sections=["data"],
         exclude_table_data=exclude_table_data,
         exclude_qualified_table_data=[
             *exclude_qualified_table_data,
@@ -123,11 +130,13 @@ def programs(
         ],
         **common,
     )
+    post_data = postgres.pg_dump_argv(conn, sections=["post-data"], **common)
     with (
         postgres.spawn(pre_data, env=conn.env()) as first,
         postgres.spawn(rest, env=conn.env()) as second,
+        postgres.spawn(post_data, env=conn.env()) as third,
     ):
-        yield Programs(first, second)
+        yield Programs(first, second, third)
 
 
 def describe(config: configs.DumpConfig, plan: subset.Plan) -> dict[str, Any]:
@@ -178,6 +187,25 @@ class Source:
         return self.pipe.read(size)
 
 
+class _Stream:
+    """One stream's members, handed to ``put`` with its prefix (the thread
+    writing the tar numbers them); at least one, so that an empty stream is
+    there too."""
+
+    def __init__(self, put: Any, prefix: str) -> None:
+        self._put = put
+        self._prefix = prefix
+        self._empty = True
+
+    def member(self, data: bytes) -> None:
+        self._put((self._prefix, data))
+        self._empty = False
+
+    def close(self) -> None:
+        if self._empty:
+            self.member(b"")
+
+
 @contextlib.contextmanager
 def container(
     conn: postgres.ConnInfo,
@@ -190,28 +218,112 @@ def container(
 ) -> Iterator[Source]:
     """The container of a planned dump, written by a thread of its own into a
     pipe: read it to its end inside the block. Raises what writing raised."""
-    tables = planned_tables(plan)
+    tables = list(enumerate(planned_tables(plan)))
     read_end, write_end = os.pipe()
     source = Source(os.fdopen(read_end, "rb"))
     children = postgres.current_children()  # so that a cancelled job kills them too
 
     jobs, key = conf.dump_jobs(), conf.scrub_key()
-    sessions = parallel_copy.Sessions()  # the extra sessions of a table copied in ranges
+    # The psql sessions of a table copied in ranges; stopped, it stops every producer.
+    sessions = parallel_copy.Sessions()
+    members: queue.Queue = queue.Queue(maxsize=QUEUE_MEMBERS)
+    failures: list[BaseException] = []
 
-    def copy(table: subset.PlannedTable, chunks: containers.Chunks) -> int:
-        ranges = parallel_copy.ranges_of(cursor, table, jobs)
-        if not ranges:
-            return driver.copy_out(cursor, table.copy_statement(), chunks.write)
-        return parallel_copy.copy_table(
-            conn,
-            cursor=cursor,
-            snapshot=snapshot,
-            key=key,
-            table=table,
-            ranges=ranges,
-            write_member=chunks.member,
-            sessions=sessions,
-        )
+    def put(item: tuple[str | None, Any]) -> None:
+        while not sessions.stopped:
+            with contextlib.suppress(queue.Full):
+                members.put(item, timeout=POLL_SECONDS)
+                return
+        raise parallel_copy.Stopped
+
+    def stop() -> None:
+        sessions.cancel()
+        with contextlib.suppress(driver.Error):
+            cursor.connection.cancel()
+
+    def rest() -> None:
+        stream = _Stream(put, containers.REST)
+        while data := started.rest.stdout.read(containers.MEMBER_SIZE):
+            stream.member(data)
+        stream.close()
+
+    def in_session(driven: list[tuple[int, subset.PlannedTable]]) -> None:
+        """The tables the main session copies: one after another, from its cursor."""
+        for index, table in driven:
+            stream = _Stream(put, containers.table_prefix(index))
+            rows = containers.RowMembers(stream.member)
+            count = driver.copy_out(cursor, table.copy_statement(), rows.write)
+            rows.close()
+            stream.close()
+            source.rows[table.schema, table.name] = count
+
+    def in_ranges(ranged: list[tuple[int, subset.PlannedTable, list[Any]]]) -> None:
+        """The tables psql sessions copy: one after another, each in its ranges at once."""
+        for index, table, ranges in ranged:
+            stream = _Stream(put, containers.table_prefix(index))
+            source.rows[table.schema, table.name] = parallel_copy.copy_table(
+                conn,
+                cursor=cursor,
+                snapshot=snapshot,
+                key=key,
+                table=table,
+                ranges=ranges,
+                write_member=stream.member,
+                sessions=sessions,
+            )
+            stream.close()
+
+    def producer(work: Any, *args: Any) -> None:
+        postgres.adopt_children(children)
+        try:
+            work(*args)
+        except BaseException as exc:  # raised by the thread writing the tar
+            failures.append(exc)
+            stop()
+            return
+        with contextlib.suppress(parallel_copy.Stopped):
+            put((None, None))
+
+    def write_data(tar: containers.TarWriter) -> None:
+        """The data streams, produced at once, written as their members come."""
+        driven, ranged = [], []
+        for index, table in tables:  # the cursor is this thread's until the producers start
+            ranges = parallel_copy.ranges_of(cursor, table, jobs)
+            if ranges:
+                ranged.append((index, table, ranges))
+            else:
+                driven.append((index, table))
+        threads = [
+            threading.Thread(target=producer, args=args, name=f"pgclone-{name}", daemon=True)
+            for name, args in (
+                ("rest", (rest,)),
+                ("copy", (in_session, driven)),
+                ("copy-ranges", (in_ranges, ranged)),
+            )
+        ]
+        for thread in threads:
+            thread.start()
+        counts: dict[str, int] = {}
+        running = len(threads)
+        try:
+            while running:
+                if failures:
+                    raise failures[0]
+                try:
+                    stream, data = members.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                if stream is None:
+                    running -= 1
+                    continue
+                count = counts.get(stream, 0)
+                tar.member(f"{stream}/{count:06d}", data)
+                counts[stream] = count + 1
+        finally:
+            if running:
+                stop()
+            for thread in threads:
+                thread.join(JOIN_TIMEOUT)
 
     def produce() -> None:
         postgres.adopt_children(children)
@@ -220,11 +332,8 @@ def container(
                 tar = containers.TarWriter(pipe.write)
                 tar.json(containers.PLAN, header(config_name, plan))
                 tar.copy(containers.PRE_DATA, started.pre_data.stdout)
-                for index, table in enumerate(tables):
-                    chunks = tar.stream(containers.table_prefix(index))
-                    source.rows[table.schema, table.name] = copy(table, chunks)
-                    chunks.close()
-                tar.copy(containers.REST, started.rest.stdout)
+                write_data(tar)
+                tar.copy(containers.POST_DATA, started.post_data.stdout)
                 tar.close()
         except BaseException as exc:  # handed to the reading thread
             source.error = exc
@@ -235,9 +344,7 @@ def container(
         yield source
     except BaseException:
         source.pipe.close()  # the writer stops on a broken pipe; a COPY is cancelled
-        with contextlib.suppress(driver.Error):
-            cursor.connection.cancel()
-        sessions.cancel()
+        stop()
         thread.join(JOIN_TIMEOUT)
         raise
     thread.join()

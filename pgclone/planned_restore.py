@@ -1,13 +1,16 @@
 """Restoring a planned dump's container (:mod:`pgclone.containers`), and reading
 it for ``verify``.
 
-The members arrive in restore order, and each stream goes where a restore
-needs it as it arrives: the pre-data archive to ``pg_restore`` (tables,
-types, functions; no index or constraint yet), each planned table's COPY
-text to ``COPY … FROM STDIN``, then the rest archive to ``pg_restore``: the
-other tables' rows, sequences, then indexes and constraints, which check
-every foreign key once all the rows are in. Where a plain dump is unpacked
-for ``pg_restore --jobs``, so is a container: one file per stream.
+The streams arrive in restore order, and each goes where a restore needs it
+as it arrives: the pre-data archive to ``pg_restore`` (tables, types,
+functions; no index or constraint yet); then, all at once, each planned
+table's COPY text to ``COPY … FROM STDIN`` in a session of its own and the
+rest's data archive to ``pg_restore`` (the other tables' rows, sequences);
+then the post-data archive to ``pg_restore``: indexes and constraints, which
+check every foreign key once all the rows are in. (A ``pgclone-plan-1``
+container has its streams one after another, its rest archive last, with
+the post-data.) Where a plain dump is unpacked for ``pg_restore --jobs``, so
+is a container: one file per stream.
 """
 
 from __future__ import annotations
@@ -70,9 +73,10 @@ class ProgramSink:
 
 class CopySink:
     """A planned table's COPY text into ``COPY … FROM STDIN``, run in a thread
-    of its own that reads from a pipe."""
+    and a session of its own (the tables' streams come at once) that reads
+    from a pipe."""
 
-    def __init__(self, connection: Any, table: dict[str, Any]) -> None:
+    def __init__(self, target: postgres.ConnInfo, table: dict[str, Any]) -> None:
         read_end, write_end = os.pipe()
         self._pipe = os.fdopen(write_end, "wb")
         self.rows = 0
@@ -80,7 +84,11 @@ class CopySink:
 
         def run() -> None:
             try:
-                with os.fdopen(read_end, "rb") as source, connection.cursor() as cursor:
+                with (
+                    os.fdopen(read_end, "rb") as source,
+                    postgres.connect(target) as connection,
+                    connection.cursor() as cursor,
+                ):
                     self.rows = driver.copy_from(cursor, copy_in_statement(table), source)
             except BaseException as exc:  # raised again by close()
                 self._error = exc
@@ -121,7 +129,15 @@ class FileSink:
 class Router:
     """Parses the container handed to ``write`` and routes each stream's members
     to a sink of its own (``open_stream(name, table)``, ``table`` for a planned
-    table's stream), closing a stream's sink before the next stream starts.
+    table's stream), as they come.
+
+    In a ``pgclone-plan-2`` container the data streams (the planned tables'
+    and ``rest``) are open at once, their members interleaved; the pre-data's
+    sink is closed when the first of them starts, and theirs when
+    ``post-data`` starts. In a ``pgclone-plan-1`` container each stream is
+    whole, so its sink is closed when the next stream starts. A stream that
+    starts again once closed, or that comes after a later phase began, is
+    damage.
 
     A sink's failure stops the routing, not the reading: the dump is still read
     to its end so that its checksums are checked first (``finish`` raises it)."""
@@ -131,7 +147,8 @@ class Router:
         self.streams: list[str] = []
         self._open = open_stream
         self._plan_bytes = bytearray()
-        self._sink: Any = None
+        self._sinks: dict[str, Any] = {}  # the open ones, in the order they opened
+        self._phase = 0
         self._failed: BaseException | None = None
         self._reader = containers.TarReader(self._member)
 
@@ -142,7 +159,7 @@ class Router:
             self._reader.write(data)
             if self._reader.ended:
                 # In the thread that started the programs: they die with it (pdeathsig).
-                self._close_sink()
+                self._close_sinks()
         except DumpDamaged:
             raise
         except BaseException as exc:
@@ -155,33 +172,57 @@ class Router:
             return self._plan_bytes.extend
         if self.plan is None:
             self.plan = containers.read_plan(bytes(self._plan_bytes))
-        if not self.streams or self.streams[-1] != stream:
-            self._close_sink()
-            tables = {t["member"]: t for t in self.plan["tables"]}
-            if stream not in (containers.PRE_DATA, containers.REST) and stream not in tables:
-                raise DumpDamaged(f"The dump is damaged: unexpected member {name!r}.")
-            self.streams.append(stream)
-            self._sink = self._open(stream, tables.get(stream))
-        return self._sink.write
+        if stream in self._sinks:
+            return self._sinks[stream].write
+        tables = {t["member"]: t for t in self.plan["tables"]}
+        phase = self._phase_of(stream, tables)
+        if stream in self.streams or phase < self._phase:
+            raise DumpDamaged(f"The dump is damaged: member {name!r} comes out of order.")
+        if phase > self._phase or self.plan["format"] == containers.LEGACY_FORMAT:
+            self._close_sinks()
+        self._phase = phase
+        self.streams.append(stream)
+        self._sinks[stream] = self._open(stream, tables.get(stream))
+        return self._sinks[stream].write
 
-    def _close_sink(self) -> None:
-        sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.close()
+    def _phase_of(self, stream: str, tables: dict[str, Any]) -> int:
+        """Where ``stream`` comes: the streams of a later phase start once the
+        earlier ones have ended."""
+        legacy = self.plan["format"] == containers.LEGACY_FORMAT
+        if stream == containers.PRE_DATA:
+            return 1
+        if stream in tables or (stream == containers.REST and not legacy):
+            return 2
+        if stream == containers.REST or (stream == containers.POST_DATA and not legacy):
+            return 3
+        raise DumpDamaged(f"The dump is damaged: unexpected stream {stream!r}.")
+
+    def _close_sinks(self) -> None:
+        while self._sinks:
+            stream = next(iter(self._sinks))
+            self._sinks.pop(stream).close()
 
     def finish(self) -> None:
-        """Once the dump is all read and checked: the last sink closed, and the
+        """Once the dump is all read and checked: the last sinks closed, and the
         first failure raised."""
         if self._failed is not None:
             raise self._failed
         self._reader.close()
-        self._close_sink()
-        if containers.REST not in self.streams:
-            raise DumpDamaged("The dump is damaged: its container has no 'rest' archive.")
+        try:
+            self._close_sinks()
+        except BaseException:
+            self.abort()
+            raise
+        needed = [containers.REST]
+        if self.plan is None or self.plan["format"] != containers.LEGACY_FORMAT:
+            needed.append(containers.POST_DATA)
+        for stream in needed:
+            if stream not in self.streams:
+                raise DumpDamaged(f"The dump is damaged: its container has no {stream!r} archive.")
 
     def abort(self) -> None:
-        sink, self._sink = self._sink, None
-        if sink is not None:
+        sinks, self._sinks = list(self._sinks.values()), {}
+        for sink in sinks:
             sink.abort()
 
 
@@ -200,17 +241,16 @@ def restore_streamed(source: Any, target: postgres.ConnInfo, checks: dict[str, A
     progress. Returns the planned tables' rows restored."""
     children = postgres.current_children()  # the sinks start in the writing thread
     copies: list[CopySink] = []
-    with postgres.connect(target) as connection:
 
-        def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
-            postgres.adopt_children(children)
-            if table is None:
-                argv = postgres.pg_restore_argv(target)
-                return ProgramSink([(argv, subprocess.DEVNULL)], target.env())
-            copies.append(CopySink(connection, table))
-            return copies[-1]
+    def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
+        postgres.adopt_children(children)
+        if table is None:
+            argv = postgres.pg_restore_argv(target)
+            return ProgramSink([(argv, subprocess.DEVNULL)], target.env())
+        copies.append(CopySink(target, table))
+        return copies[-1]
 
-        _read(Router(open_stream), source, checks)
+    _read(Router(open_stream), source, checks)
     return sum(copy.rows for copy in copies)
 
 
@@ -244,11 +284,12 @@ def restore_unpacked(workdir: Path, plan: dict[str, Any], target: postgres.ConnI
         ):
             return driver.copy_from(cursor, copy_in_statement(table), data)
 
-    # The rest archive has no TABLE entries (they are pre-data's), so pg_restore
+    # The archives have no TABLE entries (they are pre-data's), so pg_restore
     # --jobs would not know that a foreign key waits for its tables' rows: all
-    # the data first, then the indexes and constraints.
-    def rest(section: str) -> None:
-        argv = postgres.pg_restore_argv(target, jobs=jobs, path=str(workdir / containers.REST))
+    # the data first, then the indexes and constraints (a pgclone-plan-1
+    # container's rest holds both sections).
+    def archive(name: str, section: str) -> None:
+        argv = postgres.pg_restore_argv(target, jobs=jobs, path=str(workdir / name))
         postgres.run([*argv[:-1], f"--section={section}", argv[-1]], env=target.env())
 
     children = postgres.current_children()  # pg_restore, started in a pool thread
@@ -258,19 +299,21 @@ def restore_unpacked(workdir: Path, plan: dict[str, Any], target: postgres.ConnI
         return function(*args)
 
     with concurrent.futures.ThreadPoolExecutor(max(jobs, 1)) as pool:
-        data = pool.submit(in_pool, rest, "data")
+        data = pool.submit(in_pool, archive, containers.REST, "data")
         copies = [pool.submit(in_pool, copy_in, table) for table in plan["tables"]]
         rows = sum(copy.result() for copy in copies)  # the first failure is raised
         data.result()
-    rest("post-data")
+    legacy = plan.get("format") == containers.LEGACY_FORMAT
+    archive(containers.REST if legacy else containers.POST_DATA, "post-data")
     return rows
 
 
 def read_archives(
     source: Any, readers: Iterable[tuple[list[str], Any]], checks: dict[str, Any]
 ) -> dict[str, Any]:
-    """Feed each pg_dump archive of the container to every reader (``pg_restore
-    --list`` …, writing where its pair says) in turn; returns the plan."""
+    """Feed each pg_dump archive of the container (pre-data, rest, post-data) to
+    every reader (``pg_restore --list`` …, writing where its pair says) in
+    turn; returns the plan."""
     readers = list(readers)
 
     def open_stream(stream: str, table: dict[str, Any] | None) -> Any:

@@ -63,7 +63,7 @@ def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
             "identities": identities,
             "expected_plaintext_sha256": parsed.plaintext_sha256,
         }
-    if parsed.format == containers.FORMAT:
+    if parsed.format in containers.FORMATS:
         return _verify_planned(storage, key, manifest, decryption)
     with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as schema:
         with contextlib.ExitStack() as stack:  # one pass over the dump feeds both readers
@@ -94,7 +94,7 @@ def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
 def _verify_planned(
     storage: Any, key: keys.DumpKey, manifest: dict[str, Any], decryption: dict[str, Any]
 ) -> dict[str, Any]:
-    """A planned dump's container: both pg_dump archives read as a plain dump's
+    """A planned dump's container: its pg_dump archives read as a plain dump's
     archive is; the planned tables' rows are in it, beside the archives."""
     checks = {
         "expected_sha256": manifest.get("sha256"),

@@ -54,7 +54,7 @@ from pgclone.steps.restore_swap import (
 from pgclone.storage import storage_for
 from pgclone.storage.local import LocalStorage
 
-FORMATS = (payloads.Manifest.format, containers.FORMAT)
+FORMATS = (payloads.Manifest.format, *containers.FORMATS)
 
 
 def ensure_allowed(job: Job) -> None:
@@ -218,7 +218,7 @@ def _restore_streamed(
         # The server's view of the COPYs where it has one; else the dump read so far.
         progress = None if watch.active else runner.Progress(job.pk, total=manifest.size)
         checks = _checks(key, manifest, progress.add if progress else _ignore)
-        if manifest.format == containers.FORMAT:
+        if manifest.format in containers.FORMATS:
             rows = planned_restore.restore_streamed(source, target, checks)
         else:
             argv = postgres.pg_restore_argv(target)
@@ -228,7 +228,7 @@ def _restore_streamed(
                 streams.decompress_into(source, proc, **checks)
     if progress:
         progress.flush()
-    if manifest.format == containers.FORMAT:
+    if manifest.format in containers.FORMATS:
         return (
             f"Streamed {key} into {target.name}: pg_restore, COPY of the planned tables "
             f"({rows} rows), pg_restore."
@@ -256,7 +256,7 @@ def _restore_parallel(
         unpacked = workdir / "dump"
         progress = runner.Progress(job.pk, total=manifest.size, label="unpacking the dump")
         checks = _checks(key, manifest, progress.add)
-        planned = manifest.format == containers.FORMAT
+        planned = manifest.format in containers.FORMATS
         with storage.open(key) as source:
             if planned:
                 unpacked.mkdir()

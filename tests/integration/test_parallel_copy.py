@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pgclone import api, parallel_copy
+from pgclone import api, parallel_copy, subset
 from pgclone.driver import sql
 from pgclone.models import Job
 from tests.conftest import psql, wait_for
@@ -116,3 +116,51 @@ def test_a_failing_session_fails_the_dump_and_stops_the_others(
         )
 
     wait_for(no_copy_left, timeout=5, what="the dump's COPY sessions to end")
+
+
+def test_a_failing_main_session_copy_fails_the_dump_and_stops_the_psql_sessions(
+    shop,  # noqa: F811 (the fixture imported above)
+    parallel,
+    monkeypatch,
+    local_location,
+    test_database_name,
+):
+    """The main session's COPY (of the addresses here) runs at the same time as
+    the psql sessions' (the customers') and the rest's pg_dump: when it fails,
+    the others are stopped, and the dump fails with its error."""
+    ranges_of, statement = parallel_copy.ranges_of, parallel_copy.range_copy_statement
+
+    def in_main_session(cursor, table, jobs):
+        return [] if table.name == "testapp_address" else ranges_of(cursor, table, jobs)
+
+    def slow(table, first, end):
+        if end is None:
+            return sql.SQL("COPY (SELECT pg_sleep(60)) TO STDOUT")
+        return statement(table, first, end)
+
+    def faulty(table):
+        return sql.SQL("COPY (SELECT 1 / (x - 1000) FROM generate_series(1, 2000) x) TO STDOUT")
+
+    monkeypatch.setattr(parallel_copy, "ranges_of", in_main_session)
+    monkeypatch.setattr(parallel_copy, "range_copy_statement", slow)
+    monkeypatch.setattr(subset.PlannedTable, "copy_statement", faulty)
+    started = time.monotonic()
+
+    job = api.dump(config="scrubbed", inline=True)
+
+    assert job.status == Job.Status.FAILED and "division by zero" in job.error
+    assert time.monotonic() - started < 30
+    assert api.ls() == []
+    wait_for(
+        lambda: (
+            psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() "
+                "AND (query ILIKE 'COPY%' OR application_name = 'pg_dump')",
+                test_database_name,
+            )
+            == "0"
+        ),
+        timeout=5,
+        what="the dump's COPY sessions and pg_dumps to end",
+    )

@@ -175,16 +175,22 @@ def test_a_safe_dump_is_scrubbed_subset_verified_and_restores_unpacked(
     assert ORDERS * 0.08 <= rows["public.testapp_order"] <= ORDERS * 0.12
     counted = {t["name"]: t for t in manifest["tables"]}
     assert counted["testapp_order"]["rows"] == rows["public.testapp_order"]
-    # The stored bytes: a tar of the plan, both archives and the COPYs, none of the originals.
+    # The stored bytes: a tar of the plan, the archives and the COPYs, none of the originals.
     stored = (Path(local_location) / key).read_bytes()
     plaintext = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored)).read()
     found = members(plaintext)
     names = list(found)
-    assert (
-        names[0] == "plan.json" and names[1] == "pre-data/000000" and names[-1].startswith("rest/")
-    )
+    assert names[:2] == ["plan.json", "pre-data/000000"]
+    assert names[-1].startswith("post-data/")
     plan = json.loads(found["plan.json"])
-    assert plan["config"] == "safe" and "key" not in json.dumps(plan).replace("scrub_key_id", "")
+    assert {containers.stream_of(name) for name in names} == {
+        "plan.json", "pre-data", "rest", "post-data", *(t["member"] for t in plan["tables"])
+    }  # fmt: skip
+    assert (
+        plan["format"] == containers.FORMAT
+        and plan["config"] == "safe"
+        and "key" not in json.dumps(plan).replace("scrub_key_id", "")
+    )
     for original in ORIGINALS:
         assert original.encode() not in plaintext, original
     listed = cli(pgclone_cli, planned_worker, local_location, "ls", "--long").stdout
@@ -342,7 +348,8 @@ def test_an_unpacked_restore_loads_the_planned_rows_beside_the_rest_and_stops_on
         )
         for member, sections, exclude in (
             (containers.PRE_DATA, ["pre-data"], []),
-            (containers.REST, ["data", "post-data"], ["--exclude-table-data=planned"]),
+            (containers.REST, ["data"], ["--exclude-table-data=planned"]),
+            (containers.POST_DATA, ["post-data"], []),
         ):
             with open(tmp_path / member, "wb") as out:
                 subprocess.run(
@@ -351,7 +358,7 @@ def test_an_unpacked_restore_loads_the_planned_rows_beside_the_rest_and_stops_on
                     stdout=out, check=True,
                 )  # fmt: skip
         data = tmp_path / containers.table_prefix(0).replace("/", "-")
-        plan = {"tables": [{**tables, "member": containers.table_prefix(0)}]}
+        plan = {"format": containers.FORMAT, "tables": [{**tables, "member": "data/0000"}]}
         conn = postgres.conn_info().with_name(into)
 
         data.write_bytes(b"1\tone\n2\ttwo\n")
@@ -367,3 +374,61 @@ def test_an_unpacked_restore_loads_the_planned_rows_beside_the_rest_and_stops_on
             planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2)
         assert psql("SELECT count(*) FROM other", into) == "2"  # the rest's data went in
         assert psql("SELECT count(*) FROM planned", into) == "0"
+
+
+def pg_dump(database: str, *args: str) -> bytes:
+    argv = ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "-Fc", "-d", database, *args]
+    return subprocess.run(argv, stdout=subprocess.PIPE, check=True).stdout
+
+
+@pytest.mark.parametrize("unpacked", [False, True], ids=["streamed", "unpacked"])
+def test_a_plan_1_container_still_restores(tmp_path, unpacked):
+    """A pgclone-plan-1 container (each stream whole, the rest's data and
+    post-data in one archive, last), assembled from real pg_dump archives:
+    its rows and its foreign key are restored, streamed and unpacked."""
+    from pgclone import planned_restore, postgres
+
+    table = {"schema": "public", "name": "planned", "columns": ["id", "label"]}
+    with scratch_database() as source, scratch_database() as into:
+        psql(
+            "CREATE TABLE planned (id int PRIMARY KEY, label text);"
+            "CREATE TABLE other (id int PRIMARY KEY, planned_id int REFERENCES planned);"
+            "INSERT INTO planned VALUES (1, 'one'), (2, 'two'), (3, 'three');"
+            "INSERT INTO other VALUES (10, 1), (20, 2)",
+            source,
+        )
+        out = io.BytesIO()
+        tar = containers.TarWriter(out.write)
+        tar.json(
+            containers.PLAN,
+            {"format": containers.LEGACY_FORMAT, "tables": [{**table, "member": "data/0000"}]},
+        )
+        for prefix, data in (
+            (containers.PRE_DATA, pg_dump(source, "--section=pre-data")),
+            ("data/0000", b"1\tone\n2\ttwo\n3\tthree\n"),
+            (containers.REST, pg_dump(source, "--section=data", "--section=post-data",
+                                      "--exclude-table-data=planned")),
+        ):  # fmt: skip
+            chunks = tar.stream(prefix)
+            chunks.write(data)
+            chunks.close()
+        tar.close()
+        stored = io.BytesIO(zstandard.ZstdCompressor().compress(out.getvalue()))
+        checks = {"expected_sha256": None, "on_progress": lambda _: None}
+        conn = postgres.conn_info().with_name(into)
+
+        if unpacked:
+            plan = planned_restore.unpack(stored, tmp_path, checks)
+            rows = planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2)
+        else:
+            rows = planned_restore.restore_streamed(stored, conn, checks)
+
+        assert rows == 3
+        assert psql("SELECT string_agg(label, ',' ORDER BY id) FROM planned", into) == (
+            "one,two,three"
+        )
+        assert psql("SELECT count(*) FROM other JOIN planned ON planned.id = planned_id", into) == (
+            "2"
+        )
+        foreign_keys = "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+        assert psql(foreign_keys, into) == "1"
