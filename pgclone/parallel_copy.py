@@ -116,36 +116,34 @@ def range_copy_statement(table: subset.PlannedTable, first: int, end: int | None
     return sql.SQL("COPY ({} WHERE {}) TO STDOUT").format(table.select, where)
 
 
+def scripts(
+    cursor: Any, *, snapshot: str, key: str, table: subset.PlannedTable, ranges: list[Range]
+) -> list[bytes]:
+    """What each range's psql session runs (rendered with ``cursor``, in the
+    thread that owns it, before any session starts)."""
+    return [_script(cursor, snapshot, key, range_copy_statement(table, *r)) for r in ranges]
+
+
 def copy_table(
     conn: postgres.ConnInfo,
     *,
-    cursor: Any,
-    snapshot: str,
-    key: str,
-    table: subset.PlannedTable,
-    ranges: list[Range],
+    scripts: list[bytes],
     write_member: Callable[[bytes], Any],
     sessions: Sessions,
 ) -> int:
-    """Copy each range of ``table`` in a session of its own, all at once, handing
-    each member of whole rows to ``write_member`` as it comes; returns the rows.
-    Raises the first failure once every session has stopped."""
-    outcomes: queue.Queue = queue.Queue(maxsize=2 * len(ranges))
+    """Copy each range in a psql session of its own (``scripts``, one each), all
+    at once, handing each member of whole rows to ``write_member`` as it comes;
+    returns the rows. Raises the first failure once every session has stopped."""
+    outcomes: queue.Queue = queue.Queue(maxsize=2 * len(scripts))
     children = postgres.current_children()  # psql, started by the threads: a cancel kills it
     threads = [
         threading.Thread(
             target=_copy_range,
-            args=(
-                conn,
-                _script(cursor, snapshot, key, range_copy_statement(table, *bounds)),
-                outcomes,
-                sessions,
-                children,
-            ),
+            args=(conn, script, outcomes, sessions, children),
             name=f"pgclone-copy-{number}",
             daemon=True,
         )
-        for number, bounds in enumerate(ranges)
+        for number, script in enumerate(scripts)
     ]
     for thread in threads:
         thread.start()

@@ -257,19 +257,12 @@ def container(
             stream.close()
             source.rows[table.schema, table.name] = count
 
-    def in_ranges(ranged: list[tuple[int, subset.PlannedTable, list[Any]]]) -> None:
+    def in_ranges(ranged: list[tuple[int, subset.PlannedTable, list[bytes]]]) -> None:
         """The tables psql sessions copy: one after another, each in its ranges at once."""
-        for index, table, ranges in ranged:
+        for index, table, scripts in ranged:
             stream = _Stream(put, containers.table_prefix(index))
             source.rows[table.schema, table.name] = parallel_copy.copy_table(
-                conn,
-                cursor=cursor,
-                snapshot=snapshot,
-                key=key,
-                table=table,
-                ranges=ranges,
-                write_member=stream.member,
-                sessions=sessions,
+                conn, scripts=scripts, write_member=stream.member, sessions=sessions
             )
             stream.close()
 
@@ -290,7 +283,8 @@ def container(
         for index, table in tables:  # the cursor is this thread's until the producers start
             ranges = parallel_copy.ranges_of(cursor, table, jobs)
             if ranges:
-                ranged.append((index, table, ranges))
+                common = {"snapshot": snapshot, "key": key, "table": table, "ranges": ranges}
+                ranged.append((index, table, parallel_copy.scripts(cursor, **common)))
             else:
                 driven.append((index, table))
         threads = [
