@@ -35,6 +35,7 @@ from pgclone.driver import sql
 
 MIN_BYTES = 64 * 1024 * 1024  # copied in several sessions from this size
 PSQL_BYTES = 8 * 1024 * 1024  # copied by psql rather than the driver from this size
+READ_SIZE = 256 * 1024  # psql's output read at a time, cut at its last newline into a member
 MIN_SERVER = 140000  # TID Range Scans; before, each range would read the whole table
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
@@ -134,7 +135,7 @@ def copy_table(
     """Copy each range in a psql session of its own (``scripts``, one each), all
     at once, handing each member of whole rows to ``write_member`` as it comes;
     returns the rows. Raises the first failure once every session has stopped."""
-    outcomes: queue.Queue = queue.Queue(maxsize=2 * len(scripts))
+    outcomes: queue.Queue = queue.Queue(maxsize=len(scripts))
     children = postgres.current_children()  # psql, started by the threads: a cancel kills it
     threads = [
         threading.Thread(
@@ -236,7 +237,7 @@ def _copy_range(
             proc.stdin.write(script)  # a few hundred bytes: never blocks on the pipe
             proc.stdin.close()
             rows, pending = 0, b""
-            while data := proc.stdout.read(containers.MEMBER_SIZE):
+            while data := proc.stdout.read(READ_SIZE):
                 rows += data.count(b"\n")  # COPY text escapes the newlines in values
                 data = pending + data
                 end = data.rfind(b"\n") + 1
