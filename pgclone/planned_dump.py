@@ -43,7 +43,7 @@ from pgclone.exceptions import ConfigurationError
 
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
-QUEUE_MEMBERS = 2  # members waiting for the tar: with the producers', a few MiB in all
+QUEUE_MEMBERS = 4  # members waiting for the tar (at most 1 MiB each): a few MiB in all
 
 
 def is_planned(config: configs.DumpConfig) -> bool:
