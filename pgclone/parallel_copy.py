@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pgclone import containers, driver, postgres, scrub, subset
+from pgclone import containers, driver, plans, postgres, scrub, subset
 from pgclone.driver import sql
 
 MIN_BYTES = 64 * 1024 * 1024  # copied in several sessions from this size
@@ -177,20 +177,16 @@ def _script(cursor: Any, snapshot: str, key: str, statement: sql.Composable) -> 
     """What psql runs: a transaction in ``snapshot``, the scrub key set as
     :func:`pgclone.plans.set_key` sets it (COPY data on psql's stdin: in no
     statement's text, argument or environment variable), then the COPY."""
+    create, copy, read, drop = plans.KEY_STATEMENTS
     lines = [
         "BEGIN ISOLATION LEVEL REPEATABLE READ;",
         sql.SQL("SET TRANSACTION SNAPSHOT {};").format(sql.Literal(snapshot)).as_string(cursor),
-        "CREATE TEMP TABLE pgclone_scrub_key (value text) ON COMMIT DROP;",
-        "COPY pg_temp.pgclone_scrub_key (value) FROM STDIN;",
+        f"{create};",
+        f"{copy};",
         scrub.key_setting(key),
         "\\.",
-        sql.SQL(
-            "DO $$ BEGIN PERFORM set_config({}, (SELECT value FROM pg_temp.pgclone_scrub_key), "
-            "true); END $$;"
-        )
-        .format(sql.Literal(scrub.KEY_SETTING))
-        .as_string(cursor),
-        "DROP TABLE pg_temp.pgclone_scrub_key;",
+        f"{read};",
+        f"{drop};",
         statement.as_string(cursor) + ";",
         "ROLLBACK;",
     ]

@@ -27,20 +27,29 @@ SESSION = (("work_mem", "128MB"), ("temp_buffers", "128MB"), ("jit", "off"))
 ANALYZE_GROWTH = 1.5  # analyze a keep table once it has half as many rows again
 
 
+# How a session gets the scrub key: as COPY data into a TEMP table that a DO block
+# reads into the transaction's setting (a DO prints nothing: psql runs these too,
+# its output being a COPY's rows), then dropped.
+KEY_STATEMENTS = (
+    "CREATE TEMP TABLE pgclone_scrub_key (value text) ON COMMIT DROP",
+    "COPY pg_temp.pgclone_scrub_key (value) FROM STDIN",  # the key's line follows
+    "DO $$ BEGIN PERFORM set_config('pgclone.scrub_key', "  # scrub.KEY_SETTING
+    "(SELECT value FROM pg_temp.pgclone_scrub_key), true); END $$",
+    "DROP TABLE pg_temp.pgclone_scrub_key",
+)
+
+
 def set_key(cursor: Any, key: str) -> None:
     """Give the transaction the scrub key (``pgclone.scrub_key``, local to it).
 
     The key travels as COPY data, never in a statement's text, so it shows
     neither in pg_stat_activity nor in the server's statement logs.
     """
-    cursor.execute("CREATE TEMP TABLE pgclone_scrub_key (value text) ON COMMIT DROP")
-    data = (scrub.key_setting(key) + "\n").encode()
-    driver.copy_in(cursor, "COPY pg_temp.pgclone_scrub_key (value) FROM STDIN", data)
-    cursor.execute(
-        "SELECT set_config(%s, value, true) IS NOT NULL FROM pg_temp.pgclone_scrub_key",
-        [scrub.KEY_SETTING],
-    )
-    cursor.execute("DROP TABLE pg_temp.pgclone_scrub_key")
+    create, copy, read, drop = KEY_STATEMENTS
+    cursor.execute(create)
+    driver.copy_in(cursor, copy, (scrub.key_setting(key) + "\n").encode())
+    cursor.execute(read)
+    cursor.execute(drop)
 
 
 def _attempt(cursor: Any, statement: Any, params: Any = None) -> tuple[str | None, list]:
@@ -101,12 +110,10 @@ def check(cursor: Any, plan: Plan) -> list[str]:
     return problems
 
 
-def prepare(cursor: Any, plan: Plan, key: str | None = None) -> dict[str, int]:
+def prepare(cursor: Any, plan: Plan, key: str | None = None) -> None:
     """Hand the key to the session and fill the TEMP tables of kept rows.
 
-    Returns the rows kept per subset table (by its display name), but for the
-    leaves, whose rows are chosen as they are written. Raises
-    ConfigurationError when a subset root keeps no row.
+    Raises ConfigurationError when a subset root keeps no row.
     """
     for name, value in SESSION:  # before the session's first TEMP table
         cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
@@ -120,6 +127,12 @@ def prepare(cursor: Any, plan: Plan, key: str | None = None) -> dict[str, int]:
             raise ConfigurationError(f"The subset root {root.model} keeps no rows.")
         seeded[root.oid] += cursor.rowcount
     _to_fixed_point(cursor, plan, seeded)
+
+
+def kept(cursor: Any, plan: Plan) -> dict[str, int]:
+    """After :func:`prepare`: the rows kept per subset table (by its display
+    name), but for the leaves, whose rows are chosen as they are written. (A
+    dump counts the rows its COPYs write instead.)"""
     counts = {}
     for table in plan.tables:
         if table.kind != "whole" and not table.leaf:
