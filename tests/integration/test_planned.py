@@ -351,12 +351,8 @@ def test_an_unpacked_restore_loads_the_planned_rows_beside_the_rest_and_stops_on
             (containers.REST, ["data"], ["--exclude-table-data=planned"]),
             (containers.POST_DATA, ["post-data"], []),
         ):
-            with open(tmp_path / member, "wb") as out:
-                subprocess.run(
-                    ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "-Fc", "-d", source,
-                     *(f"--section={s}" for s in sections), *exclude],
-                    stdout=out, check=True,
-                )  # fmt: skip
+            archive = pg_dump(source, *(f"--section={s}" for s in sections), *exclude)
+            (tmp_path / member).write_bytes(archive)
         data = tmp_path / containers.table_prefix(0).replace("/", "-")
         plan = {"format": containers.FORMAT, "tables": [{**tables, "member": "data/0000"}]}
         conn = postgres.conn_info().with_name(into)

@@ -172,7 +172,8 @@ def load_into(plan: subset.Plan, source: str, target: str) -> dict[str, int]:
     ]
     subprocess.run([*load, "-d", target], input=sections["pre-data"], check=True, text=True)
     with table_counts.snapshot_transaction(postgres.conn_info()) as cursor:
-        counts = plans.prepare(cursor, plan)
+        plans.prepare(cursor, plan)
+        counts = plans.kept(cursor, plan)
         into = pg.connect(target, autocommit=True)
         try:
             for table in plan.tables:
