@@ -4,8 +4,9 @@ The dump step opens the snapshot as for any dump; here, a session imports
 it, checks the plan (:func:`pgclone.plans.check`: nothing starts when it
 would fail), hands it the scrub key and fills the kept rows
 (:func:`pgclone.plans.prepare`). Then one thread writes the container
-(:mod:`pgclone.containers`) into a pipe that the dump step compresses into
-storage as it compresses pg_dump's output for a plain dump: pg_dump's
+(:mod:`pgclone.containers`) and hands it to the dump step (:class:`Source`),
+which compresses it into storage as it compresses pg_dump's output for a
+plain dump: pg_dump's
 pre-data archive; then, all at once, each planned table's ``COPY (SELECT …)
 TO STDOUT`` (one after another from that session; a big table scrubbed
 whole: from psql sessions, :mod:`pgclone.parallel_copy`) and pg_dump's
@@ -19,12 +20,11 @@ memory holds a few members at a time.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pgclone import (
@@ -175,16 +175,58 @@ def header(config_name: str, plan: subset.Plan) -> dict[str, Any]:
     }
 
 
-@dataclass
 class Source:
-    """The container as the dump step reads it; ``rows`` once it is all read."""
+    """The container as the dump step reads it, handed over by the thread that
+    writes it a few writes at a time (what a pipe would do, without copying
+    every byte through the kernel twice); ``rows`` once it is all read."""
 
-    pipe: Any
-    rows: dict[tuple[str, str], int] = field(default_factory=dict)
-    error: BaseException | None = None
+    def __init__(self, depth: int = QUEUE_MEMBERS) -> None:
+        self.rows: dict[tuple[str, str], int] = {}
+        self.error: BaseException | None = None
+        self._items: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = False  # by the reader: the writer stops
+        self._ended = False  # the writer's end, read
+        self._pending = b""
+
+    def write(self, data: bytes) -> None:
+        """The writer's next bytes; raises BrokenPipeError once the reader closed."""
+        if data:
+            self._put(data)
+
+    def end(self) -> None:
+        """The writer's end (written or not: ``error`` says)."""
+        with contextlib.suppress(BrokenPipeError):
+            self._put(None)
+
+    def _put(self, item: bytes | None) -> None:
+        while not self._closed:
+            with contextlib.suppress(queue.Full):
+                self._items.put(item, timeout=POLL_SECONDS)
+                return
+        raise BrokenPipeError("the dump step stopped reading the container")
 
     def read(self, size: int = -1) -> bytes:
-        return self.pipe.read(size)
+        """Up to ``size`` bytes (all of the next write when ``size`` is -1); b"" at the end."""
+        if not self._pending:
+            if self._ended:
+                return b""
+            item = self._items.get()
+            if item is None:
+                self._ended = True
+                return b""
+            self._pending = item
+        if 0 <= size < len(self._pending):
+            data, self._pending = self._pending[:size], self._pending[size:]
+            return data
+        data, self._pending = self._pending, b""
+        return data
+
+    def close(self) -> None:
+        """The reader stops: the writer's next write raises BrokenPipeError."""
+        self._closed = True
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._items.get_nowait()
 
 
 class _Stream:
@@ -219,8 +261,7 @@ def container(
     """The container of a planned dump, written by a thread of its own into a
     pipe: read it to its end inside the block. Raises what writing raised."""
     tables = list(enumerate(planned_tables(plan)))
-    read_end, write_end = os.pipe()
-    source = Source(os.fdopen(read_end, "rb"))
+    source = Source()
     children = postgres.current_children()  # so that a cancelled job kills them too
 
     jobs, key = conf.dump_jobs(), conf.scrub_key()
@@ -322,26 +363,27 @@ def container(
     def produce() -> None:
         postgres.adopt_children(children)
         try:
-            with os.fdopen(write_end, "wb") as pipe:
-                tar = containers.TarWriter(pipe.write)
-                tar.json(containers.PLAN, header(config_name, plan))
-                tar.copy(containers.PRE_DATA, started.pre_data.stdout)
-                write_data(tar)
-                tar.copy(containers.POST_DATA, started.post_data.stdout)
-                tar.close()
+            tar = containers.TarWriter(source.write)
+            tar.json(containers.PLAN, header(config_name, plan))
+            tar.copy(containers.PRE_DATA, started.pre_data.stdout)
+            write_data(tar)
+            tar.copy(containers.POST_DATA, started.post_data.stdout)
+            tar.close()
         except BaseException as exc:  # handed to the reading thread
             source.error = exc
+        finally:
+            source.end()
 
     thread = threading.Thread(target=produce, name="pgclone-container", daemon=True)
     thread.start()
     try:
         yield source
     except BaseException:
-        source.pipe.close()  # the writer stops on a broken pipe; a COPY is cancelled
+        source.close()  # the writer stops on a broken pipe; a COPY is cancelled
         stop()
         thread.join(JOIN_TIMEOUT)
         raise
     thread.join()
-    source.pipe.close()
+    source.close()
     if source.error is not None:
         raise source.error

@@ -58,7 +58,7 @@ class Rule:
 
 def _pick(words: tuple[str, ...], byte: int) -> str:
     array = ", ".join(f"'{word}'" for word in words)  # constants of this module, no quotes
-    return f"(ARRAY[{array}])[1 + get_byte(d, {byte}) % {len(words)}]"
+    return f"(ARRAY[{array}])[1 + get_byte({{d}}, {byte}) % {len(words)}]"
 
 
 # Readable outputs: unique columns get the tail of hex digits.
@@ -66,11 +66,11 @@ READABLE = {
     "first_name": _pick(FIRST_NAMES, 0),
     "last_name": _pick(LAST_NAMES, 1),
     "name": f"{_pick(FIRST_NAMES, 0)} || ' ' || {_pick(LAST_NAMES, 1)}",
-    "address": f"(1 + (get_byte(d, 2) * 256 + get_byte(d, 3)) % 999)::text || ' ' || "
+    "address": "(1 + (get_byte({d}, 2) * 256 + get_byte({d}, 3)) % 999)::text || ' ' || "
     f"{_pick(STREETS, 4)} || ' Street'",
-    "phone": "'+1 555 ' || lpad(((get_byte(d, 5) * 65536 + get_byte(d, 6) * 256 "
-    "+ get_byte(d, 7)) % 10000000)::text, 7, '0')",
-    "ip": "'10.' || get_byte(d, 8) || '.' || get_byte(d, 9) || '.' || get_byte(d, 10)",
+    "phone": "'+1 555 ' || lpad(((get_byte({d}, 5) * 65536 + get_byte({d}, 6) * 256 "
+    "+ get_byte({d}, 7)) % 10000000)::text, 7, '0')",
+    "ip": "'10.' || get_byte({d}, 8) || '.' || get_byte({d}, 9) || '.' || get_byte({d}, 10)",
 }
 # Outputs made of a prefix, hex digits and a suffix: (prefix, suffix, most hex digits).
 HEXED = {
@@ -210,30 +210,33 @@ def _render(rule: Rule, ref: sql.Composable, column: Column) -> sql.Composable:
         expression = sql.Composed([part for piece in pieces for part in (sql.SQL(piece), ref)][:-1])
         value = sql.SQL("CAST(({}) AS {})").format(expression, sql.SQL(column.type_name))
     else:
-        value = sql.SQL("(SELECT {} FROM (SELECT {} AS d) AS s)").format(
-            sql.SQL(_output(rule.name, column)), digest(ref)
-        )
+        output = _output(rule.name, column)
+        if output.count("{d}") == 1:  # a subquery per row costs more than the hash itself
+            value = sql.SQL(output).format(d=digest(ref))
+        else:  # the digest computed once, named d
+            named = sql.SQL(output).format(d=sql.SQL("d"))
+            value = sql.SQL("(SELECT {} FROM (SELECT {} AS d) AS s)").format(named, digest(ref))
     return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {} END").format(ref, value)
 
 
 def _output(name: str, column: Column) -> str:
-    """The output as SQL of ``d``, the value's digest (bytea)."""
+    """The output as SQL of ``{d}``, the value's digest (bytea)."""
     length = column.max_length
     if name == "hash" and column.kind == "uuid":
-        return "left(encode(d, 'hex'), 32)::uuid"
+        return "left(encode({d}, 'hex'), 32)::uuid"
     if name == "ip" and column.kind == "inet":
         return f"({READABLE['ip']})::inet"
     if name in HEXED:
         prefix, suffix, most = HEXED[name]
         room = most if length is None else min(most, length - len(prefix) - len(suffix))
-        hexed = f"left(encode(d, 'hex'), {room})"
+        hexed = f"left(encode({{d}}, 'hex'), {room})"
         return " || ".join(part for part in (f"'{prefix}'" * bool(prefix), hexed,
                                              f"'{suffix}'" * bool(suffix)) if part)  # fmt: skip
     readable = READABLE[name]
     if column.unique:
         room = "" if length is None else f", {length - TAIL}"
         left = f"left({readable}{room})" if room else f"({readable})"
-        return f"{left} || '-' || left(encode(d, 'hex'), {UNIQUE_HEX})"
+        return f"{left} || '-' || left(encode({{d}}, 'hex'), {UNIQUE_HEX})"
     return f"left({readable}, {length})" if length is not None else f"({readable})"
 
 
