@@ -42,6 +42,16 @@ class ForeignKey:
     # one of the keys PostgreSQL makes for each partition of a partitioned table
     # a key references: the planner would take them for as many keys to match
     into_partition: bool = False
+    # one column, of the type it references, leading a btree index of the child:
+    # the rows referencing kept keys are found by that index (plans.SESSION)
+    indexed: bool = False
+
+    @property
+    def lookup(self) -> bool:
+        """Whether kept rows may be found by ``= ANY(ARRAY(…))`` of their keys
+        (an index scan), rather than by a hash of them: one column each side,
+        of one type (the parent's side is a unique index's)."""
+        return len(self.child_columns) == 1 and self.indexed
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,17 @@ _FOREIGN_KEYS = """
            EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = con.conrelid
                    AND a.attnum = ANY (con.conkey) AND NOT a.attnotnull),
            EXISTS (SELECT 1 FROM pg_catalog.pg_constraint up
-                   WHERE up.oid = con.conparentid AND up.confrelid <> con.confrelid)
+                   WHERE up.oid = con.conparentid AND up.confrelid <> con.confrelid),
+           cardinality(con.conkey) = 1
+           AND (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = con.conrelid AND a.attnum = con.conkey[1])
+             = (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = con.confrelid AND a.attnum = con.confkey[1])
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                       JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                       JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+                       WHERE i.indrelid = con.conrelid AND i.indkey[0] = con.conkey[1]
+                         AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree')
     FROM pg_catalog.pg_constraint con
     WHERE con.contype = 'f' AND con.conrelid = ANY (%s::oid[]) AND con.confrelid = ANY (%s::oid[])
     ORDER BY con.conrelid, con.conname
@@ -132,8 +152,8 @@ def read(cursor: Any) -> Catalog:
         primary.setdefault(oid, []).append(name)
     cursor.execute(_FOREIGN_KEYS, [oids, oids])
     foreign_keys = tuple(
-        ForeignKey(child, tuple(child_columns), parent, tuple(parent_columns), nullable, into)
-        for child, parent, child_columns, parent_columns, nullable, into in cursor.fetchall()
+        ForeignKey(child, tuple(child_columns), parent, tuple(parent_columns), *flags)
+        for child, parent, child_columns, parent_columns, *flags in cursor.fetchall()
     )
     tables = {
         oid: Table(oid, schema, name, tuple(columns[oid]), tuple(primary.get(oid, ())))

@@ -177,20 +177,35 @@ def _script(cursor: Any, snapshot: str, key: str, statement: sql.Composable) -> 
     """What psql runs: a transaction in ``snapshot``, the scrub key set as
     :func:`pgclone.plans.set_key` sets it (COPY data on psql's stdin: in no
     statement's text, argument or environment variable), then the COPY."""
+    return opening(cursor, snapshot, key) + closing(cursor, statement)
+
+
+def opening(cursor: Any, snapshot: str, key: str, settings: tuple = ()) -> bytes:
+    """A psql script's start: the transaction in ``snapshot``, ``settings``
+    (name, value pairs) for it, and the scrub key."""
     create, copy, read, drop = plans.KEY_STATEMENTS
     lines = [
         "BEGIN ISOLATION LEVEL REPEATABLE READ;",
         sql.SQL("SET TRANSACTION SNAPSHOT {};").format(sql.Literal(snapshot)).as_string(cursor),
+        *(
+            sql.SQL("SET LOCAL {} = {};")
+            .format(sql.Identifier(name), sql.Literal(value))
+            .as_string(cursor)
+            for name, value in settings
+        ),
         f"{create};",
         f"{copy};",
         scrub.key_setting(key),
         "\\.",
         f"{read};",
         f"{drop};",
-        statement.as_string(cursor) + ";",
-        "ROLLBACK;",
     ]
     return ("\n".join(lines) + "\n").encode()
+
+
+def closing(cursor: Any, statement: sql.Composable) -> bytes:
+    """A psql script's end: ``statement`` (the COPY), then the end of the transaction."""
+    return (statement.as_string(cursor) + ";\nROLLBACK;\n").encode()
 
 
 class _Program:
@@ -232,21 +247,95 @@ def _copy_range(
         ):
             proc.stdin.write(script)  # a few hundred bytes: never blocks on the pipe
             proc.stdin.close()
-            rows, pending = 0, b""
-            while data := proc.stdout.read(READ_SIZE):
-                rows += data.count(b"\n")  # COPY text escapes the newlines in values
-                data = pending + data
-                end = data.rfind(b"\n") + 1
-                if end:
-                    put(data[:end])
-                pending = data[end:]
-            if pending:
-                raise containers.DumpDamaged("psql's COPY output ends inside a row.")
+            rows = read_members(proc.stdout, put)
         outcome: Any = rows
     except BaseException as exc:  # handed to the writing thread
         outcome = exc
     with contextlib.suppress(Stopped):
         put(outcome)
+
+
+class Helper:
+    """A psql session run by a thread of its own, whose script another thread
+    writes on :attr:`stdin` (then closes it): a subset table's COPY, after the
+    kept rows it reads, streamed from the session that found them. Its output
+    goes to ``put`` in members of whole rows; ``done(rows, error)`` is called
+    from its thread when it ends, either way."""
+
+    def __init__(
+        self,
+        conn: postgres.ConnInfo,
+        *,
+        sessions: Sessions,
+        put: Callable[[bytes], Any],
+        done: Callable[[int | None, BaseException | None], Any],
+        name: str,
+    ) -> None:
+        self._proc: Any = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(conn, sessions, put, done, postgres.current_children()),
+            name=name,
+            daemon=True,
+        )
+        self._thread.start()
+        self._started.wait()
+        if self._proc is None:
+            raise self._error or Stopped
+
+    @property
+    def stdin(self) -> Any:
+        return self._proc.stdin
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self) -> None:
+        self._thread.join(JOIN_TIMEOUT)
+
+    def _run(
+        self,
+        conn: postgres.ConnInfo,
+        sessions: Sessions,
+        put: Callable[[bytes], Any],
+        done: Callable[[int | None, BaseException | None], Any],
+        children: set,
+    ) -> None:
+        postgres.adopt_children(children)
+        try:
+            with (
+                postgres.spawn(psql_argv(conn), env=conn.env(), stdin=subprocess.PIPE) as proc,
+                sessions.running(_Program(proc)),
+            ):
+                self._proc = proc
+                self._started.set()
+                rows = read_members(proc.stdout, put)
+        except BaseException as exc:  # handed to ``done``
+            self._error = exc
+            self._started.set()
+            done(None, exc)
+            return
+        done(rows, None)
+
+
+def read_members(stdout: Any, put: Callable[[bytes], Any]) -> int:
+    """psql's COPY output read to its end in big pieces, each cut at its last
+    newline (COPY text escapes the newlines in values) and handed to ``put``
+    as a member of whole rows; returns the rows."""
+    rows, pending = 0, b""
+    while data := stdout.read(READ_SIZE):
+        rows += data.count(b"\n")
+        data = pending + data
+        end = data.rfind(b"\n") + 1
+        if end:
+            put(data[:end])
+        pending = data[end:]
+    if pending:
+        raise containers.DumpDamaged("psql's COPY output ends inside a row.")
+    return rows
 
 
 def _get(outcomes: queue.Queue, sessions: Sessions) -> Any:

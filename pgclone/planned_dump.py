@@ -39,6 +39,7 @@ from pgclone import (
     subset,
     table_counts,
 )
+from pgclone.driver import sql
 from pgclone.exceptions import ConfigurationError
 
 JOIN_TIMEOUT = 30
@@ -288,15 +289,75 @@ def container(
             stream.member(data)
         stream.close()
 
-    def in_session(driven: list[tuple[int, subset.PlannedTable]]) -> None:
-        """The tables the main session copies: one after another, from its cursor."""
-        for index, table in driven:
-            stream = _Stream(put, containers.table_prefix(index))
-            rows = containers.RowMembers(stream.member)
-            count = driver.copy_out(cursor, table.copy_statement(), rows.write)
-            rows.close()
-            stream.close()
-            source.rows[table.schema, table.name] = count
+    def copy_in_session(index: int, table: subset.PlannedTable) -> None:
+        stream = _Stream(put, containers.table_prefix(index))
+        rows = containers.RowMembers(stream.member)
+        count = driver.copy_out(cursor, table.copy_statement(), rows.write)
+        rows.close()
+        stream.close()
+        source.rows[table.schema, table.name] = count
+
+    def in_helper(index: int, table: subset.PlannedTable) -> parallel_copy.Helper:
+        """A subset table's COPY in a psql session of its own, its kept rows
+        streamed there from the main session (COPY data: the TEMP tables are
+        the main session's), while the main session goes on."""
+        stream = _Stream(put, containers.table_prefix(index))
+
+        def done(rows: int | None, error: BaseException | None) -> None:
+            if error is not None:
+                if not isinstance(error, parallel_copy.Stopped):
+                    failures.append(error)
+                stop()
+                return
+            with contextlib.suppress(parallel_copy.Stopped):
+                stream.close()
+            source.rows[table.schema, table.name] = rows
+
+        helper = parallel_copy.Helper(
+            conn, sessions=sessions, put=stream.member, done=done, name=f"pgclone-kept-{index}"
+        )
+        creates = dict(plan.setup)
+        try:
+            helper.stdin.write(parallel_copy.opening(cursor, snapshot, key, plans.SESSION))
+            for oid in table.reads:  # a TID scan reads row_id only, a leaf the keys
+                keep = subset.keep_table(oid)
+                into = sql.SQL("{}" if table.leaf else "{} (row_id)").format(keep)
+                copy_in = sql.SQL("{};\nCOPY {} FROM STDIN;\n").format(creates[oid], into)
+                helper.stdin.write(copy_in.as_string(cursor).encode())
+                rows = sql.SQL("{}" if table.leaf else "(SELECT row_id FROM {})").format(keep)
+                copy_out = sql.SQL("COPY {} TO STDOUT").format(rows)
+                driver.copy_out(cursor, copy_out, helper.stdin.write)  # C to C with psycopg2
+                helper.stdin.write(b"\\.\n")
+            helper.stdin.write(parallel_copy.closing(cursor, table.copy_statement()))
+        except BrokenPipeError:
+            pass  # psql stopped: its thread says why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                helper.stdin.close()
+        return helper
+
+    def in_session(
+        driven: list[tuple[int, subset.PlannedTable]], kept: list[tuple[int, subset.PlannedTable]]
+    ) -> None:
+        """The main session: the subset's kept rows, each subset table handed to
+        a psql session (at most ``jobs`` at once) as soon as its kept rows are
+        final; then, from its own cursor, the tables left and those scrubbed whole."""
+        pending = dict(kept)
+        helpers: list[parallel_copy.Helper] = []
+
+        def on_final(final: set[int]) -> None:
+            for index, table in list(pending.items()):
+                if set(table.reads) <= final and sum(h.running for h in helpers) < jobs:
+                    del pending[index]
+                    helpers.append(in_helper(index, table))
+
+        try:
+            plans.prepare(cursor, plan, key, on_final=on_final)
+            for index, table in [*pending.items(), *driven]:
+                copy_in_session(index, table)
+        finally:
+            for helper in helpers:
+                helper.join()
 
     def in_ranges(ranged: list[tuple[int, subset.PlannedTable, list[bytes]]]) -> None:
         """The tables psql sessions copy: one after another, each in its ranges at once."""
@@ -318,10 +379,13 @@ def container(
         with contextlib.suppress(parallel_copy.Stopped):
             put((None, None))
 
-    def write_data(tar: containers.TarWriter) -> None:
-        """The data streams, produced at once, written as their members come."""
-        driven, ranged = [], []
+    def start() -> list[threading.Thread]:
+        """The producers of the data streams, started at once."""
+        driven, ranged, kept = [], [], []
         for index, table in tables:  # the cursor is this thread's until the producers start
+            if table.kind != "whole":
+                kept.append((index, table))
+                continue
             ranges = parallel_copy.ranges_of(cursor, table, jobs)
             if ranges:
                 common = {"snapshot": snapshot, "key": key, "table": table, "ranges": ranges}
@@ -332,15 +396,23 @@ def container(
             threading.Thread(target=producer, args=args, name=f"pgclone-{name}", daemon=True)
             for name, args in (
                 ("rest", (rest,)),
-                ("copy", (in_session, driven)),
+                ("copy", (in_session, driven, kept)),
                 ("copy-ranges", (in_ranges, ranged)),
             )
         ]
         for thread in threads:
             thread.start()
+        return threads
+
+    def write_data(tar: containers.TarWriter) -> None:
+        """The pre-data, then the data streams as their members come: their
+        producers start first (the main session finds the kept rows while
+        pg_dump writes the pre-data)."""
         counts: dict[str, int] = {}
+        threads = start()
         running = len(threads)
         try:
+            tar.copy(containers.PRE_DATA, started.pre_data.stdout)
             while running:
                 if failures:
                     raise failures[0]
@@ -365,7 +437,6 @@ def container(
         try:
             tar = containers.TarWriter(source.write)
             tar.json(containers.PLAN, header(config_name, plan))
-            tar.copy(containers.PRE_DATA, started.pre_data.stdout)
             write_data(tar)
             tar.copy(containers.POST_DATA, started.post_data.stdout)
             tar.close()

@@ -12,6 +12,7 @@ a row.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from typing import Any
 
 from pgclone import conf, driver, postgres, scrub, table_counts
@@ -22,8 +23,16 @@ from pgclone.subset import Plan, keep_table
 # The session's settings for the fixed point: hash tables of kept keys in memory,
 # TEMP tables in local buffers rather than temporary files (set for the
 # transaction only; temp_buffers counts before the session's first TEMP table),
-# and no JIT compilation (it costs more than these statements save by it).
-SESSION = (("work_mem", "128MB"), ("temp_buffers", "128MB"), ("jit", "off"))
+# no JIT compilation (it costs more than these statements save by it), and
+# bitmap scans rather than index scans for ``= ANY(ARRAY(…))`` of kept keys: the
+# planner can't tell how many keys the array holds, and a bitmap reads the heap
+# in its order, never worse than reading it all.
+SESSION = (
+    ("work_mem", "128MB"),
+    ("temp_buffers", "128MB"),
+    ("jit", "off"),
+    ("enable_indexscan", "off"),
+)
 ANALYZE_GROWTH = 1.5  # analyze a keep table once it has half as many rows again
 
 
@@ -110,15 +119,25 @@ def check(cursor: Any, plan: Plan) -> list[str]:
     return problems
 
 
-def prepare(cursor: Any, plan: Plan, key: str | None = None) -> None:
+def prepare(
+    cursor: Any,
+    plan: Plan,
+    key: str | None = None,
+    on_final: Callable[[set[int]], Any] | None = None,
+) -> None:
     """Hand the key to the session and fill the TEMP tables of kept rows.
+
+    While statements are left to run, ``on_final`` gets the tables (oids)
+    whose kept rows no statement left can add to, after the roots' and after
+    each statement (the same tables again, and more): their rows can be
+    written already, from another session, while this one goes on.
 
     Raises ConfigurationError when a subset root keeps no row.
     """
     for name, value in SESSION:  # before the session's first TEMP table
         cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
     set_key(cursor, conf.scrub_key() if key is None else key)
-    for statement in plan.setup:
+    for _, statement in plan.setup:
         cursor.execute(statement)
     seeded = collections.Counter()
     for root in plan.roots:
@@ -126,7 +145,7 @@ def prepare(cursor: Any, plan: Plan, key: str | None = None) -> None:
         if cursor.rowcount == 0:
             raise ConfigurationError(f"The subset root {root.model} keeps no rows.")
         seeded[root.oid] += cursor.rowcount
-    _to_fixed_point(cursor, plan, seeded)
+    _to_fixed_point(cursor, plan, seeded, on_final)
 
 
 def kept(cursor: Any, plan: Plan) -> dict[str, int]:
@@ -141,7 +160,12 @@ def kept(cursor: Any, plan: Plan) -> dict[str, int]:
     return counts
 
 
-def _to_fixed_point(cursor: Any, plan: Plan, rows: collections.Counter) -> None:
+def _to_fixed_point(
+    cursor: Any,
+    plan: Plan,
+    rows: collections.Counter,
+    on_final: Callable[[set[int]], Any] | None = None,
+) -> None:
     """Run the plan's steps until none adds a row: in rounds, each running only
     the steps with an input that grew since they last ran (Python loops over
     rounds, never over rows). A TEMP table has no statistics until ANALYZE
@@ -149,6 +173,12 @@ def _to_fixed_point(cursor: Any, plan: Plan, rows: collections.Counter) -> None:
     the planner to choose between a hash and an index lookup of its keys."""
     stale = set(range(len(plan.steps)))
     analyzed = collections.Counter()  # rows of each keep table when last analyzed
+
+    def report() -> None:
+        if on_final is not None and stale:
+            on_final(final_tables(plan, stale))
+
+    report()
     while stale:
         for index, step in enumerate(plan.steps):
             if index not in stale:
@@ -162,6 +192,21 @@ def _to_fixed_point(cursor: Any, plan: Plan, rows: collections.Counter) -> None:
             if cursor.rowcount > 0:
                 rows[step.output] += cursor.rowcount
                 stale.update(i for i, s in enumerate(plan.steps) if step.output in s.inputs)
+            report()
+
+
+def final_tables(plan: Plan, stale: set[int]) -> set[int]:
+    """The tables whose kept rows can't grow any more: no step that may still
+    run (``stale``, or reading what one of those adds to) adds to them."""
+    live, frontier = set(stale), list(stale)
+    while frontier:
+        output = plan.steps[frontier.pop()].output
+        for index, step in enumerate(plan.steps):
+            if index not in live and output in step.inputs:
+                live.add(index)
+                frontier.append(index)
+    growing = {plan.steps[index].output for index in live}
+    return {oid for oid, _ in plan.setup if oid not in growing}
 
 
 def run_plan(

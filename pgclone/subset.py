@@ -47,6 +47,7 @@ class PlannedTable:
     kind: str  # one of KINDS, or "whole"
     scrubbed: tuple[str, ...] = ()
     leaf: bool = False  # its rows are chosen as they are written, not kept first
+    reads: tuple[int, ...] = ()  # the tables whose kept rows ``select`` reads (by oid)
 
     @property
     def transformed(self) -> bool:
@@ -130,7 +131,7 @@ class Step:
 class Plan:
     tables: tuple[PlannedTable, ...]
     roots: tuple[Root, ...]
-    setup: tuple[sql.Composable, ...]  # the TEMP tables of kept rows
+    setup: tuple[tuple[int, sql.Composable], ...]  # the TEMP tables of kept rows, by table
     steps: tuple[Step, ...]  # in this order, repeated until none adds a row
     # (table, column, FROM, expression, column) of the sql rules, checked before a dump
     outputs: tuple[tuple[str, str, sql.Composable, sql.Composable, scrub.Column], ...]
@@ -179,7 +180,7 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
         for oid, table in tables.items()
     ]
     setup = tuple(
-        keep.create(_table(tables[oid])) for oid, keep in keeps.items() if oid not in leaves
+        (oid, keep.create(_table(tables[oid]))) for oid, keep in keeps.items() if oid not in leaves
     )
     return Plan(
         tables=tuple(table for table, _ in planned),
@@ -192,7 +193,7 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
 
 
 def _planned(
-    table: catalog.Table, kind: str, rules: dict, leaf: sql.Composable | None
+    table: catalog.Table, kind: str, rules: dict, leaf: Step | None
 ) -> tuple[PlannedTable, list]:
     """The table's SELECT (of the rows ``leaf`` keeps, for a leaf), and what its
     sql rules need checked."""
@@ -207,16 +208,19 @@ def _planned(
             ref = sql.SQL("{} AS {}").format(expression, sql.Identifier(column.name))
         values.append(ref)
     select = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(values), name)
+    reads: tuple[int, ...] = ()
     if leaf is not None:
-        select = sql.SQL("{} WHERE {}").format(select, leaf)
+        select, reads = sql.SQL("{} WHERE {}").format(select, leaf.seed), leaf.inputs
     elif kind != "whole":  # a TID scan of the kept rows, in the order of the heap
         select = sql.SQL("{} WHERE t.ctid = ANY(ARRAY(SELECT row_id FROM {}))").format(
             select, keep_table(table.oid)
         )
+        reads = (table.oid,)
     names = tuple(column.name for column in table.columns)
     planned = PlannedTable(
-        table.oid, table.schema, table.name, names, select, kind, tuple(rules), leaf is not None
-    )
+        table.oid, table.schema, table.name, names, select, kind, tuple(rules), leaf is not None,
+        reads,
+    )  # fmt: skip
     return planned, outputs
 
 
@@ -311,7 +315,7 @@ def _steps(
     return steps
 
 
-def _leaves(steps: list[Step], kinds: dict[int, str]) -> dict[int, sql.Composable]:
+def _leaves(steps: list[Step], kinds: dict[int, str]) -> dict[int, Step]:
     """The down and filtered tables whose kept rows nothing else needs (no step
     reads them, none but their own seed adds to them: order items that pull
     nothing, a customer's events), with the condition that keeps their rows.
@@ -322,7 +326,7 @@ def _leaves(steps: list[Step], kinds: dict[int, str]) -> dict[int, sql.Composabl
     read = {oid for step in steps for oid in step.inputs}
     seeds = {step.output: step for step in steps if step.seed is not None}
     return {
-        oid: seed.seed
+        oid: seed
         for oid, seed in seeds.items()
         if kinds[oid] in ("down", "filtered")
         and oid not in read
@@ -347,11 +351,19 @@ def _ordered(steps: list[Step]) -> tuple[Step, ...]:
 
 
 def _references_kept(fk: catalog.ForeignKey, parent: Keep) -> sql.Composable:
-    kept = sql.SQL("{} IN (SELECT {} FROM {} AS k)").format(
-        _row("t", fk.child_columns),
-        sql.SQL(", ").join(parent.column(c) for c in fk.parent_columns),
-        parent.table,
-    )
+    """The condition on ``t`` that what ``fk`` references is kept: by the child's
+    index where it has one on the key (a bitmap scan of the kept keys, which
+    reads a tenth of a table in about half the time of hashing all of its
+    keys), else by a hash of the kept keys."""
+    keys = sql.SQL(", ").join(parent.column(c) for c in fk.parent_columns)
+    if fk.lookup:
+        kept = sql.SQL("{} = ANY(ARRAY(SELECT {} FROM {}))").format(
+            _row("t", fk.child_columns), keys, parent.table
+        )
+    else:
+        kept = sql.SQL("{} IN (SELECT {} FROM {} AS k)").format(
+            _row("t", fk.child_columns), keys, parent.table
+        )
     if not fk.nullable:
         return kept
     nulls = [sql.SQL("t.{} IS NULL").format(sql.Identifier(c)) for c in fk.child_columns]

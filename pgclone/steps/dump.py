@@ -28,7 +28,6 @@ from pgclone import (
     options,
     payloads,
     planned_dump,
-    plans,
     postgres,
     retention,
     routing,
@@ -184,13 +183,12 @@ def _archive(
             exclude_table_data=excluded,
             exclude_qualified_table_data=referencing,
         ) as started,
-    ):
-        plans.prepare(cursor, plan)
-        with planned_dump.container(
+        planned_dump.container(
             conn, snapshot=snapshot, cursor=cursor, plan=plan, config_name=config_name,
             started=started,
-        ) as source:  # fmt: skip
-            yield source
+        ) as source,
+    ):  # fmt: skip
+        yield source
     written.update(source.rows)
 
 

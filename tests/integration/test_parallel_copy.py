@@ -1,10 +1,14 @@
 """A big scrubbed table copied by several sessions at once (forced here on a small
-one): the restored table holds every row once, scrubbed; a failing session fails
+one), and a subset's tables copied by psql sessions as soon as their kept rows are
+final: the restored tables hold every row once, scrubbed; a failing session fails
 the dump and leaves no session behind."""
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,6 +17,7 @@ from pgclone.driver import sql
 from pgclone.models import Job
 from tests.conftest import psql, wait_for
 from tests.integration.test_subset import SAFE, shop  # noqa: F401 (fixture)
+from tests.testapp.models import Author, Book, Tag
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -163,4 +168,130 @@ def test_a_failing_main_session_copy_fails_the_dump_and_stops_the_psql_sessions(
         ),
         timeout=5,
         what="the dump's COPY sessions and pg_dumps to end",
+    )
+
+
+# A subset's tables copied by other sessions while the main one goes on -------------
+
+LIBRARY = {"subset": {"testapp.Author": {"percent": 50}}}
+
+
+@pytest.fixture
+def library(test_database_name: str) -> Iterator[str]:
+    """20 authors of 5 books each, tags on the books, and a table Django doesn't
+    know whose rows may name an author (or none): with a half of the authors as
+    the subset's root, the authors are final at once (their notes too, a leaf),
+    the books after one statement, their tags after two."""
+    authors = Author.objects.bulk_create(Author(name=f"author {i}") for i in range(20))
+    tags = Tag.objects.bulk_create(Tag(name=f"tag {i}") for i in range(5))
+    books = Book.objects.bulk_create(
+        Book(author=authors[i % 20], title=f"book {i}") for i in range(100)
+    )
+    Book.tags.through.objects.bulk_create(
+        Book.tags.through(book=book, tag=tags[(i + k) % 5])
+        for i, book in enumerate(books)
+        for k in range(2)
+    )
+    psql(
+        "CREATE TABLE pgclone_raw_note (id int PRIMARY KEY, "
+        "author_id bigint REFERENCES testapp_author (id), body text);"
+        "INSERT INTO pgclone_raw_note SELECT i, CASE WHEN i % 3 > 0 THEN a.id END, 'n' || i "
+        "FROM generate_series(1, 60) i JOIN testapp_author a ON a.id % 20 = i % 20;",
+        test_database_name,
+    )
+    yield test_database_name
+    psql("DROP TABLE pgclone_raw_note", test_database_name)
+
+
+@pytest.fixture
+def kept_sessions(settings, monkeypatch) -> list[str]:
+    """The tables psql sessions copy from the kept rows, as they start (three at
+    once: the authors, their notes and the books get one each)."""
+    settings.PGCLONE_DUMP_CONFIGS = {"library": LIBRARY}
+    settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
+    settings.PGCLONE_DUMP_JOBS = 3
+    started = []
+    statement = subset.PlannedTable.copy_statement
+
+    def recorded(table):
+        if threading.current_thread().name == "pgclone-copy":
+            started.append(table.name)  # rendered by the main session for a psql session
+        return statement(table)
+
+    monkeypatch.setattr(subset.PlannedTable, "copy_statement", recorded)
+    monkeypatch.setattr(
+        parallel_copy.Helper, "__init__", _named(parallel_copy.Helper.__init__, started)
+    )
+    return started
+
+
+def _named(init, started):
+    def wrapped(self, *args, **kwargs):
+        started.append(f"session {kwargs['name']}")
+        init(self, *args, **kwargs)
+
+    return wrapped
+
+
+@pytest.mark.matrix  # COPY out of the main session differs by driver
+def test_subset_tables_are_copied_by_other_sessions_as_their_rows_are_final(
+    target, library, kept_sessions, local_location, test_database_name
+):
+    dumped = api.dump(config="library", inline=True)
+    assert dumped.status == Job.Status.SUCCEEDED, dumped.error
+    restored = api.restore(dumped.dump_key, database="target", inline=True)
+    assert restored.status == Job.Status.SUCCEEDED, restored.error
+
+    by_sessions = [
+        name for previous, name in itertools.pairwise(kept_sessions)
+        if previous.startswith("session ")
+    ]  # fmt: skip
+    assert {"testapp_author", "testapp_book", "pgclone_raw_note"} <= set(by_sessions)
+    rows = dumped.result["plan"]["rows"]
+    for table in ("testapp_author", "testapp_book", "testapp_book_tags", "pgclone_raw_note"):
+        assert int(psql(f"SELECT count(*) FROM {table}", target)) == rows[f"public.{table}"]
+    assert rows["public.testapp_author"] == 10
+    assert rows["public.testapp_book"] == 50 and rows["public.testapp_book_tags"] == 100
+    # the notes of the kept authors and those of none, as they are in the source
+    authors = psql("SELECT string_agg(id::text, ',') FROM testapp_author", target)
+    notes = "SELECT string_agg(id || body, ',' ORDER BY id) FROM pgclone_raw_note"
+    kept = f"{notes} WHERE author_id IS NULL OR author_id IN ({authors})"
+    assert psql(notes, target) == psql(kept, test_database_name)
+    assert 20 < rows["public.pgclone_raw_note"] < 60
+
+
+def test_a_failing_kept_rows_session_fails_the_dump_and_stops_the_others(
+    library, kept_sessions, monkeypatch, local_location, test_database_name
+):
+    """The books' session fails mid-way while the authors' would take a minute: the
+    dump fails with the server's error and no session is left behind."""
+    statement = subset.PlannedTable.copy_statement
+
+    def faulty(table):
+        if table.name == "testapp_book":
+            return sql.SQL("COPY (SELECT 1 / (x - 1000) FROM generate_series(1, 2000) x) TO STDOUT")
+        if table.name == "testapp_author":
+            return sql.SQL("COPY (SELECT pg_sleep(60)) TO STDOUT")
+        return statement(table)
+
+    monkeypatch.setattr(subset.PlannedTable, "copy_statement", faulty)
+    started = time.monotonic()
+
+    job = api.dump(config="library", inline=True)
+
+    assert job.status == Job.Status.FAILED and "division by zero" in job.error
+    assert time.monotonic() - started < 30
+    assert api.ls() == []
+    wait_for(
+        lambda: (
+            psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() "
+                "AND (query ILIKE 'COPY%' OR application_name IN ('pg_dump', 'psql'))",
+                test_database_name,
+            )
+            == "0"
+        ),
+        timeout=5,
+        what="the dump's sessions and pg_dumps to end",
     )

@@ -70,3 +70,31 @@ def test_leaves_are_chosen_as_they_are_written_and_steps_run_parents_first():
     assert kinds[LOG] == "filtered" and set(leaves) == {LOG}  # items are read: products pull
     outputs = [step.output for step in _ordered(steps)]
     assert outputs.index(ORDER) < outputs.index(ITEM) < outputs.index(PRODUCT)
+
+
+def test_tables_are_final_once_no_step_left_can_add_to_them():
+    """What the main session hands to other sessions while it goes on: a table
+    whose kept rows no step that may still run (or run again) adds to."""
+    from pgclone import plans, subset
+
+    chain = [fk(ORDER, CUSTOMER), fk(ITEM, ORDER), fk(ITEM, PRODUCT)]
+    _, steps, _ = plan_steps(chain, {CUSTOMER})
+    plan = subset.Plan(
+        tables=(), roots=(), setup=tuple((oid, None) for oid in (CUSTOMER, ORDER, ITEM, PRODUCT)),
+        steps=subset._ordered(steps), outputs=(), digest="",
+    )  # fmt: skip
+    order = [step.output for step in plan.steps]
+    assert order == [ORDER, ITEM, PRODUCT]
+    assert plans.final_tables(plan, {0, 1, 2}) == {CUSTOMER}
+    assert plans.final_tables(plan, {1, 2}) == {CUSTOMER, ORDER}
+    assert plans.final_tables(plan, {2}) == {CUSTOMER, ORDER, ITEM}
+    assert plans.final_tables(plan, set()) == {CUSTOMER, ORDER, ITEM, PRODUCT}
+    # In a cycle nothing in it is final before the end: customers pull orders back up.
+    cycle = [*chain, fk(CUSTOMER, ORDER, nullable=True)]
+    _, steps, _ = plan_steps(cycle, {CUSTOMER})
+    plan = subset.Plan((), (), plan.setup, subset._ordered(steps), (), "")
+    everything = set(range(len(plan.steps)))
+    assert plans.final_tables(plan, everything) == set()
+    pulls_customers = {i for i, step in enumerate(plan.steps) if step.output == CUSTOMER}
+    assert plans.final_tables(plan, pulls_customers) == set()  # ... then orders, items, products
+    assert plans.final_tables(plan, set()) == {CUSTOMER, ORDER, ITEM, PRODUCT}
