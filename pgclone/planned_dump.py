@@ -45,6 +45,7 @@ from pgclone.exceptions import ConfigurationError
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
 QUEUE_MEMBERS = 4  # members waiting for the tar (at most 1 MiB each): a few MiB in all
+SOURCE_WRITES = 3  # the tar's writes waiting for the compressor: a member, its header, padding
 
 
 def is_planned(config: configs.DumpConfig) -> bool:
@@ -181,7 +182,7 @@ class Source:
     writes it a few writes at a time (what a pipe would do, without copying
     every byte through the kernel twice); ``rows`` once it is all read."""
 
-    def __init__(self, depth: int = QUEUE_MEMBERS) -> None:
+    def __init__(self, depth: int = SOURCE_WRITES) -> None:
         self.rows: dict[tuple[str, str], int] = {}
         self.error: BaseException | None = None
         self._items: queue.Queue = queue.Queue(maxsize=depth)
