@@ -294,7 +294,8 @@ class Helper:
         return self._thread.is_alive()
 
     def join(self) -> None:
-        self._thread.join(JOIN_TIMEOUT)
+        """Wait for the session's end (a cancel ends it soon)."""
+        self._thread.join()
 
     def _run(
         self,

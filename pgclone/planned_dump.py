@@ -1,20 +1,21 @@
 """Writing a planned dump (a config with ``scrub`` and/or ``subset``).
 
 The dump step opens the snapshot as for any dump; here, a session imports
-it, checks the plan (:func:`pgclone.plans.check`: nothing starts when it
-would fail), hands it the scrub key and fills the kept rows
-(:func:`pgclone.plans.prepare`). Then one thread writes the container
-(:mod:`pgclone.containers`) and hands it to the dump step (:class:`Source`),
-which compresses it into storage as it compresses pg_dump's output for a
-plain dump: pg_dump's
+it and checks the plan (:func:`pgclone.plans.check`: nothing starts when it
+would fail). Then one thread writes the container (:mod:`pgclone.containers`)
+and hands it to the dump step (:class:`Source`), which compresses it into
+storage as it compresses pg_dump's output for a plain dump: pg_dump's
 pre-data archive; then, all at once, each planned table's ``COPY (SELECT …)
-TO STDOUT`` (one after another from that session; a big table scrubbed
-whole: from psql sessions, :mod:`pgclone.parallel_copy`) and pg_dump's
-archive of the rest's data, their members interleaved as they come; then
-pg_dump's post-data archive. The scrubbing COPYs are bound by the server,
-the rest's pg_dump by compressing its output: on two CPUs they overlap.
-PostgreSQL does the scrubbing and the sampling; nothing is kept on disk, and
-memory holds a few members at a time.
+TO STDOUT`` and pg_dump's archive of the rest's data, their members
+interleaved as they come; then pg_dump's post-data archive. The main
+session hands itself the scrub key and finds the kept rows
+(:func:`pgclone.plans.prepare`), handing each subset table to a psql session
+of its own as soon as its kept rows are final, and copies the tables left
+once it is done; a big table scrubbed whole is copied by psql sessions in
+block ranges (:mod:`pgclone.parallel_copy`). The scrubbing COPYs are bound
+by the server, the rest's pg_dump by compressing its output: on two CPUs
+they overlap. PostgreSQL does the scrubbing and the sampling; nothing is
+kept on disk, and memory holds a few members at a time.
 """
 
 from __future__ import annotations
@@ -260,8 +261,8 @@ def container(
     config_name: str,
     started: Programs,
 ) -> Iterator[Source]:
-    """The container of a planned dump, written by a thread of its own into a
-    pipe: read it to its end inside the block. Raises what writing raised."""
+    """The container of a planned dump, written by a thread of its own: read
+    it to its end inside the block. Raises what writing raised."""
     tables = list(enumerate(planned_tables(plan)))
     source = Source()
     children = postgres.current_children()  # so that a cancelled job kills them too
@@ -356,9 +357,12 @@ def container(
             plans.prepare(cursor, plan, key, on_final=on_final)
             for index, table in [*pending.items(), *driven]:
                 copy_in_session(index, table)
+        except BaseException:
+            stop()  # the sessions too, before they are waited for
+            raise
         finally:
             for helper in helpers:
-                helper.join()
+                helper.join()  # till its last member is handed on: a big table takes long
 
     def in_ranges(ranged: list[tuple[int, subset.PlannedTable, list[bytes]]]) -> None:
         """The tables psql sessions copy: one after another, each in its ranges at once."""

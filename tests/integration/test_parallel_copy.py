@@ -295,3 +295,27 @@ def test_a_failing_kept_rows_session_fails_the_dump_and_stops_the_others(
         timeout=5,
         what="the dump's sessions and pg_dumps to end",
     )
+
+
+def test_a_session_outlasting_the_join_timeout_still_hands_over_every_row(
+    target, library, kept_sessions, monkeypatch, local_location
+):
+    """The main session waits for its sessions' last rows however long they take
+    (a big table's): a timeout there would end the container without them."""
+    monkeypatch.setattr(parallel_copy, "JOIN_TIMEOUT", 0.05)
+    read_members = parallel_copy.read_members
+
+    def slow(stdout, put):
+        time.sleep(1)
+        return read_members(stdout, put)
+
+    monkeypatch.setattr(parallel_copy, "read_members", slow)
+
+    dumped = api.dump(config="library", inline=True)
+    assert dumped.status == Job.Status.SUCCEEDED, dumped.error
+    restored = api.restore(dumped.dump_key, database="target", inline=True)
+    assert restored.status == Job.Status.SUCCEEDED, restored.error
+
+    assert any(name.startswith("session ") for name in kept_sessions)
+    assert psql("SELECT count(*) FROM testapp_author", target) == "10"
+    assert psql("SELECT count(*) FROM testapp_book", target) == "50"
