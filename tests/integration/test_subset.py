@@ -229,6 +229,26 @@ def test_a_subset_reaching_a_key_into_a_partitioned_table_is_refused(
         psql("DROP TABLE pgclone_part_user, pgclone_part", test_database_name)
 
 
+def test_a_partitioned_model_is_refused_for_scrub_and_subset(settings, test_database_name):
+    psql(
+        "CREATE TABLE pgclone_part_reading (id bigint, taken date, value text) "
+        "PARTITION BY RANGE (taken);"
+        "CREATE TABLE pgclone_part_reading_2026 PARTITION OF pgclone_part_reading "
+        "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
+        "INSERT INTO pgclone_part_reading VALUES (1, '2026-03-01', 'secret')",
+        test_database_name,
+    )
+    try:
+        for config in (
+            {"scrub": {"testapp.Reading": {"value": "text"}}},
+            {"subset": {"testapp.Reading": {"percent": 10}}},
+        ):
+            with pytest.raises(ConfigurationError, match="Reading is partitioned"):
+                plan_of(settings, config)
+    finally:
+        psql("DROP TABLE pgclone_part_reading", test_database_name)
+
+
 def test_raw_sql_and_multi_column_foreign_keys_are_followed(settings, shop, raw_tables):
     plan = plan_of(settings, {"subset": {"testapp.Order": {"where": "id % 100 = 1"}}})
     kinds = {t.name: t.kind for t in plan.tables}

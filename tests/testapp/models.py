@@ -63,3 +63,15 @@ class OrderItem(models.Model):
     order = models.ForeignKey(Order, on_delete=models.CASCADE)
     product = models.ForeignKey(Product, on_delete=models.PROTECT)
     quantity = models.IntegerField(default=1)
+
+
+class Reading(models.Model):
+    """A partitioned table's model (the test makes the table): scrub and subset
+    rules refuse it."""
+
+    taken = models.DateField()
+    value = models.TextField()
+
+    class Meta:
+        managed = False
+        db_table = "pgclone_part_reading"
