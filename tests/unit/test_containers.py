@@ -152,3 +152,59 @@ def test_a_member_after_written_bytes_comes_after_them():
         members = [(m.name, tar.extractfile(m).read()) for m in tar]
 
     assert members == [("rest/000000", b"abc"), ("rest/000001", b"def")]
+
+
+def test_the_container_reaches_the_reader_whole_in_any_read_size():
+    """What the writing thread hands over (planned_dump.Source, a pipe without the
+    kernel) comes out in order, whatever the reader's sizes, then b"" for good."""
+    import threading
+
+    from pgclone.planned_dump import Source
+
+    source = Source()
+    pieces = [bytes([n]) * (n * 1000 + 1) for n in range(20)]
+
+    def writer() -> None:
+        for piece in pieces:
+            source.write(piece)
+            source.write(b"")  # nothing to hand over: skipped
+        source.end()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    read, sizes = [], [1, 7, 4096, -1, 100_000]
+    while True:
+        size = sizes[len(read) % len(sizes)]
+        data = source.read(size)
+        if not data:
+            break
+        assert size == -1 or len(data) <= size
+        read.append(data)
+    thread.join(5)
+    assert b"".join(read) == b"".join(pieces)
+    assert source.read() == b"" and source.read(10) == b""
+
+
+def test_a_reader_that_stops_makes_the_writer_stop():
+    import threading
+
+    from pgclone.planned_dump import Source
+
+    source = Source(depth=1)
+    stopped = []
+
+    def writer() -> None:
+        try:
+            while True:
+                source.write(b"x" * 1024)
+        except BrokenPipeError as exc:
+            stopped.append(exc)
+        finally:
+            source.end()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert source.read(10) == b"x" * 10
+    source.close()
+    thread.join(5)
+    assert not thread.is_alive() and stopped
