@@ -48,9 +48,9 @@ class ForeignKey:
 
     @property
     def lookup(self) -> bool:
-        """Whether kept rows may be found by ``= ANY(ARRAY(…))`` of their keys
-        (an index scan), rather than by a hash of them: one column each side,
-        of one type (the parent's side is a unique index's)."""
+        """Whether the rows referencing kept keys may be found by ``= ANY(ARRAY(…))``
+        of those keys (a bitmap scan of the child's index) rather than by a hash
+        of them: without such an index, that would compare each row with each key."""
         return len(self.child_columns) == 1 and self.indexed
 
 
@@ -122,11 +122,17 @@ _FOREIGN_KEYS = """
                 WHERE a.attrelid = con.conrelid AND a.attnum = con.conkey[1])
              = (SELECT a.atttypid FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = con.confrelid AND a.attnum = con.confkey[1])
+           -- an index the planner takes for `=` on the column: btree, its default
+           -- operator class and the column's collation, whole and valid
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_index i
                        JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
                        JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+                       JOIN pg_catalog.pg_opclass oc ON oc.oid = i.indclass[0]
+                       JOIN pg_catalog.pg_attribute a
+                         ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
                        WHERE i.indrelid = con.conrelid AND i.indkey[0] = con.conkey[1]
-                         AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree')
+                         AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree'
+                         AND oc.opcdefault AND i.indcollation[0] = a.attcollation)
     FROM pg_catalog.pg_constraint con
     WHERE con.contype = 'f' AND con.conrelid = ANY (%s::oid[]) AND con.confrelid = ANY (%s::oid[])
     ORDER BY con.conrelid, con.conname

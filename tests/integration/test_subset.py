@@ -11,7 +11,17 @@ import pytest
 from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import User
 
-from pgclone import configs, driver, options, plans, postgres, scrub, subset, table_counts
+from pgclone import (
+    catalog,
+    configs,
+    driver,
+    options,
+    plans,
+    postgres,
+    scrub,
+    subset,
+    table_counts,
+)
 from pgclone.exceptions import ConfigurationError
 from tests import pg
 from tests.conftest import psql, scratch_database
@@ -247,6 +257,46 @@ def test_a_partitioned_model_is_refused_for_scrub_and_subset(settings, test_data
                 plan_of(settings, config)
     finally:
         psql("DROP TABLE pgclone_part_reading", test_database_name)
+
+
+def test_kept_keys_are_looked_up_by_index_only_where_the_planner_can_use_one(
+    test_database_name,
+):
+    """= ANY(ARRAY(…)) of kept keys with no index the planner takes for `=` on the
+    column would compare every row with every key: such keys are hashed."""
+    psql(
+        "CREATE TABLE pgclone_ix_parent (id text PRIMARY KEY);"
+        + "".join(
+            f"CREATE TABLE pgclone_ix_{name} (p text REFERENCES pgclone_ix_parent);{index}"
+            for name, index in [
+                ("plain", "CREATE INDEX ON pgclone_ix_plain (p);"),
+                ("pattern", "CREATE INDEX ON pgclone_ix_pattern (p text_pattern_ops);"),
+                ("collated", 'CREATE INDEX ON pgclone_ix_collated (p COLLATE "C");'),
+                ("partial", "CREATE INDEX ON pgclone_ix_partial (p) WHERE p <> '';"),
+                ("hashed", "CREATE INDEX ON pgclone_ix_hashed USING hash (p);"),
+                ("none", ""),
+            ]
+        ),
+        test_database_name,
+    )
+    try:
+        with postgres.connect(postgres.conn_info()) as connection, connection.cursor() as cursor:
+            found = catalog.read(cursor)
+        names = {oid: table.name for oid, table in found.tables.items()}
+        lookups = {
+            names[fk.child]: fk.lookup
+            for fk in found.foreign_keys
+            if names[fk.parent] in ("pgclone_ix_parent", "testapp_order")
+        }
+    finally:
+        psql(
+            "DROP TABLE pgclone_ix_plain, pgclone_ix_pattern, pgclone_ix_collated, "
+            "pgclone_ix_partial, pgclone_ix_hashed, pgclone_ix_none, pgclone_ix_parent",
+            test_database_name,
+        )
+    assert lookups["pgclone_ix_plain"] and lookups["testapp_orderitem"]  # Django's index
+    for name in ("pattern", "collated", "partial", "hashed", "none"):
+        assert not lookups[f"pgclone_ix_{name}"], name
 
 
 def test_raw_sql_and_multi_column_foreign_keys_are_followed(settings, shop, raw_tables):
