@@ -45,7 +45,7 @@ from pgclone.exceptions import ConfigurationError
 
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
-QUEUE_MEMBERS = 4  # members waiting for the tar (at most 1 MiB each): a few MiB in all
+QUEUE_MEMBERS = 3  # members waiting for the tar (at most 1 MiB each): a few MiB in all
 SOURCE_WRITES = 2  # the tar's writes waiting for the compressor: a member and its header
 
 
