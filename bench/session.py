@@ -8,6 +8,7 @@ meet and ``cleanup`` can find all of it, even after a failure.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -255,6 +256,17 @@ class Bench:
                 )
             ):
                 drop_database(name)
+        self.remove_broker_keys()
         shutil.rmtree(self.work, ignore_errors=True)
         with contextlib.suppress(OSError):
             (BENCH / ".work").rmdir()
+
+    def remove_broker_keys(self) -> None:
+        """What the Redis broker keeps of this run's queues (their bindings)."""
+        import redis
+
+        url = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/13")
+        with contextlib.suppress(redis.exceptions.RedisError):
+            client = redis.Redis.from_url(url, socket_timeout=2)
+            for key in client.scan_iter(match=f"*pgclone-bench-{self.session}*", count=500):
+                client.delete(key)

@@ -40,6 +40,31 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "con
         time.sleep(0.05)
 
 
+def own_queue(kind: str) -> str:
+    """A Celery queue of one test's own, named after this test session so that the
+    session's end removes what the broker keeps of it."""
+    return f"pgclone-{kind}-{os.environ['PGCLONE_TEST_SESSION']}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _broker_cleaned() -> Iterator[None]:
+    """After the session (and its workers): the keys the shared Redis broker holds
+    for this session's queues (their bindings, messages never taken). Other
+    sessions' keys are left alone; without a reachable broker (the unit tier)
+    there is nothing to remove."""
+    yield
+    import redis
+    from django.conf import settings
+
+    session = os.environ.get("PGCLONE_TEST_SESSION")
+    if not session:
+        return
+    with contextlib.suppress(redis.exceptions.RedisError):
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2)
+        for key in client.scan_iter(match=f"*-{session}*", count=500):
+            client.delete(key)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

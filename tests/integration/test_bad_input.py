@@ -21,6 +21,7 @@ from tests.conftest import (
     ROOT,
     clone_database,
     make_dump,
+    own_queue,
     psql,
     start_worker,
     stop_worker,
@@ -252,7 +253,7 @@ def other_database(test_database_name):
 def test_a_worker_on_other_databases_says_so_in_one_line(
     settings, local_location, other_database, moto_server, tmp_path
 ):
-    queue = f"pgclone-other-db-{uuid.uuid4().hex[:8]}"
+    queue = own_queue("other-db")
     settings.PGCLONE_CELERY_QUEUE = queue
     password = "pgclone-other-Pw-0815"  # trust auth ignores it; it must show nowhere
     worker = start_worker(

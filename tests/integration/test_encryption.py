@@ -8,7 +8,6 @@ import hashlib
 import json
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tests.conftest import (
     authors,
     fingerprint,
     make_dump,
+    own_queue,
     pgclone_databases,
     replace_dump_bytes,
     s3_client,
@@ -59,7 +59,7 @@ def identity_file(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def keyed_worker(tmp_path_factory, test_database_name, moto_server, env) -> Iterator[KeyedWorker]:
-    queue = f"pgclone-enc-{uuid.uuid4().hex[:8]}"
+    queue = own_queue("enc")
     log = tmp_path_factory.mktemp("keyed-worker") / "worker.log"
     worker = start_worker(
         test_database_name, log, moto=moto_server, queue=queue,

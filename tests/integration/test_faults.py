@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from tests.conftest import (
     authors,
     fingerprint,
     make_dump,
+    own_queue,
     pgclone_databases,
     psql,
     replace_dump_bytes,
@@ -50,7 +50,7 @@ def own_worker(request, test_database_name, moto_server, tmp_path, settings):
     """A worker of this test's own, on a queue of its own, so the test knows which
     worker runs its job. Its pool is "solo" (the task runs in the process a
     SIGKILL hits) unless the test asks for another."""
-    queue = f"pgclone-faults-{uuid.uuid4().hex[:8]}"
+    queue = own_queue("faults")
     settings.PGCLONE_CELERY_QUEUE = queue
     pool = getattr(request, "param", "solo")
     worker = start_worker(

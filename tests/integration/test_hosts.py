@@ -24,6 +24,7 @@ from tests.conftest import (
     ROOT,
     authors,
     make_dump,
+    own_queue,
     pgclone_databases,
     start_worker,
     stop_worker,
@@ -70,7 +71,7 @@ def two_hosts(test_database_name, moto_server, tmp_path_factory):
     """Workers "host-a" and "host-b", each step of a chain routed to the other one."""
     tmp_path = tmp_path_factory.mktemp("hosts")
     run = uuid.uuid4().hex[:6]
-    queues = {"a": f"pgclone-host-a-{run}", "b": f"pgclone-host-b-{run}"}
+    queues = {"a": own_queue("host-a"), "b": own_queue("host-b")}
     routes = {task: {"queue": queues[host]} for task, host in STEPS.items()}
     env = {"PGCLONE_TEST_ROUTES": json.dumps(routes)}
     saved = current_app.conf.task_routes

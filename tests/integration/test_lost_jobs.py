@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from tests import faults
 from tests.conftest import (
     fingerprint,
     make_dump,
+    own_queue,
     pgclone_databases,
     start_worker,
     stop_worker,
@@ -32,7 +32,7 @@ def unconsumed_queue(settings):
     """A queue no worker reads: jobs sent there wait, as behind a busy worker."""
     from tests.celery_app import app
 
-    queue = f"pgclone-nobody-{uuid.uuid4().hex[:8]}"
+    queue = own_queue("nobody")
     settings.PGCLONE_CELERY_QUEUE = queue
     yield queue
     with app.connection_for_write() as connection:
@@ -79,7 +79,7 @@ def test_a_worker_killed_after_unpacking_leaves_no_dump_behind(
 ):
     key = make_dump("never", local_location)
     before = fingerprint(target)
-    queue = f"pgclone-unpack-{uuid.uuid4().hex[:8]}"
+    queue = own_queue("unpack")
     settings.PGCLONE_CELERY_QUEUE = queue
     worker_tmp = tmp_path / "worker-tmp"
     worker_tmp.mkdir()

@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import tarfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tests.conftest import (
     authors,
     fingerprint,
     make_dump,
+    own_queue,
     pgclone_databases,
     psql,
     s3_client,
@@ -69,7 +69,7 @@ def planned_worker(tmp_path_factory, test_database_name, moto_server) -> Iterato
     keys = tmp_path_factory.mktemp("planned-keys") / "pgclone.agekey"
     keys.write_text(f"{IDENTITY}\n")
     keys.chmod(0o600)
-    queue = f"pgclone-planned-{uuid.uuid4().hex[:8]}"
+    queue = own_queue("planned")
     env = {
         "PGCLONE_TEST_QUEUE": queue,
         "PGCLONE_TEST_DUMP_CONFIGS": json.dumps(DUMP_CONFIGS),

@@ -30,6 +30,7 @@ from pgclone.models import Job
 from tests import pg
 from tests.conftest import (
     fingerprint,
+    own_queue,
     pgclone_databases,
     psql,
     start_worker,
@@ -168,7 +169,7 @@ def reapplied(database: str) -> bool:
 @pytest.fixture
 def strict_worker(test_database_name, moto_server, tmp_path, settings):
     """A worker whose settings refuse superuser restores (this process's allow them)."""
-    queue = f"pgclone-strict-{uuid.uuid4().hex[:8]}"
+    queue = own_queue("strict")
     settings.PGCLONE_CELERY_QUEUE = queue
     worker = start_worker(
         test_database_name,

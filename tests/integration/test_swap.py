@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from tests.conftest import (
     authors,
     fingerprint,
     make_dump,
+    own_queue,
     pgclone_databases,
     psql,
     start_worker,
@@ -163,7 +163,7 @@ def test_a_failure_after_the_commit_is_not_mistaken_for_no_swap(
 def window_worker(test_database_name, moto_server, tmp_path, settings):
     """A worker of this test's own (solo pool: the step runs in the process a
     SIGKILL hits) that pauses inside the swap window until ``release`` exists."""
-    queue = f"pgclone-swap-{uuid.uuid4().hex[:8]}"
+    queue = own_queue("swap")
     settings.PGCLONE_CELERY_QUEUE = queue
     release = tmp_path / "release"
     worker = start_worker(
