@@ -48,10 +48,10 @@ def own_queue(kind: str) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _broker_cleaned() -> Iterator[None]:
-    """After the session (and its workers): the keys the shared Redis broker holds
-    for this session's queues (their bindings, messages never taken). Other
-    sessions' keys are left alone; without a reachable broker (the unit tier)
-    there is nothing to remove."""
+    """After the session (and its workers): what the shared Redis broker holds for
+    this session's queues (their bindings, messages never taken or never
+    acknowledged). Other sessions' are left alone; without a reachable broker
+    (the unit tier) there is nothing to remove."""
     yield
     import redis
     from django.conf import settings
@@ -63,6 +63,12 @@ def _broker_cleaned() -> Iterator[None]:
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2)
         for key in client.scan_iter(match=f"*-{session}*", count=500):
             client.delete(key)
+        # Messages of workers killed on purpose, which the broker would hand back
+        # to those queues once their visibility timeout is over.
+        for tag, message in client.hscan_iter("unacked"):
+            if f"-{session}".encode() in message:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
 
 
 def free_port() -> int:
