@@ -43,7 +43,7 @@ class ForeignKey:
     # a key references: the planner would take them for as many keys to match
     into_partition: bool = False
     # one column, of the type it references, leading a btree index of the child:
-    # the rows referencing kept keys are found by that index (plans.SESSION)
+    # the rows referencing kept keys are found by that index (plans.SETTINGS)
     indexed: bool = False
 
     @property

@@ -136,20 +136,29 @@ def copy_table(
     at once, handing each member of whole rows to ``write_member`` as it comes;
     returns the rows. Raises the first failure once every session has stopped."""
     outcomes: queue.Queue = queue.Queue(maxsize=len(scripts))
-    children = postgres.current_children()  # psql, started by the threads: a cancel kills it
-    threads = [
-        threading.Thread(
-            target=_copy_range,
-            args=(conn, script, outcomes, sessions, children),
-            name=f"pgclone-copy-{number}",
-            daemon=True,
-        )
-        for number, script in enumerate(scripts)
-    ]
-    for thread in threads:
-        thread.start()
-    rows, running = 0, len(threads)
+
+    def put(item: Any) -> None:  # a member, then the session's rows or its failure
+        while not sessions.stopped:
+            with contextlib.suppress(queue.Full):
+                outcomes.put(item, timeout=POLL_SECONDS)
+                return
+        raise Stopped
+
+    def done(rows: int | None, error: BaseException | None) -> None:
+        with contextlib.suppress(Stopped):
+            put(rows if error is None else error)
+
+    helpers: list[Helper] = []
+    rows, running = 0, len(scripts)
     try:
+        for number, script in enumerate(scripts):
+            helper = Helper(
+                conn, sessions=sessions, put=put, done=done, name=f"pgclone-copy-{number}"
+            )
+            helpers.append(helper)
+            with contextlib.suppress(BrokenPipeError):  # psql stopped: its outcome says why
+                helper.stdin.write(script)  # a few hundred bytes: never blocks on the pipe
+                helper.stdin.close()
         while running:
             outcome = _get(outcomes, sessions)
             if isinstance(outcome, bytes):
@@ -162,8 +171,8 @@ def copy_table(
     finally:
         if running:
             sessions.cancel()
-        for thread in threads:
-            thread.join(JOIN_TIMEOUT)
+        for helper in helpers:
+            helper.join(JOIN_TIMEOUT)
     return rows
 
 
@@ -180,19 +189,16 @@ def _script(cursor: Any, snapshot: str, key: str, statement: sql.Composable) -> 
     return opening(cursor, snapshot, key) + closing(cursor, statement)
 
 
-def opening(cursor: Any, snapshot: str, key: str, settings: tuple = ()) -> bytes:
+def opening(
+    cursor: Any, snapshot: str, key: str, settings: tuple[sql.Composable, ...] = ()
+) -> bytes:
     """A psql script's start: the transaction in ``snapshot``, ``settings``
-    (name, value pairs) for it, and the scrub key."""
+    (statements, as :data:`pgclone.plans.SETTINGS`) for it, and the scrub key."""
     create, copy, read, drop = plans.KEY_STATEMENTS
     lines = [
         "BEGIN ISOLATION LEVEL REPEATABLE READ;",
         sql.SQL("SET TRANSACTION SNAPSHOT {};").format(sql.Literal(snapshot)).as_string(cursor),
-        *(
-            sql.SQL("SET LOCAL {} = {};")
-            .format(sql.Identifier(name), sql.Literal(value))
-            .as_string(cursor)
-            for name, value in settings
-        ),
+        *(f"{statement.as_string(cursor)};" for statement in settings),
         f"{create};",
         f"{copy};",
         scrub.key_setting(key),
@@ -220,47 +226,14 @@ class _Program:
             self._proc.send_signal(signal.SIGINT)
 
 
-def _copy_range(
-    conn: postgres.ConnInfo,
-    script: bytes,
-    outcomes: queue.Queue,
-    sessions: Sessions,
-    children: set,
-) -> None:
-    """One session's COPY, run by psql: its members, then its rows or its
-    failure, on ``outcomes``. psql hands the rows over in big reads rather than
-    one Python call per row (what a driver's COPY costs: most of a CPU for a
-    table scrubbed in two sessions), cut here at the last newline of each."""
-
-    def put(item: Any) -> None:
-        while not sessions.stopped:
-            with contextlib.suppress(queue.Full):
-                outcomes.put(item, timeout=POLL_SECONDS)
-                return
-        raise Stopped
-
-    postgres.adopt_children(children)
-    try:
-        with (
-            postgres.spawn(psql_argv(conn), env=conn.env(), stdin=subprocess.PIPE) as proc,
-            sessions.running(_Program(proc)),
-        ):
-            proc.stdin.write(script)  # a few hundred bytes: never blocks on the pipe
-            proc.stdin.close()
-            rows = read_members(proc.stdout, put)
-        outcome: Any = rows
-    except BaseException as exc:  # handed to the writing thread
-        outcome = exc
-    with contextlib.suppress(Stopped):
-        put(outcome)
-
-
 class Helper:
     """A psql session run by a thread of its own, whose script another thread
-    writes on :attr:`stdin` (then closes it): a subset table's COPY, after the
-    kept rows it reads, streamed from the session that found them. Its output
-    goes to ``put`` in members of whole rows; ``done(rows, error)`` is called
-    from its thread when it ends, either way."""
+    writes on :attr:`stdin` (then closes it): a range's COPY, or a subset
+    table's after the kept rows it reads, streamed from the session that found
+    them. psql hands the rows over in big reads rather than one Python call per
+    row (what a driver's COPY costs: most of a CPU for a table scrubbed in two
+    sessions). Its output goes to ``put`` in members of whole rows;
+    ``done(rows, error)`` is called from its thread when it ends, either way."""
 
     def __init__(
         self,
@@ -293,9 +266,9 @@ class Helper:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def join(self) -> None:
+    def join(self, timeout: float | None = None) -> None:
         """Wait for the session's end (a cancel ends it soon)."""
-        self._thread.join()
+        self._thread.join(timeout)
 
     def _run(
         self,

@@ -268,6 +268,7 @@ def container(
     children = postgres.current_children()  # so that a cancelled job kills them too
 
     jobs, key = conf.dump_jobs(), conf.scrub_key()
+    creates = dict(plan.setup)  # the TEMP tables of kept rows, by table
     # The psql sessions of a table copied in ranges; stopped, it stops every producer.
     sessions = parallel_copy.Sessions()
     members: queue.Queue = queue.Queue(maxsize=QUEUE_MEMBERS)
@@ -318,9 +319,8 @@ def container(
         helper = parallel_copy.Helper(
             conn, sessions=sessions, put=stream.member, done=done, name=f"pgclone-kept-{index}"
         )
-        creates = dict(plan.setup)
         try:
-            helper.stdin.write(parallel_copy.opening(cursor, snapshot, key, plans.SESSION))
+            helper.stdin.write(parallel_copy.opening(cursor, snapshot, key, plans.SETTINGS))
             for oid in table.reads:  # a TID scan reads row_id only, a leaf the keys
                 keep = subset.keep_table(oid)
                 into = sql.SQL("{}" if table.leaf else "{} (row_id)").format(keep)

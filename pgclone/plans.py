@@ -33,6 +33,11 @@ SESSION = (
     ("jit", "off"),
     ("enable_indexscan", "off"),
 )
+# As statements, which the driver's session and psql's both run (SET prints nothing).
+SETTINGS = tuple(
+    sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value))
+    for name, value in SESSION
+)
 ANALYZE_GROWTH = 1.5  # analyze a keep table once it has half as many rows again
 
 
@@ -134,8 +139,8 @@ def prepare(
 
     Raises ConfigurationError when a subset root keeps no row.
     """
-    for name, value in SESSION:  # before the session's first TEMP table
-        cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+    for statement in SETTINGS:  # before the session's first TEMP table
+        cursor.execute(statement)
     set_key(cursor, conf.scrub_key() if key is None else key)
     for _, statement in plan.setup:
         cursor.execute(statement)
