@@ -102,25 +102,8 @@ def test_a_failing_session_fails_the_dump_and_stops_the_others(
         return statement(table, first, end)
 
     monkeypatch.setattr(parallel_copy, "range_copy_statement", faulty)
-    started = time.monotonic()
 
-    job = api.dump(config="scrubbed", inline=True)
-
-    assert job.status == Job.Status.FAILED and "division by zero" in job.error
-    assert time.monotonic() - started < 30
-    assert api.ls() == []
-
-    def no_copy_left() -> bool:
-        return (
-            psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND query ILIKE 'COPY%'",
-                test_database_name,
-            )
-            == "0"
-        )
-
-    wait_for(no_copy_left, timeout=5, what="the dump's COPY sessions to end")
+    fails_fast_leaving_no_session("scrubbed", test_database_name)
 
 
 def test_a_failing_main_session_copy_fails_the_dump_and_stops_the_psql_sessions(
@@ -149,25 +132,31 @@ def test_a_failing_main_session_copy_fails_the_dump_and_stops_the_psql_sessions(
     monkeypatch.setattr(parallel_copy, "ranges_of", in_main_session)
     monkeypatch.setattr(parallel_copy, "range_copy_statement", slow)
     monkeypatch.setattr(subset.PlannedTable, "copy_statement", faulty)
+
+    fails_fast_leaving_no_session("scrubbed", test_database_name, programs=("pg_dump",))
+
+
+def fails_fast_leaving_no_session(
+    config: str, database: str, programs: tuple[str, ...] = ()
+) -> None:
+    """A dump of ``config`` fails with the faulty session's error within 30 s, lists
+    nothing, and soon no COPY (nor any of ``programs``) runs on ``database``."""
     started = time.monotonic()
 
-    job = api.dump(config="scrubbed", inline=True)
+    job = api.dump(config=config, inline=True)
 
     assert job.status == Job.Status.FAILED and "division by zero" in job.error
     assert time.monotonic() - started < 30
     assert api.ls() == []
+    running = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() "
+        "AND (query ILIKE 'COPY%' OR application_name = ANY(string_to_array({}, ',')))"
+    ).format("'" + ",".join(programs) + "'")
     wait_for(
-        lambda: (
-            psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() "
-                "AND (query ILIKE 'COPY%' OR application_name = 'pg_dump')",
-                test_database_name,
-            )
-            == "0"
-        ),
+        lambda: psql(running, database) == "0",
         timeout=5,
-        what="the dump's COPY sessions and pg_dumps to end",
+        what=f"the dump's COPY sessions and {', '.join(programs) or 'nothing else'} to end",
     )
 
 
@@ -275,26 +264,8 @@ def test_a_failing_kept_rows_session_fails_the_dump_and_stops_the_others(
         return statement(table)
 
     monkeypatch.setattr(subset.PlannedTable, "copy_statement", faulty)
-    started = time.monotonic()
 
-    job = api.dump(config="library", inline=True)
-
-    assert job.status == Job.Status.FAILED and "division by zero" in job.error
-    assert time.monotonic() - started < 30
-    assert api.ls() == []
-    wait_for(
-        lambda: (
-            psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() "
-                "AND (query ILIKE 'COPY%' OR application_name IN ('pg_dump', 'psql'))",
-                test_database_name,
-            )
-            == "0"
-        ),
-        timeout=5,
-        what="the dump's sessions and pg_dumps to end",
-    )
+    fails_fast_leaving_no_session("library", test_database_name, programs=("pg_dump", "psql"))
 
 
 def test_a_session_outlasting_the_join_timeout_still_hands_over_every_row(
