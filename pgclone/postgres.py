@@ -230,6 +230,17 @@ def adopt_children(children: set[subprocess.Popen]) -> None:
     _threads.children = children
 
 
+def require_program(program: str, env: dict[str, str] | None = None) -> None:
+    """Raise ConfigurationError unless ``program`` is on the PATH of ``env``
+    (this process's environment when None)."""
+    path = (os.environ if env is None else env).get("PATH")
+    if shutil.which(program, path=path) is None:
+        raise ConfigurationError(
+            f"{program} was not found on PATH: install the PostgreSQL client tools "
+            "(same major version as the server or newer) on every worker."
+        )
+
+
 @contextlib.contextmanager
 def spawn(
     argv: list[str], *, env: dict[str, str], stdin: Any = None, stdout: Any = subprocess.PIPE
@@ -239,11 +250,7 @@ def spawn(
     If the block raises, the child is killed first so that nothing keeps
     running behind a failed step.
     """
-    if shutil.which(argv[0], path=env.get("PATH")) is None:
-        raise ConfigurationError(
-            f"{argv[0]} was not found on PATH: install the PostgreSQL client tools "
-            "(same major version as the server or newer) on every worker."
-        )
+    require_program(argv[0], env)
     proc = subprocess.Popen(
         _dies_with_us(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env
     )

@@ -79,6 +79,7 @@ def dump(job: Job) -> None:
     plan = None
     if planned_dump.is_planned(config):  # refused here, before anything is written
         plan = planned_dump.make_plan(conn, config, [*excluded, *referencing])
+        postgres.require_program("psql")  # its sessions copy the planned tables
     server_version = postgres.server_version(conn)
     estimate = postgres.table_bytes(conn)
     jobs.record_dump_target(job, str(key), conn.name)

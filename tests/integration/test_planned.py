@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -271,18 +272,37 @@ def test_require_scrubbed_refuses_a_plain_dump(planned_worker, pgclone_cli, loca
     assert {job.status for job in Job.objects.exclude(kind=Job.Kind.DUMP)} == {Job.Status.FAILED}
 
 
+def without_psql(directory: Path) -> str:
+    """A PATH with every program of this one's PATH but psql."""
+    directory.mkdir()
+    for program in ("pg_dump", "pg_restore", "psql"):
+        found = shutil.which(program)
+        assert found, f"{program} is needed on PATH for this test"
+        if program != "psql":
+            (directory / program).symlink_to(found)
+    return str(directory)
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
-    [("bad_where", 'column "no_such_column" does not exist'), ("empty_root", "has no rows")],
+    [
+        ("bad_where", 'column "no_such_column" does not exist'),
+        ("empty_root", "has no rows"),
+        ("safe", "psql was not found on PATH: install the PostgreSQL client tools"),
+    ],
 )
 def test_a_plan_that_cannot_run_fails_the_dump_before_pg_dump(
     shop,  # noqa: F811 (the fixture imported above)
     settings,
+    monkeypatch,
+    tmp_path,
     local_location,
     config,
     message,
 ):
     settings.PGCLONE_DUMP_CONFIGS = DUMP_CONFIGS
+    if config == "safe":  # pg_dump is there, psql isn't
+        monkeypatch.setenv("PATH", without_psql(tmp_path / "bin"))
 
     job = api.dump(config=config, inline=True)
 
