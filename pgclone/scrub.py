@@ -181,19 +181,31 @@ def render(rules: tuple[Rule, ...], ref: sql.Composable, column: Column) -> sql.
     inner = Column(column.name, "text", "text")
     for rule in rules:
         path = sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, rule.path)))
-        found = sql.SQL("({} #>> {})").format(ref, path)  # NULL: no value there, or JSON null
-        value = _render(rule, found, inner)
-        replaced = sql.SQL("jsonb_set({}, {}, coalesce(to_jsonb({}), 'null'::jsonb))")
         if len(rules) == 1:  # inline: a subquery per row costs a third more
-            return sql.SQL("CASE WHEN {found} IS NULL THEN {ref} ELSE {set} END").format(
-                found=found, ref=ref, set=replaced.format(ref, path, value)
-            )
+            return _set_at(rule, ref, ref, path, inner)
         # The document so far is named once (v), so that n paths don't repeat it 2**n times.
-        expression = sql.SQL(
-            "(SELECT CASE WHEN {found} IS NULL THEN v ELSE {set} END "
-            "FROM (SELECT {prev} AS v) AS j)"
-        ).format(found=found, prev=expression, set=replaced.format(sql.SQL("v"), path, value))
+        expression = sql.SQL("(SELECT {} FROM (SELECT {} AS v) AS j)").format(
+            _set_at(rule, ref, sql.SQL("v"), path, inner), expression
+        )
     return expression
+
+
+def _set_at(
+    rule: Rule, ref: sql.Composable, document: sql.Composable, path: sql.Composable, inner: Column
+) -> sql.Composable:
+    """``document`` with the value at ``path`` replaced by the rule's output for
+    the column's (``ref``) value there, or as it is where the column has none
+    there (no such key, or JSON null)."""
+    found = sql.SQL("({} #>> {})").format(ref, path)  # NULL: no value there, or JSON null
+    value = _render(rule, found, inner)
+    if rule.name in TEXT_RULES:  # NULL exactly when found is: found is looked up once
+        return sql.SQL("coalesce(jsonb_set({doc}, {path}, to_jsonb({value})), {doc})").format(
+            doc=document, path=path, value=value
+        )
+    return sql.SQL(
+        "CASE WHEN {found} IS NULL THEN {doc} "
+        "ELSE jsonb_set({doc}, {path}, coalesce(to_jsonb({value}), 'null'::jsonb)) END"
+    ).format(found=found, doc=document, path=path, value=value)
 
 
 def _render(rule: Rule, ref: sql.Composable, column: Column) -> sql.Composable:
@@ -209,13 +221,14 @@ def _render(rule: Rule, ref: sql.Composable, column: Column) -> sql.Composable:
         pieces = rule.sql.split("{column}")
         expression = sql.Composed([part for piece in pieces for part in (sql.SQL(piece), ref)][:-1])
         value = sql.SQL("CAST(({}) AS {})").format(expression, sql.SQL(column.type_name))
-    else:
-        output = _output(rule.name, column)
-        if output.count("{d}") == 1:  # a subquery per row costs more than the hash itself
-            value = sql.SQL(output).format(d=digest(ref))
-        else:  # the digest computed once, named d
-            named = sql.SQL(output).format(d=sql.SQL("d"))
-            value = sql.SQL("(SELECT {} FROM (SELECT {} AS d) AS s)").format(named, digest(ref))
+        return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {} END").format(ref, value)
+    output = _output(rule.name, column)
+    if output.count("{d}") == 1:  # a subquery per row costs more than the hash itself
+        # Every operator and function of an output gives NULL for a NULL digest,
+        # as the digest does for a NULL value: ``ref`` is read once.
+        return sql.SQL(output).format(d=digest(ref))
+    named = sql.SQL(output).format(d=sql.SQL("d"))  # the digest computed once, named d
+    value = sql.SQL("(SELECT {} FROM (SELECT {} AS d) AS s)").format(named, digest(ref))
     return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {} END").format(ref, value)
 
 
@@ -223,21 +236,28 @@ def _output(name: str, column: Column) -> str:
     """The output as SQL of ``{d}``, the value's digest (bytea)."""
     length = column.max_length
     if name == "hash" and column.kind == "uuid":
-        return "left(encode({d}, 'hex'), 32)::uuid"
+        return f"{_hex(32)}::uuid"
     if name == "ip" and column.kind == "inet":
         return f"({READABLE['ip']})::inet"
     if name in HEXED:
         prefix, suffix, most = HEXED[name]
         room = most if length is None else min(most, length - len(prefix) - len(suffix))
-        hexed = f"left(encode({{d}}, 'hex'), {room})"
+        hexed = _hex(room)
         return " || ".join(part for part in (f"'{prefix}'" * bool(prefix), hexed,
                                              f"'{suffix}'" * bool(suffix)) if part)  # fmt: skip
     readable = READABLE[name]
     if column.unique:
         room = "" if length is None else f", {length - TAIL}"
         left = f"left({readable}{room})" if room else f"({readable})"
-        return f"{left} || '-' || left(encode({{d}}, 'hex'), {UNIQUE_HEX})"
+        return f"{left} || '-' || {_hex(UNIQUE_HEX)}"
     return f"left({readable}, {length})" if length is not None else f"({readable})"
+
+
+def _hex(digits: int) -> str:
+    """The first ``digits`` hex digits of ``{d}``: of its first bytes only (left()
+    of the whole digest's hex would encode 64 bytes and count characters)."""
+    hexed = f"encode(substring({{d}} from 1 for {(digits + 1) // 2}), 'hex')"
+    return hexed if digits % 2 == 0 else f"left({hexed}, {digits})"
 
 
 def digest(ref: sql.Composable) -> sql.Composable:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from uuid import UUID
 
 import pytest
 from django.contrib.auth.hashers import is_password_usable
@@ -22,6 +24,7 @@ from pgclone import (
     subset,
     table_counts,
 )
+from pgclone.driver import sql
 from pgclone.exceptions import ConfigurationError
 from tests import pg
 from tests.conftest import psql, scratch_database
@@ -511,3 +514,54 @@ def test_every_rule_writes_values_that_fit_their_column(settings, shop):
     assert all(
         re.fullmatch(r"\+1 555 \d{7}", t["name"]) for t in columns(rows, plan, "testapp_tag")
     )
+
+
+def test_each_rule_writes_what_its_definition_gives_for_the_keyed_digest():
+    """Outputs are part of a dump's promise (the same value, the same output in
+    every dump under one key, until RULES_VERSION changes): each rule's output,
+    by the server, against what it is defined as, from the digest Python computes."""
+    value, key = "person@réel.example", "a key"
+    hexed = scrub.keyed_digest(key, value).hex()
+    first = scrub.FIRST_NAMES[scrub.keyed_digest(key, value)[0] % 16]
+    last = scrub.LAST_NAMES[scrub.keyed_digest(key, value)[1] % 16]
+    an_id = "12345678-1234-5678-1234-567812345678"
+    text, uuid = ("text", "text"), ("uuid", "uuid")
+    cases = [  # rule, (kind, type), max length, unique, value, output
+        ("email", text, None, False, value, f"u-{hexed[:32]}@example.invalid"),
+        ("email", text, 40, True, value, f"u-{hexed[:22]}@example.invalid"),
+        ("email", text, 27, False, value, f"u-{hexed[:9]}@example.invalid"),  # an odd count
+        ("text", text, None, False, value, f"text-{hexed[:32]}"),
+        ("hash", text, None, False, value, hexed[:64]),
+        ("hash", uuid, None, True, an_id, str(UUID(scrub.keyed_digest(key, an_id).hex()[:32]))),
+        ("unusable_password", text, None, False, value, f"!{hexed[:40]}"),
+        ("first_name", text, None, True, value, f"{first}-{hexed[:16]}"),
+        ("name", text, None, False, value, f"{first} {last}"),
+    ]
+    with table_counts.snapshot_transaction(postgres.conn_info(), None) as cursor:
+        plans.set_key(cursor, key)
+        for name, (kind, type_name), length, unique, value_in, expected in cases:
+            column = scrub.Column("c", kind, type_name, length, unique=unique)
+            rules = scrub.parse(name, "test")
+            assert scrub.problem(rules, column) is None
+            for given, output in ((value_in, expected), (None, None)):
+                source = sql.SQL("(SELECT {}::{} AS c) AS s").format(
+                    sql.Literal(given), sql.SQL(type_name)
+                )
+                rendered = scrub.render(rules, sql.SQL("s.c"), column)
+                cursor.execute(sql.SQL("SELECT ({})::text FROM {}").format(rendered, source))
+                assert cursor.fetchone()[0] == output, (name, type_name, length, unique, given)
+        # At a JSON path: the value there replaced, the rest kept; no value there, no change.
+        documents = [
+            ({"a": {"b": value}, "c": 1}, {"a": {"b": hexed[:64]}, "c": 1}),
+            ({"a": {"b": None}}, {"a": {"b": None}}),
+            ({"c": 1}, {"c": 1}),
+            (None, None),
+        ]
+        rules = scrub.parse({"rule": "hash", "path": ["a", "b"]}, "test")
+        rendered = scrub.render(rules, sql.SQL("s.c"), scrub.Column("c", "json", "jsonb"))
+        for document, expected in documents:
+            given = None if document is None else json.dumps(document)
+            source = sql.SQL("(SELECT {}::jsonb AS c) AS s").format(sql.Literal(given))
+            cursor.execute(sql.SQL("SELECT ({})::text FROM {}").format(rendered, source))
+            found = cursor.fetchone()[0]
+            assert (None if found is None else json.loads(found)) == expected, document
