@@ -92,7 +92,13 @@ _COLUMNS = """
                        AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum
                       WHERE i.indrelid = a.attrelid AND i.indisunique
                         AND i.indexprs IS NOT NULL),
-           a.attgenerated <> ''
+           a.attgenerated <> '',
+           -- what an sql rule's output is cast to: the declared type (numeric(5,2)
+           -- overflows at the check, not at the restore), but for character types,
+           -- whose cast would truncate silently where the check reports the length
+           CASE WHEN a.atttypid = 'bpchar'::regtype THEN 'bpchar'
+                WHEN a.atttypid = 'varchar'::regtype THEN 'character varying'
+                ELSE pg_catalog.format_type(a.atttypid, a.atttypmod) END
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid = ANY (%s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attrelid, a.attnum
@@ -122,6 +128,10 @@ _FOREIGN_KEYS = """
                 WHERE a.attrelid = con.conrelid AND a.attnum = con.conkey[1])
              = (SELECT a.atttypid FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = con.confrelid AND a.attnum = con.confkey[1])
+           -- not an array: ARRAY(SELECT k …) of arrays is two-dimensional
+           AND (SELECT t.typcategory FROM pg_catalog.pg_attribute a
+                JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                WHERE a.attrelid = con.conrelid AND a.attnum = con.conkey[1]) <> 'A'
            -- an index the planner takes for `=` on the column: btree, its default
            -- operator class and the column's collation, whole and valid
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_index i
@@ -146,11 +156,13 @@ def read(cursor: Any) -> Catalog:
     oids = list(names)
     cursor.execute(_COLUMNS, [oids])
     columns: dict[int, list[scrub.Column]] = {oid: [] for oid in oids}
-    for oid, name, type_name, length, nullable, unique, generated in cursor.fetchall():
+    for oid, name, type_name, length, nullable, unique, generated, cast in cursor.fetchall():
         if not generated:
             kind = "text" if type_name in _TEXT_TYPES else _KINDS.get(type_name, "other")
             columns[oid].append(
-                scrub.Column(name, kind, type_name, length, nullable=nullable, unique=unique)
+                scrub.Column(
+                    name, kind, type_name, length, nullable=nullable, unique=unique, cast=cast
+                )
             )
     cursor.execute(_PRIMARY_KEYS, [oids])
     primary: dict[int, list[str]] = {}

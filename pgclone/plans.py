@@ -99,15 +99,24 @@ def check(cursor: Any, plan: Plan) -> list[str]:
             )
     for table, name, source, expression, column in plan.outputs:
         values = sql.SQL("SELECT {} AS v FROM {} AS t").format(expression, source)
-        long = sql.SQL("SELECT count(*) FROM ({}) s WHERE length(v::text) > %s").format(values)
-        error, rows = _attempt(cursor, long, [column.max_length or 2**31 - 1])
+        # No parameters: a % in a rule (modulo, LIKE) is the rule's, not a placeholder.
+        long = sql.SQL(
+            "SELECT count(*) FILTER (WHERE length(v::text) > {}), "
+            "count(*) FILTER (WHERE v IS NULL) FROM ({}) s"
+        ).format(sql.Literal(column.max_length or 2**31 - 1), values)
+        error, rows = _attempt(cursor, long)
         if error:
             problems.append(f"The sql rule of {table}.{name} fails: {error}")
             continue
-        if rows[0][0]:
+        too_long, nulls = rows[0]
+        if too_long:
             problems.append(
                 f"The sql rule of {table}.{name} writes values longer than the column's "
                 f"{column.max_length} characters."
+            )
+        if nulls and not column.nullable:
+            problems.append(
+                f"The sql rule of {table}.{name} writes NULL, and the column is NOT NULL."
             )
         if column.unique:
             cursor.execute(

@@ -45,6 +45,7 @@ class Column:
     max_length: int | None = None
     nullable: bool = True
     unique: bool = False
+    cast: str | None = None  # what an sql rule's output is cast to (type_name if None)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,9 @@ def _render(rule: Rule, ref: sql.Composable, column: Column) -> sql.Composable:
     if rule.name == "sql":
         pieces = rule.sql.split("{column}")
         expression = sql.Composed([part for piece in pieces for part in (sql.SQL(piece), ref)][:-1])
-        value = sql.SQL("CAST(({}) AS {})").format(expression, sql.SQL(column.type_name))
+        value = sql.SQL("CAST(({}) AS {})").format(
+            expression, sql.SQL(column.cast or column.type_name)
+        )
         return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {} END").format(ref, value)
     output = _output(rule.name, column)
     if output.count("{d}") == 1:  # a subquery per row costs more than the hash itself

@@ -174,7 +174,8 @@ def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) 
     keeps = _keeps(kinds, fks)
     steps = _steps(tables, fks, kinds, keeps)
     leaves = _leaves(steps, kinds)
-    rules = _table_rules(found, config.scrub or (), oids, excluded)
+    heirs = _heirs(cursor, [oids[field.model] for field in config.scrub or ()])
+    rules = _table_rules(found, config.scrub or (), oids, excluded, heirs)
     planned = [
         _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}), leaves.get(oid))
         for oid, table in tables.items()
@@ -198,7 +199,7 @@ def _planned(
     """The table's SELECT (of the rows ``leaf`` keeps, for a leaf), and what its
     sql rules need checked."""
     values, outputs = [], []
-    name = sql.Identifier(table.schema, table.name)
+    name = _table(table)
     for column in table.columns:
         ref = sql.SQL("t.{}").format(sql.Identifier(column.name))
         if column.name in rules:
@@ -398,8 +399,10 @@ def _root(table: catalog.Table, root: sharing.SubsetRoot, keep: Keep) -> Root:
     return Root(root.model, table.label, seed, (root.percent,), rows, table.oid)
 
 
-def _table(table: catalog.Table) -> sql.Identifier:
-    return sql.Identifier(table.schema, table.name)
+def _table(table: catalog.Table) -> sql.Composable:
+    """The table's own rows, without those of tables inheriting from it (``INHERITS``:
+    pg_dump writes those with their own table)."""
+    return sql.SQL("ONLY {}").format(sql.Identifier(table.schema, table.name))
 
 
 def keep_table(oid: int) -> sql.Composable:
@@ -420,22 +423,47 @@ def _model_tables(cursor: Any, labels: list[str], excluded: set[int]) -> dict[st
     return {label: oids[table] for label, table in tables.items()}
 
 
-def _table_rules(found: catalog.Catalog, scrubbed: tuple, oids: dict, excluded: set) -> dict:
-    """{table oid: {column: rules}}, each rule checked against the real column."""
+def _table_rules(
+    found: catalog.Catalog, scrubbed: tuple, oids: dict, excluded: set, heirs: dict[int, list[int]]
+) -> dict:
+    """{table oid: {column: rules}}, each rule checked against the real column.
+
+    The tables that inherit from a scrubbed table (``INHERITS``, ``heirs``)
+    hold the same column, whose values a query of the parent returns too:
+    they take the same rules, checked against their own column."""
     rules: dict[int, dict[str, tuple]] = {}
     for field in scrubbed:
         oid = oids[field.model]
-        if oid in excluded:
-            continue  # its rows are left out
-        table = found.tables[oid]
-        column = table.column(field.column)
-        where = f"The scrub rule of {field.model}.{field.field} ({table.label}.{field.column})"
-        if column is None:
-            raise ConfigurationError(f"{where}: no such column in the database: run migrate.")
-        if field.column in found.key_columns(oid):
-            raise ConfigurationError(f"{where}: the column is part of a key; it can't be scrubbed.")
-        problem = scrub.problem(field.rules, column)
-        if problem:
-            raise ConfigurationError(f"{where}: {problem}.")
-        rules.setdefault(oid, {})[field.column] = field.rules
+        for table_oid in (oid, *heirs.get(oid, ())):
+            if table_oid in excluded or table_oid not in found.tables:
+                continue  # its rows are left out (a foreign table's too)
+            table = found.tables[table_oid]
+            column = table.column(field.column)
+            where = f"The scrub rule of {field.model}.{field.field} ({table.label}.{field.column})"
+            if column is None:
+                raise ConfigurationError(f"{where}: no such column in the database: run migrate.")
+            if field.column in found.key_columns(table_oid):
+                raise ConfigurationError(
+                    f"{where}: the column is part of a key; it can't be scrubbed."
+                )
+            problem = scrub.problem(field.rules, column)
+            if problem:
+                raise ConfigurationError(f"{where}: {problem}.")
+            rules.setdefault(table_oid, {})[field.column] = field.rules
     return rules
+
+
+def _heirs(cursor: Any, oids: list[int]) -> dict[int, list[int]]:
+    """The tables inheriting from each of ``oids``, directly or not (``INHERITS``)."""
+    cursor.execute(
+        "WITH RECURSIVE heirs (ancestor, heir) AS ("
+        " SELECT inhparent, inhrelid FROM pg_inherits WHERE inhparent = ANY(%s::oid[])"
+        " UNION SELECT h.ancestor, i.inhrelid FROM pg_inherits i"
+        " JOIN heirs h ON i.inhparent = h.heir"
+        ") SELECT ancestor, heir FROM heirs ORDER BY ancestor, heir",
+        [list(oids)],
+    )
+    found: dict[int, list[int]] = {}
+    for ancestor, heir in cursor.fetchall():
+        found.setdefault(ancestor, []).append(heir)
+    return found

@@ -7,6 +7,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from uuid import UUID
 
 import pytest
@@ -266,9 +267,13 @@ def test_kept_keys_are_looked_up_by_index_only_where_the_planner_can_use_one(
     test_database_name,
 ):
     """= ANY(ARRAY(…)) of kept keys with no index the planner takes for `=` on the
-    column would compare every row with every key: such keys are hashed."""
+    column would compare every row with every key: such keys are hashed. So are
+    array keys, whose ARRAY(…) would be two-dimensional."""
     psql(
         "CREATE TABLE pgclone_ix_parent (id text PRIMARY KEY);"
+        "CREATE TABLE pgclone_ix_arrays (id int[] PRIMARY KEY);"
+        "CREATE TABLE pgclone_ix_array (p int[] REFERENCES pgclone_ix_arrays);"
+        "CREATE INDEX ON pgclone_ix_array (p);"
         + "".join(
             f"CREATE TABLE pgclone_ix_{name} (p text REFERENCES pgclone_ix_parent);{index}"
             for name, index in [
@@ -289,16 +294,17 @@ def test_kept_keys_are_looked_up_by_index_only_where_the_planner_can_use_one(
         lookups = {
             names[fk.child]: fk.lookup
             for fk in found.foreign_keys
-            if names[fk.parent] in ("pgclone_ix_parent", "testapp_order")
+            if names[fk.parent] in ("pgclone_ix_parent", "pgclone_ix_arrays", "testapp_order")
         }
     finally:
         psql(
             "DROP TABLE pgclone_ix_plain, pgclone_ix_pattern, pgclone_ix_collated, "
-            "pgclone_ix_partial, pgclone_ix_hashed, pgclone_ix_none, pgclone_ix_parent",
+            "pgclone_ix_partial, pgclone_ix_hashed, pgclone_ix_none, pgclone_ix_parent, "
+            "pgclone_ix_array, pgclone_ix_arrays",
             test_database_name,
         )
     assert lookups["pgclone_ix_plain"] and lookups["testapp_orderitem"]  # Django's index
-    for name in ("pattern", "collated", "partial", "hashed", "none"):
+    for name in ("pattern", "collated", "partial", "hashed", "none", "array"):
         assert not lookups[f"pgclone_ix_{name}"], name
 
 
@@ -311,6 +317,35 @@ def test_raw_sql_and_multi_column_foreign_keys_are_followed(settings, shop, raw_
     assert counts["public.testapp_order"] >= ORDERS // 100
     assert counts["public.pgclone_raw_child"] == counts["public.testapp_order"]
     assert 0 < counts["public.pgclone_raw_parent"] < 50
+
+
+def test_a_table_inheriting_from_a_scrubbed_one_is_scrubbed_and_its_rows_kept_apart(
+    settings, shop, test_database_name
+):
+    """INHERITS: a query of the parent returns the heir's rows too. The parent's
+    COPY must not (pg_dump writes them with the heir: they would be restored
+    twice), and the heir's copy of the scrubbed column is scrubbed too."""
+    psql(
+        "CREATE TABLE pgclone_customer_archive () INHERITS (testapp_customer);"
+        "INSERT INTO pgclone_customer_archive (id, name, email, phone, ip, notes, profile) "
+        "SELECT 100000 + i, 'Archived Person', 'archived' || i || '@real.example', NULL, NULL, "
+        "'', '{}' FROM generate_series(1, 5) i",
+        test_database_name,
+    )
+    try:
+        config = {
+            "scrub": {"testapp.Customer": {"email": "email"}},
+            "subset": {"testapp.Order": {"percent": 10}},
+        }
+        plan = plan_of(settings, config)
+        rows = plans.run_plan(postgres.conn_info(), plan)
+    finally:
+        psql("DROP TABLE pgclone_customer_archive", test_database_name)
+    archived = columns(rows, plan, "pgclone_customer_archive")
+    assert sorted(c["id"] for c in archived) == [100001, 100002, 100003, 100004, 100005]
+    assert all(c["email"].endswith("@example.invalid") for c in archived)
+    customers = columns(rows, plan, "testapp_customer")
+    assert customers and max(c["id"] for c in customers) < 100000
 
 
 def test_cycles_and_self_references_reach_a_fixed_point(settings, shop):
@@ -360,6 +395,49 @@ def test_what_would_fail_a_dump_is_found_before_it_starts(settings, shop, config
     assert len(problems) == 1 and message in problems[0], problems
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         plans.run_plan(postgres.conn_info(), plan)
+
+
+@pytest.fixture
+def ledger(test_database_name: str) -> Iterator[str]:
+    """The legacy table of testapp.Ledger: a char(6) code and a numeric(5,2) amount."""
+    psql(
+        "CREATE TABLE pgclone_legacy_ledger (id bigint PRIMARY KEY, code char(6) NOT NULL, "
+        "amount numeric(5,2) NOT NULL, memo text NOT NULL);"
+        "INSERT INTO pgclone_legacy_ledger VALUES (1, 'ABC123', 999.99, 'paid 100%'), "
+        "(2, 'XYZ789', 12.50, '')",
+        test_database_name,
+    )
+    yield test_database_name
+    psql("DROP TABLE pgclone_legacy_ledger", test_database_name)
+
+
+def test_an_sql_rule_is_cast_to_the_declared_type_and_checked_against_it(settings, ledger):
+    """An sql rule's output is cast to the column's declared type (numeric(5,2)
+    overflows at the check, not at the restore), but for character types, whose
+    cast would truncate: char(6) keeps its six characters (a cast to "character"
+    would keep one). A % in a rule is the rule's own (modulo, LIKE)."""
+    fine = {
+        "code": {"sql": "lower({column})"},
+        "memo": {"sql": "CASE WHEN {column} LIKE '%\\%' THEN 'percent' ELSE 'x' END"},
+        "amount": {"sql": "{column} % 10"},
+    }
+    plan = plan_of(settings, {"scrub": {"testapp.Ledger": fine}})
+    rows = plans.run_plan(postgres.conn_info(), plan)
+    found = columns(rows, plan, "pgclone_legacy_ledger")
+    assert [(r["code"], r["memo"], r["amount"]) for r in found] == [
+        ("abc123", "percent", Decimal("9.99")),
+        ("xyz789", "x", Decimal("2.50")),
+    ]
+    failing = {
+        "amount": ({"sql": "{column} * 100"}, "fails: numeric field overflow"),
+        "memo": ({"sql": "nullif({column}, '')"}, "writes NULL, and the column is NOT NULL"),
+        "code": ({"sql": "{column} || '+'"}, "longer than the column's 6 characters"),
+    }
+    for field, (rule, message) in failing.items():
+        plan = plan_of(settings, {"scrub": {"testapp.Ledger": {field: rule}}})
+        with table_counts.snapshot_transaction(postgres.conn_info()) as cursor:
+            problems = plans.check(cursor, plan)
+        assert len(problems) == 1 and message in problems[0], (field, problems)
 
 
 def test_a_root_left_out_or_a_key_scrubbed_is_refused(settings, shop, test_database_name):

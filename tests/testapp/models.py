@@ -75,3 +75,16 @@ class Reading(models.Model):
     class Meta:
         managed = False
         db_table = "pgclone_part_reading"
+
+
+class Ledger(models.Model):
+    """A legacy table's model (the test makes the table, with a char(6) code):
+    what an sql rule's output is cast to."""
+
+    code = models.CharField(max_length=6)
+    amount = models.DecimalField(max_digits=5, decimal_places=2)
+    memo = models.TextField()
+
+    class Meta:
+        managed = False
+        db_table = "pgclone_legacy_ledger"
