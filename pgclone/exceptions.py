@@ -66,6 +66,19 @@ class JobCancelled(PgCloneError):
     """The job was cancelled."""
 
 
+# Said where a dump gave way to another session's exclusive lock on a table.
+LOCKED_HINT = (
+    "Another session holds or is waiting for an exclusive lock on a table this dump "
+    "reads (ALTER TABLE, TRUNCATE, a migration…): the dump gave way to it rather than "
+    "keep it (and whatever queues behind it) waiting. Run the dump again once it is done."
+)
+
+
+class TableLocked(PgCloneError):
+    """A table the dump reads could not be locked in time: another session
+    holds or waits for an exclusive lock on it."""
+
+
 class CommandFailed(PgCloneError):
     """An external command failed."""
 
@@ -75,7 +88,12 @@ class CommandFailed(PgCloneError):
         self.stderr_tail = stderr_tail.strip()
         program = self.argv[0] if self.argv else "command"
         detail = self.stderr_tail or "(no error output)"
-        super().__init__(f"{program} exited with code {returncode}: {detail}")
+        # psql's lock_timeout; pg_dump's --lock-wait-timeout (a statement_timeout on LOCK)
+        locked = "due to lock timeout" in detail or (
+            "due to statement timeout" in detail and "LOCK TABLE" in detail
+        )
+        hint = f"\n{LOCKED_HINT}" if locked else ""
+        super().__init__(f"{program} exited with code {returncode}: {detail}{hint}")
 
 
 class NoMatchingIdentity(PgCloneError):

@@ -34,6 +34,10 @@ from pgclone import containers, driver, plans, postgres, scrub, subset
 from pgclone.driver import sql
 
 MIN_BYTES = 64 * 1024 * 1024  # copied in several sessions from this size
+# The main session holds ACCESS SHARE on the tables these sessions read (see
+# planned_dump.lock): a session waits for its own only behind another session's
+# exclusive request, which waits for the dump. It gives way (fails) at once.
+LOCK_WAIT = "2s"
 PSQL_BYTES = 8 * 1024 * 1024  # copied by psql rather than the driver from this size
 READ_SIZE = 256 * 1024  # psql's output read at a time, cut at its last newline into a member
 MIN_SERVER = 140000  # TID Range Scans; before, each range would read the whole table
@@ -198,6 +202,7 @@ def opening(
     lines = [
         "BEGIN ISOLATION LEVEL REPEATABLE READ;",
         sql.SQL("SET TRANSACTION SNAPSHOT {};").format(sql.Literal(snapshot)).as_string(cursor),
+        f"SET LOCAL lock_timeout = '{LOCK_WAIT}';",
         *(f"{statement.as_string(cursor)};" for statement in settings),
         f"{create};",
         f"{copy};",

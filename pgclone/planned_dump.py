@@ -41,7 +41,7 @@ from pgclone import (
     table_counts,
 )
 from pgclone.driver import sql
-from pgclone.exceptions import ConfigurationError
+from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked
 
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
@@ -90,6 +90,7 @@ def checked(conn: postgres.ConnInfo, snapshot: str, plan: subset.Plan) -> Iterat
     """A cursor in ``snapshot`` with the plan checked (ConfigurationError for
     what would fail it); :func:`pgclone.plans.prepare` next."""
     with table_counts.snapshot_transaction(conn, snapshot) as cursor:
+        lock(cursor, plan)
         problems = plans.check(cursor, plan)
         if problems:
             raise ConfigurationError(
@@ -97,6 +98,30 @@ def checked(conn: postgres.ConnInfo, snapshot: str, plan: subset.Plan) -> Iterat
                 + "\n".join(f"- {problem}" for problem in problems)
             )
         yield cursor
+
+
+def lock(cursor: Any, plan: subset.Plan) -> None:
+    """ACCESS SHARE on every table whose rows pgclone writes, until the dump's
+    end, as pg_dump takes on the tables it writes: none can then be truncated or
+    rewritten (which the snapshot would not see: its COPY would find it empty)
+    before its rows are copied, however late that is. Waits at most
+    ``postgres.LOCK_WAIT_SECONDS``; raises TableLocked."""
+    tables = planned_tables(plan)
+    if not tables:
+        return
+    wait = sql.Literal(f"{postgres.LOCK_WAIT_SECONDS}s")
+    cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(wait))
+    names = sql.SQL(", ").join(
+        sql.SQL("ONLY {}").format(sql.Identifier(table.schema, table.name)) for table in tables
+    )
+    try:
+        cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(names))
+    except driver.errors.LockNotAvailable as exc:
+        raise TableLocked(
+            f"Could not lock the tables to scrub or subset within "
+            f"{postgres.LOCK_WAIT_SECONDS} s. {LOCKED_HINT}"
+        ) from exc
+    cursor.execute("SET LOCAL lock_timeout = 0")
 
 
 @dataclass

@@ -129,6 +129,12 @@ def display_name(schema: str, name: str) -> str:
     )
 
 
+# How long a dump waits for a lock on a table (pg_dump's at its start, a planned
+# dump's main session's): past it, the dump fails (TableLocked, or pg_dump's
+# error) rather than wait without end, maybe for a session that waits for the dump.
+LOCK_WAIT_SECONDS = 60
+
+
 def pg_dump_argv(
     conn: ConnInfo,
     *,
@@ -147,7 +153,8 @@ def pg_dump_argv(
     ``snapshot``: an exported snapshot to dump (see ``table_counts.Snapshot``).
     ``sections``: only these (pre-data, data, post-data); ``extra``: more options.
     """
-    argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password", *extra]
+    argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password",
+            f"--lock-wait-timeout={LOCK_WAIT_SECONDS * 1000}", *extra]  # fmt: skip
     argv += [f"--section={section}" for section in sections]
     argv += [f"--exclude-table-data={quote_pattern(table)}" for table in exclude_table_data]
     argv += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import uuid
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pgclone import keys
+from pgclone import api, keys, postgres
 from pgclone.models import Job, JobStep
 from pgclone.storage import storage_for
 from tests.conftest import (
@@ -296,3 +297,39 @@ def test_dumping_a_database_that_is_gone(celery_worker, pgclone_cli, local_locat
         code=1,
         message='database "pgclone_tests_gone" does not exist',
     )
+
+
+def test_a_table_locked_by_another_session_fails_the_dump_instead_of_hanging(
+    monkeypatch, local_location, test_database_name
+):
+    """pg_dump waits at most LOCK_WAIT_SECONDS for its locks: an exclusive lock
+    held (a migration) fails the dump with the reason, rather than keep it, and
+    maybe a session waiting for the dump, waiting without end."""
+    monkeypatch.setattr(postgres, "LOCK_WAIT_SECONDS", 1)
+    holder = subprocess.Popen(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", test_database_name, "-X", "-q",
+         "-c", "BEGIN; LOCK TABLE testapp_secret IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PGAPPNAME": "pgclone_test_lock_holder"},
+    )  # fmt: skip
+    try:
+        granted = (
+            "SELECT count(*) FROM pg_locks WHERE granted AND mode = 'AccessExclusiveLock' "
+            "AND relation = 'testapp_secret'::regclass"
+        )
+        wait_for(lambda: psql(granted, test_database_name) == "1", timeout=10,
+                 what="the other session's lock")  # fmt: skip
+
+        job = api.dump(inline=True)
+    finally:  # its backend would sleep on, holding the lock, after psql is gone
+        holder.terminate()
+        holder.wait(timeout=10)
+        psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+             "WHERE application_name = 'pgclone_test_lock_holder'", test_database_name)  # fmt: skip
+        wait_for(lambda: psql(granted, test_database_name) == "0", timeout=10,
+                 what="the other session's end")  # fmt: skip
+
+    assert job.status == Job.Status.FAILED
+    assert "LOCK TABLE" in job.error and "gave way" in job.error, job.error
+    assert api.ls() == []
+    assert not [p for p in Path(local_location).glob("**/*") if p.is_file()]

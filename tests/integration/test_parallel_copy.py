@@ -6,13 +6,14 @@ the dump and leaves no session behind."""
 from __future__ import annotations
 
 import itertools
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from pgclone import api, parallel_copy, subset
+from pgclone import api, parallel_copy, subset, table_counts
 from pgclone.driver import sql
 from pgclone.models import Job
 from tests.conftest import psql, wait_for
@@ -290,3 +291,98 @@ def test_a_session_outlasting_the_join_timeout_still_hands_over_every_row(
     assert any(name.startswith("session ") for name in kept_sessions)
     assert psql("SELECT count(*) FROM testapp_author", target) == "10"
     assert psql("SELECT count(*) FROM testapp_book", target) == "50"
+
+
+# Other sessions' locks: the dump neither loses rows to them nor hangs on them ----
+
+
+def before_the_notes_copy(monkeypatch, interfere) -> None:
+    """Run ``interfere(database)`` in the main session's thread just before it hands
+    the notes (a leaf: only its own psql session reads it) to that session."""
+    statement = subset.PlannedTable.copy_statement
+
+    def wrapped(table):
+        if table.name == "pgclone_raw_note" and threading.current_thread().name == "pgclone-copy":
+            interfere()
+        return statement(table)
+
+    monkeypatch.setattr(subset.PlannedTable, "copy_statement", wrapped)
+
+
+def test_a_table_is_not_emptied_under_a_subset_dump_that_has_not_copied_it_yet(
+    target, library, kept_sessions, monkeypatch, local_location, test_database_name
+):
+    """TRUNCATE (or a rewriting ALTER TABLE) is not MVCC-safe: once it commits,
+    the dump's snapshot sees the table empty. pg_dump's own locks go with it; the
+    dump's main session holds one on every table it writes until the end."""
+    monkeypatch.setattr(table_counts, "EXACT_BELOW", 0)  # as tables from 32 MB: not counted
+    refused = []
+
+    def truncate():
+        wait_for(
+            lambda: psql(
+                "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'pg_dump'",
+                test_database_name,
+            ) == "t",
+            timeout=30,
+            what="the dump's pg_dumps to end",
+        )  # fmt: skip
+        try:
+            psql("SET lock_timeout = '1s'; TRUNCATE pgclone_raw_note", test_database_name)
+        except subprocess.CalledProcessError as exc:
+            refused.append(exc.stderr)
+
+    before_the_notes_copy(monkeypatch, truncate)
+
+    dumped = api.dump(config="library", inline=True)
+    assert dumped.status == Job.Status.SUCCEEDED, dumped.error
+    assert refused and "lock timeout" in refused[0]
+    assert psql("SELECT count(*) FROM pgclone_raw_note", test_database_name) == "60"
+    restored = api.restore(dumped.dump_key, database="target", inline=True)
+    assert restored.status == Job.Status.SUCCEEDED, restored.error
+    assert 20 < int(psql("SELECT count(*) FROM pgclone_raw_note", target)) < 60
+
+
+def test_a_migration_during_a_subset_dump_makes_it_give_way_not_hang(
+    library, kept_sessions, monkeypatch, local_location, test_database_name
+):
+    """An ALTER TABLE waits for the dump's lock on the notes, and the notes' session
+    would wait behind it: a wait nobody would end (the dump waits for that session).
+    The session gives way at once: the dump fails, naming why, and the ALTER runs."""
+    altered = []
+
+    def alter() -> None:
+        try:  # the bound is only there so that a test of a hanging dump ends
+            psql("SET lock_timeout = '40s'; ALTER TABLE pgclone_raw_note ADD COLUMN x int",
+                 test_database_name)  # fmt: skip
+            altered.append("done")
+        except subprocess.CalledProcessError as exc:
+            altered.append(exc.stderr)
+
+    migration = threading.Thread(target=alter, daemon=True)
+
+    def start_migration():
+        migration.start()
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock' "
+            "AND relation = 'pgclone_raw_note'::regclass"
+        )
+        wait_for(lambda: psql(waiting, test_database_name) == "1", timeout=10,
+                 what="the ALTER TABLE to wait for the dump")  # fmt: skip
+
+    before_the_notes_copy(monkeypatch, start_migration)
+    started = time.monotonic()
+
+    job = api.dump(config="library", inline=True)
+
+    assert job.status == Job.Status.FAILED, "the dump went on behind the ALTER TABLE"
+    assert "lock timeout" in job.error and "gave way" in job.error, job.error
+    assert time.monotonic() - started < 30
+    migration.join(timeout=30)
+    assert altered == ["done"]
+    assert api.ls() == []
+    left = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND (query ILIKE 'COPY%' OR application_name = 'psql')"
+    )
+    wait_for(lambda: psql(left, test_database_name) == "0", timeout=5, what="no session left")
