@@ -24,6 +24,7 @@ import contextlib
 import queue
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +46,23 @@ from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked
 
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
+CAUSE_WAIT = 2  # seconds a failure that stopping the dump caused waits for its cause
 QUEUE_MEMBERS = 3  # members waiting for the tar (at most 1 MiB each): a few MiB in all
 SOURCE_WRITES = 2  # the tar's writes waiting for the compressor: a member and its header
+
+
+def first_cause(failures: list[BaseException]) -> BaseException | None:
+    """The first failure that stopped a dump, not one that stopping it caused:
+    ``Stopped`` (a producer told to stop), a statement cancelled at pgclone's
+    request (psql's or the main session's "canceling statement due to user
+    request"). None when there is none yet: it may be on its way."""
+    for failure in failures:
+        if isinstance(failure, parallel_copy.Stopped):
+            continue
+        if "canceling statement due to user request" in str(failure):
+            continue
+        return failure
+    return None
 
 
 def is_planned(config: configs.DumpConfig) -> bool:
@@ -315,6 +331,7 @@ def container(
         stream = _Stream(put, containers.REST)
         while data := started.rest.stdout.read(containers.MEMBER_SIZE):
             stream.member(data)
+        postgres.ended(started.rest)  # a pg_dump that failed stops the others at once
         stream.close()
 
     def copy_in_session(index: int, table: subset.PlannedTable) -> None:
@@ -441,11 +458,16 @@ def container(
         counts: dict[str, int] = {}
         threads = start()
         running = len(threads)
+        failed_at = None
         try:
             tar.copy(containers.PRE_DATA, started.pre_data.stdout)
+            postgres.ended(started.pre_data)
             while running:
-                if failures:
-                    raise failures[0]
+                if failures:  # what stopped the dump, rather than what stopping it caused
+                    failed_at = failed_at or time.monotonic()
+                    cause = first_cause(failures)
+                    if cause is not None or time.monotonic() - failed_at > CAUSE_WAIT:
+                        raise cause or failures[0]
                 try:
                     stream, data = members.get(timeout=POLL_SECONDS)
                 except queue.Empty:
@@ -469,6 +491,7 @@ def container(
             tar.json(containers.PLAN, header(config_name, plan))
             write_data(tar)
             tar.copy(containers.POST_DATA, started.post_data.stdout)
+            postgres.ended(started.post_data)
             tar.close()
         except BaseException as exc:  # handed to the reading thread
             source.error = exc

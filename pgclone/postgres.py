@@ -262,6 +262,7 @@ def spawn(
         _dies_with_us(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env
     )
     stderr = _StderrTail(proc.stderr)
+    proc.pgclone_failure = lambda code: CommandFailed(argv, code, stderr.text())  # for ended()
     children = current_children()
     children.add(proc)
     try:
@@ -277,6 +278,14 @@ def spawn(
     returncode = proc.wait()
     if returncode != 0:
         raise CommandFailed(argv, returncode, stderr.text())
+
+
+def ended(proc: subprocess.Popen) -> None:
+    """Wait for a program :func:`spawn` started, its output read to the end:
+    CommandFailed at once if it failed (leaving ``spawn`` raises it only then)."""
+    returncode = proc.wait()
+    if returncode != 0:
+        raise proc.pgclone_failure(returncode)
 
 
 def run(argv: list[str], *, env: dict[str, str], stdin: Any = None) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgclone import api, parallel_copy, subset, table_counts
+from pgclone import api, parallel_copy, postgres, subset, table_counts
 from pgclone.driver import sql
 from pgclone.models import Job
 from tests.conftest import psql, wait_for
@@ -138,7 +138,7 @@ def test_a_failing_main_session_copy_fails_the_dump_and_stops_the_psql_sessions(
 
 
 def fails_fast_leaving_no_session(
-    config: str, database: str, programs: tuple[str, ...] = ()
+    config: str, database: str, programs: tuple[str, ...] = (), message: str = "division by zero"
 ) -> None:
     """A dump of ``config`` fails with the faulty session's error within 30 s, lists
     nothing, and soon no COPY (nor any of ``programs``) runs on ``database``."""
@@ -146,7 +146,7 @@ def fails_fast_leaving_no_session(
 
     job = api.dump(config=config, inline=True)
 
-    assert job.status == Job.Status.FAILED and "division by zero" in job.error
+    assert job.status == Job.Status.FAILED and message in job.error, job.error
     assert time.monotonic() - started < 30
     assert api.ls() == []
     running = (
@@ -267,6 +267,33 @@ def test_a_failing_kept_rows_session_fails_the_dump_and_stops_the_others(
     monkeypatch.setattr(subset.PlannedTable, "copy_statement", faulty)
 
     fails_fast_leaving_no_session("library", test_database_name, programs=("pg_dump", "psql"))
+
+
+def test_a_failing_pg_dump_stops_a_subset_dump_at_once(
+    library, kept_sessions, monkeypatch, local_location, test_database_name
+):
+    """pg_dump of the rest's data fails while the authors' session would take a
+    minute: the dump fails with pg_dump's error at once, not once all is copied."""
+    pg_dump_argv = postgres.pg_dump_argv
+    statement = subset.PlannedTable.copy_statement
+
+    def faulty_rest(conn, **kwargs):
+        argv = pg_dump_argv(conn, **kwargs)
+        if kwargs["sections"] == ["data"]:
+            return [*argv[:1], "--no-such-option", *argv[1:]]
+        return argv
+
+    def slow(table):
+        if table.name == "testapp_author":
+            return sql.SQL("COPY (SELECT pg_sleep(60)) TO STDOUT")
+        return statement(table)
+
+    monkeypatch.setattr(postgres, "pg_dump_argv", faulty_rest)
+    monkeypatch.setattr(subset.PlannedTable, "copy_statement", slow)
+
+    fails_fast_leaving_no_session(
+        "library", test_database_name, programs=("pg_dump", "psql"), message="no-such-option"
+    )
 
 
 def test_a_session_outlasting_the_join_timeout_still_hands_over_every_row(

@@ -27,3 +27,14 @@ def test_a_stopped_set_of_sessions_starts_none():
 
     with pytest.raises(parallel_copy.Stopped), sessions.running(object()):
         pass
+
+
+def test_a_dump_fails_with_what_stopped_it_not_with_what_stopping_it_caused():
+    from pgclone import planned_dump
+    from pgclone.exceptions import CommandFailed
+
+    cancelled = CommandFailed(["psql"], 3, "ERROR:  canceling statement due to user request")
+    real = CommandFailed(["psql"], 3, "ERROR:  division by zero")
+    assert planned_dump.first_cause([parallel_copy.Stopped(), cancelled, real]) is real
+    assert planned_dump.first_cause([parallel_copy.Stopped(), cancelled]) is None
+    assert planned_dump.first_cause([real, cancelled]) is real
