@@ -390,6 +390,8 @@ def container(
         helpers: list[parallel_copy.Helper] = []
 
         def on_final(final: set[int]) -> None:
+            if sessions.stopped:  # a session failed: no statement more (its cancel
+                raise parallel_copy.Stopped  # reaches only a statement running)
             for index, table in list(pending.items()):
                 if set(table.reads) <= final and sum(h.running for h in helpers) < jobs:
                     del pending[index]
@@ -398,6 +400,8 @@ def container(
         try:
             plans.prepare(cursor, plan, key, on_final=on_final)
             for index, table in [*pending.items(), *driven]:
+                if sessions.stopped:
+                    raise parallel_copy.Stopped
                 copy_in_session(index, table)
         except BaseException:
             stop()  # the sessions too, before they are waited for
