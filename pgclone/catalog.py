@@ -94,11 +94,19 @@ _COLUMNS = """
                         AND i.indexprs IS NOT NULL),
            a.attgenerated <> '',
            -- what an sql rule's output is cast to: the declared type (numeric(5,2)
-           -- overflows at the check, not at the restore), but for character types,
-           -- whose cast would truncate silently where the check reports the length
-           CASE WHEN a.atttypid = 'bpchar'::regtype THEN 'bpchar'
-                WHEN a.atttypid = 'varchar'::regtype THEN 'character varying'
-                ELSE pg_catalog.format_type(a.atttypid, a.atttypmod) END
+           -- overflows at the check, not at the restore), but for the types whose
+           -- explicit cast cuts or pads silently (character and bit strings, and
+           -- arrays of them): without a length, the check or the restore says it
+           coalesce((SELECT CASE WHEN e.oid = 'bpchar'::regtype THEN 'bpchar'
+                                 WHEN e.oid = 'varchar'::regtype THEN 'character varying'
+                                 WHEN e.oid IN ('bit'::regtype, 'varbit'::regtype)
+                                 THEN 'bit varying' END
+                            || CASE WHEN t.typcategory = 'A' THEN '[]' ELSE '' END
+                     FROM pg_catalog.pg_type t
+                     JOIN pg_catalog.pg_type e
+                       ON e.oid = CASE WHEN t.typcategory = 'A' THEN t.typelem ELSE t.oid END
+                     WHERE t.oid = a.atttypid),
+                    pg_catalog.format_type(a.atttypid, a.atttypmod))
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid = ANY (%s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attrelid, a.attnum

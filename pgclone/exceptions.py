@@ -68,9 +68,9 @@ class JobCancelled(PgCloneError):
 
 # Said where a dump gave way to another session's exclusive lock on a table.
 LOCKED_HINT = (
-    "Another session holds or is waiting for an exclusive lock on a table this dump "
-    "reads (ALTER TABLE, TRUNCATE, a migration…): the dump gave way to it rather than "
-    "keep it (and whatever queues behind it) waiting. Run the dump again once it is done."
+    "Another session holds or is waiting for an exclusive lock on a table this job "
+    "reads (ALTER TABLE, TRUNCATE, a migration…): the job gave way to it rather than "
+    "keep it (and whatever queues behind it) waiting. Run it again once that is done."
 )
 
 

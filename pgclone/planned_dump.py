@@ -42,7 +42,7 @@ from pgclone import (
     table_counts,
 )
 from pgclone.driver import sql
-from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked
+from pgclone.exceptions import LOCKED_HINT, CommandFailed, ConfigurationError, TableLocked
 
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
@@ -57,12 +57,20 @@ def first_cause(failures: list[BaseException]) -> BaseException | None:
     request (psql's or the main session's "canceling statement due to user
     request"). None when there is none yet: it may be on its way."""
     for failure in failures:
-        if isinstance(failure, parallel_copy.Stopped):
-            continue
-        if "canceling statement due to user request" in str(failure):
-            continue
-        return failure
+        if not isinstance(failure, parallel_copy.Stopped) and not _cancelled(failure):
+            return failure
     return None
+
+
+def _cancelled(failure: BaseException) -> bool:
+    """A statement cancelled by pgclone: SIGINT to psql (running a statement, in
+    a COPY FROM STDIN, or between statements, which it leaves silently) or the
+    main session's cancel."""
+    text = str(failure)
+    if "due to user request" in text or "COPY from stdin failed: canceled by user" in text:
+        return True
+    silent = isinstance(failure, CommandFailed) and not failure.stderr_tail
+    return silent and failure.returncode == 3
 
 
 def is_planned(config: configs.DumpConfig) -> bool:
@@ -137,7 +145,8 @@ def lock(cursor: Any, plan: subset.Plan) -> None:
             f"Could not lock the tables to scrub or subset within "
             f"{postgres.LOCK_WAIT_SECONDS} s. {LOCKED_HINT}"
         ) from exc
-    cursor.execute("SET LOCAL lock_timeout = 0")
+    # The bound stays: a `where` or an sql rule may read other tables, whose locks
+    # may wait behind an exclusive request queued behind the table counts' locks.
 
 
 @dataclass

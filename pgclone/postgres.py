@@ -31,6 +31,7 @@ POSTGRES_ENGINES = (
     "django.contrib.gis.db.backends.postgis",
 )
 STDERR_TAIL_BYTES = 4000
+STDERR_HEAD_BYTES = 2000  # kept too: pg_dump 16+ prints a whole batched LOCK after its error
 APPLICATION_NAME = "pgclone"
 # libpq options that Django users put in OPTIONS and that the tools must share.
 _PASSED_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
@@ -189,26 +190,37 @@ def tool_version(program: str) -> str:
 
 
 class _StderrTail:
-    """Drains a child's stderr in a thread, keeping only its last bytes."""
+    """Drains a child's stderr in a thread, keeping its first and last bytes."""
 
     def __init__(self, stream: Any) -> None:
+        self._head = b""
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
+        self._dropped = False
         self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
         self._thread.start()
 
     def _drain(self, stream: Any) -> None:
         for chunk in iter(lambda: stream.read1(65536), b""):
+            if len(self._head) < STDERR_HEAD_BYTES:
+                room = STDERR_HEAD_BYTES - len(self._head)
+                self._head, chunk = self._head + chunk[:room], chunk[room:]
+                if not chunk:
+                    continue
             self._chunks.append(chunk)
             self._size += len(chunk)
             while self._size - len(self._chunks[0]) >= STDERR_TAIL_BYTES:
                 self._size -= len(self._chunks.popleft())
+                self._dropped = True
         stream.close()
 
     def text(self) -> str:
         self._thread.join(timeout=5)
-        data = b"".join(self._chunks)[-STDERR_TAIL_BYTES:]
-        return data.decode("utf-8", errors="replace")
+        tail = b"".join(self._chunks)
+        if len(tail) > STDERR_TAIL_BYTES:
+            tail, self._dropped = tail[-STDERR_TAIL_BYTES:], True
+        gap = b"\n[...]\n" if self._dropped else b""
+        return (self._head + gap + tail).decode("utf-8", errors="replace")
 
 
 _threads = threading.local()

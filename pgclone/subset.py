@@ -432,11 +432,23 @@ def _table_rules(
     hold the same column, whose values a query of the parent returns too:
     they take the same rules, checked against their own column."""
     rules: dict[int, dict[str, tuple]] = {}
+    inherited: dict[tuple[int, str], str] = {}  # (heir, column): the model it has it from
+    own = {(oids[field.model], field.column) for field in scrubbed}
     for field in scrubbed:
         oid = oids[field.model]
         for table_oid in (oid, *heirs.get(oid, ())):
             if table_oid in excluded or table_oid not in found.tables:
                 continue  # its rows are left out (a foreign table's too)
+            if table_oid != oid:  # an heir: its own rule wins; two parents' must agree
+                if (table_oid, field.column) in own:
+                    continue
+                other = inherited.setdefault((table_oid, field.column), field.model)
+                if other != field.model and rules[table_oid][field.column] != field.rules:
+                    raise ConfigurationError(
+                        f"{found.tables[table_oid].label} inherits {field.column} from "
+                        f"{other} and {field.model}, whose rules for it differ: give it "
+                        "the same rule in both, or a model and a rule of its own."
+                    )
             table = found.tables[table_oid]
             column = table.column(field.column)
             where = f"The scrub rule of {field.model}.{field.field} ({table.label}.{field.column})"

@@ -189,7 +189,7 @@ def _exact(connection: Any, tables: list[tuple[str, str]]) -> dict[tuple[str, st
     if not tables:
         return {}
     statement = sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT {}, count(*) FROM {}").format(
+        sql.SQL("SELECT {}, count(*) FROM ONLY {}").format(  # as COPY and pg_dump: no heirs
             sql.Literal(index), sql.Identifier(schema, name)
         )
         for index, (schema, name) in enumerate(tables)

@@ -38,3 +38,32 @@ def test_a_dump_fails_with_what_stopped_it_not_with_what_stopping_it_caused():
     assert planned_dump.first_cause([parallel_copy.Stopped(), cancelled, real]) is real
     assert planned_dump.first_cause([parallel_copy.Stopped(), cancelled]) is None
     assert planned_dump.first_cause([real, cancelled]) is real
+    # psql interrupted in a COPY FROM STDIN, or between statements (it says nothing)
+    in_copy = CommandFailed(["psql"], 3, "ERROR:  COPY from stdin failed: canceled by user")
+    between = CommandFailed(["psql"], 3, "")
+    assert planned_dump.first_cause([in_copy, between, real]) is real
+
+
+def test_a_failed_program_s_error_keeps_its_first_lines_and_its_last():
+    """pg_dump 16+ prints its error, then a whole batched LOCK TABLE of thousands
+    of names: the error is in the first lines, the exit reason in the last."""
+    import os
+    import sys
+
+    from pgclone import postgres
+    from pgclone.exceptions import CommandFailed
+
+    script = (
+        "import sys; sys.stderr.write('ERROR: canceling statement due to statement timeout\\n'"
+        " + 'Query was: LOCK TABLE ' + ', '.join(f't{i}' for i in range(5000)) + '\\nthe end\\n');"
+        " sys.exit(1)"
+    )
+    with (
+        pytest.raises(CommandFailed) as failed,
+        postgres.spawn([sys.executable, "-c", script], env=dict(os.environ)) as proc,
+    ):
+        proc.stdout.read()
+    message = str(failed.value)
+    assert "due to statement timeout" in message and "the end" in message
+    assert "[...]" in message and len(message) < 7000
+    assert "gave way" in message  # a LOCK TABLE that timed out
