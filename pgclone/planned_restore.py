@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pgclone import containers, driver, postgres, streams
+from pgclone import containers, driver, plans, postgres, streams
 from pgclone.driver import sql
 from pgclone.exceptions import DumpDamaged, UnscrubbedDumpRefused
 
@@ -43,6 +43,14 @@ def copy_in_statement(table: dict[str, Any]) -> sql.Composable:
         sql.Identifier(table["schema"], table["name"]),
         sql.SQL(", ").join(map(sql.Identifier, table["columns"])),
     )
+
+
+def copy_from(cursor: Any, table: dict[str, Any], source: Any) -> int:
+    """A planned table's COPY text into it, read with the settings it was written
+    with (plans.COPY_TEXT; the connection's client_encoding is UTF8); its rows."""
+    for name, value in plans.COPY_TEXT:
+        cursor.execute(sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+    return driver.copy_from(cursor, copy_in_statement(table), source)
 
 
 class ProgramSink:
@@ -86,10 +94,10 @@ class CopySink:
             try:
                 with (
                     os.fdopen(read_end, "rb") as source,
-                    postgres.connect(target) as connection,
+                    postgres.connect(target) as connection,  # UTF8, as the text is
                     connection.cursor() as cursor,
                 ):
-                    self.rows = driver.copy_from(cursor, copy_in_statement(table), source)
+                    self.rows = copy_from(cursor, table, source)
             except BaseException as exc:  # raised again by close()
                 self._error = exc
 
@@ -282,7 +290,7 @@ def restore_unpacked(workdir: Path, plan: dict[str, Any], target: postgres.ConnI
             connection.cursor() as cursor,
             open(path, "rb") as data,
         ):
-            return driver.copy_from(cursor, copy_in_statement(table), data)
+            return copy_from(cursor, table, data)
 
     # The archives have no TABLE entries (they are pre-data's), so pg_restore
     # --jobs would not know that a foreign key waits for its tables' rows: all

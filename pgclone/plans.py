@@ -27,11 +27,21 @@ from pgclone.subset import Plan, keep_table
 # bitmap scans rather than index scans for ``= ANY(ARRAY(…))`` of kept keys: the
 # planner can't tell how many keys the array holds, and a bitmap reads the heap
 # in its order, never worse than reading it all.
+# COPY text as pg_dump writes it, whatever the database's or role's defaults,
+# in the sessions that write it and in those that read it back: dates read back
+# the same (a DMY DateStyle would swap day and month), floats exact. (The
+# client_encoding is UTF8 from the connection on: postgres.ConnInfo, psql_env.)
+COPY_TEXT = (
+    ("DateStyle", "ISO"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+)
 SESSION = (
     ("work_mem", "128MB"),
     ("temp_buffers", "128MB"),
     ("jit", "off"),
     ("enable_indexscan", "off"),
+    *COPY_TEXT,
 )
 # As statements, which the driver's session and psql's both run (SET prints nothing).
 SETTINGS = tuple(

@@ -413,3 +413,35 @@ def test_a_migration_during_a_subset_dump_makes_it_give_way_not_hang(
         "AND pid <> pg_backend_pid() AND (query ILIKE 'COPY%' OR application_name = 'psql')"
     )
     wait_for(lambda: psql(left, test_database_name) == "0", timeout=5, what="no session left")
+
+
+def test_copy_text_reads_back_the_same_whatever_the_sessions_defaults(
+    target, library, kept_sessions, monkeypatch, local_location, test_database_name
+):
+    """A role or database may set DateStyle (day before month), extra_float_digits
+    or the client encoding: the planned tables' COPY text is written and read back
+    with pg_dump's settings, so a date, a float and an accent come back the same."""
+    psql(
+        "CREATE TABLE pgclone_raw_visit (id int PRIMARY KEY, "
+        "author_id bigint REFERENCES testapp_author (id), day date, ratio float8, note text);"
+        "INSERT INTO pgclone_raw_visit SELECT i, a.id, date '2024-11-03', 0.1::float8 + 0.2, "
+        "'crème brûlée' FROM generate_series(1, 20) i JOIN testapp_author a ON a.id % 20 = i % 20",
+        test_database_name,
+    )
+    try:
+        # every session this process and its psql start, as a role's settings would
+        monkeypatch.setenv("PGOPTIONS", "-c DateStyle=SQL,DMY -c extra_float_digits=0")
+        monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+
+        dumped = api.dump(config="library", inline=True)
+        assert dumped.status == Job.Status.SUCCEEDED, dumped.error
+        restored = api.restore(dumped.dump_key, database="target", inline=True)
+        assert restored.status == Job.Status.SUCCEEDED, restored.error
+    finally:
+        monkeypatch.delenv("PGOPTIONS")
+        monkeypatch.delenv("PGCLIENTENCODING")
+        psql("DROP TABLE pgclone_raw_visit", test_database_name)
+
+    assert any(name == "pgclone_raw_visit" for name in kept_sessions)  # a psql session's
+    visits = "SELECT DISTINCT day::text, ratio = 0.1::float8 + 0.2, note FROM pgclone_raw_visit"
+    assert psql(visits, target) == "2024-11-03|t|crème brûlée"
