@@ -202,6 +202,11 @@ class TarReader:
             info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
         except tarfile.TarError as exc:
             raise DumpDamaged(f"The dump is damaged: a bad tar header ({exc}).") from exc
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or info.size < 0:
+            raise DumpDamaged(
+                f"The dump is damaged: tar member {info.name!r} is not a regular file of "
+                "a size (pgclone writes no other)."
+            )
         self._sink = self._open(info.name)
         self._remaining, self._padding = info.size, -info.size % BLOCK
 
@@ -215,6 +220,23 @@ def read_plan(data: bytes) -> dict[str, Any]:
         plan = json.load(io.BytesIO(data))
     except ValueError as exc:
         raise DumpDamaged(f"The dump is damaged: its {PLAN} is no JSON ({exc}).") from exc
-    if plan.get("format") not in FORMATS:
+    if not isinstance(plan, dict) or plan.get("format") not in FORMATS:
         raise DumpDamaged(f"The dump's {PLAN} is of none of the formats {', '.join(FORMATS)}.")
+    tables = plan.get("tables")
+    if not isinstance(tables, list) or not all(_is_table(table) for table in tables):
+        raise DumpDamaged(f"The dump is damaged: its {PLAN} lists its tables wrongly.")
+    members = [table["member"] for table in tables]
+    if len(set(members)) != len(members) or {PRE_DATA, REST, POST_DATA} & set(members):
+        raise DumpDamaged(f"The dump is damaged: its {PLAN} gives two streams one name.")
     return plan
+
+
+def _is_table(table: Any) -> bool:
+    """A planned table as ``plan.json`` lists it."""
+    names = ("schema", "name", "member")
+    return (
+        isinstance(table, dict)
+        and all(isinstance(table.get(key), str) and table[key] for key in names)
+        and isinstance(table.get("columns"), list)
+        and all(isinstance(column, str) for column in table["columns"])
+    )

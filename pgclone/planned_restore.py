@@ -156,6 +156,7 @@ class Router:
         self._open = open_stream
         self._plan_bytes = bytearray()
         self._sinks: dict[str, Any] = {}  # the open ones, in the order they opened
+        self._chunks: dict[str, int] = {}  # each stream's members so far
         self._phase = 0
         self._failed: BaseException | None = None
         self._reader = containers.TarReader(self._member)
@@ -180,6 +181,12 @@ class Router:
             return self._plan_bytes.extend
         if self.plan is None:
             self.plan = containers.read_plan(bytes(self._plan_bytes))
+        count = self._chunks.get(stream, 0)
+        if name != f"{stream}/{count:06d}":  # a member missing, repeated or out of order
+            raise DumpDamaged(
+                f"The dump is damaged: member {name!r} comes where {stream}/{count:06d} should."
+            )
+        self._chunks[stream] = count + 1
         if stream in self._sinks:
             return self._sinks[stream].write
         tables = {t["member"]: t for t in self.plan["tables"]}
@@ -215,18 +222,21 @@ class Router:
         first failure raised."""
         if self._failed is not None:
             raise self._failed
-        self._reader.close()
         try:
+            self._reader.close()  # a tar stream cut short: the sinks still wait for more
             self._close_sinks()
         except BaseException:
             self.abort()
             raise
-        needed = [containers.REST]
-        if self.plan is None or self.plan["format"] != containers.LEGACY_FORMAT:
+        if self.plan is None:
+            raise DumpDamaged(f"The dump is damaged: its container has no {containers.PLAN}.")
+        needed = [containers.PRE_DATA, containers.REST]
+        if self.plan["format"] != containers.LEGACY_FORMAT:
             needed.append(containers.POST_DATA)
-        for stream in needed:
+        needed += [table["member"] for table in self.plan["tables"]]
+        for stream in needed:  # each is written, even empty
             if stream not in self.streams:
-                raise DumpDamaged(f"The dump is damaged: its container has no {stream!r} archive.")
+                raise DumpDamaged(f"The dump is damaged: its container has no {stream!r} stream.")
 
     def abort(self) -> None:
         sinks, self._sinks = list(self._sinks.values()), {}

@@ -208,3 +208,89 @@ def test_a_reader_that_stops_makes_the_writer_stop():
     source.close()
     thread.join(5)
     assert not thread.is_alive() and stopped
+
+
+class _Sink:
+    def __init__(self, sinks: dict, stream: str) -> None:
+        self.data, self.closed, self.aborted = bytearray(), False, False
+        sinks[stream] = self
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+TABLE = {"schema": "public", "name": "t", "columns": ["id"], "member": "data/0000"}
+
+
+def routed(members: list[tuple[str, bytes]], tables=(TABLE,), end: bool = True) -> dict:
+    """The container of ``members`` (after its plan.json) through a Router, to its finish."""
+    from pgclone import planned_restore
+
+    out = io.BytesIO()
+    tar = containers.TarWriter(out.write)
+    tar.json(containers.PLAN, {"format": containers.FORMAT, "tables": list(tables)})
+    for name, data in members:
+        tar.member(name, data)
+    if end:
+        tar.close()
+    sinks: dict[str, _Sink] = {}
+    router = planned_restore.Router(lambda stream, table: _Sink(sinks, stream))
+    router.write(out.getvalue())
+    try:
+        router.finish()
+    finally:
+        routed.sinks = sinks
+    return sinks
+
+
+WHOLE = [("pre-data/000000", b"pre"), ("data/0000/000000", b"1\n"), ("rest/000000", b"r"),
+         ("post-data/000000", b"post")]  # fmt: skip
+
+
+def test_a_whole_container_reaches_its_sinks():
+    sinks = routed(WHOLE)
+    assert {s: bytes(sink.data) for s, sink in sinks.items()} == {
+        "pre-data": b"pre", "data/0000": b"1\n", "rest": b"r", "post-data": b"post",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("members", "tables", "message"),
+    [
+        ([m for m in WHOLE if m[0] != "data/0000/000000"], (TABLE,), "no 'data/0000' stream"),
+        ([m for m in WHOLE if m[0] != "pre-data/000000"], (TABLE,), "no 'pre-data' stream"),
+        ([*WHOLE[:2], ("data/0000/000000", b"1\n"), *WHOLE[2:]], (TABLE,), "comes where"),
+        ([*WHOLE[:2], ("data/0000/000002", b"1\n"), *WHOLE[2:]], (TABLE,), "comes where"),
+        (WHOLE, (TABLE, {**TABLE, "name": "u"}), "gives two streams one name"),
+        (WHOLE, ({**TABLE, "columns": "id"},), "lists its tables wrongly"),
+    ],
+    ids=["a table's stream missing", "pre-data missing", "a member twice", "a member skipped",
+         "two tables, one stream", "a bad table"],
+)  # fmt: skip
+def test_a_container_missing_or_repeating_a_stream_s_member_is_damaged(members, tables, message):
+    with pytest.raises(DumpDamaged, match=message):
+        routed(members, tables)
+
+
+def test_a_tar_member_that_is_no_regular_file_is_damaged():
+    out = io.BytesIO()
+    tar = containers.TarWriter(out.write)
+    tar.json(containers.PLAN, {"format": containers.FORMAT, "tables": []})
+    link = tarfile.TarInfo("pre-data/000000")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    out.write(link.tobuf(tarfile.USTAR_FORMAT))
+    reader = containers.TarReader(lambda name: lambda data: None)
+    with pytest.raises(DumpDamaged, match="not a regular file"):
+        reader.write(out.getvalue())
+
+
+def test_a_container_cut_before_its_end_aborts_its_sinks():
+    with pytest.raises(DumpDamaged, match="stops before its end"):
+        routed(WHOLE, end=False)
+    assert routed.sinks["post-data"].aborted  # its pg_restore would wait for more
