@@ -20,13 +20,6 @@ from pgclone.driver import sql
 from pgclone.exceptions import ConfigurationError
 from pgclone.subset import Plan, keep_table
 
-# The session's settings for the fixed point: hash tables of kept keys in memory,
-# TEMP tables in local buffers rather than temporary files (set for the
-# transaction only; temp_buffers counts before the session's first TEMP table),
-# no JIT compilation (it costs more than these statements save by it), and
-# bitmap scans rather than index scans for ``= ANY(ARRAY(…))`` of kept keys: the
-# planner can't tell how many keys the array holds, and a bitmap reads the heap
-# in its order, never worse than reading it all.
 # COPY text as pg_dump writes it, whatever the database's or role's defaults,
 # in the sessions that write it and in those that read it back: dates read back
 # the same (a DMY DateStyle would swap day and month), floats exact. (The
@@ -36,6 +29,13 @@ COPY_TEXT = (
     ("IntervalStyle", "postgres"),
     ("extra_float_digits", "3"),
 )
+# The session's settings for the fixed point: hash tables of kept keys in memory,
+# TEMP tables in local buffers rather than temporary files (set for the
+# transaction only; temp_buffers counts before the session's first TEMP table),
+# no JIT compilation (it costs more than these statements save by it), and
+# bitmap scans rather than index scans for ``= ANY(ARRAY(…))`` of kept keys: the
+# planner can't tell how many keys the array holds, and a bitmap reads the heap
+# in its order, never worse than reading it all. And COPY text as pg_dump's.
 SESSION = (
     ("work_mem", "128MB"),
     ("temp_buffers", "128MB"),
