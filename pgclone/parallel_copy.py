@@ -186,11 +186,6 @@ def psql_argv(conn: postgres.ConnInfo) -> list[str]:
             "--file=-", f"--dbname={conn.conninfo()}"]  # fmt: skip
 
 
-def psql_env(conn: postgres.ConnInfo) -> dict[str, str]:
-    """psql's environment: its COPY text in UTF8, as the containers hold it."""
-    return {**conn.env(), "PGCLIENTENCODING": "UTF8"}
-
-
 def _script(cursor: Any, snapshot: str, key: str, statement: sql.Composable) -> bytes:
     """What psql runs: a transaction in ``snapshot``, the scrub key set as
     :func:`pgclone.plans.set_key` sets it (COPY data on psql's stdin: in no
@@ -291,7 +286,7 @@ class Helper:
         postgres.adopt_children(children)
         try:
             with (
-                postgres.spawn(psql_argv(conn), env=psql_env(conn), stdin=subprocess.PIPE) as proc,
+                postgres.spawn(psql_argv(conn), env=conn.env(), stdin=subprocess.PIPE) as proc,
                 sessions.running(_Program(proc)),
             ):
                 self._proc = proc

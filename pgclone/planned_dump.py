@@ -210,12 +210,13 @@ def planned_tables(plan: subset.Plan) -> list[subset.PlannedTable]:
     return [table for table in plan.tables if table.transformed]
 
 
-def header(config_name: str, plan: subset.Plan) -> dict[str, Any]:
-    """The container's ``plan.json``."""
+def header(config_name: str, plan: subset.Plan, encoding: str) -> dict[str, Any]:
+    """The container's ``plan.json``: ``encoding`` is the COPY text's (the database's)."""
     return {
         "format": containers.FORMAT,
         "config": config_name,
         "digest": plan.digest,
+        "encoding": encoding,
         "tables": [
             {
                 "schema": table.schema,
@@ -314,6 +315,8 @@ def container(
     """The container of a planned dump, written by a thread of its own: read
     it to its end inside the block. Raises what writing raised."""
     tables = list(enumerate(planned_tables(plan)))
+    cursor.execute("SHOW server_encoding")  # the COPY text's (plans.ENCODING)
+    encoding = cursor.fetchone()[0]
     source = Source()
     children = postgres.current_children()  # so that a cancelled job kills them too
 
@@ -501,7 +504,7 @@ def container(
         postgres.adopt_children(children)
         try:
             tar = containers.TarWriter(source.write)
-            tar.json(containers.PLAN, header(config_name, plan))
+            tar.json(containers.PLAN, header(config_name, plan, encoding))
             write_data(tar)
             tar.copy(containers.POST_DATA, started.post_data.stdout)
             postgres.ended(started.post_data)

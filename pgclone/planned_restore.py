@@ -45,10 +45,14 @@ def copy_in_statement(table: dict[str, Any]) -> sql.Composable:
     )
 
 
-def copy_from(cursor: Any, table: dict[str, Any], source: Any) -> int:
+def copy_from(cursor: Any, table: dict[str, Any], source: Any, plan: dict[str, Any]) -> int:
     """A planned table's COPY text into it, read with the settings it was written
-    with (plans.COPY_TEXT; the connection's client_encoding is UTF8); its rows."""
-    for name, value in plans.COPY_TEXT:
+    with (plans.COPY_TEXT, and the encoding ``plan.json`` records: the source
+    database's; older containers don't say, and keep the session's); its rows."""
+    settings = [*plans.COPY_TEXT]
+    if isinstance(plan.get("encoding"), str):
+        settings.append(("client_encoding", plan["encoding"]))
+    for name, value in settings:
         cursor.execute(sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
     return driver.copy_from(cursor, copy_in_statement(table), source)
 
@@ -84,7 +88,9 @@ class CopySink:
     and a session of its own (the tables' streams come at once) that reads
     from a pipe."""
 
-    def __init__(self, target: postgres.ConnInfo, table: dict[str, Any]) -> None:
+    def __init__(
+        self, target: postgres.ConnInfo, table: dict[str, Any], plan: dict[str, Any]
+    ) -> None:
         read_end, write_end = os.pipe()
         self._pipe = os.fdopen(write_end, "wb")
         self.rows = 0
@@ -94,10 +100,10 @@ class CopySink:
             try:
                 with (
                     os.fdopen(read_end, "rb") as source,
-                    postgres.connect(target) as connection,  # UTF8, as the text is
+                    postgres.connect(target) as connection,
                     connection.cursor() as cursor,
                 ):
-                    self.rows = copy_from(cursor, table, source)
+                    self.rows = copy_from(cursor, table, source, plan)
             except BaseException as exc:  # raised again by close()
                 self._error = exc
 
@@ -265,10 +271,11 @@ def restore_streamed(source: Any, target: postgres.ConnInfo, checks: dict[str, A
         if table is None:
             argv = postgres.pg_restore_argv(target)
             return ProgramSink([(argv, subprocess.DEVNULL)], target.env())
-        copies.append(CopySink(target, table))
+        copies.append(CopySink(target, table, router.plan))
         return copies[-1]
 
-    _read(Router(open_stream), source, checks)
+    router = Router(open_stream)
+    _read(router, source, checks)
     return sum(copy.rows for copy in copies)
 
 
@@ -300,7 +307,7 @@ def restore_unpacked(workdir: Path, plan: dict[str, Any], target: postgres.ConnI
             connection.cursor() as cursor,
             open(path, "rb") as data,
         ):
-            return copy_from(cursor, table, data)
+            return copy_from(cursor, table, data, plan)
 
     # The archives have no TABLE entries (they are pre-data's), so pg_restore
     # --jobs would not know that a foreign key waits for its tables' rows: all

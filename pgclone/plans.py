@@ -22,12 +22,14 @@ from pgclone.subset import Plan, keep_table
 
 # COPY text as pg_dump writes it, whatever the database's or role's defaults,
 # in the sessions that write it and in those that read it back: dates read back
-# the same (a DMY DateStyle would swap day and month), floats exact. (The
-# client_encoding is UTF8 from the connection on: postgres.ConnInfo, psql_env.)
+# the same (a DMY DateStyle would swap day and month), floats exact, XML content.
+# Its encoding is the database's (ENCODING, below; plan.json records it), as
+# pg_dump's is: a SQL_ASCII database's bytes pass as they are.
 COPY_TEXT = (
     ("DateStyle", "ISO"),
     ("IntervalStyle", "postgres"),
     ("extra_float_digits", "3"),
+    ("xmloption", "content"),
 )
 # The session's settings for the fixed point: hash tables of kept keys in memory,
 # TEMP tables in local buffers rather than temporary files (set for the
@@ -41,12 +43,22 @@ SESSION = (
     ("temp_buffers", "128MB"),
     ("jit", "off"),
     ("enable_indexscan", "off"),
+    # as pg_dump: a row security policy fails the dump, never filters its rows
+    ("row_security", "off"),
     *COPY_TEXT,
 )
+# The client encoding of the dump's sessions: the database's (a DO prints nothing).
+ENCODING = (
+    "DO $$ BEGIN PERFORM set_config('client_encoding', "
+    "current_setting('server_encoding'), true); END $$"
+)
 # As statements, which the driver's session and psql's both run (SET prints nothing).
-SETTINGS = tuple(
-    sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value))
-    for name, value in SESSION
+SETTINGS = (
+    *(
+        sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value))
+        for name, value in SESSION
+    ),
+    sql.SQL(ENCODING),
 )
 ANALYZE_GROWTH = 1.5  # analyze a keep table once it has half as many rows again
 

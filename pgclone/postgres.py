@@ -74,12 +74,7 @@ class ConnInfo:
         return env
 
     def connect_kwargs(self) -> dict[str, Any]:
-        # UTF8 whatever the database's encoding: COPY text in a planned dump is UTF8
-        kwargs: dict[str, Any] = {
-            "dbname": self.name,
-            "application_name": self.application_name,
-            "client_encoding": "UTF8",
-        }
+        kwargs: dict[str, Any] = {"dbname": self.name, "application_name": self.application_name}
         for key, value in (("host", self.host), ("port", self.port), ("user", self.user)):
             if value:
                 kwargs[key] = value

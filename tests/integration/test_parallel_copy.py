@@ -5,15 +5,17 @@ the dump and leaves no session behind."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from pgclone import api, parallel_copy, postgres, subset, table_counts
+from pgclone import api, parallel_copy, planned_restore, plans, postgres, subset, table_counts
 from pgclone.driver import sql
 from pgclone.models import Job
 from tests.conftest import psql, wait_for
@@ -456,3 +458,36 @@ def test_copy_text_reads_back_the_same_whatever_the_sessions_defaults(
     assert any(name == "pgclone_raw_visit" for name in kept_sessions)  # a psql session's
     visits = "SELECT DISTINCT day::text, ratio = 0.1::float8 + 0.2, note FROM pgclone_raw_visit"
     assert psql(visits, target) == "2024-11-03|t|crème brûlée"
+
+
+def test_a_sql_ascii_database_s_bytes_pass_as_they_are():
+    """COPY text is in the database's encoding, as pg_dump's: a SQL_ASCII database
+    (bytes of any encoding in it) is written and read back byte for byte, whatever
+    the client's encoding (a UTF8 client fails on such bytes)."""
+    source, target = (f"pgclone_ascii_{uuid.uuid4().hex[:8]}_{end}" for end in ("a", "b"))
+    create = "CREATE DATABASE {} TEMPLATE template0 ENCODING SQL_ASCII LC_COLLATE 'C' LC_CTYPE 'C'"
+    table = "CREATE TABLE t (id int, label text)"
+    try:
+        for name in (source, target):
+            psql(create.format(name))
+            psql(table, name)
+        psql(r"INSERT INTO t VALUES (1, E'caf\351'), (2, E'\211x')", source)
+        conn = postgres.conn_info()
+        with postgres.connect(conn.with_name(source)) as connection:
+            settings = [s.as_string(connection) for s in plans.SETTINGS]
+        script = "\n".join(["BEGIN;", *(f"{s};" for s in settings), "COPY t TO STDOUT;", "END;"])
+        written = subprocess.run(
+            [*parallel_copy.psql_argv(conn.with_name(source))], input=script.encode(),
+            env={**conn.env(), "PGCLIENTENCODING": "UTF8"}, capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        assert written == b"1\tcaf\xe9\n2\t\x89x\n"
+
+        with postgres.connect(conn.with_name(target)) as connection, connection.cursor() as cur:
+            plan = {"encoding": "SQL_ASCII"}
+            columns = {"schema": "public", "name": "t", "columns": ["id", "label"]}
+            assert planned_restore.copy_from(cur, columns, io.BytesIO(written), plan) == 2
+        same = r"SELECT count(*) FROM t WHERE label IN (E'caf\351', E'\211x')"
+        assert psql(same, target) == "2"
+    finally:
+        for name in (source, target):
+            psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -190,6 +190,7 @@ def test_a_safe_dump_is_scrubbed_subset_verified_and_restores_unpacked(
     assert (
         plan["format"] == containers.FORMAT
         and plan["config"] == "safe"
+        and plan["encoding"] == "UTF8"  # the COPY text's: the database's
         and "key" not in json.dumps(plan).replace("scrub_key_id", "")
     )
     for original in ORIGINALS:
