@@ -234,6 +234,8 @@ class Router:
         except BaseException:
             self.abort()
             raise
+        if self.plan is None and self._plan_bytes:  # nothing came after it
+            self.plan = containers.read_plan(bytes(self._plan_bytes))
         if self.plan is None:
             raise DumpDamaged(f"The dump is damaged: its container has no {containers.PLAN}.")
         needed = [containers.PRE_DATA, containers.REST]

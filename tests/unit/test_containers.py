@@ -269,9 +269,10 @@ def test_a_whole_container_reaches_its_sinks():
         ([*WHOLE[:2], ("data/0000/000002", b"1\n"), *WHOLE[2:]], (TABLE,), "comes where"),
         (WHOLE, (TABLE, {**TABLE, "name": "u"}), "gives two streams one name"),
         (WHOLE, ({**TABLE, "columns": "id"},), "lists its tables wrongly"),
+        ([], (TABLE,), "no 'pre-data' stream"),
     ],
     ids=["a table's stream missing", "pre-data missing", "a member twice", "a member skipped",
-         "two tables, one stream", "a bad table"],
+         "two tables, one stream", "a bad table", "nothing but the plan"],
 )  # fmt: skip
 def test_a_container_missing_or_repeating_a_stream_s_member_is_damaged(members, tables, message):
     with pytest.raises(DumpDamaged, match=message):
