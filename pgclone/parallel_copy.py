@@ -202,8 +202,10 @@ def opening(
     lines = [
         "BEGIN ISOLATION LEVEL REPEATABLE READ;",
         sql.SQL("SET TRANSACTION SNAPSHOT {};").format(sql.Literal(snapshot)).as_string(cursor),
-        f"SET LOCAL lock_timeout = '{LOCK_WAIT}';",
-        *(f"{statement.as_string(cursor)};" for statement in settings),
+        *(
+            f"{statement.as_string(cursor)};"
+            for statement in (*plans.set_statements([("lock_timeout", LOCK_WAIT)]), *settings)
+        ),
         f"{create};",
         f"{copy};",
         scrub.key_setting(key),

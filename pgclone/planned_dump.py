@@ -133,11 +133,9 @@ def lock(cursor: Any, plan: subset.Plan) -> None:
     tables = planned_tables(plan)
     if not tables:
         return
-    wait = sql.Literal(f"{postgres.LOCK_WAIT_SECONDS}s")
-    cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(wait))
-    names = sql.SQL(", ").join(
-        sql.SQL("ONLY {}").format(sql.Identifier(table.schema, table.name)) for table in tables
-    )
+    (wait,) = plans.set_statements([("lock_timeout", f"{postgres.LOCK_WAIT_SECONDS}s")])
+    cursor.execute(wait)
+    names = sql.SQL(", ").join(subset.only(table.schema, table.name) for table in tables)
     try:
         cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(names))
     except driver.errors.LockNotAvailable as exc:

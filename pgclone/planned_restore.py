@@ -52,8 +52,8 @@ def copy_from(cursor: Any, table: dict[str, Any], source: Any, plan: dict[str, A
     settings = [*plans.COPY_TEXT]
     if isinstance(plan.get("encoding"), str):
         settings.append(("client_encoding", plan["encoding"]))
-    for name, value in settings:
-        cursor.execute(sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+    for statement in plans.set_statements(settings, local=False):
+        cursor.execute(statement)
     return driver.copy_from(cursor, copy_in_statement(table), source)
 
 

@@ -12,7 +12,7 @@ a row.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pgclone import conf, driver, postgres, scrub, table_counts
@@ -52,14 +52,21 @@ ENCODING = (
     "DO $$ BEGIN PERFORM set_config('client_encoding', "
     "current_setting('server_encoding'), true); END $$"
 )
+
+
+def set_statements(
+    settings: Iterable[tuple[str, str]], *, local: bool = True
+) -> tuple[sql.Composable, ...]:
+    """``SET [LOCAL] name = value`` of each pair (for the transaction only, when ``local``)."""
+    template = "SET LOCAL {} = {}" if local else "SET {} = {}"
+    return tuple(
+        sql.SQL(template).format(sql.Identifier(name), sql.Literal(value))
+        for name, value in settings
+    )
+
+
 # As statements, which the driver's session and psql's both run (SET prints nothing).
-SETTINGS = (
-    *(
-        sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value))
-        for name, value in SESSION
-    ),
-    sql.SQL(ENCODING),
-)
+SETTINGS = (*set_statements(SESSION), sql.SQL(ENCODING))
 ANALYZE_GROWTH = 1.5  # analyze a keep table once it has half as many rows again
 
 

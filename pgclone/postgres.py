@@ -195,8 +195,8 @@ class _StderrTail:
     def __init__(self, stream: Any) -> None:
         self._head = b""
         self._chunks: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self._dropped = False
+        self._size = 0  # of the chunks kept
+        self._after_head = 0  # bytes seen after the head: more than the tail, a gap
         self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
         self._thread.start()
 
@@ -209,17 +209,15 @@ class _StderrTail:
                     continue
             self._chunks.append(chunk)
             self._size += len(chunk)
+            self._after_head += len(chunk)
             while self._size - len(self._chunks[0]) >= STDERR_TAIL_BYTES:
                 self._size -= len(self._chunks.popleft())
-                self._dropped = True
         stream.close()
 
     def text(self) -> str:
         self._thread.join(timeout=5)
-        tail = b"".join(self._chunks)
-        if len(tail) > STDERR_TAIL_BYTES:
-            tail, self._dropped = tail[-STDERR_TAIL_BYTES:], True
-        gap = b"\n[...]\n" if self._dropped else b""
+        tail = b"".join(self._chunks)[-STDERR_TAIL_BYTES:]
+        gap = b"\n[...]\n" if self._after_head > len(tail) else b""
         return (self._head + gap + tail).decode("utf-8", errors="replace")
 
 
@@ -274,7 +272,7 @@ def spawn(
         _dies_with_us(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env
     )
     stderr = _StderrTail(proc.stderr)
-    proc.pgclone_failure = lambda code: CommandFailed(argv, code, stderr.text())  # for ended()
+    proc.pgclone_failure = lambda code: CommandFailed(argv, code, stderr.text())
     children = current_children()
     children.add(proc)
     try:
@@ -287,14 +285,13 @@ def spawn(
         children.discard(proc)
         if proc.stdout:
             proc.stdout.close()
-    returncode = proc.wait()
-    if returncode != 0:
-        raise CommandFailed(argv, returncode, stderr.text())
+    ended(proc)
 
 
 def ended(proc: subprocess.Popen) -> None:
-    """Wait for a program :func:`spawn` started, its output read to the end:
-    CommandFailed at once if it failed (leaving ``spawn`` raises it only then)."""
+    """Wait for a program :func:`spawn` started, its output read to the end;
+    CommandFailed if it failed. Leaving ``spawn`` does this; a caller that must
+    know sooner (the others it runs beside should stop) calls it first."""
     returncode = proc.wait()
     if returncode != 0:
         raise proc.pgclone_failure(returncode)

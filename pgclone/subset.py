@@ -400,9 +400,13 @@ def _root(table: catalog.Table, root: sharing.SubsetRoot, keep: Keep) -> Root:
 
 
 def _table(table: catalog.Table) -> sql.Composable:
+    return only(table.schema, table.name)
+
+
+def only(schema: str, name: str) -> sql.Composable:
     """The table's own rows, without those of tables inheriting from it (``INHERITS``:
     pg_dump writes those with their own table)."""
-    return sql.SQL("ONLY {}").format(sql.Identifier(table.schema, table.name))
+    return sql.SQL("ONLY {}").format(sql.Identifier(schema, name))
 
 
 def keep_table(oid: int) -> sql.Composable:

@@ -151,6 +151,11 @@ def fails_fast_leaving_no_session(
     assert job.status == Job.Status.FAILED and message in job.error, job.error
     assert time.monotonic() - started < 30
     assert api.ls() == []
+    no_session_left(database, programs)
+
+
+def no_session_left(database: str, programs: tuple[str, ...]) -> None:
+    """Soon no COPY (nor any of ``programs``) runs on ``database``."""
     running = (
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND pid <> pg_backend_pid() "
@@ -410,11 +415,7 @@ def test_a_migration_during_a_subset_dump_makes_it_give_way_not_hang(
     migration.join(timeout=30)
     assert altered == ["done"]
     assert api.ls() == []
-    left = (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND (query ILIKE 'COPY%' OR application_name = 'psql')"
-    )
-    wait_for(lambda: psql(left, test_database_name) == "0", timeout=5, what="no session left")
+    no_session_left(test_database_name, ("psql",))
 
 
 def test_copy_text_reads_back_the_same_whatever_the_sessions_defaults(
