@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pgclone import postgres, scrub
+from pgclone import postgres, scrub, search_path
 
 _TEXT_TYPES = ("character varying", "character", "text", "citext", "name")
 _KINDS = {"inet": "inet", "uuid": "uuid", "jsonb": "json"}
@@ -188,17 +188,27 @@ def read(cursor: Any) -> Catalog:
     return Catalog(tables, foreign_keys)
 
 
-def resolve(cursor: Any, names: list[str | tuple[str, str]]) -> dict[str | tuple[str, str], int]:
-    """The oids of tables named as Django names them (on the search path) or as
-    (schema, table); names that are no table are left out."""
-    found = {}
+def resolve(
+    cursor: Any, names: list[str | tuple[str, str]], path: list[str]
+) -> dict[str | tuple[str, str], int]:
+    """The oids of tables named as Django names them (found in the schemas of
+    ``path``, as pgclone.search_path.project_path gives them) or as (schema,
+    table); names that are no table are left out."""
+    found: dict[str | tuple[str, str], int] = {
+        name: oid
+        for name, (_, oid) in search_path.find(
+            cursor, path, (n for n in names if isinstance(n, str))
+        ).items()
+    }
     for name in names:
         if isinstance(name, tuple):
-            text = postgres.quote_qualified_pattern(*name)
-        else:
-            text = postgres.quote_pattern(name)
-        cursor.execute("SELECT pg_catalog.to_regclass(%s)::oid::bigint", [text])
-        oid = cursor.fetchone()[0]
-        if oid is not None:
-            found[name] = oid
+            cursor.execute(
+                "SELECT c.oid::bigint FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s",
+                list(name),
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                found[name] = row[0]
     return found

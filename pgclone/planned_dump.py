@@ -38,6 +38,7 @@ from pgclone import (
     plans,
     postgres,
     scrub,
+    search_path,
     subset,
     table_counts,
 )
@@ -88,8 +89,9 @@ def make_plan(
 ) -> subset.Plan:
     """The plan of ``config``, from the catalog; raises ConfigurationError for
     what the database contradicts in it."""
+    path = search_path.project_path(conn)
     with postgres.connect(conn) as connection, connection.cursor() as cursor:
-        return subset.make_plan(cursor, config, exclude=exclude)
+        return subset.make_plan(cursor, config, path=path, exclude=exclude)
 
 
 def tool_flags() -> list[str]:
@@ -163,8 +165,7 @@ def programs(
     *,
     snapshot: str,
     plan: subset.Plan,
-    exclude_table_data: list[str],
-    exclude_qualified_table_data: list[tuple[str, str]],
+    exclude_table_data: list[tuple[str, str]],
 ) -> Iterator[Programs]:
     """pg_dump of the pre-data, of the rest's data (without the planned tables'
     rows) and of the post-data, all in ``snapshot``; waited for on leaving (a
@@ -174,9 +175,8 @@ def programs(
     rest = postgres.pg_dump_argv(
         conn,
         sections=["data"],
-        exclude_table_data=exclude_table_data,
-        exclude_qualified_table_data=[
-            *exclude_qualified_table_data,
+        exclude_table_data=[
+            *exclude_table_data,
             *((t.schema, t.name) for t in planned_tables(plan)),
         ],
         **common,

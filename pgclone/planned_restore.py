@@ -345,7 +345,7 @@ def read_archives(
 
     def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
         if table is None:
-            return ProgramSink(readers, dict(os.environ))
+            return ProgramSink(readers, postgres.child_environment())
         return _Discard()
 
     router = Router(open_stream)

@@ -95,6 +95,14 @@ def set_key(cursor: Any, key: str) -> None:
     cursor.execute(drop)
 
 
+# pgclone's sessions search pg_catalog alone (postgres.PINNED_SEARCH_PATH).
+UNQUALIFIED_HINT = (
+    "pgclone's sessions look up names in pg_catalog only, so that nothing planted in the "
+    "database can run in them: name a table, or a function that is not PostgreSQL's own, "
+    "with its schema (public.orders, public.unaccent(…))"
+)
+
+
 def _attempt(cursor: Any, statement: Any, params: Any = None) -> tuple[str | None, list]:
     """Run a statement under a savepoint: (the server's error message or None, rows)."""
     cursor.execute("SAVEPOINT pgclone_check")
@@ -103,7 +111,10 @@ def _attempt(cursor: Any, statement: Any, params: Any = None) -> tuple[str | Non
         rows = cursor.fetchall()
     except driver.Error as exc:
         cursor.execute("ROLLBACK TO SAVEPOINT pgclone_check")
-        return (str(exc).strip().splitlines() or ["error"])[0], []
+        message = (str(exc).strip().splitlines() or ["error"])[0]
+        if isinstance(exc, driver.errors.UndefinedTable | driver.errors.UndefinedFunction):
+            message += f". {UNQUALIFIED_HINT}"
+        return message, []
     cursor.execute("RELEASE SAVEPOINT pgclone_check")
     return None, rows
 

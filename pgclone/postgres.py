@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +37,49 @@ APPLICATION_NAME = "pgclone"
 _PASSED_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
 # An identifier SQL (and pg_dump's output) leaves unquoted.
 _PLAIN_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]*$")
+# Every session pgclone opens (its driver's, pg_dump's, pg_restore's, psql's) has
+# this search_path from its start, set in the startup packet: whoever can create
+# objects in a database could otherwise put a function or an operator in a schema
+# its search_path lists before pg_catalog (``public.set_config``,
+# ``public.pg_export_snapshot()``, ``public.=``) that runs with the rights of
+# pgclone's role at its first unqualified call, and SET or set_config, run once
+# connected, would themselves be such a call (pgclone.search_path finds the
+# project's tables by name without it).
+PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
+# libpq's environment variables, which the programs pgclone runs may need (none
+# of them a secret of pgclone's: the password comes from the ConnInfo). A child
+# gets these and the locale, PATH, HOME, TMPDIR and TZ, nothing else: no
+# PGCLONE_AGE_IDENTITY, no cloud credentials, no project secrets.
+LIBPQ_ENVIRONMENT = (
+    "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSFILE", "PGSERVICE",
+    "PGSERVICEFILE", "PGCHANNELBINDING", "PGOPTIONS", "PGAPPNAME", "PGSSLMODE", "PGREQUIRESSL",
+    "PGSSLCOMPRESSION", "PGSSLCERT", "PGSSLKEY", "PGSSLCERTMODE", "PGSSLROOTCERT", "PGSSLCRL",
+    "PGSSLCRLDIR", "PGSSLSNI", "PGREQUIREPEER", "PGSSLMINPROTOCOLVERSION",
+    "PGSSLMAXPROTOCOLVERSION", "PGGSSENCMODE", "PGKRBSRVNAME", "PGGSSLIB", "PGGSSDELEGATION",
+    "PGCONNECT_TIMEOUT", "PGCLIENTENCODING", "PGTARGETSESSIONATTRS", "PGLOADBALANCEHOSTS",
+    "PGREQUIREAUTH", "PGDATESTYLE", "PGTZ", "PGGEQO", "PGSYSCONFDIR", "PGLOCALEDIR",
+)  # fmt: skip
+_CHILD_ENVIRONMENT = ("PATH", "HOME", "TMPDIR", "LANG", "LANGUAGE", "TZ", *LIBPQ_ENVIRONMENT)
+
+
+def session_options() -> str:
+    """libpq's ``options`` of pgclone's sessions: the environment's PGOPTIONS, if
+    any, then the pinned search_path (the last ``-c`` of a name wins)."""
+    pin = "-c search_path=" + PINNED_SEARCH_PATH.replace(" ", "")
+    return " ".join(part for part in (os.environ.get("PGOPTIONS", "").strip(), pin) if part)
+
+
+def child_environment(password: str = "") -> dict[str, str]:
+    """The environment of a program pgclone runs: what it needs of this
+    process's (``_CHILD_ENVIRONMENT`` and the LC_* variables) and the password."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in _CHILD_ENVIRONMENT or name.startswith("LC_")
+    }
+    if password:
+        env["PGPASSWORD"] = password
+    return env
 
 
 @dataclass(frozen=True)
@@ -50,6 +93,10 @@ class ConnInfo:
     password: str = field(default="", repr=False)
     options: tuple[tuple[str, str], ...] = ()
     application_name: str = APPLICATION_NAME
+    # The project's own libpq ``options`` (Django's OPTIONS["options"], often a
+    # search_path): pgclone's sessions never take them, only the look-up of the
+    # search_path its project's sessions have (pgclone.search_path).
+    project_options: str = ""
 
     def with_name(self, name: str) -> ConnInfo:
         return replace(self, name=name)
@@ -63,17 +110,16 @@ class ConnInfo:
         pairs = [("dbname", self.name), ("application_name", self.application_name)]
         pairs += [(k, v) for k, v in (("host", self.host), ("port", self.port)) if v]
         pairs += [("user", self.user)] if self.user else []
-        pairs += list(self.options)
+        pairs += [*self.options, ("options", session_options())]
         return " ".join(f"{k}={quote_conninfo_value(v)}" for k, v in pairs)
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("PGPASSWORD", None)
-        if self.password:
-            env["PGPASSWORD"] = self.password
-        return env
+        """The environment of the programs that connect here (pg_dump, psql…)."""
+        return child_environment(self.password)
 
-    def connect_kwargs(self) -> dict[str, Any]:
+    def connect_kwargs(self, *, pinned: bool = True) -> dict[str, Any]:
+        """The driver's keywords; ``pinned=False`` only for pgclone.search_path's
+        look-up, which runs SHOW alone."""
         kwargs: dict[str, Any] = {"dbname": self.name, "application_name": self.application_name}
         for key, value in (("host", self.host), ("port", self.port), ("user", self.user)):
             if value:
@@ -81,6 +127,10 @@ class ConnInfo:
         if self.password:
             kwargs["password"] = self.password
         kwargs.update(dict(self.options))
+        if pinned:
+            kwargs["options"] = session_options()
+        elif self.project_options:
+            kwargs["options"] = self.project_options
         return kwargs
 
 
@@ -104,6 +154,7 @@ def conn_info(alias: str = "default") -> ConnInfo:
         user=str(config.get("USER") or ""),
         password=str(config.get("PASSWORD") or ""),
         options=tuple((k, str(options[k])) for k in _PASSED_OPTIONS if k in options),
+        project_options=str(options.get("options") or ""),
     )
 
 
@@ -139,8 +190,7 @@ LOCK_WAIT_SECONDS = 60
 def pg_dump_argv(
     conn: ConnInfo,
     *,
-    exclude_table_data: list[str] = (),
-    exclude_qualified_table_data: list[tuple[str, str]] = (),
+    exclude_table_data: Iterable[tuple[str, str]] = (),
     snapshot: str = "",
     sections: list[str] = (),
     extra: list[str] = (),
@@ -149,18 +199,18 @@ def pg_dump_argv(
 
     Compression happens outside pg_dump (zstd is several times faster than
     pg_dump's built-in gzip, and PostgreSQL 15's pg_dump has no zstd).
-    ``exclude_table_data`` names tables on the search path (Django's
-    ``db_table``); ``exclude_qualified_table_data`` holds (schema, table) pairs.
+    ``exclude_table_data`` holds (schema, table) pairs (an unqualified pattern
+    would be looked up on the pinned search_path, where no table of the project
+    is: pgclone.search_path qualifies Django's names).
     ``snapshot``: an exported snapshot to dump (see ``table_counts.Snapshot``).
     ``sections``: only these (pre-data, data, post-data); ``extra``: more options.
     """
     argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password",
             f"--lock-wait-timeout={LOCK_WAIT_SECONDS * 1000}", *extra]  # fmt: skip
     argv += [f"--section={section}" for section in sections]
-    argv += [f"--exclude-table-data={quote_pattern(table)}" for table in exclude_table_data]
     argv += [
         f"--exclude-table-data={quote_qualified_pattern(schema, table)}"
-        for schema, table in exclude_qualified_table_data
+        for schema, table in exclude_table_data
     ]
     if snapshot:
         argv.append(f"--snapshot={snapshot}")
@@ -183,7 +233,7 @@ def pg_restore_argv(conn: ConnInfo, *, jobs: int = 1, path: str | None = None) -
 
 
 def tool_version(program: str) -> str:
-    return run([program, "--version"], env=dict(os.environ)).strip()
+    return run([program, "--version"], env=child_environment()).strip()
 
 
 # Running programs -----------------------------------------------------------
@@ -379,11 +429,10 @@ def table_bytes(conn: ConnInfo) -> int:
         return int(cursor.fetchone()[0])
 
 
-def tables_referencing(conn: ConnInfo, tables: list[str]) -> list[tuple[str, str]]:
+def tables_referencing(conn: ConnInfo, tables: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """(schema, table) of every table whose rows must be left out with ``tables``'.
 
-    That is every table with a foreign key to one of ``tables`` (Django's
-    ``db_table`` names, found on the search path as pg_dump finds them), or to
+    That is every table with a foreign key to one of ``tables`` (schema, table), or to
     a table found so on, by the database's own constraints: tables Django
     knows nothing about included. ``tables`` themselves are not returned. A
     foreign key marked NOT VALID is not followed: a restore re-creates it
@@ -391,8 +440,11 @@ def tables_referencing(conn: ConnInfo, tables: list[str]) -> list[tuple[str, str
     """
     query = """
         WITH RECURSIVE given AS (
-            SELECT pg_catalog.to_regclass(pg_catalog.quote_ident(name))::oid AS relid
-            FROM pg_catalog.unnest(%s::text[]) AS name
+            SELECT c.oid AS relid
+            FROM pg_catalog.pg_class c
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            JOIN unnest(%s::text[], %s::text[]) AS g(nspname, relname)
+              ON g.nspname = n.nspname AND g.relname = c.relname
         ), referencing(relid) AS (
             SELECT relid FROM given WHERE relid IS NOT NULL
             UNION
@@ -409,5 +461,6 @@ def tables_referencing(conn: ConnInfo, tables: list[str]) -> list[tuple[str, str
         ORDER BY n.nspname, c.relname
     """
     with connect(conn) as connection, connection.cursor() as cursor:
-        cursor.execute(query, [list(tables)])
+        tables = list(tables)
+        cursor.execute(query, [[schema for schema, _ in tables], [name for _, name in tables]])
         return [(schema, name) for schema, name in cursor.fetchall()]

@@ -138,19 +138,23 @@ class Plan:
     digest: str  # of the rules and the subset (pgclone.sharing.digest)
 
 
-def make_plan(cursor: Any, config: configs.DumpConfig, exclude: list[Any] = ()) -> Plan:
+def make_plan(
+    cursor: Any, config: configs.DumpConfig, *, path: list[str], exclude: list[Any] = ()
+) -> Plan:
     """The plan of ``config`` for the database of ``cursor`` (whose catalog is read).
 
-    ``exclude`` names the tables whose rows the dump leaves out (Django's
-    ``db_table`` names or (schema, table) pairs): they are no part of the plan.
-    Raises ConfigurationError for what the database contradicts in the config.
+    ``path``: the schemas where the project finds its models' tables
+    (pgclone.search_path.project_path). ``exclude`` names the tables whose rows
+    the dump leaves out (Django's ``db_table`` names or (schema, table) pairs):
+    they are no part of the plan. Raises ConfigurationError for what the
+    database contradicts in the config.
     """
     found = catalog.read(cursor)
-    excluded = set(catalog.resolve(cursor, list(exclude)).values())
+    excluded = set(catalog.resolve(cursor, list(exclude), path).values())
     tables = {oid: t for oid, t in found.tables.items() if oid not in excluded}
     fks = [fk for fk in found.foreign_keys if excluded.isdisjoint((fk.child, fk.parent))]
     models = [r.model for r in config.subset] + [r.model for r in config.scrub or ()]
-    oids = _model_tables(cursor, models, excluded)
+    oids = _model_tables(cursor, models, path)
     for label, oid in oids.items():
         if oid not in found.tables and oid not in excluded:
             raise ConfigurationError(
@@ -414,11 +418,11 @@ def keep_table(oid: int) -> sql.Composable:
     return sql.SQL("pg_temp.{}").format(sql.Identifier(f"pgclone_keep_{oid}"))
 
 
-def _model_tables(cursor: Any, labels: list[str], excluded: set[int]) -> dict[str, int]:
+def _model_tables(cursor: Any, labels: list[str], path: list[str]) -> dict[str, int]:
     from django.apps import apps
 
     tables = {label: apps.get_model(label)._meta.db_table for label in labels}
-    oids = catalog.resolve(cursor, list(set(tables.values())))
+    oids = catalog.resolve(cursor, list(set(tables.values())), path)
     for label, table in tables.items():
         if table not in oids:
             raise ConfigurationError(

@@ -13,7 +13,6 @@ the tables it left out).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import subprocess
 import tempfile
@@ -70,7 +69,9 @@ def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
             source = stack.enter_context(storage.open(key))
             readers = [
                 stack.enter_context(
-                    postgres.spawn(argv, env=dict(os.environ), stdin=subprocess.PIPE, stdout=out)
+                    postgres.spawn(
+                        argv, env=postgres.child_environment(), stdin=subprocess.PIPE, stdout=out
+                    )
                 )
                 for argv, out in ((LIST_ARGV, listing), (SCHEMA_ARGV, schema))
             ]

@@ -32,6 +32,7 @@ from pgclone import (
     retention,
     routing,
     runner,
+    search_path,
     signing,
     streams,
     subset,
@@ -70,7 +71,8 @@ def dump(job: Job) -> None:
     conn = postgres.conn_info(job.database_alias).for_job(job.pk)
     key = keys.make_key(conn.name, job.config_name, timezone.now())
     left_out, cascaded = options.excluded_tables(list(asked.exclude_models))
-    excluded = sorted({*left_out, *OWN_TABLES})
+    # Django's names, in the schemas where the project's sessions find them.
+    excluded = sorted(search_path.qualify(conn, {*left_out, *OWN_TABLES}).values())
     # Tables Django does not know (made by raw SQL) may reference those too.
     referencing = postgres.tables_referencing(conn, excluded)
     cascaded = [*cascaded, *(postgres.display_name(*table) for table in referencing)]
@@ -94,11 +96,11 @@ def dump(job: Job) -> None:
             table_counts.Snapshot(conn) as snapshot,
             concurrent.futures.ThreadPoolExecutor(1, "pgclone-count") as counter,
         ):
-            counting = counter.submit(snapshot.count_tables, excluded, referencing)
+            counting = counter.submit(snapshot.count_tables, [*excluded, *referencing])
             written: dict[tuple[str, str], int] = {}
             try:
                 with _archive(
-                    conn, snapshot.id, plan, job.config_name, excluded, referencing, written
+                    conn, snapshot.id, plan, job.config_name, [*excluded, *referencing], written
                 ) as source:
                     stats = streams.compress(
                         source,
@@ -159,19 +161,13 @@ def _archive(
     snapshot: str,
     plan: subset.Plan | None,
     config_name: str,
-    excluded: list[str],
-    referencing: list[tuple[str, str]],
+    excluded: list[tuple[str, str]],
     written: dict[tuple[str, str], int],
 ) -> Iterator[Any]:
     """What the dump stores, to be read to its end inside the block: pg_dump's
     archive, or a planned dump's container (``written`` gets its tables' rows)."""
     if plan is None:
-        argv = postgres.pg_dump_argv(
-            conn,
-            exclude_table_data=excluded,
-            exclude_qualified_table_data=referencing,
-            snapshot=snapshot,
-        )
+        argv = postgres.pg_dump_argv(conn, exclude_table_data=excluded, snapshot=snapshot)
         with postgres.spawn(argv, env=conn.env()) as proc:
             yield proc.stdout
         return
@@ -182,7 +178,6 @@ def _archive(
             snapshot=snapshot,
             plan=plan,
             exclude_table_data=excluded,
-            exclude_qualified_table_data=referencing,
         ) as started,
         planned_dump.container(
             conn, snapshot=snapshot, cursor=cursor, plan=plan, config_name=config_name,

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import connections
 from django.db.models import Q
 
-from pgclone import conf, databases, job_tables, jobs, payloads, postgres, runner
+from pgclone import conf, databases, job_tables, jobs, payloads, postgres, runner, search_path
 from pgclone import swap as swapping
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
@@ -37,8 +37,10 @@ def swap(job: Job) -> Callable[[], None]:
             # happened; finish what follows it.
             return finish_swapped(job, "the swap had already happened")
         holds_jobs = jobs.holds_jobs_on(pg.server, live.name)
+        # Where the project's sessions find the job tables (pgclone's search none).
+        path = search_path.project_path(live) if holds_jobs else []
         if holds_jobs:
-            _check_job_tables(pg.on(live.name), pg.on(temp))
+            _check_job_tables(pg.on(live.name), pg.on(temp), path)
         _wait_for_other_jobs(job, holds_jobs)
         if payloads.restore_options(job).reversible:
             # :current is prepared under a temporary name: the one in place now
@@ -47,7 +49,9 @@ def swap(job: Job) -> Callable[[], None]:
             databases.drop(pg.server, staging)
             pg.close(temp)  # a database is copied only while nobody is connected to it
             databases.create_copy(pg.server, staging, temp)
-        history = (lambda: job_tables.JobHistoryCopy(pg, live.name, temp)) if holds_jobs else None
+        history = (
+            (lambda: job_tables.JobHistoryCopy(pg, live.name, temp, path)) if holds_jobs else None
+        )
         result = swapping.swap(
             live, live=live.name, new=temp, old_name=old, job_id=job.pk, history=history
         )
@@ -158,9 +162,9 @@ def _dropper(job: Job, live: postgres.ConnInfo, names: list[str]) -> Callable[[]
     return drop
 
 
-def _check_job_tables(current: Any, new: Any) -> None:
+def _check_job_tables(current: Any, new: Any, path: list[str]) -> None:
     """The restored database must be able to hold this environment's job history."""
-    missing = job_tables.missing_job_columns(current, new)
+    missing = job_tables.missing_job_columns(current, new, path)
     if missing:
         raise PgCloneError(
             f"The restored database lacks pgclone's job tables or columns ({missing}); "

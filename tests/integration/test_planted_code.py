@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from pgclone import api, databases, job_tables, postgres
+from pgclone import api, databases, job_tables, postgres, search_path
 from pgclone.models import Job
 from tests import pg
 from tests.conftest import (
@@ -278,7 +278,8 @@ def test_the_history_copy_runs_planted_triggers_as_the_role_pgclone_connects_as(
     (outbox / "check").unlink()
     try:
         with databases.Maintenance(postgres.conn_info(alias)) as pg:
-            copy = job_tables.JobHistoryCopy(pg, live=target, new=new)
+            path = search_path.project_path(pg.conn.with_name(target))
+            copy = job_tables.JobHistoryCopy(pg, live=target, new=new, path=path)
             copy.copy()
     finally:
         psql(f'DROP DATABASE "{new}"')

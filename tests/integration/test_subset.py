@@ -22,6 +22,7 @@ from pgclone import (
     plans,
     postgres,
     scrub,
+    search_path,
     subset,
     table_counts,
 )
@@ -100,8 +101,11 @@ def shop(test_database_name: str) -> dict[str, list]:
 def plan_of(settings, config: dict, exclude: list = ()) -> subset.Plan:
     settings.PGCLONE_DUMP_CONFIGS = {"safe": config}
     conn = postgres.conn_info()
+    path = search_path.project_path(conn)
     with postgres.connect(conn) as connection, connection.cursor() as cursor:
-        return subset.make_plan(cursor, configs.dump_config("safe"), exclude=list(exclude))
+        return subset.make_plan(
+            cursor, configs.dump_config("safe"), path=path, exclude=list(exclude)
+        )
 
 
 def columns(rows: dict, plan: subset.Plan, table: str) -> list[dict]:

@@ -1,3 +1,5 @@
+import os
+
 from pgclone import postgres
 
 CONN = postgres.ConnInfo(
@@ -6,7 +8,7 @@ CONN = postgres.ConnInfo(
 
 
 def test_pg_dump_argv_never_holds_the_password():
-    argv = postgres.pg_dump_argv(CONN, exclude_table_data=["auth_user"])
+    argv = postgres.pg_dump_argv(CONN, exclude_table_data=[("public", "auth_user")])
     assert not any("hunter2" in part for part in argv)
     assert CONN.env()["PGPASSWORD"] == "hunter2"
     assert "--no-password" in argv
@@ -31,10 +33,36 @@ def test_names_that_look_like_options_stay_names():
     assert "dbname='x host=evil.example'" in conn.conninfo()
 
 
-def test_excluded_tables_are_exact_quoted_patterns():
-    argv = postgres.pg_dump_argv(CONN, exclude_table_data=['we"ird*', "auth_user"])
-    assert '--exclude-table-data="we""ird*"' in argv
-    assert '--exclude-table-data="auth_user"' in argv
+def test_excluded_tables_are_exact_qualified_quoted_patterns():
+    # pg_dump looks an unqualified pattern up on the session's search_path, which
+    # pgclone pins to pg_catalog: it would match none of the project's tables.
+    argv = postgres.pg_dump_argv(
+        CONN, exclude_table_data=[("public", 'we"ird*'), ("Odd Schema", "auth_user")]
+    )
+    assert '--exclude-table-data="public"."we""ird*"' in argv
+    assert '--exclude-table-data="Odd Schema"."auth_user"' in argv
+
+
+def test_every_session_pins_search_path_at_connect_time(monkeypatch):
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=public -c work_mem=64MB")
+    options = "-c search_path=public -c work_mem=64MB -c search_path=pg_catalog,pg_temp"
+    assert CONN.connect_kwargs()["options"] == options  # the last -c of a name wins
+    assert f"options='{options}'" in postgres.pg_dump_argv(CONN)[-1]
+    assert f"options='{options}'" in postgres.pg_restore_argv(CONN)[-1]
+    project = postgres.ConnInfo(name="db", project_options="-c search_path=app")
+    assert project.connect_kwargs(pinned=False)["options"] == "-c search_path=app"
+    assert project.connect_kwargs()["options"] == options
+
+
+def test_programs_get_an_allowlisted_environment(monkeypatch):
+    monkeypatch.setenv("PGCLONE_AGE_IDENTITY", "AGE-SECRET-KEY-1XYZ")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    monkeypatch.setenv("PGSSLMODE", "require")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    env = CONN.env()
+    assert "PGCLONE_AGE_IDENTITY" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["PGSSLMODE"] == "require" and env["LC_ALL"] == "C.UTF-8"
+    assert env["PATH"] == os.environ["PATH"]
 
 
 def test_no_password_means_no_pgpassword(monkeypatch):
