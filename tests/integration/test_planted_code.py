@@ -285,3 +285,84 @@ def test_the_history_copy_runs_planted_triggers_as_the_role_pgclone_connects_as(
         psql(f'DROP DATABASE "{new}"')
 
     assert fired(outbox) == runs
+
+
+ESCALATE = """
+CREATE FUNCTION escalate(value text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$
+BEGIN
+    BEGIN EXECUTE 'SET ROLE postgres'; EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN EXECUTE format('GRANT pg_execute_server_program TO %I', session_user);
+    EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', 'cat > {outbox}/escalated');
+    EXCEPTION WHEN OTHERS THEN NULL; END;
+    RETURN true;
+END $f$;
+CREATE TABLE escalating (id int PRIMARY KEY, name text CHECK (escalate(name)));
+INSERT INTO escalating VALUES (1, 'one');
+"""
+INTERMEDIATE = f"pgclone_intermediate_{os.environ['PGCLONE_TEST_SESSION']}"
+
+
+@pytest.fixture
+def escalating_dump(target: str, owner_role: str, outbox: Path, local_location: str) -> str:
+    """A dump whose CHECK constraint, run as the restoring role, becomes a superuser
+    (SET ROLE), grants its session's user pg_execute_server_program (CREATEROLE),
+    and runs a program on the database server, whichever of these it can."""
+    psql(f"DROP ROLE IF EXISTS {PLANTER}")
+    psql(f"CREATE ROLE {PLANTER} LOGIN NOSUPERUSER")
+    psql(f"GRANT CREATE ON SCHEMA public TO {PLANTER}", target)
+    connection = pg.driver.connect(host="127.0.0.1", user=PLANTER, dbname=target)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(ESCALATE.replace("{outbox}", str(outbox)))
+    finally:
+        connection.close()
+    job = api.dump(database="target", inline=True)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert fired(outbox) == set()
+    yield job.dump_key
+    psql(f"DROP ROLE IF EXISTS {INTERMEDIATE}")
+
+
+@pytest.mark.parametrize(
+    ("power", "refusal"),
+    [
+        (f"GRANT postgres TO {OWNER}", "which can become the superuser 'postgres' (SET ROLE)"),
+        (f"ALTER ROLE {OWNER} CREATEROLE", "which has CREATEROLE"),
+        (
+            f"CREATE ROLE {INTERMEDIATE} NOINHERIT; "
+            f"GRANT pg_execute_server_program TO {INTERMEDIATE}; "
+            f"GRANT {INTERMEDIATE} TO {OWNER}",
+            "a member of pg_execute_server_program",
+        ),
+    ],
+    ids=["member-of-a-superuser", "createrole", "member-through-a-noinherit-role"],
+)
+def test_a_role_that_can_become_powerful_is_refused_before_anything_runs(
+    escalating_dump, target, outbox, power, refusal, settings
+):
+    settings.PGCLONE_ALLOW_SUPERUSER_RESTORE = False
+    psql(power)
+    before = fingerprint(target)
+
+    with pytest.raises(CommandError) as raised:
+        call_command(
+            "pgclone", "restore", escalating_dump, "--database", "owner", stdout=io.StringIO()
+        )
+
+    assert raised.value.returncode == 2
+    assert f"as role '{OWNER}', {refusal}" in str(raised.value)
+    assert fired(outbox) == set()
+    assert fingerprint(target) == before and pgclone_databases() == []
+
+
+def test_ending_sessions_is_no_power_to_refuse(escalating_dump, target, outbox, settings):
+    settings.PGCLONE_ALLOW_SUPERUSER_RESTORE = False
+    psql(f"GRANT pg_signal_backend TO {OWNER}")
+
+    job = api.restore(escalating_dump, database="owner", pre_swap_hooks=[], inline=True)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert psql("SELECT count(*) FROM escalating", target) == "1"
+    assert fired(outbox) == set()

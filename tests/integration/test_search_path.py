@@ -142,22 +142,24 @@ def outbox() -> Iterator[Path]:
 def shadowed(shop, target: str, outbox: Path) -> Iterator[dict[str, str]]:  # noqa: F811
     """The restore target (a copy of the shop) as its owner left it: shadows on its path."""
     psql(f"CREATE ROLE {SHADOWER} LOGIN NOSUPERUSER")
-    psql(f'ALTER DATABASE "{target}" OWNER TO {SHADOWER}')
-    psql(f"GRANT CREATE ON SCHEMA public TO {SHADOWER}", target)
-    connection = pg.driver.connect(host="127.0.0.1", user=SHADOWER, dbname=target)
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("BEGIN")
-            shadows = plant_shadows(cursor, outbox)
-            cursor.execute(f'ALTER DATABASE "{target}" SET search_path = public, pg_catalog')
-            cursor.execute("COMMIT")
+        psql(f'ALTER DATABASE "{target}" OWNER TO {SHADOWER}')
+        psql(f"GRANT CREATE ON SCHEMA public TO {SHADOWER}", target)
+        connection = pg.driver.connect(host="127.0.0.1", user=SHADOWER, dbname=target)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("BEGIN")
+                shadows = plant_shadows(cursor, outbox)
+                cursor.execute(f'ALTER DATABASE "{target}" SET search_path = public, pg_catalog')
+                cursor.execute("COMMIT")
+        finally:
+            connection.close()
+        yield shadows
     finally:
-        connection.close()
-    yield shadows
-    psql(f'ALTER DATABASE "{target}" OWNER TO postgres')
-    psql(f'ALTER DATABASE "{target}" RESET search_path')
-    psql(f"DROP OWNED BY {SHADOWER} CASCADE", target)
-    psql(f"DROP ROLE {SHADOWER}")
+        psql(f'ALTER DATABASE "{target}" OWNER TO postgres')
+        psql(f'ALTER DATABASE "{target}" RESET search_path')
+        psql(f"DROP OWNED BY {SHADOWER} CASCADE", target)
+        psql(f"DROP ROLE {SHADOWER}")
 
 
 def test_the_shadows_run_in_a_session_that_is_not_pinned(shadowed, target, outbox):
