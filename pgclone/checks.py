@@ -252,6 +252,27 @@ def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     return found
 
 
+@checks.register("pgclone", checks.Tags.database)
+def check_dump_role(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Dumps made as a superuser (run only with --database, or by migrate: image
+    builds that run collectstatic need no database)."""
+    from pgclone import privileges
+
+    found = []
+    for alias in databases or ():
+        if settings.DATABASES.get(alias, {}).get("ENGINE") not in postgres.POSTGRES_ENGINES:
+            continue
+        try:
+            warning = privileges.superuser_dump_warning(postgres.conn_info(alias))
+        except PgCloneError:
+            continue  # unreachable: Django's own checks say so
+        if warning:
+            found.append(checks.Warning(warning, id="pgclone.W020", obj=alias))
+    return found
+
+
 @checks.register("pgclone")
 def check_scrub_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """A config that scrubs should say what becomes of every personal-looking field."""

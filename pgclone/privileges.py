@@ -78,6 +78,24 @@ def verdict(
     return None
 
 
+def superuser_dump_warning(conn: postgres.ConnInfo) -> str | None:
+    """What to say when pgclone dumps ``conn``'s database as a role that is, or can
+    become, a superuser (None otherwise): pg_dump runs none of the database's code
+    and pins its search_path, as every pgclone session does, but a dump config's
+    ``where`` and ``sql`` rules and the pre-dump hooks run with the role's rights."""
+    with postgres.connect(conn) as connection:
+        rows = databases.execute(connection, _POWERFUL_MEMBERSHIPS, [[]])
+    superusers = sorted({user for _, superuser, user in rows if superuser})
+    if not superusers:
+        return None
+    return (
+        f"pgclone dumps {conn.name!r} as role {superusers[0]!r}, which is or can become a "
+        "superuser: the dump configs' where and sql rules and the pre-dump hooks run with "
+        "a superuser's rights. Dump with a role that only reads (for instance one granted "
+        "pg_read_all_data); see 'Security' in pgclone's README."
+    )
+
+
 def refuse_privileged(live: postgres.ConnInfo) -> None:
     """Raise PrivilegedRestoreRefused if restoring into ``live`` would run as a
     role that can reach the server's files and programs (and that isn't allowed)."""

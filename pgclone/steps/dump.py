@@ -29,6 +29,7 @@ from pgclone import (
     payloads,
     planned_dump,
     postgres,
+    privileges,
     retention,
     routing,
     runner,
@@ -152,6 +153,8 @@ def dump(job: Job) -> None:
             f". Also left out the rows of {', '.join(cascaded)}, which reference "
             "rows left out (pg_restore could not re-create their foreign keys otherwise)"
         )
+    if warning := privileges.superuser_dump_warning(conn):
+        message += f". Warning: {warning}"
     jobs.set_step_message(job, "dump", message)
 
 

@@ -15,6 +15,7 @@ that the shadows do run when the search_path lets them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from pgclone import api
+from pgclone import api, postgres, privileges
+from pgclone.checks import check_dump_role
 from pgclone.models import Job
 from tests import pg
 from tests.conftest import pgclone_databases, psql
@@ -204,3 +206,20 @@ def test_no_shadow_runs_in_any_job_made_as_a_superuser(
     assert failed == {}
     assert ran(outbox, shadowed) == []
     assert pgclone_databases() == []
+    # What still runs with the dumping role's rights is said on every dump made so.
+    message = jobs["scrubbed"].steps.get(name="dump").message
+    assert "as role 'postgres', which is or can become a superuser" in message
+    assert "where and sql rules and the pre-dump hooks" in message
+
+
+def test_a_system_check_warns_of_dumps_made_as_a_superuser(test_database_name):
+    assert [m.id for m in check_dump_role(databases=["default"])] == ["pgclone.W020"]
+    # It needs the database: without --database (collectstatic in an image build) it is silent.
+    assert check_dump_role(databases=None) == []
+    reader = f"pgclone_reader_{os.environ['PGCLONE_TEST_SESSION']}"
+    psql(f"CREATE ROLE {reader} LOGIN; GRANT pg_read_all_data TO {reader}")
+    try:
+        as_reader = dataclasses.replace(postgres.conn_info(), user=reader)
+        assert privileges.superuser_dump_warning(as_reader) is None
+    finally:
+        psql(f"DROP ROLE {reader}")
