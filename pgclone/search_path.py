@@ -110,9 +110,13 @@ def find(cursor: Any, path: list[str], names: Iterable[str]) -> dict[str, tuple[
     return found
 
 
-def project_path(conn: postgres.ConnInfo) -> list[str]:
-    """The schemas where the project's sessions on ``conn``'s database find tables."""
+def project_path(conn: postgres.ConnInfo, connection: Any = None) -> list[str]:
+    """The schemas where the project's sessions on ``conn``'s database find
+    tables; ``connection``: one of pgclone's to that database, if open already."""
     setting = project_setting(conn)
+    if connection is not None:
+        with connection.cursor() as cursor:
+            return schemas(cursor, setting)
     with postgres.connect(conn) as connection, connection.cursor() as cursor:
         return schemas(cursor, setting)
 

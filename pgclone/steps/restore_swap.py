@@ -38,7 +38,7 @@ def swap(job: Job) -> Callable[[], None]:
             return finish_swapped(job, "the swap had already happened")
         holds_jobs = jobs.holds_jobs_on(pg.server, live.name)
         # Where the project's sessions find the job tables (pgclone's search none).
-        path = search_path.project_path(live) if holds_jobs else []
+        path = search_path.project_path(live, pg.on(live.name)) if holds_jobs else []
         if holds_jobs:
             _check_job_tables(pg.on(live.name), pg.on(temp), path)
         _wait_for_other_jobs(job, holds_jobs)

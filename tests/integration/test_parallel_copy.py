@@ -437,17 +437,14 @@ def test_copy_text_reads_back_the_same_whatever_the_sessions_defaults(
     # pgclone's sessions (its driver's and psql's, not Django's) start with a
     # role's settings, as ALTER ROLE … SET would give them
     settings = "-c DateStyle=SQL,DMY -c extra_float_digits=0"
-    env, connect_kwargs = postgres.ConnInfo.env, postgres.ConnInfo.connect_kwargs
+    env, options = postgres.ConnInfo.env, postgres.session_options
 
     def role_env(conn):
-        return {**env(conn), "PGOPTIONS": settings, "PGCLIENTENCODING": "LATIN1"}
-
-    def role_kwargs(conn):
-        kwargs = connect_kwargs(conn)
-        return {**kwargs, "options": f"{kwargs.get('options', '')} {settings}".strip()}
+        return {**env(conn), "PGCLIENTENCODING": "LATIN1"}
 
     monkeypatch.setattr(postgres.ConnInfo, "env", role_env)
-    monkeypatch.setattr(postgres.ConnInfo, "connect_kwargs", role_kwargs)
+    # before the pinned search_path, as the environment's PGOPTIONS would be
+    monkeypatch.setattr(postgres, "session_options", lambda: f"{settings} {options()}")
     try:
         dumped = api.dump(config="library", inline=True)
         assert dumped.status == Job.Status.SUCCEEDED, dumped.error
@@ -476,7 +473,9 @@ def test_a_sql_ascii_database_s_bytes_pass_as_they_are():
         conn = postgres.conn_info()
         with postgres.connect(conn.with_name(source)) as connection:
             settings = [s.as_string(connection) for s in plans.SETTINGS]
-        script = "\n".join(["BEGIN;", *(f"{s};" for s in settings), "COPY t TO STDOUT;", "END;"])
+        script = "\n".join(
+            ["BEGIN;", *(f"{s};" for s in settings), "COPY public.t TO STDOUT;", "END;"]
+        )
         written = subprocess.run(
             [*parallel_copy.psql_argv(conn.with_name(source))], input=script.encode(),
             env={**conn.env(), "PGCLIENTENCODING": "UTF8"}, capture_output=True, check=True,

@@ -393,9 +393,29 @@ def test_the_server_computes_the_same_keyed_digest_as_python(settings, shop):
          "gives equal values to distinct rows, and the column is unique"),
         ({"scrub": {"testapp.Customer": {"ip": {"sql": "'not an ip ' || {column}"}}}},
          'The sql rule of public.testapp_customer.ip fails: invalid input syntax for type inet'),
+        # pgclone's sessions search pg_catalog alone: the project's names need their schema
+        ({"subset": {"testapp.Order": {"where": "id IN (SELECT id FROM testapp_customer)"}}},
+         'relation "testapp_customer" does not exist. pgclone\'s sessions look up names in '
+         "pg_catalog only, so that nothing planted in the database can run in them: name a "
+         "table, or a function that is not PostgreSQL's own, with its schema"),
+        ({"scrub": {"testapp.Customer": {"notes": {"sql": "shop_mask({column})"}}}},
+         "The sql rule of public.testapp_customer.notes fails: function shop_mask(text) does "
+         "not exist. pgclone's sessions look up names in pg_catalog only"),
     ],
 )  # fmt: skip
 def test_what_would_fail_a_dump_is_found_before_it_starts(settings, shop, config, message):
+    psql(
+        "CREATE FUNCTION public.shop_mask(value text) RETURNS text LANGUAGE sql "
+        "AS $$ SELECT 'masked' $$",
+        postgres.conn_info().name,
+    )
+    try:
+        _refused_before_it_starts(settings, config, message)
+    finally:
+        psql("DROP FUNCTION public.shop_mask(text)", postgres.conn_info().name)
+
+
+def _refused_before_it_starts(settings, config, message):
     plan = plan_of(settings, config)
     with table_counts.snapshot_transaction(postgres.conn_info()) as cursor:
         problems = plans.check(cursor, plan)
