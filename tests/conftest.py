@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -174,6 +176,16 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip(f"can't mount a small tmpfs here: {done.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def outbox() -> Iterator[Path]:
+    """A folder the database server's OS user may write to: where planted code
+    that runs with a superuser's rights leaves its mark (COPY … TO PROGRAM)."""
+    path = Path(tempfile.mkdtemp(prefix="pgclone-outbox-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
 
 
 @pytest.fixture

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +67,7 @@ def plant(database: str, outbox: Path) -> None:
     BEGIN
         IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
             EXECUTE format('COPY (SELECT 1) TO PROGRAM %L',
-                           'touch ' || '{outbox}' || '/' || vector);
+                           'cat > ' || '{outbox}' || '/' || vector);
         END IF;
         RETURN true;
     END $f$;
@@ -102,15 +100,6 @@ def plant(database: str, outbox: Path) -> None:
 
 def fired(outbox: Path) -> set[str]:
     return {path.name for path in outbox.iterdir()}
-
-
-@pytest.fixture
-def outbox() -> Iterator[Path]:
-    """A folder the database server's OS user may write to."""
-    path = Path(tempfile.mkdtemp(prefix="pgclone-outbox-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path)
 
 
 @pytest.fixture

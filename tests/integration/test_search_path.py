@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,15 +127,6 @@ def _made(cursor, statement: str) -> bool:
 
 def ran(outbox: Path, shadows: dict[str, str]) -> list[str]:
     return sorted(shadows.get(path.name, path.name) for path in outbox.iterdir())
-
-
-@pytest.fixture
-def outbox() -> Iterator[Path]:
-    """A folder the database server's OS user may write to."""
-    path = Path(tempfile.mkdtemp(prefix="pgclone-shadows-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path)
 
 
 @pytest.fixture
