@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from pgclone import api, conf, databases, health, humanize, keys, payloads, postgres
+from pgclone import api, conf, databases, health, humanize, keys, payloads, postgres, signing
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
 from pgclone.storage import get_storage
@@ -66,7 +66,8 @@ def offered_problem(key: str, alias: str) -> str:
             "PGCLONE_LOCAL_SOURCES that exist on the server."
         )
     try:
-        get_storage().read_manifest(keys.parse_key(key))
+        parsed = keys.parse_key(key)
+        signing.check(parsed, get_storage().read_manifest(parsed))
     except PgCloneError as exc:
         return str(exc)
     return ""
@@ -156,7 +157,9 @@ def _trial_text(trial: health.Trial | None) -> str:
     if trial is None:
         return "never"
     when = timezone.localtime(trial.at).strftime("%Y-%m-%d %H:%M") if trial.at else "?"
-    return f"passed {when}" if trial.passed else f"FAILED {when}: {trial.problem}"
+    if trial.passed:
+        return f"passed {when}" + ("" if trial.bound else f" (unbound: {health.UNBOUND})")
+    return f"FAILED {when}: {trial.problem}"
 
 
 # Who may stop a job: whoever may start one of its kind.

@@ -297,10 +297,9 @@ def sweep() -> list[Job]:
 
 
 def ls(database: str | None = None) -> list[keys.DumpKey]:
-    """Complete dumps in storage, oldest first; one database's if named."""
-    if database is not None:
-        keys.validate_database_name(database)
-    return get_storage().list_keys(database)
+    """Complete dumps in storage that can be used, oldest first; one database's if
+    named. Damaged or refused ones are left out (``dump_infos`` lists them, with why)."""
+    return [info.key for info in dump_infos(database) if not info.damaged]
 
 
 def dump_infos(database: str | None = None) -> list[DumpInfo]:
@@ -312,20 +311,22 @@ def dump_infos(database: str | None = None) -> list[DumpInfo]:
 
 
 def database_names() -> list[str]:
-    """Names of the databases that have at least one complete dump."""
-    return sorted({key.database for key in get_storage().list_keys()})
+    """Names of the databases that have at least one complete dump that can be used."""
+    return sorted({key.database for key in ls()})
 
 
-def prune(*, dry_run: bool = False, database: str | None = None) -> list[keys.DumpKey]:
+def prune(*, dry_run: bool = False, database: str | None = None) -> retention.Pruning:
     """Apply the retention rules of PGCLONE_DUMP_CONFIGS to the dumps in storage.
 
-    Returns what was deleted, or with ``dry_run`` what would be.
+    Returns what was deleted (or with ``dry_run`` what would be), and the dumps
+    left alone because they can't be used (damaged or refused): retention neither
+    counts nor deletes those.
     """
     if database is not None:
         keys.validate_database_name(database)
     storage = get_storage()
     if dry_run:
-        return retention.expired(storage, database=database)
+        return retention.review(storage, database=database)
     return retention.prune(storage, database=database)
 
 

@@ -85,6 +85,17 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
                 id="pgclone.E009",
             )
         )
+    fallbacks = conf.signing_key_fallbacks()
+    if not isinstance(fallbacks, list | tuple) or not all(
+        isinstance(secret, str) and secret for secret in fallbacks
+    ):
+        errors.append(
+            checks.Error(
+                "PGCLONE_SIGNING_KEY_FALLBACKS must be a list of strings (older signing keys).",
+                hint='Write it as a list, such as ["the-previous-key"], or leave it unset.',
+                id="pgclone.E012",
+            )
+        )
     errors += _encryption_errors()
     if conf.allow_superuser_restore():
         errors.append(

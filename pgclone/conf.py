@@ -53,6 +53,14 @@ def signing_key() -> str | None:
     return _get("PGCLONE_SIGNING_KEY", None) or None
 
 
+def signing_key_fallbacks() -> Any:
+    """Older signing keys, as Django's SECRET_KEY_FALLBACKS: manifests and trial records
+    signed with one still check, nothing new is signed with them. A list of strings
+    (the system check pgclone.E012 says otherwise)."""
+    value = _get("PGCLONE_SIGNING_KEY_FALLBACKS", None)
+    return [] if value is None else value
+
+
 def scrub_key() -> str:
     """The key of the scrub rules' digests: PGCLONE_SCRUB_KEY, or one derived from SECRET_KEY."""
     import hashlib

@@ -1,9 +1,15 @@
 """Are the backups alive? (``manage.py pgclone health``, the admin, health checks.)
 
 A database is healthy when its newest complete dump is younger than the
-limit and the last trial restore of its dumps, if there was one, passed. A
-trial's record that can't be trusted (unreadable, or its signature wrong
-while signing is on) counts as a failed trial: it proves nothing.
+limit, no dump newer than that one (keys timestamped in the future
+included) is damaged or refused, since ``restore DB_NAME`` would fail on it or
+something other than pgclone wrote it to the storage, and the last
+trial restore of its dumps, if there was one, passed. A trial's record that
+can't be trusted (unreadable, its signature wrong while signing is on, or of
+another dump: another key, other bytes than the dump's SHA-256) counts as a
+failed trial: it proves nothing. Records made before trials named the SHA-256
+they proved are "unbound": shown as such, neither a proof of these bytes nor a
+failure.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pgclone.storage.base import DumpInfo, Storage
 
 DEFAULT_MAX_AGE = "26h"  # a nightly dump, with two hours' grace
 MAX_REASON = 300  # characters of a failed trial's error on its one line
+UNBOUND = "its record, older than this pgclone, does not name the bytes it restored"
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,15 @@ class Trial:
     at: dt.datetime | None
     job_id: str = ""
     problem: str = ""  # why it proves nothing: its error, or what is wrong with the record
+    bound: bool = True  # the record names the SHA-256 of the bytes it restored
 
     def text(self, now: dt.datetime) -> str:
         when = (
             f"{human_age((now - self.at).total_seconds())} ago" if self.at else "at an unknown time"
         )
         job = f" (job {self.job_id[:8]})" if self.job_id else ""
+        if self.passed and not self.bound:
+            return f"restored in a trial {when}{job}, unbound: {UNBOUND}"
         if self.passed:
             return f"restored in a trial {when}{job}"
         why = " ".join(line.strip() for line in self.problem.splitlines() if line.strip())
@@ -54,13 +64,29 @@ def trial_of(info: DumpInfo) -> Trial | None:
     key = str(info.key)
     if "problem" in record and "outcome" not in record:
         return Trial(key, False, None, problem=f"its record can't be read: {record['problem']}")
-    at = _moment(record.get("at"))
-    distrust = signing.record_problem(record)
+    at, job = _moment(record.get("at")), str(record.get("job_id", ""))
+    distrust = signing.record_problem(record) or _of_another_dump(info, record)
     if distrust:
-        return Trial(key, False, at, str(record.get("job_id", "")), f"its record: {distrust}")
-    passed = record.get("outcome") == "passed" and record.get("key") == key
+        return Trial(key, False, at, job, f"its record: {distrust}")
+    passed = record.get("outcome") == "passed"
     problem = "" if passed else str(record.get("error") or "the record says it failed")
-    return Trial(key, passed, at, str(record.get("job_id", "")), problem)
+    return Trial(key, passed, at, job, problem, bound="sha256" in record)
+
+
+def _of_another_dump(info: DumpInfo, record: dict[str, Any]) -> str:
+    """Why the record is not of this dump as it is now ("" when it is): a trial
+    proves only the exact bytes it restored."""
+    if record.get("key") != str(info.key):
+        return f"it is of another dump ({str(record.get('key'))[:200]!r})"
+    if info.damaged and record.get("outcome") == "passed":
+        return "the dump it vouches for can't be used (`manage.py pgclone verify` says why)"
+    proved = record.get("sha256")
+    if proved is not None and proved != info.manifest.get("sha256"):
+        return (
+            f"it is of other bytes (SHA-256 {str(proved)[:16]}…) than the dump's "
+            f"(SHA-256 {str(info.manifest.get('sha256'))[:16]}…)"
+        )
+    return ""
 
 
 def _moment(text: Any) -> dt.datetime | None:
@@ -142,13 +168,19 @@ def _health(
     if not complete:
         problem = "no complete dump in storage"
         if infos:
-            problem += f" ({len(infos)} with a damaged manifest)"
+            problem += f" ({len(infos)} damaged or refused: `manage.py pgclone ls --long`)"
         return DatabaseHealth(name, None, None, None, (problem,))
     newest = max(complete, key=lambda info: info.key.created)
     age = (now - newest.key.created).total_seconds()
     problems = []
     if age > limit[0]:
         problems.append(f"its newest dump is older than {limit[1]}")
+    newer = [info.key for info in infos if info.damaged and info.key.created > newest.key.created]
+    if newer:
+        problems.append(
+            f"a newer dump, {max(newer)}, is damaged or refused (`manage.py pgclone verify "
+            f"{max(newer)}` says why)"
+        )
     trials = [trial for info in infos if (trial := trial_of(info)) is not None]
     last = max(trials, key=lambda t: t.at or dt.datetime.min.replace(tzinfo=dt.UTC), default=None)
     if last is not None and not last.passed:

@@ -17,6 +17,9 @@ TIMESTAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 SUFFIX = ".dump"
 MAX_DATABASE_NAME_BYTES = 63  # PostgreSQL's identifier limit (NAMEDATALEN - 1)
 MAX_CONFIG_NAME_LENGTH = 100  # Job.config_name's max_length
+# A key timestamped later than this after the reader's clock was not made by a dump
+# (clocks of machines that dump and read may differ a little): it is never the newest.
+FUTURE_LEEWAY_MINUTES = 5
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _KEY = re.compile(
     r"^(?P<database>[^/]+)/(?P<timestamp>\d{8}T\d{6}\.\d{6}Z)\.(?P<config>[A-Za-z0-9_-]+)\.dump$"
@@ -106,7 +109,14 @@ def looks_like_key(text: str) -> bool:
     return "/" in text
 
 
-def newest(keys: list[DumpKey], database: str) -> DumpKey | None:
-    """The newest dump of exactly this database (never of one sharing its prefix)."""
-    mine = [key for key in keys if key.database == database]
+def from_the_future(key: DumpKey, now: dt.datetime | None = None) -> bool:
+    """Whether the key's timestamp is more than FUTURE_LEEWAY_MINUTES after ``now``."""
+    limit = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=FUTURE_LEEWAY_MINUTES)
+    return key.created > limit
+
+
+def newest(keys: list[DumpKey], database: str, now: dt.datetime | None = None) -> DumpKey | None:
+    """The newest dump of exactly this database (never of one sharing its prefix),
+    never one timestamped in the future."""
+    mine = [key for key in keys if key.database == database and not from_the_future(key, now)]
     return max(mine, key=lambda key: (key.timestamp, key.config), default=None)

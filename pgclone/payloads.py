@@ -127,6 +127,7 @@ class Manifest:
     pgclone_version: str = ""
     job_id: str = ""
     signature: str | None = None
+    signing_key_id: str | None = None  # names the key that signed it (signing.key_id)
     # An encrypted dump: {"method": "age", "recipients": [public keys]}; None when plain.
     encryption: dict[str, Any] | None = None
     plaintext_sha256: str | None = None  # of the zstd stream age encrypted
@@ -141,6 +142,7 @@ class Manifest:
 
     @property
     def signed(self) -> bool:
+        """It carries a signature: whether it checks is ``signing.examine``'s to say."""
         return bool(self.signature)
 
     @property
@@ -155,7 +157,8 @@ class Manifest:
         data = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
         data["exclude_models"] = list(self.exclude_models)
         data["excluded_tables"] = list(self.excluded_tables)
-        for name in ("signature", "raw_size", "tables", "encryption", "plaintext_sha256", "plan"):
+        optional = ("signature", "signing_key_id", "raw_size", "tables", "encryption")
+        for name in (*optional, "plaintext_sha256", "plan"):
             if data[name] is None:
                 del data[name]  # as manifests without them were written
         return {**self.extra, **data}

@@ -55,7 +55,7 @@ def flags(info: DumpInfo) -> str:
     if info.damaged:
         found.append("DAMAGED")
     manifest = Manifest.from_dict(info.manifest) if info.manifest else None
-    if manifest and manifest.signed:
+    if info.signed:  # its signature checked here: a field alone proves nothing
         found.append("signed")
     if manifest and manifest.excluded_tables:
         found.append("rows-excluded")
@@ -75,7 +75,9 @@ def trial_cell(info: DumpInfo, now: dt.datetime | None = None) -> str:
     if trial is None:
         return "-"
     when = age(trial.at, now) if trial.at else "?"
-    return f"passed-{when}-ago" if trial.passed else f"FAILED-{when}-ago"
+    if trial.passed:
+        return f"passed-{when}-ago" + ("" if trial.bound else "-unbound")
+    return f"FAILED-{when}-ago"
 
 
 def dumps_table(infos: Sequence[DumpInfo], now: dt.datetime | None = None) -> list[str]:

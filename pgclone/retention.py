@@ -4,14 +4,20 @@ A dump config may say ``keep_last`` (keep the newest N dumps) and/or
 ``keep_days`` (keep dumps younger than that); a dump either rule keeps is
 kept. Whatever the rules say, the newest dump of each database and config is
 never deleted, nor a dump that a pending or running restore uses. Only
-complete pgclone dumps are considered: nothing else in the storage is ever
-touched.
+complete pgclone dumps that can be used are considered: nothing else in the
+storage is ever touched. A dump whose manifest is damaged or refused where it
+is stored (``signing.examine``: a wrong or missing signature, another key's
+manifest, a key timestamped in the future) is neither counted nor deleted:
+otherwise whoever can write to the storage could push genuine dumps out with
+forged ones. It is left alone, and said so.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils import timezone
@@ -19,6 +25,24 @@ from django.utils import timezone
 from pgclone import configs, keys
 from pgclone.models import Job
 from pgclone.storage import Storage
+from pgclone.storage.base import DumpInfo
+
+logger = logging.getLogger("pgclone")
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """What retention deletes (or would), and what it leaves alone because it
+    can't be used: neither counted nor deleted."""
+
+    deleted: list[keys.DumpKey] = field(default_factory=list)
+    left_alone: list[DumpInfo] = field(default_factory=list)
+
+    def left_alone_lines(self) -> list[str]:
+        return [
+            f"Left alone {info.key}, neither counted nor deleted: {info.damaged}"
+            for info in self.left_alone
+        ]
 
 
 def rules(config_name: str) -> tuple[int | None, float | None]:
@@ -33,13 +57,15 @@ def in_use() -> set[str]:
     return set(active.exclude(dump_key="").values_list("dump_key", flat=True))
 
 
-def expired(
+def review(
     storage: Storage, *, database: str | None = None, config: str | None = None, now: Any = None
-) -> list[keys.DumpKey]:
-    """The dumps that retention would delete now, oldest first."""
+) -> Pruning:
+    """The dumps that retention would delete now, oldest first, and the ones it
+    leaves alone."""
     now = now or timezone.now()
     protected = in_use()
-    found = [k for k in storage.list_keys(database) if config is None or k.config == config]
+    infos = [i for i in storage.infos(database, now) if config is None or i.key.config == config]
+    found = [info.key for info in infos if not info.damaged]
     doomed = []
     group_of = lambda key: (key.database, key.config)  # noqa: E731
     for (_, config_name), group in itertools.groupby(sorted(found, key=group_of), key=group_of):
@@ -53,14 +79,22 @@ def expired(
             if position == 0 or young or recent or str(key) in protected:
                 continue
             doomed.append(key)
-    return sorted(doomed)
+    return Pruning(sorted(doomed), [info for info in infos if info.damaged])
 
 
-def prune(
-    storage: Storage, *, database: str | None = None, config: str | None = None
+def expired(
+    storage: Storage, *, database: str | None = None, config: str | None = None, now: Any = None
 ) -> list[keys.DumpKey]:
-    """Delete what retention says should go; return what was deleted."""
-    doomed = expired(storage, database=database, config=config)
-    for key in doomed:
+    """The dumps that retention would delete now, oldest first."""
+    return review(storage, database=database, config=config, now=now).deleted
+
+
+def prune(storage: Storage, *, database: str | None = None, config: str | None = None) -> Pruning:
+    """Delete what retention says should go; return what was deleted and what was
+    left alone (each logged as a warning)."""
+    pruning = review(storage, database=database, config=config)
+    for key in pruning.deleted:
         storage.delete(key)
-    return doomed
+    for line in pruning.left_alone_lines():
+        logger.warning("pgclone retention: %s", line)
+    return pruning

@@ -442,6 +442,42 @@ def damaged_trial_record_is_no_proof(backend: Backend) -> None:
         assert backend.storage().list_keys() == [KEY]
 
 
+def infos_refuse_manifests_out_of_place(backend: Backend) -> None:
+    """``infos`` judges each manifest where it is stored (pgclone.signing): a signed
+    manifest copied, bytes and all, under a later key of its database, and any
+    key timestamped in the future, are listed as damaged, with why, and not as
+    the dumps their keys name; ``info`` refuses them."""
+    from django.test import override_settings
+
+    from pgclone import signing
+
+    later = keys.make_key("shop", "default", MOMENT + dt.timedelta(days=1))
+    future = keys.make_key("shop", "default", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=6))
+    with override_settings(PGCLONE_SIGNING_KEY="contract-signing-key"):
+        signed = signing.sign(
+            {
+                **manifest_for(KEY, DATA),
+                "database": KEY.database,
+                "config": KEY.config,
+                "created": KEY.created.isoformat(),
+            }
+        )
+        for key in (KEY, later):  # as a storage writer without the key copies it
+            backend.put(str(key), DATA)
+            backend.put(f"{key}{MANIFEST_SUFFIX}", json.dumps(signed).encode())
+        storage = backend.storage()
+        genuine, copied = storage.infos()
+        assert (genuine.key, genuine.signed, genuine.damaged) == (KEY, True, "")
+        assert copied.key == later and not copied.signed and copied.manifest == {}
+        assert f"its signed manifest says key = {str(KEY)!r}" in copied.damaged
+        with pytest.raises(DumpDamaged, match="copied or renamed in the storage"):
+            storage.info(later)
+    store(backend, future, DATA)  # signing off: the timestamp alone is refused
+    listed = {info.key: info.damaged for info in backend.storage().infos()}
+    assert "more than 5 minutes after this machine's clock" in listed[future]
+    assert listed[KEY] == ""
+
+
 CHECKS: list[Check] = [
     storage_is_usable,
     staged_upload_is_invisible_until_completed,
@@ -465,6 +501,7 @@ CHECKS: list[Check] = [
     delete_removes_data_without_manifest,
     trial_record_lives_beside_its_dump,
     damaged_trial_record_is_no_proof,
+    infos_refuse_manifests_out_of_place,
 ]
 
 # Where a storage is known to break the contract: check -> why. Run as strict xfails.

@@ -265,13 +265,19 @@ def _apply_retention(storage: Storage, job: Job) -> str:
     """Prune this database's dumps of this config. A failure here is only a warning:
     the new dump is safe either way."""
     try:
-        deleted = retention.prune(storage, database=job.database_name, config=job.config_name)
+        pruning = retention.prune(storage, database=job.database_name, config=job.config_name)
     except Exception as exc:
         return f"; warning: retention failed: {runner.describe_error(exc)}"
-    if not deleted:
-        return ""
-    jobs.update_result(job, pruned=[str(key) for key in deleted])
-    return f"; retention deleted {len(deleted)} older dump(s)"
+    said = ""
+    if pruning.left_alone:
+        said = (
+            f"; warning: {len(pruning.left_alone)} dump(s) that can't be used were neither "
+            "counted nor deleted by retention (`manage.py pgclone prune --dry-run` lists them)"
+        )
+    if not pruning.deleted:
+        return said
+    jobs.update_result(job, pruned=[str(key) for key in pruning.deleted])
+    return f"; retention deleted {len(pruning.deleted)} older dump(s)" + said
 
 
 def cleanup(job: Job) -> list[str]:

@@ -36,7 +36,7 @@ from pgclone.storage import storage_for
 
 # Failures that are the dump's: recorded beside it as a failed trial.
 DUMP_FAILURES = (DumpDamaged, CommandFailed, HookFailed)
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: names the SHA-256 of the dump it restored
 
 
 def _recorded(step: Any) -> Any:
@@ -102,6 +102,9 @@ def _keep(job: Job, outcome: str, *, error: str = "", step: str = "") -> None:
         "hooks": list(payloads.restore_options(job).pre_swap_hooks),
         "comparison": job.result.get("comparison"),
     }
+    proved = (job.result.get("manifest") or {}).get("sha256")
+    if proved:  # what fetch checked: the record vouches for these bytes only
+        entry["sha256"] = proved
     if error:
         entry.update(error=error, step=step)
     storage_for(payloads.restore_options(job).storage_location).record_trial(

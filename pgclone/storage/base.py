@@ -9,6 +9,11 @@ A dump is written in two phases so that it is never visible half-written:
    writes the manifest ``KEY.json`` beside it. The manifest is the commit
    marker: listing and reading only see keys whose manifest exists.
 
+Listing (``infos``) also judges each manifest where it is stored
+(``signing.examine``): one refused there (a wrong or missing signature, signed
+fields that are another key's, a key timestamped in the future) is listed as
+damaged, as an unreadable one is, and never used.
+
 A trial restore (``verify --restore``) leaves its outcome beside the dump as
 ``KEY.trial.json``, never in the manifest (whose signature covers it); it goes
 when the dump goes.
@@ -20,12 +25,13 @@ what passes from one to the other.
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from pgclone import keys
+from pgclone import keys, signing
 from pgclone.exceptions import DumpDamaged, DumpNotFound, InvalidInput
 from pgclone.humanize import human_bytes
 
@@ -40,6 +46,7 @@ class DumpInfo:
     manifest: dict[str, Any]
     damaged: str = ""  # why the manifest can't be used: such a dump is never restored
     trial: dict[str, Any] | None = None  # the last trial restore's record, if any
+    signed: bool = False  # its signature checked with a configured key
 
     @property
     def size(self) -> int:
@@ -183,23 +190,36 @@ class Storage(abc.ABC):
             )
         return manifest
 
-    def info(self, key: keys.DumpKey) -> DumpInfo:
-        return DumpInfo(key, self.read_manifest(key), trial=self.trial(key))
+    def _judged(
+        self, key: keys.DumpKey, trial: dict[str, Any] | None, now: dt.datetime | None
+    ) -> DumpInfo:
+        try:
+            manifest = self.read_manifest(key)
+        except DumpDamaged as exc:
+            return DumpInfo(key, {}, damaged=str(exc), trial=trial)
+        refused, signed = signing.examine(key, manifest, now)
+        if refused:  # nothing it says is to be believed: shown only with why
+            return DumpInfo(key, {}, damaged=refused, trial=trial)
+        return DumpInfo(key, manifest, trial=trial, signed=signed)
 
-    def infos(self, database: str | None = None) -> list[DumpInfo]:
+    def info(self, key: keys.DumpKey) -> DumpInfo:
+        """One dump; DumpDamaged if its manifest is damaged or refused where it is stored."""
+        manifest = self.read_manifest(key)
+        refused, signed = signing.examine(key, manifest)
+        if refused:
+            raise DumpDamaged(refused)
+        return DumpInfo(key, manifest, trial=self.trial(key), signed=signed)
+
+    def infos(self, database: str | None = None, now: dt.datetime | None = None) -> list[DumpInfo]:
         """Complete dumps with their manifests and last trial restores, oldest
-        first; one whose manifest is damaged comes with why (it is listed, and
-        never restored)."""
+        first; one whose manifest is damaged or refused where it is stored comes
+        with why (it is listed, and never restored, counted or taken as newest)."""
         names = self._json_names(database)
         tried = {name[: -len(TRIAL_SUFFIX)] for name in names if name.endswith(TRIAL_SUFFIX)}
-        found = []
-        for key in self._keys(names, database):
-            trial = self.trial(key) if str(key) in tried else None
-            try:
-                found.append(DumpInfo(key, self.read_manifest(key), trial=trial))
-            except DumpDamaged as exc:
-                found.append(DumpInfo(key, {}, damaged=str(exc), trial=trial))
-        return found
+        return [
+            self._judged(key, self.trial(key) if str(key) in tried else None, now)
+            for key in self._keys(names, database)
+        ]
 
     def record_trial(self, key: keys.DumpKey, record: dict[str, Any]) -> None:
         """Keep a trial restore's outcome beside the dump (replacing the last one)."""

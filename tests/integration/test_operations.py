@@ -152,7 +152,7 @@ def test_prune_keeps_the_newest_recent_and_in_use_dumps(local_location, settings
 def test_young_dumps_are_kept(local_location, settings):
     settings.PGCLONE_DUMP_CONFIGS = {"default": {"keep_days": 1}}
     jobs = [api.dump(inline=True) for _ in range(2)]
-    assert api.prune(dry_run=True) == []
+    assert api.prune(dry_run=True).deleted == []
     assert len(api.ls()) == len(jobs)
 
 

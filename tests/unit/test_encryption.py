@@ -168,19 +168,24 @@ def test_keygen_prints_an_identity_file_and_where_each_key_goes(tmp_path, settin
 
 
 def test_the_signature_covers_whom_a_dump_is_encrypted_to(settings):
-    from pgclone import signing
+    from pgclone import keys, signing
     from pgclone.exceptions import DumpDamaged
 
     settings.PGCLONE_SIGNING_KEY = "pgclone-unit-signing-key"
+    key = keys.parse_key("db/20261123T230321.482913Z.default.dump")
     manifest = signing.sign(
         {
+            "key": str(key),
+            "database": key.database,
+            "config": key.config,
+            "created": key.created.isoformat(),
             "size": 1,
             "sha256": "a" * 64,
             "plaintext_sha256": "b" * 64,
             "encryption": encryption.describe([RECIPIENT]),
         }
     )
-    signing.check("db/k.dump", manifest)
+    signing.check(key, manifest)
     swapped = {**manifest, "encryption": encryption.describe([OTHER])}
     with pytest.raises(DumpDamaged, match="signature does not match"):
-        signing.check("db/k.dump", swapped)
+        signing.check(key, swapped)

@@ -94,9 +94,43 @@ def test_a_database_without_a_complete_dump_is_unhealthy():
     damaged = DumpInfo(info("app", 1).key, {}, damaged="bad manifest")
     found = health.assess([damaged], ["app", "nobody"], now=NOW)
     assert [f.line(NOW) for f in found] == [
-        "FAIL app: no complete dump in storage (1 with a damaged manifest)",
+        "FAIL app: no complete dump in storage (1 damaged or refused: "
+        "`manage.py pgclone ls --long`)",
         "FAIL nobody: no complete dump in storage",
     ]
+
+
+def test_a_newer_dump_that_cannot_be_used_is_unhealthy():
+    genuine, planted = info("app", 2), info("app", 1)
+    refused = DumpInfo(planted.key, {}, damaged="Dump … is refused: its signed manifest says …")
+    (found,) = health.assess([genuine, refused], now=NOW)
+    assert not found.healthy and found.newest == genuine
+    assert found.line(NOW).startswith(f"FAIL app: newest dump 2h old ({genuine.key})")
+    assert f"a newer dump, {planted.key}, is damaged or refused" in found.line(NOW)
+    older = DumpInfo(info("app", 3).key, {}, damaged="bad manifest")  # only an older one
+    assert health.assess([older, genuine], now=NOW)[0].healthy
+
+
+def test_a_trial_proves_only_the_bytes_it_restored():
+    dump = info("app", 1)
+    bound = {**passed(dump), "sha256": dump.manifest["sha256"]}
+    assert health.trial_of(DumpInfo(dump.key, dump.manifest, trial=bound)).passed
+    other = DumpInfo(dump.key, dump.manifest, trial={**bound, "sha256": "f" * 64})
+    trial = health.trial_of(other)
+    assert not trial.passed and trial.problem.startswith("its record: it is of other bytes")
+    assert not health.assess([other], now=NOW)[0].healthy
+    refused = DumpInfo(dump.key, {}, damaged="refused", trial=bound)
+    assert "can't be used" in health.trial_of(refused).problem
+
+
+def test_a_record_made_before_trials_named_their_bytes_is_unbound():
+    dump = info("app", 1)
+    old = DumpInfo(dump.key, dump.manifest, trial=passed(dump))
+    trial = health.trial_of(old)
+    assert trial.passed and not trial.bound
+    (found,) = health.assess([old], now=NOW)
+    assert found.healthy  # shown, not failed
+    assert "restored in a trial 1h ago (job 1234abcd), unbound: its record" in found.line(NOW)
 
 
 def test_check_refuses_a_bad_limit_or_name():

@@ -56,6 +56,18 @@ def test_newest_never_picks_a_database_sharing_the_prefix():
     assert keys.newest(found, "ap") is None
 
 
+def test_newest_never_picks_a_key_timestamped_in_the_future():
+    now = MOMENT
+    found = [
+        keys.make_key("app", "default", now - dt.timedelta(days=1)),
+        keys.make_key("app", "default", now + dt.timedelta(minutes=4)),  # clocks differ a little
+        keys.make_key("app", "default", now + dt.timedelta(minutes=6)),
+        keys.make_key("app", "default", now + dt.timedelta(days=900)),
+    ]
+    assert keys.newest(found, "app", now) == found[1]
+    assert keys.newest(found[2:], "app", now) is None
+
+
 @pytest.mark.parametrize("name", ["", "a/b", ".hidden", "tab\there"])
 def test_database_names_that_cannot_be_keys(name):
     with pytest.raises(InvalidInput):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pgclone import signing
+from pgclone import keys, signing
 from pgclone.payloads import DumpOptions, Manifest, RestoreOptions, Source
 
 FIXTURE = (
@@ -62,4 +62,4 @@ def test_fields_a_newer_pgclone_adds_are_kept_and_stay_signed(settings):
 
     assert read.extra == {"encrypted": {"recipients": ["age1…"]}} and read.signed
     assert read.to_dict() == from_newer  # nothing lost or changed: the signature still holds
-    signing.check(read.key, read.to_dict())
+    signing.check(keys.parse_key(read.key), read.to_dict())

@@ -236,12 +236,14 @@ class Command(BaseCommand):
         self.stdout.write(reporting.cancelled_line(api.cancel(options["job_id"])))
 
     def handle_prune(self, options: dict[str, Any]) -> None:
-        keys = api.prune(dry_run=options["dry_run"], database=options["db_name"])
+        pruning = api.prune(dry_run=options["dry_run"], database=options["db_name"])
         verb = "Would delete" if options["dry_run"] else "Deleted"
-        for key in keys:
+        for key in pruning.deleted:
             self.stdout.write(f"{verb} {key}")
-        if not keys:
+        if not pruning.deleted:
             self.stdout.write("Nothing to prune.")
+        for line in pruning.left_alone_lines():
+            self.stdout.write(line)
 
     def handle_verify(self, options: dict[str, Any]) -> None:
         targets = self._verify_targets(options)
