@@ -22,7 +22,7 @@ from celery.exceptions import Ignore
 from celery.signals import worker_ready
 from django.db import connections, router
 
-from pgclone import api, sweeping
+from pgclone import api, notify, sweeping
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
 from pgclone.steps import WORKFLOWS
@@ -84,6 +84,13 @@ def verify_latest(names: list[str] | None = None, database: str = "default") -> 
 def sweep() -> int:
     """For celery beat: fail jobs whose worker was lost and remove what they left."""
     return len(sweeping.sweep())
+
+
+@shared_task(name=notify.TASK_NAME, ignore_result=True)
+def notify_failure(channel: str, body: dict[str, Any]) -> None:
+    """Tell about a failed job (``channel``: "email" or "webhook"), off the process
+    that ended it; its own deadline bounds it (``pgclone.notify``)."""
+    notify.deliver(channel, body)
 
 
 @worker_ready.connect

@@ -120,6 +120,8 @@ SILENCED_SYSTEM_CHECKS = ["pgclone.W015"] if PGCLONE_ALLOW_SUPERUSER_RESTORE els
 # The security tests run `manage.py pgclone` with these (tests/integration/test_security.py).
 PGCLONE_LOCAL_SOURCES = json.loads(os.environ.get("PGCLONE_TEST_LOCAL_SOURCES", "null"))
 PGCLONE_SIGNING_KEY = os.environ.get("PGCLONE_TEST_SIGNING_KEY") or None
+PGCLONE_NOTIFY_WEBHOOK = os.environ.get("PGCLONE_TEST_NOTIFY_WEBHOOK") or None
+PGCLONE_CELERY_QUEUE = os.environ.get("PGCLONE_TEST_CELERY_QUEUE") or None
 # The encryption tests start workers with identities of their own
 # (tests/integration/test_encryption.py); PGCLONE_AGE_IDENTITY is read from the
 # environment by pgclone itself.
