@@ -103,3 +103,8 @@ def sweep_at_worker_start(**kwargs: Any) -> None:
                            job.error)  # fmt: skip
     except Exception as exc:  # the worker must start all the same
         logger.warning("pgclone: the sweep at worker start failed: %s", exc)
+    finally:
+        # Else the worker's main process keeps this session for as long as it runs,
+        # idle (no task runs there under prefork): it holds a server process and
+        # blocks CREATE DATABASE … TEMPLATE of the job tables' database.
+        connections.close_all()
