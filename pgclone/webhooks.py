@@ -40,15 +40,27 @@ class _DeadlinePassed(Exception):
 
 def parse_url(url: Any) -> urllib.parse.SplitResult:
     """The webhook's URL, split; ConfigurationError unless it is http(s) with a host.
-    The message names the scheme only: the URL may hold a secret token."""
-    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme.lower() not in SCHEMES or not parts.hostname:
-        what = f"a {parts.scheme}:// URL" if parts and parts.scheme else f"{type(url).__name__}"
+    The message never repeats the URL: it may hold a secret token."""
+    problem = _url_problem(url)
+    if problem:
         raise ConfigurationError(
             f"PGCLONE_NOTIFY_WEBHOOK must be an http:// or https:// URL with a host, not "
-            f"{what}: pgclone posts notifications over HTTP(S) only."
+            f"{problem}: pgclone posts notifications over HTTP(S) only."
         )
-    return parts
+    return urllib.parse.urlsplit(url)
+
+
+def _url_problem(url: Any) -> str:
+    if not isinstance(url, str):
+        return f"a {type(url).__name__}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when it is not a number
+    except ValueError:
+        return "a URL whose host or port can't be read"
+    if parts.scheme.lower() not in SCHEMES:
+        return f"a {parts.scheme}:// URL" if parts.scheme else "a URL without a scheme"
+    return "" if parts.hostname else "a URL without a host"
 
 
 def post(url: str, body: dict[str, Any], *, within: float | None = None) -> None:
