@@ -97,6 +97,7 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
             )
         )
     errors += _encryption_errors()
+    errors += _webhook_errors()
     if conf.allow_superuser_restore():
         errors.append(
             checks.Warning(
@@ -110,6 +111,18 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
             )
         )
     return errors
+
+
+def _webhook_errors() -> list[checks.CheckMessage]:
+    from pgclone import webhooks
+
+    url = conf.notify_webhook()
+    try:
+        if url:
+            webhooks.parse_url(url)
+    except ConfigurationError as exc:
+        return [checks.Error(str(exc), hint="Or set it to None.", id="pgclone.E011")]
+    return []
 
 
 def _encryption_errors() -> list[checks.CheckMessage]:

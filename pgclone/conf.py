@@ -114,6 +114,17 @@ def allow_superuser_restore() -> bool:
     return bool(_get("PGCLONE_ALLOW_SUPERUSER_RESTORE", False))
 
 
+def notify_email() -> bool:
+    """Whether failed jobs are mailed to ADMINS."""
+    return bool(_get("PGCLONE_NOTIFY_EMAIL", False))
+
+
+def notify_webhook() -> Any:
+    """The http(s) URL failed jobs are POSTed to; None posts nothing. Anything but
+    such a URL is refused (the system check pgclone.E011 says so)."""
+    return _get("PGCLONE_NOTIFY_WEBHOOK", None) or None
+
+
 def celery_queue() -> str | None:
     """The queue pgclone's tasks go to; None means Celery's default queue."""
     return _get("PGCLONE_CELERY_QUEUE", None)

@@ -218,7 +218,7 @@ class TarReader:
 def read_plan(data: bytes) -> dict[str, Any]:
     try:
         plan = json.load(io.BytesIO(data))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise DumpDamaged(f"The dump is damaged: its {PLAN} is no JSON ({exc}).") from exc
     if not isinstance(plan, dict) or plan.get("format") not in FORMATS:
         raise DumpDamaged(f"The dump's {PLAN} is of none of the formats {', '.join(FORMATS)}.")

@@ -9,21 +9,29 @@ Built in, for failures:
 - ``PGCLONE_NOTIFY_EMAIL = True`` mails ``ADMINS`` through Django's mail;
 - ``PGCLONE_NOTIFY_WEBHOOK = "https://…"`` POSTs a JSON body (id, kind,
   database, status, error, duration, key, and a Slack-compatible ``text``),
-  with a timeout, trying again a few times.
+  within a total deadline (``pgclone.webhooks``).
+
+The transition that ends a job may run inside a step, a sweep, a command or
+an admin request: none of them waits for a mail server or a receiver. The
+built-in notifiers hand the delivery off: to the ``pgclone.notify_failure``
+task when the job went through Celery, else (``--inline``, or a broker that
+refuses the task) to a thread of this process, which waits for it at exit no
+longer than its deadline.
 """
 
 from __future__ import annotations
 
-import json
+import atexit
 import logging
+import threading
 import time
-import urllib.request
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import mail_admins
+from django.core.mail import get_connection, mail_admins
 from django.dispatch import Signal, receiver
 
+from pgclone import conf, webhooks
 from pgclone.humanize import human_seconds
 from pgclone.models import Job
 
@@ -33,8 +41,8 @@ job_started = Signal()
 job_succeeded = Signal()
 job_failed = Signal()
 
-WEBHOOK_TIMEOUT_SECONDS = 5.0
-WEBHOOK_ATTEMPTS = 3
+DELIVERY_SECONDS = webhooks.DEADLINE_SECONDS  # a mail's too (its server's timeout)
+TASK_NAME = "pgclone.notify_failure"
 
 
 def started(job_id: Any) -> None:
@@ -81,35 +89,115 @@ def payload(job: Job) -> dict[str, Any]:
 
 @receiver(job_failed)
 def email_failure(sender: Any, job: Job, **kwargs: Any) -> None:
-    if not getattr(settings, "PGCLONE_NOTIFY_EMAIL", False):
-        return
-    where = job.database_name or job.database_alias
-    mail_admins(
-        f"pgclone {job.kind} of {where} failed",
-        f"Job {job.pk} ({job.kind} of {where}) failed after "
-        f"{human_seconds(job.duration)}:\n\n{job.error}\n\n"
-        f"See it with: manage.py pgclone show {job.pk}\n",
-    )
+    if conf.notify_email():
+        hand_off("email", job)
 
 
 @receiver(job_failed)
 def webhook_failure(sender: Any, job: Job, **kwargs: Any) -> None:
-    url = getattr(settings, "PGCLONE_NOTIFY_WEBHOOK", None)
+    url = conf.notify_webhook()
     if url:
-        post(url, payload(job))
+        webhooks.parse_url(url)  # a URL pgclone refuses: said at once, in this log
+        hand_off("webhook", job)
 
 
-def post(url: str, body: dict[str, Any]) -> None:
-    """POST ``body`` as JSON; try again on errors, then raise the last one."""
-    data = json.dumps(body).encode()
-    for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-        request = urllib.request.Request(  # noqa: S310 - the URL is the project's setting
-            url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+def hand_off(channel: str, job: Job) -> None:
+    """Have ``channel`` ("email" or "webhook") tell about the failed ``job``,
+    away from whatever ended it."""
+    body = payload(job)
+    through_celery = bool(job.task_id) or _in_celery_task()
+    if not (through_celery and _send_task(channel, body)):
+        deliveries.start(channel, body)
+
+
+def _in_celery_task() -> bool:
+    from celery import current_task
+
+    return bool(current_task)
+
+
+def _send_task(channel: str, body: dict[str, Any]) -> bool:
+    """Send the delivery to a worker; False when it can't be sent from here."""
+    from celery import current_app
+
+    from pgclone import checks
+
+    if checks.celery_app_problem() is not None:
+        return False
+    try:  # no retries: a broker that is down must not hold a request either
+        current_app.send_task(
+            TASK_NAME, args=(channel, body), queue=conf.celery_queue(), retry=False
         )
+    except Exception as exc:
+        logger.warning("pgclone: the %s about job %s is sent from here: the Celery broker "
+                       "did not take it (%s)", channel, body["id"], exc)  # fmt: skip
+        return False
+    return True
+
+
+def deliver(channel: str, body: dict[str, Any]) -> None:
+    """Mail or POST a failed job's ``payload``; what goes wrong is logged, not raised."""
+    try:
+        if channel == "webhook":
+            url = conf.notify_webhook()
+            if url:
+                webhooks.post(url, body)
+        else:
+            _mail(body)
+    except Exception as exc:
+        logger.warning("pgclone: the %s about job %s failed: %s", channel, body["id"], exc)
+
+
+def _mail(body: dict[str, Any]) -> None:
+    what = f"{body['kind']} of {body['database']}"
+    timeout = getattr(settings, "EMAIL_TIMEOUT", None) or DELIVERY_SECONDS
+    mail_admins(
+        f"pgclone {what} failed",
+        f"Job {body['id']} ({what}) failed after {human_seconds(body['duration'])}:\n\n"
+        f"{body['error']}\n\nSee it with: manage.py pgclone show {body['id']}\n",
+        connection=get_connection(timeout=timeout),
+    )
+
+
+class Deliveries:
+    """The deliveries this process makes in threads of its own (``--inline``),
+    each given DELIVERY_SECONDS; the process waits for them at exit, no longer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[threading.Thread, float] = {}  # each one's deadline
+        self._waits_at_exit = False
+
+    def start(self, channel: str, body: dict[str, Any]) -> None:
+        """In the thread that ended the job."""
+        thread = threading.Thread(
+            target=self._deliver, args=(channel, body), name="pgclone-notify", daemon=True
+        )
+        with self._lock:
+            if not self._waits_at_exit:
+                atexit.register(self.wait)
+                self._waits_at_exit = True
+            self._running[thread] = time.monotonic() + DELIVERY_SECONDS
+        thread.start()
+
+    def _deliver(self, channel: str, body: dict[str, Any]) -> None:
+        """In the delivery's own thread."""
         try:
-            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS):  # noqa: S310
-                return
-        except OSError:
-            if attempt == WEBHOOK_ATTEMPTS:
-                raise
-            time.sleep(0.5 * attempt)  # a receiver restarting: give it a moment
+            deliver(channel, body)
+        finally:
+            with self._lock:
+                self._running.pop(threading.current_thread(), None)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the deliveries under way, each until its deadline at most (and
+        ``timeout``); True when none is left."""
+        end = time.monotonic() + (DELIVERY_SECONDS if timeout is None else timeout)
+        with self._lock:
+            running = dict(self._running)
+        for thread, deadline in running.items():
+            thread.join(max(0.0, min(deadline + 1.0, end) - time.monotonic()))
+        with self._lock:
+            return not self._running
+
+
+deliveries = Deliveries()

@@ -27,6 +27,7 @@ from typing import Any
 from pgclone import containers, driver, plans, postgres, streams
 from pgclone.driver import sql
 from pgclone.exceptions import DumpDamaged, UnscrubbedDumpRefused
+from pgclone.storage.local import open_private
 
 
 def refuse_unscrubbed(manifest: dict[str, Any], config: str) -> None:
@@ -131,7 +132,7 @@ class FileSink:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "wb")  # noqa: SIM115 (closed by close or abort)
+        self._file = open_private(path)  # owner-only: closed by close or abort
         self.write = self._file.write
 
     def close(self) -> None:

@@ -97,6 +97,18 @@ def dumps_table(infos: Sequence[DumpInfo], now: dt.datetime | None = None) -> li
     return table(rows)
 
 
+def damage_notes(infos: Sequence[DumpInfo]) -> list[str]:
+    """Why ``ls --long`` flags a dump DAMAGED, or counts its trial record as no proof."""
+    notes = []
+    for info in infos:
+        if info.damaged:
+            notes.append(info.damaged)
+        trial = info.trial or {}
+        if "problem" in trial and "outcome" not in trial:
+            notes.append(f"The trial record of dump {info.key} is damaged: {trial['problem']}.")
+    return notes
+
+
 def local_table(sources: Sequence[tuple[str, str]], sizes: dict[str, int | None]) -> list[str]:
     """``ls --local --long``: what ``restore :…`` can copy, with sizes; this
     project's own copies (:previous, :current) say so."""

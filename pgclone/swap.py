@@ -305,7 +305,7 @@ def _markers(connection: Any) -> list[tuple[str, dict[str, str]]]:
     )
     found = []
     for name, comment in rows:
-        with contextlib.suppress(ValueError, TypeError, KeyError):
+        with contextlib.suppress(ValueError, TypeError, KeyError, RecursionError):
             data = json.loads(comment[len(MARKER_PREFIX) :])
             found.append((name, {"job": str(data["job"]), "live": str(data["live"])}))
     return found

@@ -22,7 +22,7 @@ from celery.exceptions import Ignore
 from celery.signals import worker_ready
 from django.db import connections, router
 
-from pgclone import api, sweeping
+from pgclone import api, notify, sweeping
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
 from pgclone.steps import WORKFLOWS
@@ -86,6 +86,13 @@ def sweep() -> int:
     return len(sweeping.sweep())
 
 
+@shared_task(name=notify.TASK_NAME, ignore_result=True)
+def notify_failure(channel: str, body: dict[str, Any]) -> None:
+    """Tell about a failed job (``channel``: "email" or "webhook"), off the process
+    that ended it; its own deadline bounds it (``pgclone.notify``)."""
+    notify.deliver(channel, body)
+
+
 @worker_ready.connect
 def sweep_at_worker_start(**kwargs: Any) -> None:
     """A worker that starts cleans up after its predecessor at once: steps whose
@@ -96,3 +103,8 @@ def sweep_at_worker_start(**kwargs: Any) -> None:
                            job.error)  # fmt: skip
     except Exception as exc:  # the worker must start all the same
         logger.warning("pgclone: the sweep at worker start failed: %s", exc)
+    finally:
+        # Else the worker's main process keeps this session for as long as it runs,
+        # idle (no task runs there under prefork): it holds a server process and
+        # blocks CREATE DATABASE … TEMPLATE of the job tables' database.
+        connections.close_all()

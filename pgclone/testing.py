@@ -138,9 +138,9 @@ class InMemoryStorage(Storage):
         with self._lock:
             self.objects[name] = json.dumps(data, indent=2, sort_keys=True).encode()
 
-    def _read_bytes(self, name: str) -> bytes:
+    def _read_bytes(self, name: str, limit: int) -> bytes:
         try:
-            return self.objects[name]
+            return self.objects[name][: limit + 1]
         except KeyError:
             raise DumpNotFound(
                 f"No complete dump {name.removesuffix(MANIFEST_SUFFIX)!r}."

@@ -123,6 +123,8 @@ PGCLONE_SIGNING_KEY = os.environ.get("PGCLONE_TEST_SIGNING_KEY") or None
 PGCLONE_SIGNING_KEY_FALLBACKS = json.loads(
     os.environ.get("PGCLONE_TEST_SIGNING_KEY_FALLBACKS", "[]")
 )
+PGCLONE_NOTIFY_WEBHOOK = os.environ.get("PGCLONE_TEST_NOTIFY_WEBHOOK") or None
+PGCLONE_CELERY_QUEUE = os.environ.get("PGCLONE_TEST_CELERY_QUEUE") or None
 # The encryption tests start workers with identities of their own
 # (tests/integration/test_encryption.py); PGCLONE_AGE_IDENTITY is read from the
 # environment by pgclone itself.

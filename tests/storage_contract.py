@@ -346,6 +346,8 @@ DAMAGED_MANIFESTS = {
     "a bool for size": json.dumps({"size": True, "sha256": "0" * 64}).encode(),
     "a negative size": json.dumps({"size": -1, "sha256": "0" * 64}).encode(),
     "a bad sha256": json.dumps({"size": 3, "sha256": "XYZ"}).encode(),
+    "nested 200 000 deep": b"[" * 200_000,
+    "larger than 16 MiB": b'{"size": 3, "pad": "' + b"x" * 16 * 2**20 + b'"}',
 }
 
 

@@ -52,7 +52,7 @@ from pgclone.steps.restore_swap import (
     swapped_already,
 )
 from pgclone.storage import storage_for
-from pgclone.storage.local import LocalStorage
+from pgclone.storage.local import LocalStorage, open_private
 
 FORMATS = (payloads.Manifest.format, *containers.FORMATS)
 
@@ -98,7 +98,7 @@ def fetch(job: Job) -> None:
             f" Encrypted with age; this worker holds the identity of {_public(identities)}."
         )
     checked = "complete"
-    if _unpacks(storage):
+    if _unpacks(storage, manifest):
         checked = "complete (its checksum is checked as it is unpacked)"
     elif isinstance(storage, LocalStorage):
         # Reading a local file twice is cheap: check it before creating anything.
@@ -172,7 +172,7 @@ def restore_temp(job: Job) -> None:
         key = keys.parse_key(source.key)
         manifest = payloads.manifest_of(job)
         target = live.with_name(temp)
-        if _unpacks(storage):
+        if _unpacks(storage, manifest):
             message = _restore_parallel(job, storage, key, manifest, target)
         else:
             message = _restore_streamed(job, storage, key, manifest, target)
@@ -185,10 +185,11 @@ def restore_temp(job: Job) -> None:
     jobs.set_step_message(job, "restore_temp", message)
 
 
-def _unpacks(storage: Any) -> bool:
+def _unpacks(storage: Any, manifest: payloads.Manifest) -> bool:
     """A local dump is unpacked to a file for a parallel pg_restore (which
-    needs a file it can seek in); a dump in S3 is streamed."""
-    return isinstance(storage, LocalStorage) and conf.restore_jobs() > 1
+    needs a file it can seek in); a dump in S3 is streamed, and so is an
+    encrypted one: unpacked, it would lie on this disk decrypted."""
+    return isinstance(storage, LocalStorage) and conf.restore_jobs() > 1 and not manifest.encrypted
 
 
 def _create_temp(live: postgres.ConnInfo, temp: str) -> None:
@@ -262,7 +263,7 @@ def _restore_parallel(
                 unpacked.mkdir()
                 plan = planned_restore.unpack(source, unpacked, checks)
             else:
-                with open(unpacked, "wb") as out:
+                with open_private(unpacked) as out:
                     streams.decompress(source, out.write, **checks)
         progress.flush()
         _create_temp(live_conn(job), target.name)

@@ -37,6 +37,9 @@ from pgclone.humanize import human_bytes
 
 MANIFEST_SUFFIX = ".json"
 TRIAL_SUFFIX = ".trial.json"
+# A manifest or a trial record is a few KiB: whoever can write to the storage
+# must not make pgclone read gigabytes to list it.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -64,6 +67,19 @@ def _damaged(key: keys.DumpKey, problem: str) -> DumpDamaged:
         "or restored: restore another one (`manage.py pgclone ls` lists them), and remove "
         f"this one and its manifest {key}{MANIFEST_SUFFIX} from the storage."
     )
+
+
+def _parse_record(data: bytes) -> Any:
+    """A manifest's or trial record's JSON; ValueError saying what it is instead:
+    "not JSON (…)", "larger than 16 MiB", "nested too deeply to be read"."""
+    if len(data) > MAX_RECORD_BYTES:
+        raise ValueError(f"larger than {human_bytes(MAX_RECORD_BYTES)}")
+    try:
+        return json.loads(data)
+    except RecursionError:  # "[[[[…" a few hundred KB long
+        raise ValueError("nested too deeply to be read") from None
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ValueError(f"not JSON ({exc})") from None
 
 
 def _manifest_problem(manifest: dict[str, Any]) -> str:
@@ -125,8 +141,9 @@ class Storage(abc.ABC):
         manifests and the records beside them), for one database or all."""
 
     @abc.abstractmethod
-    def _read_bytes(self, name: str) -> bytes:
-        """Read a small object; raise DumpNotFound if it is missing."""
+    def _read_bytes(self, name: str, limit: int) -> bytes:
+        """Read a small object, ``limit`` bytes at most (and one more, which says
+        that it is larger); raise DumpNotFound if it is missing."""
 
     @abc.abstractmethod
     def _write_json(self, name: str, data: dict[str, Any]) -> None:
@@ -164,11 +181,11 @@ class Storage(abc.ABC):
 
     def read_manifest(self, key: keys.DumpKey) -> dict[str, Any]:
         """A dump's manifest; DumpNotFound without one, DumpDamaged if it is unusable."""
-        data = self._read_bytes(f"{key}{MANIFEST_SUFFIX}")
+        data = self._read_bytes(f"{key}{MANIFEST_SUFFIX}", MAX_RECORD_BYTES)
         try:
-            manifest = json.loads(data)
-        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-            raise _damaged(key, f"it is not JSON ({exc})") from None
+            manifest = _parse_record(data)
+        except ValueError as exc:
+            raise _damaged(key, f"it is {exc}") from None
         if not isinstance(manifest, dict):
             raise _damaged(key, f"it holds a JSON {type(manifest).__name__}, not an object")
         problem = _manifest_problem(manifest)
@@ -229,13 +246,13 @@ class Storage(abc.ABC):
         """The record of the dump's last trial restore; None without one. A record
         that can't be read says so in its ``problem``, and counts as no proof."""
         try:
-            data = self._read_bytes(f"{key}{TRIAL_SUFFIX}")
+            data = self._read_bytes(f"{key}{TRIAL_SUFFIX}", MAX_RECORD_BYTES)
         except DumpNotFound:
             return None
         try:
-            record = json.loads(data)
+            record = _parse_record(data)
         except ValueError as exc:
-            return {"problem": f"the record is not JSON ({exc})"}
+            return {"problem": f"the record is {exc}"}
         if not isinstance(record, dict):
             return {"problem": "the record is not a JSON object"}
         return record

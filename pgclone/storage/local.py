@@ -191,9 +191,10 @@ class LocalStorage(Storage):
                     names.append(f"{folder.name}/{entry.name}")
         return names
 
-    def _read_bytes(self, name: str) -> bytes:
+    def _read_bytes(self, name: str, limit: int) -> bytes:
         try:
-            return self._path(name).read_bytes()
+            with self._path(name).open("rb") as file:
+                return file.read(limit + 1)
         except FileNotFoundError as exc:
             raise DumpNotFound(f"No complete dump {name.removesuffix(MANIFEST_SUFFIX)!r}.") from exc
 

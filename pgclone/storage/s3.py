@@ -289,10 +289,12 @@ class S3Storage(Storage):
         except _S3_ERRORS as exc:
             raise _storage_error(exc, self.bucket, doing, bucket_level) from exc
 
-    def _read_bytes(self, name: str) -> bytes:
+    def _read_bytes(self, name: str, limit: int) -> bytes:
         missing = f"No complete dump {name.removesuffix(MANIFEST_SUFFIX)!r}."
         with self._errors(f"reading {name}", missing):
-            return self.client.get_object(Bucket=self.bucket, Key=self._object(name))["Body"].read()
+            body = self.client.get_object(Bucket=self.bucket, Key=self._object(name))["Body"]
+            with contextlib.closing(body):  # the rest of a larger one is never fetched
+                return body.read(limit + 1)
 
     def data_size(self, key: keys.DumpKey) -> int:
         with self._errors(f"reading {key}", f"The data of dump {str(key)!r} is missing."):

@@ -98,6 +98,81 @@ def test_dumps_page_lists_a_damaged_dump_without_offering_its_restore(local_loca
     assert html.count("Restore this dump") == 1
 
 
+DEEP = "[" * 200_000  # 200 KB that json.loads can't parse without RecursionError
+
+
+@pytest.fixture
+def deep_records(local_location: str) -> tuple[str, str]:
+    """As someone who can write to the storage: the newest dump's manifest, and
+    an older one's trial record, nested 200 000 deep."""
+    tried = make_dump("tried", local_location)
+    (Path(local_location) / f"{tried}.trial.json").write_text(DEEP)
+    deep = make_dump("deep", local_location)
+    damage_manifest(local_location, deep, DEEP)
+    return deep, tried
+
+
+TOO_DEEP = "is damaged: it is nested too deeply to be read"
+
+
+def test_ls_long_reports_records_nested_too_deep(pgclone_cli, local_location, deep_records):
+    deep, tried = deep_records
+
+    result = pgclone_cli("ls", "--long", location=local_location)
+
+    assert_clean_exit(
+        result,
+        0,
+        f"The manifest of dump {deep} {TOO_DEEP}",
+        f"The trial record of dump {tried} is damaged: the record is nested too deeply",
+    )
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith(deep)]
+    assert "DAMAGED" in row.split()
+
+
+def test_health_reports_a_trial_record_nested_too_deep(pgclone_cli, local_location, deep_records):
+    _, tried = deep_records
+
+    result = pgclone_cli("health", location=local_location)
+
+    # The newest complete dump counts; its trial record proves nothing.
+    assert_clean_exit(result, 1, "Unhealthy")
+    assert f"FAIL {tried.split('/')[0]}: newest dump" in result.stdout
+    assert "its record can't be read: the record is nested too deeply" in result.stdout
+
+
+def test_verify_latest_reports_a_manifest_nested_too_deep(
+    pgclone_cli, local_location, deep_records
+):
+    deep, _ = deep_records
+
+    result = pgclone_cli("verify", "--latest", location=local_location)
+
+    assert_clean_exit(result, 1, f"The manifest of dump {deep} {TOO_DEEP}")
+
+
+def test_dumps_page_lists_a_manifest_nested_too_deep_as_damaged(local_location, deep_records):
+    deep, _ = deep_records
+
+    page = client_for(staff("restorer", "restore_database")).get(DUMPS)
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f"The manifest of dump {deep} {TOO_DEEP}" in html
+    assert f"?key={quote(deep)}" not in html
+
+
+def test_a_manifest_larger_than_16_mib_is_damaged_unread(pgclone_cli, local_location):
+    key = make_dump("huge", local_location)
+    damage_manifest(local_location, key, '{"size": 1, "pad": "' + "x" * (16 * 2**20) + '"}')
+
+    result = pgclone_cli("verify", key, location=local_location)
+
+    assert_clean_exit(
+        result, 1, f"The manifest of dump {key} is damaged: it is larger than 16.0 MiB"
+    )
+
+
 # Names and keys that are too long -------------------------------------------------------
 
 

@@ -135,7 +135,7 @@ def test_an_encrypted_dump_stores_no_row_and_restores_with_an_identity_file(
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"this worker holds the identity of {A}" in result.stdout
-    assert "pg_restore --jobs=" in result.stdout  # unpacked, decrypted on the way
+    assert f"Streamed {key} into " in result.stdout  # never unpacked decrypted
     assert authors(target) == ["sealed-row-ann"]
     no_secret_in(result.stdout, result.stderr, job_records(), file_worker.worker.output())
 

@@ -436,6 +436,8 @@ def test_a_plan_1_container_still_restores(tmp_path, unpacked):
 
         if unpacked:
             plan = planned_restore.unpack(stored, tmp_path, checks)
+            modes = {path.stat().st_mode & 0o777 for path in tmp_path.iterdir()}
+            assert modes == {0o600}  # each stream's file, its owner's only
             rows = planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2)
         else:
             rows = planned_restore.restore_streamed(stored, conn, checks)

@@ -191,7 +191,10 @@ class Command(BaseCommand):
             names = api.database_names()
             lines = [name for name in names if options["db_name"] in (None, name)]
         elif options["long"]:
-            lines = reporting.dumps_table(api.dump_infos(options["db_name"]))
+            infos = api.dump_infos(options["db_name"])
+            lines = reporting.dumps_table(infos)
+            for note in reporting.damage_notes(infos):
+                self.stderr.write(note)
         else:
             lines = [str(key) for key in api.ls(options["db_name"])]
         for line in lines:
