@@ -30,10 +30,11 @@ import tempfile
 from pathlib import Path
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 
-from pgclone import claims, conf, databases, jobs, postgres, runner
+from pgclone import claims, conf, databases, jobs, ownership, postgres, runner
 from pgclone import swap as swapping
 from pgclone.humanize import human_seconds
 from pgclone.models import Job
@@ -73,7 +74,7 @@ def reopen_closed_databases() -> list[str]:
     reopened = []
     for conn, names in _servers().values():
         try:
-            opened = swapping.reopen_abandoned(conn, names)
+            opened = swapping.reopen_abandoned(conn, names, _known_job)
         except Exception as exc:  # one unreachable server must not stop the sweep
             logger.warning("pgclone: could not check %s:%s for closed databases: %s",
                            conn.host, conn.port, exc)  # fmt: skip
@@ -83,6 +84,15 @@ def reopen_closed_databases() -> list[str]:
                            "swap whose worker was lost", name)  # fmt: skip
         reopened += opened
     return reopened
+
+
+def _known_job(job: str) -> bool | None:
+    """Whether the job table holds job ``job`` (an id or its beginning); None when
+    it can't be read: the database holding it may be one a swap left closed."""
+    try:
+        return Job.objects.with_id_prefix(databases.id_prefix(job)).exists()
+    except DatabaseError:
+        return None
 
 
 # Running jobs whose worker was lost -------------------------------------------------------
@@ -167,13 +177,18 @@ def _drop_orphan_databases() -> None:
     """Drop temporary databases whose job here is over, on every server.
 
     A temporary database whose job is not in this job table is left alone:
-    another environment sharing the server may own it.
+    another environment sharing the server may own it; so is one that is not
+    pgclone's (``pgclone.ownership``): any role may create one of that name.
     """
-    for conn, _ in _servers().values():
+    for conn, lives in _servers().values():
         try:
             with databases.maintenance(conn) as connection:
-                for name in databases.leftover_databases(connection):
-                    if _owner_is_over(name.split("_")[2]):
+                names = databases.leftover_databases(connection)
+                found = ownership.look(connection, names, sorted(lives))
+                for name, database in found.items():
+                    if ownership.sweepable(database, lives, _known_job) and _owner_is_over(
+                        name.split("_")[2]
+                    ):
                         logger.info("pgclone: dropping %s, left by a job that is over", name)
                         databases.drop(connection, name)
         except Exception as exc:  # one unreachable server must not stop the sweep
