@@ -27,6 +27,7 @@ import datetime as dt
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -51,6 +52,8 @@ def sweep(now: dt.datetime | None = None) -> list[Job]:
     now = now or timezone.now()
     reopen_closed_databases()
     ended = [job for job in _lost_jobs(now) if _end_lost(job, now)]
+    if ended:
+        reopen_closed_databases()  # what their sessions, now ended, kept closed
     ended += [job for job in _waiting_too_long(now) if _end_waiting(job, now)]
     _drop_orphan_databases()
     _remove_orphan_unpacked_dumps()
@@ -113,6 +116,7 @@ def _end_lost(job: Job, now: dt.datetime) -> bool:
     cutoff = now - dt.timedelta(seconds=conf.stale_job_seconds())
     worker = job.worker_hostname or "its worker"
     if job.worker_process and claims.is_gone(job.worker_process):
+        _end_orphaned_sessions(job)
         pid = job.worker_process.split(claims.SEPARATOR)[2]
         what = f"Worker lost: the process that ran it ({worker}, pid {pid}) is gone"
         still = Q(worker_process=job.worker_process)
@@ -131,6 +135,26 @@ def _end_lost(job: Job, now: dt.datetime) -> bool:
         return False  # it beat again, or someone else swept it
     _clean_up(job, what)
     return True
+
+
+def _end_orphaned_sessions(job: Job) -> None:
+    """End the database sessions of a job whose process is known to be gone.
+
+    A session waiting for a lock, or running a long statement, notices that its
+    client died only when it next reads from it: left alone, it would go on
+    (and create the temporary database after the cleanup, say), and a swap's
+    would keep the live database closed.
+    """
+    # Through the server's postgres database: the job's may be closed (a swap's window).
+    conn = postgres.conn_info(job.database_alias).for_job(job.pk).with_name("postgres")
+    try:
+        postgres.end_sessions(conn)
+        with databases.maintenance(conn) as connection:
+            deadline = time.monotonic() + swapping.TERMINATE_TIMEOUT_MS / 1000
+            while swapping.job_sessions(connection, job.pk) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    except Exception as exc:  # the sweep goes on; the cleanup says what it could not do
+        logger.warning("pgclone: could not end the sessions of job %s: %s", job.pk, exc)
 
 
 def _clean_up(job: Job, what: str) -> None:
