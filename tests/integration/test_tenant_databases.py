@@ -168,3 +168,30 @@ def test_copies_made_by_earlier_versions_are_still_restored(pgclone_cli, local_l
 
     assert back.returncode == 0, back.stdout + back.stderr
     assert authors(TARGET) == ["target-only"]
+
+
+def test_a_previous_made_while_a_reversible_restore_runs_stops_it_before_the_swap(
+    local_location, tenant, monkeypatch
+):
+    """Checked again in the swap step: the tenant may make its database after
+    the restore's first check (here, while the pre-swap hook runs)."""
+    from pgclone import api, hooks
+
+    key = make_dump("restored", local_location)
+    before = fingerprint(TARGET)
+
+    def plant_then_run(hook_list):
+        tenant.plant_previous()
+        return "planted"
+
+    monkeypatch.setattr(hooks, "run", plant_then_run)
+    job = api.restore(key, database="target", inline=True, reversible=True,
+                      pre_swap_hooks=["testapp_mark"])  # fmt: skip
+
+    assert job.status == Job.Status.FAILED
+    assert job.steps.get(name="pre_swap").status == "succeeded"
+    assert job.steps.get(name="swap").status == "failed"
+    assert "A reversible restore can't keep :previous" in job.error
+    assert fingerprint(TARGET) == before
+    assert tenant.databases() == [PREVIOUS] and authors(PREVIOUS) == ["planted"]
+    assert pgclone_databases() == []
