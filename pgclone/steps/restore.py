@@ -151,10 +151,11 @@ def _names(allowed: list[str]) -> str:
 
 
 def refuse_foreign_copy(connection: Any, source: payloads.Source, job: Job) -> None:
-    """A ``:previous`` / ``:current`` copy is copied only when it is pgclone's
-    (another role may have made a database of that name); one made by an earlier
-    pgclone, unmarked, is marked now."""
-    if source.label not in (":previous", ":current"):
+    """A ``:previous`` / ``:current`` copy (or a ``pgclone_…`` database) is copied
+    only when it is pgclone's (another role may have made a database of that
+    name); one made by an earlier pgclone, unmarked, is marked now."""
+    pgclone_name = source.name.startswith((databases.TEMP_PREFIX, databases.OLD_PREFIX))
+    if source.label not in (":previous", ":current") and not pgclone_name:
         return
     live = live_conn(job).name
     found = ownership.look(connection, [source.name], [live]).get(source.name)
@@ -167,7 +168,7 @@ def refuse_foreign_copy(connection: Any, source: payloads.Source, job: Job) -> N
             f"pgclone kept ({reason}). Nothing was copied; the live database is unchanged. "
             "Whoever made it (or a superuser) should drop it."
         )
-    if found.mark is None:
+    if found.mark is None and not pgclone_name:  # a job's own database keeps the job's mark
         ownership.set_mark(connection, source.name, job.pk, live)
 
 
@@ -339,9 +340,9 @@ def cleanup(job: Job) -> list[str]:
     with databases.maintenance(live) as connection:
         if temp and not swapped_already(connection, job):
             for name in (temp, current_staging(job)):
-                problem = ownership.check(connection, name, live.name, job.pk)
-                if problem:
-                    removed.append(f"(not {name}: {problem})")
+                why = ownership.reason(connection, name, live.name, job.pk)
+                if why:
+                    removed.append(f"(not {name}, which is not pgclone's: {why})")
                 elif databases.exists(connection, name):
                     databases.drop(connection, name)
                     removed.append(f"the temporary database {name}")
