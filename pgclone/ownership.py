@@ -13,10 +13,11 @@ only when
 - its comment, when it holds pgclone's *mark* (``pgclone:<job id>:<live>``,
   or the swap's marker), names the live database it belongs to.
 
+The owner is the proof (any role may comment on its own databases): the
+mark says which live database, and which job, one of pgclone's belongs to.
 Databases made by earlier versions carry no mark (a ``:previous`` keeps the
 live database's own comment): one of the right owner is accepted, and marked
-when it is used. Only its owner or a superuser can comment on a database, so
-a role that is neither can't forge a mark on a database it made.
+when it is used.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class Database:
     owner: str
     ours_by_owner: bool  # owned by the role pgclone connects as, or the live database's owner
     template: bool
-    allows_connections: bool
     comment: str | None
 
     @property
@@ -82,7 +82,7 @@ def look(connection: Any, names: list[str], lives: list[str]) -> dict[str, Datab
         "SELECT d.datname, pg_catalog.pg_get_userbyid(d.datdba), "
         "d.datdba IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user "
         "UNION SELECT l.datdba FROM pg_catalog.pg_database l WHERE l.datname = ANY(%s)), "
-        "d.datistemplate, d.datallowconn, pg_catalog.shobj_description(d.oid, 'pg_database') "
+        "d.datistemplate, pg_catalog.shobj_description(d.oid, 'pg_database') "
         "FROM pg_catalog.pg_database d WHERE d.datname = ANY(%s)",
         [list(lives), list(names)],
     )

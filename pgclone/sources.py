@@ -66,13 +66,13 @@ def local_sources(database: str = "default") -> list[tuple[str, str]]:
     (only PGCLONE_LOCAL_SOURCES, besides :previous and :current, when that is set)."""
     live = postgres.conn_info(database)
     names = databases.local_databases(live)
-    copies = {which: databases.copy_name(live.name, which) for which in databases.COPY_SUFFIXES}
+    copy_names = {which: databases.copy_name(live.name, which) for which in databases.COPY_SUFFIXES}
     with databases.maintenance(live) as connection:
-        seen = ownership.look(connection, list(copies.values()), [live.name])
+        seen = ownership.look(connection, list(copy_names.values()), [live.name])
     # A database of that name that pgclone did not keep is no undo (another role made it).
     found = [
         (f":{which}", name)
-        for which, name in copies.items()
+        for which, name in copy_names.items()
         if name in seen and not ownership.refusal(seen[name], live.name)
     ]
     copies = {name for _, name in found}
