@@ -118,21 +118,15 @@ def swap(
             rename(session.connection, new, live)
             _set_comment(session.connection, live, None)  # a live database bears no mark
             return SwapResult(0.0, None)
-        comment = _comment(session.connection, live)
+        # The live database's comment goes to the new one; the old one gets the job's mark.
+        comments = (_comment(session.connection, live), ownership.mark_text(job_id, live))
         _set_comment(session.connection, new, marker(job_id, live))
         copy = history() if history is not None else None
         started = time.monotonic()
         try:
-            _window(
-                session,
-                live=live,
-                new=new,
-                old_name=old_name,
-                comments=(comment, ownership.mark_text(job_id, live)),
-                history=copy,
-            )
+            _window(session, live=live, new=new, old_name=old_name, comments=comments, history=copy)
         except BaseException as exc:
-            swapped = _recover(session, live=live, new=new, old_name=old_name)
+            swapped = _recover(session, live=live, new=new, old_name=old_name, mark=comments[1])
             if not (swapped and isinstance(exc, Exception)):
                 raise
             # The renames had committed before the error: the swap happened.
@@ -211,17 +205,17 @@ def _rename_pair(
     connection.autocommit = True
 
 
-def _recover(session: Session, *, live: str, new: str, old_name: str) -> bool:
+def _recover(session: Session, *, live: str, new: str, old_name: str, mark: str) -> bool:
     """After a failure in the window: on a fresh connection, find out whether the
-    renames committed (returns True); if not, let connections in again and
-    remove the marker. What can't be done here (the server out of reach) is
-    left to the sweep: the marker says what to do."""
+    renames committed (returns True); if not, let connections in again and put
+    the job's ``mark`` back in place of the marker. What can't be done here (the
+    server out of reach) is left to the sweep: the marker says what to do."""
     try:
         connection = session.renew()
         if renamed(connection, live=live, new=new, old_name=old_name):
             return True
         allow_connections(connection, live, allowed=True)
-        _set_comment(connection, new, None)
+        _set_comment(connection, new, mark)
     except (driver.Error, PgCloneError):
         pass
     return False
