@@ -27,13 +27,19 @@ def boot_id() -> str:
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot, or None if it is gone."""
+    """The process's start time in clock ticks since boot, or None if it is gone
+    (or has exited and waits to be reaped)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after it.
-    return stat.rsplit(")", 1)[1].split()[19]
+    state, *fields = stat.rsplit(")", 1)[1].split()
+    if state in ("Z", "X"):
+        # Exited, not yet reaped: an orphan waits for init, which may take seconds
+        # to come to it (a container's first process, say).
+        return None
+    return fields[18]
 
 
 def this_process() -> str:

@@ -4,7 +4,7 @@ database's newest), or a database on the same server (``:previous``,
 
 from __future__ import annotations
 
-from pgclone import conf, databases, keys, postgres
+from pgclone import conf, databases, keys, ownership, postgres
 from pgclone.exceptions import DumpNotFound, InvalidInput
 from pgclone.payloads import Source
 from pgclone.storage import get_storage
@@ -66,11 +66,15 @@ def local_sources(database: str = "default") -> list[tuple[str, str]]:
     (only PGCLONE_LOCAL_SOURCES, besides :previous and :current, when that is set)."""
     live = postgres.conn_info(database)
     names = databases.local_databases(live)
-    found = []
-    for which in databases.COPY_SUFFIXES:
-        name = databases.copy_name(live.name, which)
-        if name in names:
-            found.append((f":{which}", name))
+    copy_names = {which: databases.copy_name(live.name, which) for which in databases.COPY_SUFFIXES}
+    with databases.maintenance(live) as connection:
+        seen = ownership.look(connection, list(copy_names.values()), [live.name])
+    # A database of that name that pgclone did not keep is no undo (another role made it).
+    found = [
+        (f":{which}", name)
+        for which, name in copy_names.items()
+        if name in seen and not ownership.refusal(seen[name], live.name)
+    ]
     copies = {name for _, name in found}
     allowed = conf.local_sources()
     found += [

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgclone import conf, driver, postgres
+from pgclone import conf, driver, ownership, postgres
 from pgclone.databases import (
     OLD_PREFIX,
     TEMP_PREFIX,
@@ -48,7 +48,7 @@ from pgclone.driver import errors, sql
 from pgclone.exceptions import PgCloneError
 from pgclone.job_tables import JobHistoryCopy
 
-MARKER_PREFIX = "pgclone swap: "
+MARKER_PREFIX = ownership.SWAP_PREFIX
 TERMINATE_TIMEOUT_MS = 5000
 # The first rename gets little time (a session still exiting makes PostgreSQL
 # sleep 100 ms before looking again); each retry doubles it, up to the cap.
@@ -116,15 +116,17 @@ def swap(
     try:
         if not exists(session.connection, live):
             rename(session.connection, new, live)
+            _set_comment(session.connection, live, None)  # a live database bears no mark
             return SwapResult(0.0, None)
-        comment = _comment(session.connection, live)
+        # The live database's comment goes to the new one; the old one gets the job's mark.
+        comments = (_comment(session.connection, live), ownership.mark_text(job_id, live))
         _set_comment(session.connection, new, marker(job_id, live))
         copy = history() if history is not None else None
         started = time.monotonic()
         try:
-            _window(session, live=live, new=new, old_name=old_name, comment=comment, history=copy)
+            _window(session, live=live, new=new, old_name=old_name, comments=comments, history=copy)
         except BaseException as exc:
-            swapped = _recover(session, live=live, new=new, old_name=old_name)
+            swapped = _recover(session, live=live, new=new, old_name=old_name, mark=comments[1])
             if not (swapped and isinstance(exc, Exception)):
                 raise
             # The renames had committed before the error: the swap happened.
@@ -148,7 +150,7 @@ def _window(
     live: str,
     new: str,
     old_name: str,
-    comment: str | None,
+    comments: tuple[str | None, str],
     history: JobHistoryCopy | None,
 ) -> None:
     allow_connections(session.connection, live, allowed=False)
@@ -159,7 +161,7 @@ def _window(
     timeout_ms = FIRST_RENAME_TIMEOUT_MS
     while True:
         try:
-            _rename_pair(session.connection, live, old_name, new, comment, timeout_ms)
+            _rename_pair(session.connection, live, old_name, new, comments, timeout_ms)
             return
         except RETRYABLE as exc:
             connection = session.renew()
@@ -179,9 +181,16 @@ def _window(
 
 
 def _rename_pair(
-    connection: Any, live: str, old_name: str, new: str, comment: str | None, timeout_ms: int
+    connection: Any,
+    live: str,
+    old_name: str,
+    new: str,
+    comments: tuple[str | None, str],
+    timeout_ms: int,
 ) -> None:
-    """Both renames, and the live database's comment, in one transaction.
+    """Both renames and the comments in one transaction: the new live database
+    gets the live one's, the old one pgclone's mark (so that it is known as
+    pgclone's from the moment it bears a pgclone name).
 
     On an error the connection is left as it is: the caller renews it.
     """
@@ -189,23 +198,24 @@ def _rename_pair(
     run(connection, "SELECT set_config('statement_timeout', %s, true)", [f"{timeout_ms}ms"])
     rename(connection, live, old_name)
     rename(connection, new, live)
-    _set_comment(connection, live, comment)
+    _set_comment(connection, live, comments[0])
+    _set_comment(connection, old_name, comments[1])
     run(connection, "SELECT set_config('statement_timeout', '0', true)")
     connection.commit()
     connection.autocommit = True
 
 
-def _recover(session: Session, *, live: str, new: str, old_name: str) -> bool:
+def _recover(session: Session, *, live: str, new: str, old_name: str, mark: str) -> bool:
     """After a failure in the window: on a fresh connection, find out whether the
-    renames committed (returns True); if not, let connections in again and
-    remove the marker. What can't be done here (the server out of reach) is
-    left to the sweep: the marker says what to do."""
+    renames committed (returns True); if not, let connections in again and put
+    the job's ``mark`` back in place of the marker. What can't be done here (the
+    server out of reach) is left to the sweep: the marker says what to do."""
     try:
         connection = session.renew()
         if renamed(connection, live=live, new=new, old_name=old_name):
             return True
         allow_connections(connection, live, allowed=True)
-        _set_comment(connection, new, None)
+        _set_comment(connection, new, mark)
     except (driver.Error, PgCloneError):
         pass
     return False
@@ -241,19 +251,32 @@ def _blockers(connection: Any, live: str) -> str:
     return ""
 
 
-def retire(connection: Any, name: str, to: str) -> str | None:
-    """Rename ``name`` to ``to`` (a ``pgclone_old_…`` name, dropped later), ending
-    the sessions on it first; returns ``to``, or None when ``name`` does not
-    exist or had to be dropped at once (a client kept reconnecting to it)."""
+def retire(connection: Any, name: str, to: str, *, job_id: Any, live: str) -> str | None:
+    """Rename ``name`` to ``to`` (a ``pgclone_old_…`` name, dropped later) and mark
+    it the job's, ending the sessions on it first; returns ``to``, or None when
+    ``name`` does not exist or had to be dropped at once (a client kept
+    reconnecting to it)."""
     if not exists(connection, name):
         return None
+    problem = ownership.check(connection, to, live, job_id)
+    if problem:
+        raise PgCloneError(f"Can't set {name!r} aside: {problem}.")
     drop(connection, to)
+    _terminate_sessions(connection, (name,), keep=())
+    connection.autocommit = False
     try:
-        _terminate_sessions(connection, (name,), keep=())
         rename(connection, name, to)
+        _set_comment(connection, to, ownership.mark_text(job_id, live))
+        connection.commit()
     except errors.ObjectInUse:
+        connection.rollback()
+        connection.autocommit = True
         drop(connection, name)
         return None
+    finally:
+        if not connection.autocommit:
+            connection.rollback()
+            connection.autocommit = True
     return to
 
 
@@ -264,54 +287,64 @@ def marker(job_id: Any, live: str) -> str:
     return MARKER_PREFIX + json.dumps({"job": str(job_id), "live": live})
 
 
-def reopen_abandoned(conn: postgres.ConnInfo, live_names: set[str]) -> list[str]:
+def reopen_abandoned(
+    conn: postgres.ConnInfo,
+    live_names: set[str],
+    known_job: Callable[[str], bool | None] = lambda job: None,
+) -> list[str]:
     """Re-open the databases that a swap closed and could not re-open.
 
     Only databases in ``live_names`` (the project's own, on this server) or
     named ``pgclone_old_…`` are touched, and only when a marker or that name
     says pgclone closed them and the job's sessions are gone (its worker died
-    or gave up). Returns the names re-opened. Reads nothing but the server's
-    catalog, so it works while the database holding the jobs is closed.
+    or gave up). A marker counts only on a database that is pgclone's
+    (``pgclone.ownership``) and names one of ``live_names``; ``known_job(id)``
+    says whether the job table holds that job (None: it can't be read). Returns
+    the names re-opened. Needs nothing but the server's catalog, so it works
+    while the database holding the jobs is closed.
     """
     reopened = []
     with postgres.connect(conn.with_name("postgres")) as connection:
-        # Another project's markers are its own sweep's business.
-        markers = [(temp, found) for temp, found in _markers(connection)
-                   if found["live"] in live_names]  # fmt: skip
         closed = {
             row[0]
             for row in run(
                 connection,
-                "SELECT datname FROM pg_database WHERE NOT datallowconn AND NOT datistemplate",
+                "SELECT datname FROM pg_catalog.pg_database "
+                "WHERE NOT datallowconn AND NOT datistemplate",
             )
         }
-        candidates = [(found["job"], found["live"]) for _, found in markers]
-        candidates += [(name[len(OLD_PREFIX) :], name) for name in closed
-                       if name.startswith(OLD_PREFIX)]  # fmt: skip
+        old = [name for name in closed if name.startswith(OLD_PREFIX)]
+        found = ownership.look(connection, _marked_temps(connection) + old, sorted(live_names))
+        candidates = []
+        for name, database in found.items():
+            job = ownership.sweepable(database, live_names, known_job)
+            if job is None:
+                continue  # another role's, another project's, or another environment's
+            # A swap's marker names the live database it closed; an old name is its own.
+            if name.startswith(TEMP_PREFIX) and database.mark is not None:
+                candidates.append((job, database.mark.live))
+            elif name.startswith(OLD_PREFIX):
+                candidates.append((job, name))
         for job_id, name in candidates:
-            if name in closed and not _job_sessions(connection, job_id):
+            if name in closed and not job_sessions(connection, job_id):
                 allow_connections(connection, name, allowed=True)
                 reopened.append(name)
     # The marker stays on the temporary database, which the job's cleanup drops.
     return reopened
 
 
-def _markers(connection: Any) -> list[tuple[str, dict[str, str]]]:
+def _marked_temps(connection: Any) -> list[str]:
+    """Temporary databases that hold a swap's marker."""
     rows = run(
         connection,
-        "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
-        "WHERE datname LIKE %s AND shobj_description(oid, 'pg_database') LIKE %s",
-        [TEMP_PREFIX.replace("_", "\\_") + "%", MARKER_PREFIX + "%"],
+        "SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s "
+        "AND pg_catalog.shobj_description(oid, 'pg_database') LIKE %s",
+        [TEMP_PREFIX.replace("_", "\\_") + "%", MARKER_PREFIX.replace("_", "\\_") + "%"],
     )
-    found = []
-    for name, comment in rows:
-        with contextlib.suppress(ValueError, TypeError, KeyError, RecursionError):
-            data = json.loads(comment[len(MARKER_PREFIX) :])
-            found.append((name, {"job": str(data["job"]), "live": str(data["live"])}))
-    return found
+    return [row[0] for row in rows]
 
 
-def _job_sessions(connection: Any, job_id: str) -> int:
+def job_sessions(connection: Any, job_id: str) -> int:
     """Sessions of a job other than this one: its worker's application name is
     ``pgclone:`` and the job's id (of which a database name keeps 20 hex digits)."""
     return run(

@@ -27,13 +27,15 @@ import datetime as dt
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 
-from pgclone import claims, conf, databases, jobs, postgres, runner
+from pgclone import claims, conf, databases, jobs, ownership, postgres, runner
 from pgclone import swap as swapping
 from pgclone.humanize import human_seconds
 from pgclone.models import Job
@@ -50,6 +52,8 @@ def sweep(now: dt.datetime | None = None) -> list[Job]:
     now = now or timezone.now()
     reopen_closed_databases()
     ended = [job for job in _lost_jobs(now) if _end_lost(job, now)]
+    if ended:
+        reopen_closed_databases()  # what their sessions, now ended, kept closed
     ended += [job for job in _waiting_too_long(now) if _end_waiting(job, now)]
     _drop_orphan_databases()
     _remove_orphan_unpacked_dumps()
@@ -73,7 +77,7 @@ def reopen_closed_databases() -> list[str]:
     reopened = []
     for conn, names in _servers().values():
         try:
-            opened = swapping.reopen_abandoned(conn, names)
+            opened = swapping.reopen_abandoned(conn, names, _known_job)
         except Exception as exc:  # one unreachable server must not stop the sweep
             logger.warning("pgclone: could not check %s:%s for closed databases: %s",
                            conn.host, conn.port, exc)  # fmt: skip
@@ -83,6 +87,15 @@ def reopen_closed_databases() -> list[str]:
                            "swap whose worker was lost", name)  # fmt: skip
         reopened += opened
     return reopened
+
+
+def _known_job(job: str) -> bool | None:
+    """Whether the job table holds job ``job`` (an id or its beginning); None when
+    it can't be read: the database holding it may be one a swap left closed."""
+    try:
+        return Job.objects.with_id_prefix(databases.id_prefix(job)).exists()
+    except DatabaseError:
+        return None
 
 
 # Running jobs whose worker was lost -------------------------------------------------------
@@ -103,6 +116,7 @@ def _end_lost(job: Job, now: dt.datetime) -> bool:
     cutoff = now - dt.timedelta(seconds=conf.stale_job_seconds())
     worker = job.worker_hostname or "its worker"
     if job.worker_process and claims.is_gone(job.worker_process):
+        _end_orphaned_sessions(job)
         pid = job.worker_process.split(claims.SEPARATOR)[2]
         what = f"Worker lost: the process that ran it ({worker}, pid {pid}) is gone"
         still = Q(worker_process=job.worker_process)
@@ -121,6 +135,26 @@ def _end_lost(job: Job, now: dt.datetime) -> bool:
         return False  # it beat again, or someone else swept it
     _clean_up(job, what)
     return True
+
+
+def _end_orphaned_sessions(job: Job) -> None:
+    """End the database sessions of a job whose process is known to be gone.
+
+    A session waiting for a lock, or running a long statement, notices that its
+    client died only when it next reads from it: left alone, it would go on
+    (and create the temporary database after the cleanup, say), and a swap's
+    would keep the live database closed.
+    """
+    # Through the server's postgres database: the job's may be closed (a swap's window).
+    conn = postgres.conn_info(job.database_alias).for_job(job.pk).with_name("postgres")
+    try:
+        postgres.end_sessions(conn)
+        with databases.maintenance(conn) as connection:
+            deadline = time.monotonic() + swapping.TERMINATE_TIMEOUT_MS / 1000
+            while swapping.job_sessions(connection, job.pk) and time.monotonic() < deadline:
+                time.sleep(0.01)
+    except Exception as exc:  # the sweep goes on; the cleanup says what it could not do
+        logger.warning("pgclone: could not end the sessions of job %s: %s", job.pk, exc)
 
 
 def _clean_up(job: Job, what: str) -> None:
@@ -167,13 +201,18 @@ def _drop_orphan_databases() -> None:
     """Drop temporary databases whose job here is over, on every server.
 
     A temporary database whose job is not in this job table is left alone:
-    another environment sharing the server may own it.
+    another environment sharing the server may own it; so is one that is not
+    pgclone's (``pgclone.ownership``): any role may create one of that name.
     """
-    for conn, _ in _servers().values():
+    for conn, lives in _servers().values():
         try:
             with databases.maintenance(conn) as connection:
-                for name in databases.leftover_databases(connection):
-                    if _owner_is_over(name.split("_")[2]):
+                names = databases.leftover_databases(connection)
+                found = ownership.look(connection, names, sorted(lives))
+                for name, database in found.items():
+                    if ownership.sweepable(database, lives, _known_job) and _owner_is_over(
+                        name.split("_")[2]
+                    ):
                         logger.info("pgclone: dropping %s, left by a job that is over", name)
                         databases.drop(connection, name)
         except Exception as exc:  # one unreachable server must not stop the sweep

@@ -30,6 +30,7 @@ from pgclone import (
     job_tables,
     jobs,
     keys,
+    ownership,
     payloads,
     planned_restore,
     postgres,
@@ -46,8 +47,10 @@ from pgclone.models import Job
 from pgclone.restore_progress import RestoreWatch
 from pgclone.steps.restore_swap import (
     current_staging,
+    drop_own,
     finish_lost,
     live_conn,
+    refuse_foreign_copies,
     swap,
     swapped_already,
 )
@@ -69,12 +72,16 @@ def fetch(job: Job) -> None:
     """Check the source before any database is created."""
     asked = payloads.restore_options(job)
     source = asked.source
+    if asked.reversible:
+        with databases.maintenance(live_conn(job)) as connection:
+            refuse_foreign_copies(connection, job)
     if not source.is_dump:
         _refuse_unlisted_source(source)
         live = live_conn(job)
         with databases.maintenance(live) as connection:
             if not databases.exists(connection, source.name):
                 raise DumpNotFound(missing_database_message(source, live.name))
+            refuse_foreign_copy(connection, source, job)
         jobs.set_step_message(job, "fetch", f"Database {source.name!r} found.")
         return
     storage = storage_for(asked.storage_location)
@@ -143,6 +150,28 @@ def _names(allowed: list[str]) -> str:
     return ", ".join(f":{name}" for name in allowed) or "none"
 
 
+def refuse_foreign_copy(connection: Any, source: payloads.Source, job: Job) -> None:
+    """A ``:previous`` / ``:current`` copy (or a ``pgclone_…`` database) is copied
+    only when it is pgclone's (another role may have made a database of that
+    name); one made by an earlier pgclone, unmarked, is marked now."""
+    pgclone_name = source.name.startswith((databases.TEMP_PREFIX, databases.OLD_PREFIX))
+    if source.label not in (":previous", ":current") and not pgclone_name:
+        return
+    live = live_conn(job).name
+    found = ownership.look(connection, [source.name], [live]).get(source.name)
+    if found is None:
+        return
+    reason = ownership.refusal(found, live)
+    if reason:
+        raise RestoreRefused(
+            f"Refusing to restore {source.label}: database {source.name!r} is not a copy "
+            f"pgclone kept ({reason}). Nothing was copied; the live database is unchanged. "
+            "Whoever made it (or a superuser) should drop it."
+        )
+    if found.mark is None and not pgclone_name:  # a job's own database keeps the job's mark
+        ownership.set_mark(connection, source.name, job.pk, live)
+
+
 def missing_database_message(source: payloads.Source, live: str) -> str:
     label = source.label
     if label in (":previous", ":current"):
@@ -161,10 +190,12 @@ def restore_temp(job: Job) -> None:
     asked = payloads.restore_options(job)
     source = asked.source
     with databases.maintenance(live) as connection:
-        databases.drop(connection, temp)  # left by an earlier attempt of this step
+        drop_own(connection, temp, job)  # left by an earlier attempt of this step
     if not source.is_dump:
         with databases.maintenance(live) as connection:
+            refuse_foreign_copy(connection, source, job)
             databases.create_copy(connection, temp, source.name)
+            ownership.set_mark(connection, temp, job.pk, live.name)
         job_tables.clear_job_tables(live, temp)
         message = f"Copied {source.name!r} into {temp}."
     else:
@@ -192,9 +223,10 @@ def _unpacks(storage: Any, manifest: payloads.Manifest) -> bool:
     return isinstance(storage, LocalStorage) and conf.restore_jobs() > 1 and not manifest.encrypted
 
 
-def _create_temp(live: postgres.ConnInfo, temp: str) -> None:
+def _create_temp(live: postgres.ConnInfo, temp: str, job_id: Any) -> None:
     with databases.maintenance(live) as connection:
         databases.create_empty(connection, temp, like=live.name)
+        ownership.set_mark(connection, temp, job_id, live.name)
 
 
 def _checks(key: keys.DumpKey, manifest: payloads.Manifest, on_progress: Any) -> dict[str, Any]:
@@ -210,7 +242,7 @@ def _checks(key: keys.DumpKey, manifest: payloads.Manifest, on_progress: Any) ->
 def _restore_streamed(
     job: Job, storage: Any, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
-    _create_temp(live_conn(job), target.name)
+    _create_temp(live_conn(job), target.name, job.pk)
     raw_size = manifest.raw_size or 0
     with (
         RestoreWatch(job.pk, live_conn(job), target.name, raw_size) as watch,
@@ -266,7 +298,7 @@ def _restore_parallel(
                 with open_private(unpacked) as out:
                     streams.decompress(source, out.write, **checks)
         progress.flush()
-        _create_temp(live_conn(job), target.name)
+        _create_temp(live_conn(job), target.name, job.pk)
         with RestoreWatch(job.pk, live_conn(job), target.name, manifest.raw_size or 0):
             if planned:
                 planned_restore.restore_unpacked(unpacked, plan, target, conf.restore_jobs())
@@ -309,7 +341,10 @@ def cleanup(job: Job) -> list[str]:
     with databases.maintenance(live) as connection:
         if temp and not swapped_already(connection, job):
             for name in (temp, current_staging(job)):
-                if databases.exists(connection, name):
+                why = ownership.reason(connection, name, live.name, job.pk)
+                if why:
+                    removed.append(f"(not {name}, which is not pgclone's: {why})")
+                elif databases.exists(connection, name):
                     databases.drop(connection, name)
                     removed.append(f"the temporary database {name}")
     unpacked = job.result.get("unpacked")

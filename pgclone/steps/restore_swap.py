@@ -16,7 +16,17 @@ from typing import Any
 from django.db import connections
 from django.db.models import Q
 
-from pgclone import conf, databases, job_tables, jobs, payloads, postgres, runner, search_path
+from pgclone import (
+    conf,
+    databases,
+    job_tables,
+    jobs,
+    ownership,
+    payloads,
+    postgres,
+    runner,
+    search_path,
+)
 from pgclone import swap as swapping
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
@@ -42,13 +52,16 @@ def swap(job: Job) -> Callable[[], None]:
         if holds_jobs:
             _check_job_tables(pg.on(live.name), pg.on(temp), path)
         _wait_for_other_jobs(job, holds_jobs)
+        _refuse_foreign(pg.server, job, temp, old)
         if payloads.restore_options(job).reversible:
+            refuse_foreign_copies(pg.server, job)
             # :current is prepared under a temporary name: the one in place now
             # stays until the swap has happened.
             staging = current_staging(job)
-            databases.drop(pg.server, staging)
+            drop_own(pg.server, staging, job)
             pg.close(temp)  # a database is copied only while nobody is connected to it
             databases.create_copy(pg.server, staging, temp)
+            ownership.set_mark(pg.server, staging, job.pk, live.name)
         history = (
             (lambda: job_tables.JobHistoryCopy(pg, live.name, temp, path)) if holds_jobs else None
         )
@@ -64,6 +77,41 @@ def swap(job: Job) -> Callable[[], None]:
     message = f"Swapped {temp} into {live.name!r}; new connections waited {window_ms} ms"
     jobs.set_step_message(job, "swap", "; ".join([message, *notes, *kept]))
     return _dropper(job, live, retired)
+
+
+def _refuse_foreign(server: Any, job: Job, temp: str, old: str) -> None:
+    """Swap in only this job's own temporary database, and never under a name
+    another role holds."""
+    for name in (temp, old):
+        problem = ownership.check(server, name, live_conn(job).name, job.pk)
+        if problem:
+            raise PgCloneError(f"Can't swap: {problem}. The live database is unchanged.")
+
+
+def refuse_foreign_copies(connection: Any, job: Job) -> None:
+    """A reversible restore must be able to replace ``:previous`` and ``:current``:
+    checked before anything is swapped, so that it never reports an undo it can't offer."""
+    for which in databases.COPY_SUFFIXES:
+        name = databases.copy_name(job.database_name, which)
+        problem = ownership.check(connection, name, live_conn(job).name)
+        if problem:
+            raise PgCloneError(
+                f"A reversible restore can't keep :{which}: {problem}. Nothing was swapped; "
+                f"the live database is unchanged. Have its owner (or a superuser) drop "
+                f"{name!r}, or restore without --reversible."
+            )
+
+
+def drop_own(connection: Any, name: str, job: Job) -> bool:
+    """Drop this job's database ``name``; True if dropped, False if absent.
+    Raises when a database of that name is not the job's."""
+    problem = ownership.check(connection, name, live_conn(job).name, job.pk)
+    if problem:
+        raise PgCloneError(f"Can't use the name {name!r}: {problem}. Have its owner drop it.")
+    if not databases.exists(connection, name):
+        return False
+    databases.drop(connection, name)
+    return True
 
 
 def swapped_already(connection: Any, job: Job) -> bool:
@@ -82,7 +130,9 @@ def finish_swapped(job: Job, how: str) -> Callable[[], None]:
     it recorded anything: what follows the swap, then the step's message."""
     live, old = live_conn(job), databases.old_name(job.pk)
     with databases.maintenance(live) as connection:
-        if databases.exists(connection, old):
+        if databases.exists(connection, old) and not ownership.check(
+            connection, old, live.name, job.pk
+        ):
             swapping.allow_connections(connection, old, allowed=True)
         jobs.update_result(job, swapped=True)
         kept, retired = _after_swap(job, connection, old)
@@ -120,22 +170,28 @@ def _after_swap(job: Job, server: Any, old: str | None) -> tuple[list[str], list
     already happened."""
     previous = databases.copy_name(job.database_name, "previous")
     current = databases.copy_name(job.database_name, "current")
+    live = live_conn(job).name
     retired: list[str] = []
+    notes: list[str] = []
     try:
         for which, name in (("previous", previous), ("current", current)):
+            why = ownership.reason(server, name, live)
+            if why:  # another role's: not pgclone's to rename or drop
+                notes.append(f"left {name!r} alone ({why})")
+                continue
             to = f"{databases.old_name(job.pk)}_{which}"
-            set_aside = swapping.retire(server, name, to)
+            set_aside = swapping.retire(server, name, to, job_id=job.pk, live=live)
             if set_aside:
                 retired.append(set_aside)
         if not payloads.restore_options(job).reversible:
-            return [], [name for name in (old, *retired) if name]
+            return notes, [name for name in (old, *retired) if name]
         if old:
             databases.rename(server, old, previous)
         databases.rename(server, current_staging(job), current)
-        return [f"kept :previous ({previous}) and :current ({current})"], retired
+        return [f"kept :previous ({previous}) and :current ({current})", *notes], retired
     except Exception as exc:
         warning = f"warning: cleaning up after the swap failed: {runner.describe_error(exc)}"
-        return [warning], [name for name in (old, *retired) if name]
+        return [warning, *notes], [name for name in (old, *retired) if name]
 
 
 def _dropper(job: Job, live: postgres.ConnInfo, names: list[str]) -> Callable[[], None]:

@@ -31,7 +31,7 @@ from pgclone import (
 from pgclone.exceptions import CommandFailed, DumpDamaged, HookFailed
 from pgclone.models import Job
 from pgclone.steps import restore
-from pgclone.steps.restore_swap import live_conn
+from pgclone.steps.restore_swap import drop_own, live_conn
 from pgclone.storage import storage_for
 
 # Failures that are the dump's: recorded beside it as a failed trial.
@@ -83,7 +83,7 @@ def compare(job: Job) -> None:
 def record(job: Job) -> None:
     """Drop the scratch database, then keep the outcome beside the dump."""
     with databases.maintenance(live_conn(job)) as connection:
-        databases.drop(connection, job.result["temp_database"])
+        drop_own(connection, job.result["temp_database"], job)
     _keep(job, "passed")
     jobs.set_step_message(job, "record", f"Recorded beside {payloads.manifest_of(job).key}.")
 

@@ -4,6 +4,7 @@ whose next step waits in the queue, and removes everything a lost job left."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 from pathlib import Path
 
@@ -13,12 +14,14 @@ from django.utils import timezone
 from pgclone import api, sweeping
 from pgclone.models import Job, JobStep
 from pgclone.steps import dump as dump_steps
-from tests import faults
+from tests import faults, pg
 from tests.conftest import (
+    clone_database,
     fingerprint,
     make_dump,
     own_queue,
     pgclone_databases,
+    psql,
     start_worker,
     stop_worker,
     wait_for,
@@ -107,4 +110,50 @@ def test_a_worker_killed_after_unpacking_leaves_no_dump_behind(
     assert job.steps.get(name="restore_temp").status == JobStep.Status.FAILED
     assert f"the unpacked dump in {unpacked[0].parent}" in job.error
     assert list(worker_tmp.iterdir()) == []
+    assert fingerprint(target) == before and pgclone_databases() == []
+
+
+def test_a_new_worker_ends_a_killed_jobs_sessions_and_fails_it_at_once(
+    local_location, target, test_database_name, moto_server, tmp_path, settings
+):
+    """The killed worker's session outlives it (a session waiting for a lock
+    doesn't notice its client is gone): the next worker on this host ends it at
+    start, rather than leave the job to it."""
+    source = f"pgclone_source_{os.getpid()}"
+    clone_database(test_database_name, source)
+    before = fingerprint(target)
+    queue = own_queue("killed")
+    settings.PGCLONE_CELERY_QUEUE = queue
+    # Copying a database waits while another transaction renames it.
+    holder = pg.connect("postgres")
+    with holder.cursor() as cursor:
+        cursor.execute(f'ALTER DATABASE "{source}" RENAME TO "{source}_held"')
+    workers = [start_worker(test_database_name, tmp_path / "first.log", moto=moto_server,
+                            queue=queue)]  # fmt: skip
+    try:
+        job = api.restore(f":{source}", database="target", pre_swap_hooks=[])
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            f"AND application_name = 'pgclone:{job.pk}'"
+        )
+        wait_for(lambda: psql(waiting) == "1", what="the restore to wait for the copy")
+
+        workers[0].process.send_signal(signal.SIGKILL)  # its pool's child dies with it
+        workers[0].process.wait()
+        workers.append(start_worker(test_database_name, tmp_path / "second.log",
+                                    moto=moto_server, queue=queue))  # fmt: skip
+        # Its start-up sweep fails the job: at once, not a heartbeat timeout later.
+        wait_for(lambda: Job.objects.get(pk=job.pk).status == Job.Status.FAILED, timeout=10,
+                 what=f"the job to fail; the new worker said:\n{workers[1].output()}")  # fmt: skip
+        job.refresh_from_db()
+        assert "Worker lost: the process that ran it" in job.error
+        assert job.steps.get(name="restore_temp").status == JobStep.Status.FAILED
+        assert psql(f"SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    f"'pgclone:{job.pk}'") == "0"  # fmt: skip
+    finally:
+        holder.rollback()  # a session of the job still waiting would now copy the source
+        holder.close()
+        for worker in workers:
+            stop_worker(worker)
+        psql(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
     assert fingerprint(target) == before and pgclone_databases() == []
