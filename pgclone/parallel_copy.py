@@ -14,7 +14,7 @@ the ranges hold each row of the snapshot once.
 
 Each session's output is cut at its last newline into members of whole rows
 and put on a bounded queue; the thread that started them hands them on to
-the table's stream as they come (:func:`pgclone.planned_dump.container`
+the table's stream as they come (:func:`pgclone.container_writer.container`
 interleaves them with the other data streams), so memory stays flat. The first failure
 cancels the other sessions (SIGINT: psql asks the server to cancel) and is
 raised once they all stopped.

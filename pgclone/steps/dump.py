@@ -21,6 +21,7 @@ from django.utils import timezone
 from pgclone import (
     conf,
     configs,
+    container_writer,
     containers,
     hooks,
     jobs,
@@ -69,26 +70,76 @@ def dump(job: Job) -> None:
     if job.result.get("staged"):  # a redelivered step: start again from scratch
         storage.abort(job.result["staged"])
         jobs.update_result(job, staged=None)
+    prepared = _prepare(job, asked)
+    jobs.record_dump_target(job, str(prepared.key), prepared.conn.name)
+    written = _write(job, asked, storage, prepared)
+    _record(job, asked, prepared, written)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """What a dump will write, decided before anything is: refused here when it can't."""
+
+    conn: postgres.ConnInfo
+    key: keys.DumpKey
+    left_out: list[str]  # Django's names of the tables whose rows are left out
+    excluded: list[tuple[str, str]]  # those and the tables referencing them, qualified
+    cascaded: list[str]  # what the message says was left out with them
+    config: configs.DumpConfig
+    plan: subset.Plan | None
+    server_version: str
+    estimate: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Written:
+    stats: dict[str, Any]  # streams.compress's: sizes, digests, compression
+    tables: list[table_counts.TableCount]
+    rows: dict[tuple[str, str], int]  # the rows of the tables a plan wrote
+
+
+@dataclasses.dataclass(frozen=True)
+class _Archive:
+    """What the dump stores, and the rows of the tables pgclone wrote itself
+    (complete once ``stream`` is read to its end)."""
+
+    stream: Any
+    rows: dict[tuple[str, str], int]
+
+
+def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
     conn = postgres.conn_info(job.database_alias).for_job(job.pk)
-    key = keys.make_key(conn.name, job.config_name, timezone.now())
     left_out, cascaded = options.excluded_tables(list(asked.exclude_models))
     # Django's names, in the schemas where the project's sessions find them.
     excluded = sorted(search_path.qualify(conn, {*left_out, *OWN_TABLES}).values())
     # Tables Django does not know (made by raw SQL) may reference those too.
     referencing = postgres.tables_referencing(conn, excluded)
-    cascaded = [*cascaded, *(postgres.display_name(*table) for table in referencing)]
     # This worker's config: its scrub and subset apply (none when it is not defined here).
     config = configs.retention_of(asked.config or job.config_name)
     plan = None
     if planned_dump.is_planned(config):  # refused here, before anything is written
         plan = planned_dump.make_plan(conn, config, [*excluded, *referencing])
         postgres.require_program("psql")  # its sessions copy the planned tables
-    server_version = postgres.server_version(conn)
-    estimate = postgres.table_bytes(conn)
-    jobs.record_dump_target(job, str(key), conn.name)
+    return _Prepared(
+        conn=conn,
+        key=keys.make_key(conn.name, job.config_name, timezone.now()),
+        left_out=[*left_out, *(postgres.display_name(*table) for table in referencing)],
+        excluded=[*excluded, *referencing],
+        cascaded=[*cascaded, *(postgres.display_name(*table) for table in referencing)],
+        config=config,
+        plan=plan,
+        server_version=postgres.server_version(conn),
+        estimate=postgres.table_bytes(conn),
+    )
 
+
+def _write(
+    job: Job, asked: payloads.DumpOptions, storage: Storage, prepared: _Prepared
+) -> _Written:
+    """The dump, compressed into storage and staged; its tables counted in its snapshot."""
     storage.check()
-    upload = storage.start_upload(key, str(job.pk), expected_size=estimate)
+    conn, estimate = prepared.conn, prepared.estimate
+    upload = storage.start_upload(prepared.key, str(job.pk), expected_size=estimate)
     jobs.update_result(job, staged=upload.handle)  # so a cleanup can find it, even after a crash
     progress = runner.Progress(job.pk, total=estimate)
     try:
@@ -97,14 +148,11 @@ def dump(job: Job) -> None:
             table_counts.Snapshot(conn) as snapshot,
             concurrent.futures.ThreadPoolExecutor(1, "pgclone-count") as counter,
         ):
-            counting = counter.submit(snapshot.count_tables, [*excluded, *referencing])
-            written: dict[tuple[str, str], int] = {}
+            counting = counter.submit(snapshot.count_tables, prepared.excluded)
             try:
-                with _archive(
-                    conn, snapshot.id, plan, job.config_name, [*excluded, *referencing], written
-                ) as source:
+                with _archive(conn, snapshot.id, prepared, job.config_name) as archive:
                     stats = streams.compress(
-                        source,
+                        archive.stream,
                         upload,
                         level=conf.zstd_level(),
                         on_progress=progress.add,
@@ -113,7 +161,7 @@ def dump(job: Job) -> None:
             except BaseException:
                 snapshot.cancel()  # the count too: nobody waits for it
                 raise
-            tables = _with_rows_written(counting.result(), written)
+            tables = _with_rows_written(counting.result(), archive.rows)
         handle = upload.close()
     except BaseException as exc:
         not_discarded = _abort(job, upload)
@@ -123,19 +171,25 @@ def dump(job: Job) -> None:
         raise
     jobs.update_result(job, staged=handle)  # from here on, cleanup can discard it
     progress.flush()
+    return _Written(stats, tables, dict(archive.rows))
+
+
+def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written: _Written) -> None:
+    """What the manifest will say of the dump, and the step's message."""
+    plan, config, stats = prepared.plan, prepared.config, written.stats
     jobs.update_result(
         job,
-        key=str(key),
-        server_version=server_version,
+        key=str(prepared.key),
+        server_version=prepared.server_version,
         pg_dump_version=postgres.tool_version("pg_dump"),
-        excluded_tables=[*left_out, *(postgres.display_name(*table) for table in referencing)],
-        tables=[table.to_dict() for table in tables],
+        excluded_tables=prepared.left_out,
+        tables=[table.to_dict() for table in written.tables],
         **stats,
     )
     if plan is not None:
         described = planned_dump.describe(config, plan)
         described["plan"]["rows"] = {
-            postgres.display_name(*table): rows for table, rows in written.items()
+            postgres.display_name(*table): rows for table, rows in written.rows.items()
         }
         jobs.update_result(job, format=containers.FORMAT, **described)
     message = (
@@ -144,51 +198,43 @@ def dump(job: Job) -> None:
     )
     if plan is not None:
         done = " and ".join(planned_dump.what_it_does(config))
-        message += f", {done} ({len(written)} tables written by pgclone's plan)"
+        message += f", {done} ({len(written.rows)} tables written by pgclone's plan)"
     if asked.encryption_recipients:
         count = len(asked.encryption_recipients)
         message += f", encrypted with age for {count} recipient{'s' * (count != 1)}"
-    if cascaded:
+    if prepared.cascaded:
         message += (
-            f". Also left out the rows of {', '.join(cascaded)}, which reference "
+            f". Also left out the rows of {', '.join(prepared.cascaded)}, which reference "
             "rows left out (pg_restore could not re-create their foreign keys otherwise)"
         )
-    if warning := privileges.superuser_dump_warning(conn):
+    if warning := privileges.superuser_dump_warning(prepared.conn):
         message += f". Warning: {warning}"
     jobs.set_step_message(job, "dump", message)
 
 
 @contextlib.contextmanager
 def _archive(
-    conn: postgres.ConnInfo,
-    snapshot: str,
-    plan: subset.Plan | None,
-    config_name: str,
-    excluded: list[tuple[str, str]],
-    written: dict[tuple[str, str], int],
-) -> Iterator[Any]:
+    conn: postgres.ConnInfo, snapshot: str, prepared: _Prepared, config_name: str
+) -> Iterator[_Archive]:
     """What the dump stores, to be read to its end inside the block: pg_dump's
-    archive, or a planned dump's container (``written`` gets its tables' rows)."""
+    archive, or a planned dump's container."""
+    plan, excluded = prepared.plan, prepared.excluded
     if plan is None:
         argv = postgres.pg_dump_argv(conn, exclude_table_data=excluded, snapshot=snapshot)
         with postgres.spawn(argv, env=conn.env()) as proc:
-            yield proc.stdout
+            yield _Archive(proc.stdout, {})
         return
     with (
         planned_dump.checked(conn, snapshot, plan) as cursor,
         planned_dump.programs(  # they read the catalog while the kept rows are found
-            conn,
-            snapshot=snapshot,
-            plan=plan,
-            exclude_table_data=excluded,
+            conn, snapshot=snapshot, plan=plan, exclude_table_data=excluded
         ) as started,
-        planned_dump.container(
+        container_writer.container(
             conn, snapshot=snapshot, cursor=cursor, plan=plan, config_name=config_name,
             started=started,
         ) as source,
     ):  # fmt: skip
-        yield source
-    written.update(source.rows)
+        yield _Archive(source, source.rows)
 
 
 def _with_rows_written(

@@ -155,11 +155,11 @@ def test_a_member_after_written_bytes_comes_after_them():
 
 
 def test_the_container_reaches_the_reader_whole_in_any_read_size():
-    """What the writing thread hands over (planned_dump.Source, a pipe without the
+    """What the writing thread hands over (container_writer.Source, a pipe without the
     kernel) comes out in order, whatever the reader's sizes, then b"" for good."""
     import threading
 
-    from pgclone.planned_dump import Source
+    from pgclone.container_writer import Source
 
     source = Source()
     pieces = [bytes([n]) * (n * 1000 + 1) for n in range(20)]
@@ -188,7 +188,7 @@ def test_the_container_reaches_the_reader_whole_in_any_read_size():
 def test_a_reader_that_stops_makes_the_writer_stop():
     import threading
 
-    from pgclone.planned_dump import Source
+    from pgclone.container_writer import Source
 
     source = Source(depth=1)
     stopped = []

@@ -30,18 +30,18 @@ def test_a_stopped_set_of_sessions_starts_none():
 
 
 def test_a_dump_fails_with_what_stopped_it_not_with_what_stopping_it_caused():
-    from pgclone import planned_dump
+    from pgclone import container_writer
     from pgclone.exceptions import CommandFailed
 
     cancelled = CommandFailed(["psql"], 3, "ERROR:  canceling statement due to user request")
     real = CommandFailed(["psql"], 3, "ERROR:  division by zero")
-    assert planned_dump.first_cause([parallel_copy.Stopped(), cancelled, real]) is real
-    assert planned_dump.first_cause([parallel_copy.Stopped(), cancelled]) is None
-    assert planned_dump.first_cause([real, cancelled]) is real
+    assert container_writer.first_cause([parallel_copy.Stopped(), cancelled, real]) is real
+    assert container_writer.first_cause([parallel_copy.Stopped(), cancelled]) is None
+    assert container_writer.first_cause([real, cancelled]) is real
     # psql interrupted in a COPY FROM STDIN, or between statements (it says nothing)
     in_copy = CommandFailed(["psql"], 3, "ERROR:  COPY from stdin failed: canceled by user")
     between = CommandFailed(["psql"], 3, "")
-    assert planned_dump.first_cause([in_copy, between, real]) is real
+    assert container_writer.first_cause([in_copy, between, real]) is real
 
 
 def test_a_failed_program_s_error_keeps_its_first_lines_and_its_last():
