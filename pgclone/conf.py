@@ -106,6 +106,17 @@ def allow_superuser_restore() -> bool:
     return bool(_get("PGCLONE_ALLOW_SUPERUSER_RESTORE", False))
 
 
+def template_database(alias: str) -> str | None:
+    """The database a restore's temporary database is copied from: an
+    administrator's template holding the extensions only a superuser can create;
+    None starts from an empty one. A name, or a dict of names by database alias
+    (anything else: system check pgclone.E011)."""
+    value = _get("PGCLONE_TEMPLATE_DATABASE", None)
+    if isinstance(value, dict):
+        value = value.get(alias)
+    return value or None
+
+
 def celery_queue() -> str | None:
     """The queue pgclone's tasks go to; None means Celery's default queue."""
     return _get("PGCLONE_CELERY_QUEUE", None)
