@@ -207,10 +207,8 @@ class Installed:
             )
         if privileged:
             if self.template:
-                fix = (
-                    f"as a superuser, run CREATE EXTENSION {_names(privileged)} in "
-                    f"{self.template!r}"
-                )
+                creates = "; ".join(f"CREATE EXTENSION {_ident(name)}" for name in privileged)
+                fix = f"as a superuser, run {creates} in {self.template!r}"
             else:
                 fix = (
                     "have an administrator create them once in a template database and set "
@@ -250,6 +248,13 @@ def _loads(table: tuple[str, str, str, bool]) -> tuple[str, ...]:
 
 def _display(tables: Any) -> list[str]:
     return sorted({postgres.display_name(schema, name) for schema, name, *_ in tables})
+
+
+def _ident(name: str) -> str:
+    """``name`` as SQL writes it: quoted only when it must be."""
+    if re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _names(names: list[str]) -> str:

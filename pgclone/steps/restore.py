@@ -92,6 +92,7 @@ def fetch(job: Job) -> None:
         )
     if asked.require_scrubbed:
         planned_restore.refuse_unscrubbed(stored, asked.config)
+    _check_template(job)
     decryptable = ""
     if manifest.encrypted:  # before anything is created: can this worker decrypt it?
         identities = encryption.identities_for(manifest.recipients, f"Dump {key}")
@@ -192,14 +193,24 @@ def _unpacks(storage: Any) -> bool:
     return isinstance(storage, LocalStorage) and conf.restore_jobs() > 1
 
 
-def _create_temp(job: Job, temp: str) -> extensions.Installed:
-    """The temporary database: a copy of the PGCLONE_TEMPLATE_DATABASE (checked
-    first) or an empty one; returns what it holds that the restore leaves alone."""
-    live = live_conn(job)
+def _check_template(job: Job) -> str | None:
+    """The PGCLONE_TEMPLATE_DATABASE of the job's database, if any, once it is
+    checked: in fetch (before anything is unpacked or created), and again
+    before it is copied (the next step may run on a worker set up otherwise)."""
     template = conf.template_database(job.database_alias)
-    with databases.maintenance(live) as connection:
-        if template:
+    if template:
+        live = live_conn(job)
+        with databases.maintenance(live) as connection:
             extensions.check_template(connection, template, live.name)
+    return template
+
+
+def _create_temp(job: Job, temp: str) -> extensions.Installed:
+    """The temporary database: a copy of the PGCLONE_TEMPLATE_DATABASE or an
+    empty one; returns what it holds that the restore leaves alone."""
+    live = live_conn(job)
+    template = _check_template(job)
+    with databases.maintenance(live) as connection:
         databases.create_empty(connection, temp, like=live.name, template=template)
     return extensions.Installed.inspect(live.with_name(temp), template)
 

@@ -23,6 +23,7 @@ from django.core import checks
 
 from pgclone import api, containers, databases
 from pgclone.models import Job
+from tests import pg
 from tests.conftest import (
     drop_target_databases,
     own_queue,
@@ -297,5 +298,47 @@ def test_the_system_check_and_the_restore_refuse_an_unfit_template(
     assert "is not marked as a template" in found[0].msg
     assert "encoding 'SQL_ASCII'" in found[1].msg and "LC_COLLATE 'C'" in found[1].msg
     assert job.status == Job.Status.FAILED and "is not marked as a template" in job.error
+    assert job.steps.get(name="fetch").status == "failed"  # before anything is created
     assert places(geo_live) == {1: PLACES[1]} and pgclone_databases() == []
     assert len(missing) == 1 and "does not exist" in missing[0]
+
+
+def test_a_template_made_by_another_role_with_createdb_is_refused(
+    geo_live, postgis, local_location, settings
+):
+    """A tenant of the server (CREATEDB only) makes a database of the template's
+    name before the administrator, with a table of its own, and marks it a
+    template: restores would start from what it put there."""
+    tenant, planted = f"pgclone_geo_tenant_{SESSION}", f"pgclone_geo_planted_{SESSION}"
+    psql(f"CREATE ROLE {tenant} LOGIN CREATEDB NOSUPERUSER")
+    try:
+        for statement in (
+            f'CREATE DATABASE "{planted}"',
+            f'ALTER DATABASE "{planted}" IS_TEMPLATE true',
+        ):
+            psql_as(tenant, statement)
+        psql_as(tenant, "CREATE TABLE place (id int PRIMARY KEY)", planted)
+        settings.PGCLONE_ALLOW_SUPERUSER_RESTORE = False
+        settings.PGCLONE_TEMPLATE_DATABASE = planted
+        key = dump_and_change(geo_live)
+
+        job = api.restore(key, database="geo", pre_swap_hooks=[], inline=True)
+    finally:
+        psql(f'ALTER DATABASE "{planted}" IS_TEMPLATE false')
+        psql(f'DROP DATABASE IF EXISTS "{planted}"')
+        psql(f"DROP ROLE {tenant}")
+
+    assert job.status == Job.Status.FAILED
+    assert f"is owned by '{tenant}', neither a superuser nor the live database's owner" in job.error
+    assert job.steps.get(name="fetch").status == "failed"
+    assert places(geo_live) == {1: PLACES[1]} and pgclone_databases() == []
+
+
+def psql_as(role: str, statement: str, database: str = "postgres") -> None:
+    connection = pg.driver.connect(host="127.0.0.1", user=role, dbname=database)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()

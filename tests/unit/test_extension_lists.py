@@ -74,13 +74,19 @@ def test_an_extension_only_a_superuser_can_create_is_refused_naming_the_setting(
     assert isinstance(raised.value, ConfigurationError)
 
 
-def test_a_template_without_the_extension_is_named():
-    without = installed(present=frozenset({"plpgsql"}), foreign=("plpgsql",))
+def test_a_template_without_the_extensions_is_named_with_what_creates_them():
+    without = installed(
+        present=frozenset({"plpgsql"}),
+        foreign=("plpgsql",),
+        creatable={"postgis": False, "uuid-ossp": False},
+    )
 
-    with pytest.raises(
-        ExtensionUnavailable, match="run CREATE EXTENSION postgis in 'geo_template'"
-    ):
+    with pytest.raises(ExtensionUnavailable) as raised:
         without.edit(LISTING)
+
+    assert "run CREATE EXTENSION postgis; CREATE EXTENSION \"uuid-ossp\" in 'geo_template'" in (
+        str(raised.value)
+    )
 
 
 def test_an_extension_the_server_lacks_is_refused():
