@@ -95,6 +95,25 @@ ensure_chromium() {
     fi
 }
 
+ensure_postgis() {
+    # Only tests/integration/test_extensions.py needs it (on the server, for
+    # CREATE EXTENSION postgis); it is skipped, naming the package, without it.
+    local psql=(psql -h "$PG_HOST" -p "$PG_PORT" -U "${PGUSER:-postgres}" -d postgres -AtX)
+    local found
+    found="$("${psql[@]}" -c "SELECT count(*) FROM pg_available_extensions WHERE name = 'postgis'" 2>/dev/null)" || return 0
+    [ "$found" = 1 ] && return 0
+    local package
+    package="postgresql-$(( $("${psql[@]}" -c 'SHOW server_version_num') / 10000 ))-postgis-3"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -d /etc/postgresql ]; then
+        echo "Installing Debian's $package for the extensions' tests..." >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            "$package"; } >/dev/null 2>&1 ||
+            echo "pgclone: could not install $package; the PostGIS tests will be skipped." >&2
+    else
+        echo "pgclone: PostGIS ($package) is not installed on the server; the PostGIS tests will be skipped." >&2
+    fi
+}
+
 setup_venv
 ensure_postgres
 ensure_redis

@@ -316,6 +316,34 @@ def check_scrub_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
     ]
 
 
+@checks.register("pgclone", checks.Tags.database)
+def check_template_database(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """PGCLONE_TEMPLATE_DATABASE's type always; with the databases checked
+    (`check --database ALIAS`, `migrate`), that each one's template exists, is a
+    template and has the database's encoding and locale."""
+    from pgclone import databases as server
+    from pgclone import driver, extensions
+
+    problem = extensions.setting_problem(getattr(settings, extensions.SETTING, None))
+    if problem:
+        return [checks.Error(problem, id="pgclone.E013")]
+    found = []
+    for alias in databases or ():
+        template = conf.template_database(alias)
+        if not template or alias not in settings.DATABASES:
+            continue
+        try:
+            live = postgres.conn_info(alias)
+            with server.maintenance(live) as connection:
+                problems = extensions.template_problems(connection, template, live.name)
+        except (PgCloneError, driver.Error):
+            continue  # not PostgreSQL, or unreachable: other checks, and the restore, say so
+        found += [checks.Error(f"{alias}: {text}", id="pgclone.E013") for text in problems]
+    return found
+
+
 def celery_app_problem(app: Any = None) -> tuple[str, str] | None:
     """Why pgclone's tasks sent from here would never reach a worker, as (what is
     wrong, how to fix it); None when they can be sent. ``app`` is Celery's current

@@ -125,6 +125,17 @@ def notify_webhook() -> Any:
     return _get("PGCLONE_NOTIFY_WEBHOOK", None) or None
 
 
+def template_database(alias: str) -> str | None:
+    """The database a restore's temporary database is copied from: an
+    administrator's template holding the extensions only a superuser can create;
+    None starts from an empty one. A name, or a dict of names by database alias
+    (anything else: system check pgclone.E013)."""
+    value = _get("PGCLONE_TEMPLATE_DATABASE", None)
+    if isinstance(value, dict):
+        value = value.get(alias)
+    return value or None
+
+
 def celery_queue() -> str | None:
     """The queue pgclone's tasks go to; None means Celery's default queue."""
     return _get("PGCLONE_CELERY_QUEUE", None)

@@ -162,9 +162,23 @@ def drop(connection: Any, name: str) -> None:
     )
 
 
-def create_empty(connection: Any, name: str, like: str | None) -> None:
+def create_empty(connection: Any, name: str, like: str | None, template: str | None = None) -> None:
     """An empty database, with the encoding and locale (provider included) of
-    ``like`` when it exists."""
+    ``like`` when it exists; or a copy of ``template`` (which has them: the
+    caller checked), an administrator's database marked IS_TEMPLATE."""
+    if template:
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+        try:
+            execute(connection, statement)
+        except errors.ObjectInUse as exc:
+            raise PgCloneError(
+                f"Can't copy the template database {template!r}: other sessions are connected "
+                "to it. Close them (REVOKE CONNECT ON it FROM PUBLIC keeps them away) and try "
+                "again."
+            ) from exc
+        return
     statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
     if like and exists(connection, like):
         catalog = set(columns(connection, "pg_catalog.pg_database"))

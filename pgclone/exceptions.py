@@ -18,6 +18,11 @@ class ConfigurationError(PgCloneError):
     """pgclone is misconfigured: check the PGCLONE_* settings."""
 
 
+class ExtensionUnavailable(ConfigurationError):
+    """The dump needs an extension the restoring role can't create or fill:
+    see PGCLONE_TEMPLATE_DATABASE in pgclone's README."""
+
+
 class InvalidInput(PgCloneError):
     """The request is invalid."""
 

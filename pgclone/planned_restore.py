@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pgclone import containers, driver, plans, postgres, streams
+from pgclone import containers, driver, extensions, plans, postgres, restore_lists, streams
 from pgclone.driver import sql
 from pgclone.exceptions import DumpDamaged, UnscrubbedDumpRefused
 from pgclone.storage.local import open_private
@@ -262,10 +262,17 @@ def _read(router: Router, source: Any, checks: dict[str, Any]) -> None:
     router.finish()
 
 
-def restore_streamed(source: Any, target: postgres.ConnInfo, checks: dict[str, Any]) -> int:
+def restore_streamed(
+    source: Any,
+    target: postgres.ConnInfo,
+    checks: dict[str, Any],
+    installed: extensions.Installed | None = None,
+) -> int:
     """Restore the container read from ``source`` into ``target`` as it streams;
     ``checks``: ``streams.decompress``'s checksums, sizes, identities and
-    progress. Returns the planned tables' rows restored."""
+    progress; ``installed``: what ``target`` holds already (looked up when not
+    given). Returns the planned tables' rows restored."""
+    edit = (installed or extensions.Installed.inspect(target)).edit
     children = postgres.current_children()  # the sinks start in the writing thread
     copies: list[CopySink] = []
 
@@ -273,7 +280,7 @@ def restore_streamed(source: Any, target: postgres.ConnInfo, checks: dict[str, A
         postgres.adopt_children(children)
         if table is None:
             argv = postgres.pg_restore_argv(target)
-            return ProgramSink([(argv, subprocess.DEVNULL)], target.env())
+            return restore_lists.ListedSink(argv, target.env(), edit)
         copies.append(CopySink(target, table, router.plan))
         return copies[-1]
 
@@ -294,13 +301,22 @@ def unpack(source: Any, workdir: Path, checks: dict[str, Any]) -> dict[str, Any]
     return router.plan
 
 
-def restore_unpacked(workdir: Path, plan: dict[str, Any], target: postgres.ConnInfo, jobs: int):
+def restore_unpacked(
+    workdir: Path,
+    plan: dict[str, Any],
+    target: postgres.ConnInfo,
+    jobs: int,
+    installed: extensions.Installed | None = None,
+) -> int:
     """Restore an unpacked container: pre-data; then all the rows at once, with
     up to ``jobs`` sessions: the planned tables' COPYs, one session each, beside
     ``pg_restore --jobs`` of the rest's data; then the indexes and constraints
-    with ``pg_restore --jobs``. Returns the planned tables' rows."""
-    postgres.run(
-        postgres.pg_restore_argv(target, path=str(workdir / containers.PRE_DATA)), env=target.env()
+    with ``pg_restore --jobs``. ``installed``: as for :func:`restore_streamed`.
+    Returns the planned tables' rows."""
+    edit = (installed or extensions.Installed.inspect(target)).edit
+    pre_data = str(workdir / containers.PRE_DATA)
+    restore_lists.run(
+        postgres.pg_restore_argv(target, path=pre_data), path=pre_data, env=target.env(), edit=edit
     )
 
     def copy_in(table: dict[str, Any]) -> int:
@@ -317,8 +333,10 @@ def restore_unpacked(workdir: Path, plan: dict[str, Any], target: postgres.ConnI
     # the data first, then the indexes and constraints (a pgclone-plan-1
     # container's rest holds both sections).
     def archive(name: str, section: str) -> None:
-        argv = postgres.pg_restore_argv(target, jobs=jobs, path=str(workdir / name))
-        postgres.run([*argv[:-1], f"--section={section}", argv[-1]], env=target.env())
+        path = str(workdir / name)
+        argv = postgres.pg_restore_argv(target, jobs=jobs, path=path)
+        argv = [*argv[:-1], f"--section={section}", path]
+        restore_lists.run(argv, path=path, env=target.env(), edit=edit)
 
     children = postgres.current_children()  # pg_restore, started in a pool thread
 

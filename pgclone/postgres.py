@@ -310,16 +310,27 @@ def require_program(program: str, env: dict[str, str] | None = None) -> None:
 
 @contextlib.contextmanager
 def spawn(
-    argv: list[str], *, env: dict[str, str], stdin: Any = None, stdout: Any = subprocess.PIPE
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    stdin: Any = None,
+    stdout: Any = subprocess.PIPE,
+    pass_fds: tuple[int, ...] = (),
 ) -> Iterator[subprocess.Popen]:
     """Run ``argv``; on leaving, wait for it and raise CommandFailed if it failed.
+    ``pass_fds``: descriptors the program inherits (a list it reads as /dev/fd/N).
 
     If the block raises, the child is killed first so that nothing keeps
     running behind a failed step.
     """
     require_program(argv[0], env)
     proc = subprocess.Popen(
-        _dies_with_us(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env
+        _dies_with_us(argv),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=env,
+        pass_fds=pass_fds,
     )
     stderr = _StderrTail(proc.stderr)
     proc.pgclone_failure = lambda code: CommandFailed(argv, code, stderr.text())
@@ -347,9 +358,11 @@ def ended(proc: subprocess.Popen) -> None:
         raise proc.pgclone_failure(returncode)
 
 
-def run(argv: list[str], *, env: dict[str, str], stdin: Any = None) -> str:
+def run(
+    argv: list[str], *, env: dict[str, str], stdin: Any = None, pass_fds: tuple[int, ...] = ()
+) -> str:
     """Run a program to completion and return its stdout."""
-    with spawn(argv, env=env, stdin=stdin) as proc:
+    with spawn(argv, env=env, stdin=stdin, pass_fds=pass_fds) as proc:
         output = proc.stdout.read()
     return output.decode("utf-8", errors="replace")
 

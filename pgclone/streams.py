@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import queue
 import subprocess
@@ -240,45 +239,3 @@ class Tee:
         for reader in self.readers:
             with contextlib.suppress(BrokenPipeError):
                 reader.stdin.close()
-
-
-def decompress_into(
-    source: BinaryIO,
-    proc: Any,
-    *,
-    expected_sha256: str | None,
-    expected_raw_size: int | None = None,
-    on_progress: Callable[[int], Any],
-    identities: Sequence[Any] | None = None,
-    expected_plaintext_sha256: str | None = None,
-) -> None:
-    """Decompress a stored dump into a program's stdin (pg_restore), checking it.
-
-    The program may stop reading early (when it fails, its exit status says
-    why); the rest of the dump is still read so that its checksum is checked.
-    """
-    stopped_reading = False
-    with contextlib.suppress(OSError, AttributeError):  # a bigger pipe keeps pg_restore fed
-        fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-
-    def feed(data: bytes) -> None:
-        nonlocal stopped_reading
-        if not stopped_reading:
-            try:
-                proc.stdin.write(data)
-            except BrokenPipeError:
-                stopped_reading = True
-
-    try:
-        decompress(
-            source,
-            feed,
-            expected_sha256=expected_sha256,
-            expected_raw_size=expected_raw_size,
-            on_progress=on_progress,
-            identities=identities,
-            expected_plaintext_sha256=expected_plaintext_sha256,
-        )
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()

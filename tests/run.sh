@@ -3,5 +3,6 @@
 set -euo pipefail
 source "$(dirname "$0")/../deploy/env.sh"
 ensure_chromium
+ensure_postgis
 cd "$REPO_ROOT"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -83,6 +83,13 @@ DATABASES = {
     # The restore target seen by a role that may create databases but not
     # end a superuser's sessions.
     "owner": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"], "USER": "pgclone_owner"},
+    # The restore target seen by its owner, a role of this session's own, in
+    # tests/integration/test_extensions.py.
+    "geo": {
+        **_DEFAULT,
+        "NAME": os.environ["PGCLONE_TEST_TARGET"],
+        "USER": f"pgclone_geo_{_SESSION}",
+    },
     # A database whose name needs quoting everywhere.
     "odd": {**_DEFAULT, "NAME": f"pgclone Odd \"Ünï\" 'db' {_SESSION}"},
     # The test database with a password set (trust auth ignores it): it must
@@ -117,6 +124,8 @@ PGCLONE_ALLOW_RESTORE = os.environ.get("PGCLONE_TEST_ALLOW_RESTORE", "1") == "1"
 # database owner with this off, as the README recommends.
 PGCLONE_ALLOW_SUPERUSER_RESTORE = os.environ.get("PGCLONE_TEST_ALLOW_SUPERUSER", "1") == "1"
 SILENCED_SYSTEM_CHECKS = ["pgclone.W015"] if PGCLONE_ALLOW_SUPERUSER_RESTORE else []
+# tests/integration/test_extensions.py's worker copies restores' databases from its template.
+PGCLONE_TEMPLATE_DATABASE = os.environ.get("PGCLONE_TEST_TEMPLATE_DATABASE") or None
 # The security tests run `manage.py pgclone` with these (tests/integration/test_security.py).
 PGCLONE_LOCAL_SOURCES = json.loads(os.environ.get("PGCLONE_TEST_LOCAL_SOURCES", "null"))
 PGCLONE_SIGNING_KEY = os.environ.get("PGCLONE_TEST_SIGNING_KEY") or None

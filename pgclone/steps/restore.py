@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from pgclone import (
     containers,
     databases,
     encryption,
+    extensions,
     hooks,
     job_tables,
     jobs,
@@ -35,6 +35,7 @@ from pgclone import (
     planned_restore,
     postgres,
     privileges,
+    restore_lists,
     routing,
     runner,
     signing,
@@ -98,6 +99,7 @@ def fetch(job: Job) -> None:
         )
     if asked.require_scrubbed:
         planned_restore.refuse_unscrubbed(stored, asked.config)
+    _check_template(job)
     decryptable = ""
     if manifest.encrypted:  # before anything is created: can this worker decrypt it?
         identities = encryption.identities_for(manifest.recipients, f"Dump {key}")
@@ -223,10 +225,27 @@ def _unpacks(storage: Any, manifest: payloads.Manifest) -> bool:
     return isinstance(storage, LocalStorage) and conf.restore_jobs() > 1 and not manifest.encrypted
 
 
-def _create_temp(live: postgres.ConnInfo, temp: str, job_id: Any) -> None:
+def _check_template(job: Job) -> str | None:
+    """The PGCLONE_TEMPLATE_DATABASE of the job's database, if any, once it is
+    checked: in fetch (before anything is unpacked or created), and again
+    before it is copied (the next step may run on a worker set up otherwise)."""
+    template = conf.template_database(job.database_alias)
+    if template:
+        live = live_conn(job)
+        with databases.maintenance(live) as connection:
+            extensions.check_template(connection, template, live.name)
+    return template
+
+
+def _create_temp(job: Job, temp: str) -> extensions.Installed:
+    """The temporary database: a copy of the PGCLONE_TEMPLATE_DATABASE or an
+    empty one; returns what it holds that the restore leaves alone."""
+    live = live_conn(job)
+    template = _check_template(job)
     with databases.maintenance(live) as connection:
-        databases.create_empty(connection, temp, like=live.name)
-        ownership.set_mark(connection, temp, job_id, live.name)
+        databases.create_empty(connection, temp, like=live.name, template=template)
+        ownership.set_mark(connection, temp, job.pk, live.name)
+    return extensions.Installed.inspect(live.with_name(temp), template)
 
 
 def _checks(key: keys.DumpKey, manifest: payloads.Manifest, on_progress: Any) -> dict[str, Any]:
@@ -242,7 +261,7 @@ def _checks(key: keys.DumpKey, manifest: payloads.Manifest, on_progress: Any) ->
 def _restore_streamed(
     job: Job, storage: Any, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
-    _create_temp(live_conn(job), target.name, job.pk)
+    installed = _create_temp(job, target.name)
     raw_size = manifest.raw_size or 0
     with (
         RestoreWatch(job.pk, live_conn(job), target.name, raw_size) as watch,
@@ -252,13 +271,16 @@ def _restore_streamed(
         progress = None if watch.active else runner.Progress(job.pk, total=manifest.size)
         checks = _checks(key, manifest, progress.add if progress else _ignore)
         if manifest.format in containers.FORMATS:
-            rows = planned_restore.restore_streamed(source, target, checks)
+            rows = planned_restore.restore_streamed(source, target, checks, installed)
         else:
             argv = postgres.pg_restore_argv(target)
-            with postgres.spawn(
-                argv, env=target.env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-            ) as proc:
-                streams.decompress_into(source, proc, **checks)
+            sink = restore_lists.ListedSink(argv, target.env(), installed.edit)
+            try:
+                streams.decompress(source, sink.write, **checks)
+            except BaseException:
+                sink.abort()
+                raise
+            sink.close()
     if progress:
         progress.flush()
     if manifest.format in containers.FORMATS:
@@ -298,15 +320,16 @@ def _restore_parallel(
                 with open_private(unpacked) as out:
                     streams.decompress(source, out.write, **checks)
         progress.flush()
-        _create_temp(live_conn(job), target.name, job.pk)
+        installed = _create_temp(job, target.name)
         with RestoreWatch(job.pk, live_conn(job), target.name, manifest.raw_size or 0):
             if planned:
-                planned_restore.restore_unpacked(unpacked, plan, target, conf.restore_jobs())
-            else:
-                argv = postgres.pg_restore_argv(
-                    target, jobs=conf.restore_jobs(), path=str(unpacked)
+                planned_restore.restore_unpacked(
+                    unpacked, plan, target, conf.restore_jobs(), installed
                 )
-                postgres.run(argv, env=target.env())
+            else:
+                path = str(unpacked)
+                argv = postgres.pg_restore_argv(target, jobs=conf.restore_jobs(), path=path)
+                restore_lists.run(argv, path=path, env=target.env(), edit=installed.edit)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         jobs.update_result(job, unpacked=None)
