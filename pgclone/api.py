@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.db import IntegrityError
 from django.utils import timezone
 
 from pgclone import (
@@ -37,7 +36,7 @@ from pgclone.sources import local_sizes as local_sizes
 from pgclone.sources import local_sources as local_sources
 from pgclone.sources import named_dump as named_dump
 from pgclone.sources import resolve_source
-from pgclone.steps import DUMP, RESTORE, VERIFY, workflow_for
+from pgclone.steps import workflow_for
 from pgclone.storage import get_storage
 from pgclone.storage.base import DumpInfo
 
@@ -61,28 +60,18 @@ def dump(
     returned job, not raised. ``on_start(job)`` is called once the job is
     accepted, before it runs (the command uses it to show progress).
     """
-    starting.refuse_unstorable(
-        config=config,
-        exclude_models=exclude_models,
-        pre_dump_hooks=pre_dump_hooks,
-        database=database,
-        requested_by=requested_by,
-    )
-    starting.sweep_quietly()
-    job = jobs.create_job(
+    requested = {
+        "config": config,
+        "exclude_models": exclude_models,
+        "pre_dump_hooks": pre_dump_hooks,
+    }
+    job = starting.new_job(
         Job.Kind.DUMP,
-        DUMP.step_names,
-        database_alias=database,
+        database=database,
         database_name="",
-        config_name=config or "default",
-        options={
-            "requested": {
-                "config": config,
-                "exclude_models": exclude_models,
-                "pre_dump_hooks": pre_dump_hooks,
-            }
-        },
-        requested_by=requested_by or starting.default_requester(),
+        config=config,
+        requested=requested,
+        requested_by=requested_by,
     )
     with starting.failing(job):
         resolved = options.resolve_dump_options(
@@ -119,48 +108,35 @@ def restore(
     Refused (a failed job, and RestoreRefused raised) when restores are
     disabled or another restore of the same database is under way.
     """
-    starting.refuse_unstorable(
-        target=target,
-        config=config,
-        pre_swap_hooks=pre_swap_hooks,
-        database=database,
-        requested_by=requested_by,
-    )
     live = postgres.conn_info(database)
-    starting.sweep_quietly()
-    request = {
-        "target": target,
-        "config": config,
-        "pre_swap_hooks": pre_swap_hooks,
-        "reversible": reversible,
-    }
-    fields = {
-        "database_alias": database,
-        "database_name": live.name,
-        "config_name": config or "default",
-        "options": {"requested": request},
-        "requested_by": requested_by or starting.default_requester(),
-    }
-    if not conf.allow_restore():
-        error = RestoreRefused()
-        jobs.create_job(Job.Kind.RESTORE, RESTORE.step_names, **fields,
-                        status=Job.Status.FAILED, error=str(error))  # fmt: skip
-        raise error
-    try:
-        job = jobs.create_job(Job.Kind.RESTORE, RESTORE.step_names, **fields)
-    except IntegrityError:
+
+    def already_under_way() -> RestoreRefused:
         running = (
             Job.objects.active().filter(kind=Job.Kind.RESTORE, database_name=live.name).first()
         )
-        error = RestoreRefused(
+        return RestoreRefused(
             f"A restore of database {live.name!r} is already under way"
             + (f" (job {running.pk}, {_liveliness(running)})" if running else "")
             + ". Wait for it to end, or stop it with `manage.py pgclone cancel "
             + (f"{running.pk}`." if running else "JOB_ID`.")
         )
-        jobs.create_job(Job.Kind.RESTORE, RESTORE.step_names, **fields,
-                        status=Job.Status.FAILED, error=str(error))  # fmt: skip
-        raise error from None
+
+    requested = {
+        "target": target,
+        "config": config,
+        "pre_swap_hooks": pre_swap_hooks,
+        "reversible": reversible,
+    }
+    job = starting.new_job(
+        Job.Kind.RESTORE,
+        database=database,
+        database_name=live.name,
+        config=config,
+        requested=requested,
+        requested_by=requested_by,
+        refused=None if conf.allow_restore() else RestoreRefused(),
+        on_conflict=already_under_way,
+    )
     with starting.failing(job):
         privileges.refuse_privileged(live)
         _refuse_while_in_use(job, live)
@@ -190,24 +166,14 @@ def trial_restore(
     ``database`` alias's server with the restore config's hooks, checked
     against what the dump recorded, never swapped in; the outcome is kept on
     the job and beside the dump. See ``dump`` for the rest."""
-    starting.refuse_unstorable(
-        target=target,
-        config=config,
-        pre_swap_hooks=pre_swap_hooks,
-        database=database,
-        requested_by=requested_by,
-    )
     live = postgres.conn_info(database)
-    starting.sweep_quietly()
-    request = {"target": target, "config": config, "pre_swap_hooks": pre_swap_hooks}
-    job = jobs.create_job(
+    job = starting.new_job(
         Job.Kind.VERIFY,
-        VERIFY.step_names,
-        database_alias=database,
+        database=database,
         database_name="",
-        config_name=config or "default",
-        options={"requested": request},
-        requested_by=requested_by or starting.default_requester(),
+        config=config,
+        requested={"target": target, "config": config, "pre_swap_hooks": pre_swap_hooks},
+        requested_by=requested_by,
     )
     with starting.failing(job):
         if target.strip().startswith(":"):

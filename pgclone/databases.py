@@ -224,9 +224,8 @@ def create_copy(connection: Any, name: str, source: str) -> None:
 def carry_over(connection: Any, live: str, new: str) -> list[str]:
     """Give ``new`` what belongs to the database object ``live`` rather than to its data:
     owner, connection limit, grants and per-database settings. Returns what was done."""
-    done = []
     if not exists(connection, live):
-        return done
+        return []
     owner, limit, acl = execute(
         connection,
         "SELECT pg_get_userbyid(datdba), datconnlimit, datacl IS NOT NULL "
@@ -234,6 +233,7 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
         [live],
     )[0]
     new_id = sql.Identifier(new)
+    done = []
     with contextlib.suppress(errors.InsufficientPrivilege):
         execute(
             connection,
@@ -246,25 +246,35 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
             sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(new_id, sql.Literal(limit)),
         )
     if acl:
-        execute(connection, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(new_id))
-        grants = execute(
-            connection,
-            "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
-            "a.privilege_type, a.is_grantable FROM pg_database d, aclexplode(d.datacl) a "
-            "WHERE d.datname = %s AND a.grantee <> d.datdba",
-            [live],
-        )
-        for grantee, privilege, grantable in grants:
-            execute(
-                connection,
-                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-                    sql.SQL(privilege),
-                    new_id,
-                    sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
-                    sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL(""),
-                ),
-            )
+        _carry_grants(connection, live, new_id)
         done.append("grants")
+    return done + _carry_settings(connection, live, new_id)
+
+
+def _carry_grants(connection: Any, live: str, new_id: sql.Identifier) -> None:
+    execute(connection, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(new_id))
+    grants = execute(
+        connection,
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
+        "a.privilege_type, a.is_grantable FROM pg_database d, aclexplode(d.datacl) a "
+        "WHERE d.datname = %s AND a.grantee <> d.datdba",
+        [live],
+    )
+    for grantee, privilege, grantable in grants:
+        execute(
+            connection,
+            sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                sql.SQL(privilege),
+                new_id,
+                sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+                sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL(""),
+            ),
+        )
+
+
+def _carry_settings(connection: Any, live: str, new_id: sql.Identifier) -> list[str]:
+    """The per-database settings of ``live`` (the database's and each role's in it)."""
+    done = []
     settings = execute(
         connection,
         "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, "
@@ -282,16 +292,15 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
         statement = target + sql.SQL(" SET {} = {}").format(
             sql.Identifier(name), setting_value(name, value)
         )
-        if role:
-            # Another role's setting needs rights over that role: skip it rather
-            # than fail the restore, and say so.
-            try:
-                execute(connection, statement)
-            except errors.InsufficientPrivilege:
-                done.append(f"not {name} for role {role} (no right to set it)")
-                continue
-        else:
+        if not role:
             execute(connection, statement)
+            continue
+        # Another role's setting needs rights over that role: skip it rather than
+        # fail the restore, and say so.
+        try:
+            execute(connection, statement)
+        except errors.InsufficientPrivilege:
+            done.append(f"not {name} for role {role} (no right to set it)")
     if settings:
         done.append(f"{len(settings)} setting(s)")
     return done

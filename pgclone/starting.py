@@ -1,6 +1,7 @@
 """How the use-cases in ``pgclone.api`` start a job: refuse what the job row
-can't hold, sweep lost jobs first, fail the job with the cause when accepting
-it goes wrong, record what was resolved, then run it here or enqueue its chain.
+can't hold, sweep lost jobs first, write the job row (:func:`new_job`), fail
+the job with the cause when accepting it goes wrong, record what was
+resolved, then run it here or enqueue its chain.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import kombu.exceptions
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from pgclone import conf, jobs, keys, runner
 from pgclone.exceptions import BrokerUnavailable, InvalidInput, PgCloneError
@@ -31,6 +32,46 @@ def default_requester() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+def new_job(
+    kind: str,
+    *,
+    database: str,
+    database_name: str,
+    config: str | None,
+    requested: dict[str, Any],
+    requested_by: str | None,
+    refused: PgCloneError | None = None,
+    on_conflict: Callable[[], PgCloneError] | None = None,
+) -> Job:
+    """The row of a job asked for with ``requested`` (the caller's own words,
+    kept on the job): what it can't hold is refused first, lost jobs are swept.
+    ``refused``: recorded as a failed job, and raised. ``on_conflict``: the
+    error to record and raise when the row breaks a unique index (one restore
+    per database)."""
+    texts = {name: value for name, value in requested.items() if not isinstance(value, bool)}
+    refuse_unstorable(**texts, database=database, requested_by=requested_by)
+    sweep_quietly()
+    fields = {
+        "database_alias": database,
+        "database_name": database_name,
+        "config_name": config or "default",
+        "options": {"requested": requested},
+        "requested_by": requested_by or default_requester(),
+    }
+    steps = workflow_for(kind).step_names
+    if refused is not None:
+        jobs.create_job(kind, steps, **fields, status=Job.Status.FAILED, error=str(refused))
+        raise refused
+    try:
+        return jobs.create_job(kind, steps, **fields)
+    except IntegrityError:
+        if on_conflict is None:
+            raise
+        error = on_conflict()
+        jobs.create_job(kind, steps, **fields, status=Job.Status.FAILED, error=str(error))
+        raise error from None
 
 
 def refuse_unstorable(**values: str | list[str] | None) -> None:

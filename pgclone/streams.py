@@ -177,6 +177,28 @@ def decompress(
         if decrypting:
             decrypting.close()
         writer.close()
+    _check_read(
+        raw_size=raw_size,
+        trailing=trailing,
+        sha256=stored.digest.hexdigest(),
+        plaintext_sha256=compressed.digest.hexdigest() if decrypting else None,
+        expected_raw_size=expected_raw_size,
+        expected_sha256=expected_sha256,
+        expected_plaintext_sha256=expected_plaintext_sha256,
+    )
+
+
+def _check_read(
+    *,
+    raw_size: int,
+    trailing: bytes,
+    sha256: str,
+    plaintext_sha256: str | None,
+    expected_raw_size: int | None,
+    expected_sha256: str | None,
+    expected_plaintext_sha256: str | None,
+) -> None:
+    """DumpDamaged unless what :func:`decompress` read is what the dump step recorded."""
     if expected_raw_size is not None and raw_size < expected_raw_size:
         raise DumpDamaged(
             f"The dump is truncated: it decompresses to {raw_size} bytes, "
@@ -184,11 +206,10 @@ def decompress(
         )
     if trailing:
         raise DumpDamaged("The dump is damaged: bytes follow the end of its compressed stream.")
-    actual = stored.digest.hexdigest()
-    if expected_sha256 and actual != expected_sha256:
-        raise DumpDamaged(_checksum_message(actual, expected_sha256))
-    plaintext = compressed.digest.hexdigest()
-    if decrypting and expected_plaintext_sha256 and plaintext != expected_plaintext_sha256:
+    if expected_sha256 and sha256 != expected_sha256:
+        raise DumpDamaged(_checksum_message(sha256, expected_sha256))
+    plaintext = plaintext_sha256
+    if plaintext and expected_plaintext_sha256 and plaintext != expected_plaintext_sha256:
         raise DumpDamaged(
             f"The dump is damaged: once decrypted, its SHA-256 is {plaintext}, but "
             f"{expected_plaintext_sha256} was recorded when it was made."

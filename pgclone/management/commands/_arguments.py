@@ -3,22 +3,24 @@ help is also the description its own ``--help`` shows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.core.management.base import CommandParser
 
 
 def add_subcommands(parser: CommandParser) -> None:
     subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
 
-    class Commands:
+    def add_parser(name: str, *, help: str) -> CommandParser:
         """Each subcommand's help is also the description its own --help shows."""
+        return subparsers.add_parser(name, help=help, description=help)
 
-        @staticmethod
-        def add_parser(name: str, *, help: str) -> CommandParser:
-            return subparsers.add_parser(name, help=help, description=help)
+    for subcommand in SUBCOMMANDS:
+        subcommand(add_parser)
 
-    commands = Commands()
 
-    dump = commands.add_parser("dump", help="Dump a database to storage.")
+def _dump(add_parser: Callable[..., CommandParser]) -> None:
+    dump = add_parser("dump", help="Dump a database to storage.")
     dump.add_argument("--config", help="A name from PGCLONE_DUMP_CONFIGS (default: default).")
     dump.add_argument(
         "--exclude-model",
@@ -37,7 +39,9 @@ def add_subcommands(parser: CommandParser) -> None:
     dump.add_argument("--database", default="default", help="Database alias (default: default).")
     add_run_mode(dump)
 
-    restore = commands.add_parser(
+
+def _restore(add_parser: Callable[..., CommandParser]) -> None:
+    restore = add_parser(
         "restore",
         help="Restore a dump (or copy a database on this server) into a database.",
     )
@@ -74,7 +78,9 @@ def add_subcommands(parser: CommandParser) -> None:
     )
     add_run_mode(restore)
 
-    ls = commands.add_parser("ls", help="List complete dumps in storage.")
+
+def _ls(add_parser: Callable[..., CommandParser]) -> None:
+    ls = add_parser("ls", help="List complete dumps in storage.")
     ls.add_argument("db_name", nargs="?", help="Only this database's dumps.")
     ls.add_argument(
         "--only-db-names", action="store_true", help="List the names of dumped databases."
@@ -96,19 +102,29 @@ def add_subcommands(parser: CommandParser) -> None:
         help="Alias whose server --local lists (default: default).",
     )
 
-    jobs = commands.add_parser("jobs", help="List recent jobs.")
+
+def _jobs(add_parser: Callable[..., CommandParser]) -> None:
+    jobs = add_parser("jobs", help="List recent jobs.")
     jobs.add_argument("--limit", type=int, default=20, help="How many (default 20).")
 
-    show = commands.add_parser("show", help="Show one job: its steps, timings and error.")
+
+def _show(add_parser: Callable[..., CommandParser]) -> None:
+    show = add_parser("show", help="Show one job: its steps, timings and error.")
     show.add_argument("job_id", help="A job id, or a unique prefix of one.")
 
-    tail = commands.add_parser("tail", help="Follow one job live until it ends.")
+
+def _tail(add_parser: Callable[..., CommandParser]) -> None:
+    tail = add_parser("tail", help="Follow one job live until it ends.")
     tail.add_argument("job_id", help="A job id, or a unique prefix of one.")
 
-    cancel = commands.add_parser("cancel", help="Cancel a pending or running job.")
+
+def _cancel(add_parser: Callable[..., CommandParser]) -> None:
+    cancel = add_parser("cancel", help="Cancel a pending or running job.")
     cancel.add_argument("job_id", help="A job id, or a unique prefix of one.")
 
-    verify = commands.add_parser(
+
+def _verify(add_parser: Callable[..., CommandParser]) -> None:
+    verify = add_parser(
         "verify",
         help="Check a dump (checksum, archive); with --restore, prove it restores "
         "into a scratch database.",
@@ -140,7 +156,9 @@ def add_subcommands(parser: CommandParser) -> None:
     )
     add_run_mode(verify)
 
-    health = commands.add_parser(
+
+def _health(add_parser: Callable[..., CommandParser]) -> None:
+    health = add_parser(
         "health",
         help="Exit 0 only if each database has a recent dump whose last trial restore "
         "(if any) passed.",
@@ -154,26 +172,51 @@ def add_subcommands(parser: CommandParser) -> None:
         help="How old the newest dump may be: 90s, 45m, 26h (the default), 2d.",
     )
 
-    commands.add_parser("sweep", help="Fail jobs whose worker was lost and remove what they left.")
 
-    commands.add_parser(
+def _sweep(add_parser: Callable[..., CommandParser]) -> None:
+    add_parser("sweep", help="Fail jobs whose worker was lost and remove what they left.")
+
+
+def _keygen(add_parser: Callable[..., CommandParser]) -> None:
+    add_parser(
         "keygen",
         help="Print a new age identity (secret) and its recipient (public key) for "
         "encrypting dumps.",
     )
 
-    scrub_check = commands.add_parser(
+
+def _scrub_check(add_parser: Callable[..., CommandParser]) -> None:
+    scrub_check = add_parser(
         "scrub-check",
         help="List personal-looking fields that scrubbing configs leave as they are "
         "(exit status 1 if any).",
     )
     scrub_check.add_argument("--config", help="Only this dump config, scrubbing or not.")
 
-    prune = commands.add_parser(
+
+def _prune(add_parser: Callable[..., CommandParser]) -> None:
+    prune = add_parser(
         "prune", help="Delete dumps that the configs' retention rules no longer keep."
     )
     prune.add_argument("db_name", nargs="?", help="Only this database's dumps.")
     prune.add_argument("--dry-run", action="store_true", help="Only list what would be deleted.")
+
+
+SUBCOMMANDS = (
+    _dump,
+    _restore,
+    _ls,
+    _jobs,
+    _show,
+    _tail,
+    _cancel,
+    _verify,
+    _health,
+    _sweep,
+    _keygen,
+    _scrub_check,
+    _prune,
+)
 
 
 def add_run_mode(parser: CommandParser) -> None:
