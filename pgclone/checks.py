@@ -65,7 +65,7 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
                 id="pgclone.E007",
             )
         )
-    sources = getattr(settings, "PGCLONE_LOCAL_SOURCES", None)
+    sources = conf.as_set("PGCLONE_LOCAL_SOURCES")
     if sources is not None and (
         not isinstance(sources, list | tuple | set | frozenset)
         or not all(isinstance(name, str) for name in sources)
@@ -76,7 +76,7 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
                 id="pgclone.E008",
             )
         )
-    key = getattr(settings, "PGCLONE_SIGNING_KEY", None)
+    key = conf.as_set("PGCLONE_SIGNING_KEY")
     if key is not None and not isinstance(key, str):
         errors.append(
             checks.Error(
@@ -326,7 +326,7 @@ def check_template_database(
     from pgclone import databases as server
     from pgclone import driver, extensions
 
-    problem = extensions.setting_problem(getattr(settings, extensions.SETTING, None))
+    problem = extensions.setting_problem(conf.as_set(extensions.SETTING))
     if problem:
         return [checks.Error(problem, id="pgclone.E013")]
     found = []

@@ -19,6 +19,23 @@ def _get(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 
 
+def as_set(name: str) -> Any:
+    """A setting as the project wrote it (None when unset), for the system checks,
+    which judge its type before any function below converts it."""
+    return _get(name, None)
+
+
+def health_max_age() -> str | None:
+    """How old the newest dump may be for the django-health-check backend
+    (``"26h"``; None: ``health``'s default)."""
+    return _get("PGCLONE_HEALTH_MAX_AGE", None)
+
+
+def health_databases() -> list[str] | None:
+    """The dumped databases the django-health-check backend looks at (None: every one)."""
+    return _get("PGCLONE_HEALTH_DATABASES", None)
+
+
 def storage_location() -> str:
     """Where dumps live: a folder (relative to BASE_DIR) or ``s3://bucket/prefix``."""
     return _get("PGCLONE_STORAGE_LOCATION", DEFAULT_STORAGE_LOCATION)

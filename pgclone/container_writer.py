@@ -1,7 +1,7 @@
 """The container of a planned dump, written while the dump step reads it.
 
 :func:`container` starts :class:`Writer`'s thread, which writes the tar
-(:mod:`pgclone.containers`) into a :class:`Source` that the dump step reads
+(:mod:`pgclone.containers`) into a :class:`ContainerPipe` that the dump step reads
 and compresses: pg_dump's pre-data archive; then, all at once, each planned
 table's ``COPY (SELECT …) TO STDOUT`` and pg_dump's archive of the rest's
 data, their members interleaved as they come; then pg_dump's post-data
@@ -75,7 +75,7 @@ def header(config_name: str, plan: subset.Plan, encoding: str) -> dict[str, Any]
     }
 
 
-class Source:
+class ContainerPipe:
     """The container as the dump step reads it, handed over by the thread that
     writes it a few writes at a time (what a pipe would do, without copying
     every byte through the kernel twice); ``rows`` once it is all read."""
@@ -157,7 +157,7 @@ def container(
     plan: subset.Plan,
     config_name: str,
     started: planned_dump.Programs,
-) -> Iterator[Source]:
+) -> Iterator[ContainerPipe]:
     """The container of a planned dump, written by a thread of its own: read
     it to its end inside the block. Raises what writing raised."""
     writer = Writer(conn, snapshot=snapshot, cursor=cursor, plan=plan, started=started)
@@ -199,7 +199,7 @@ class Writer:
         self.tables = list(enumerate(planned_dump.planned_tables(plan)))
         cursor.execute("SHOW server_encoding")  # the COPY text's (plans.ENCODING)
         self.encoding = cursor.fetchone()[0]
-        self.source = Source()
+        self.source = ContainerPipe()
         self.children = postgres.current_children()  # a cancelled job kills them too
         self.jobs, self.key = conf.dump_jobs(), conf.scrub_key()
         self.creates = dict(plan.setup)  # the TEMP tables of kept rows, by table

@@ -118,7 +118,7 @@ class Root:
 
 
 @dataclass(frozen=True)
-class Step:
+class KeepStatement:
     """One statement of the fixed point: adds to ``output``'s kept rows from ``inputs``'."""
 
     statement: sql.Composable
@@ -132,7 +132,7 @@ class Plan:
     tables: tuple[PlannedTable, ...]
     roots: tuple[Root, ...]
     setup: tuple[tuple[int, sql.Composable], ...]  # the TEMP tables of kept rows, by table
-    steps: tuple[Step, ...]  # in this order, repeated until none adds a row
+    steps: tuple[KeepStatement, ...]  # in this order, repeated until none adds a row
     # (table, column, FROM, expression, column) of the sql rules, checked before a dump
     outputs: tuple[tuple[str, str, sql.Composable, sql.Composable, scrub.Column], ...]
     digest: str  # of the rules and the subset (pgclone.sharing.digest)
@@ -198,7 +198,7 @@ def make_plan(
 
 
 def _planned(
-    table: catalog.Table, kind: str, rules: dict, leaf: Step | None
+    table: catalog.Table, kind: str, rules: dict, leaf: KeepStatement | None
 ) -> tuple[PlannedTable, list]:
     """The table's SELECT (of the rows ``leaf`` keeps, for a leaf), and what its
     sql rules need checked."""
@@ -300,14 +300,14 @@ def _pulls(fks: list[catalog.ForeignKey], kinds: dict[int, str]) -> list:
 
 def _steps(
     tables: dict, fks: list[catalog.ForeignKey], kinds: dict[int, str], keeps: dict[int, Keep]
-) -> list[Step]:
+) -> list[KeepStatement]:
     steps = []
     for oid in kinds:
         filters = _filters(fks, kinds, oid)
         if filters:  # rows whose every reference into those tables is kept
             where = sql.SQL(" AND ").join(_references_kept(fk, keeps[fk.parent]) for fk in filters)
             statement = keeps[oid].insert("t", _table(tables[oid]), where)
-            steps.append(Step(statement, tuple(fk.parent for fk in filters), oid, where))
+            steps.append(KeepStatement(statement, tuple(fk.parent for fk in filters), oid, where))
     for fk in _pulls(fks, kinds):  # rows referenced by kept rows
         child = keeps[fk.child]
         where = sql.SQL("{} IN (SELECT {} FROM {} AS k)").format(
@@ -316,11 +316,11 @@ def _steps(
             child.table,
         )
         statement = keeps[fk.parent].insert("p", _table(tables[fk.parent]), where)
-        steps.append(Step(statement, (fk.child,), fk.parent))
+        steps.append(KeepStatement(statement, (fk.child,), fk.parent))
     return steps
 
 
-def _leaves(steps: list[Step], kinds: dict[int, str]) -> dict[int, Step]:
+def _leaves(steps: list[KeepStatement], kinds: dict[int, str]) -> dict[int, KeepStatement]:
     """The down and filtered tables whose kept rows nothing else needs (no step
     reads them, none but their own seed adds to them: order items that pull
     nothing, a customer's events), with the condition that keeps their rows.
@@ -339,10 +339,10 @@ def _leaves(steps: list[Step], kinds: dict[int, str]) -> dict[int, Step]:
     }
 
 
-def _ordered(steps: list[Step]) -> tuple[Step, ...]:
+def _ordered(steps: list[KeepStatement]) -> tuple[KeepStatement, ...]:
     """The steps, each after those that add to its inputs where the graph allows
     (in a cycle, the first left goes first): the first round then finds most rows."""
-    ordered: list[Step] = []
+    ordered: list[KeepStatement] = []
     pending = list(steps)
     while pending:
         ready = [

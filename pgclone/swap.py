@@ -39,11 +39,11 @@ from pgclone.databases import (
     OLD_PREFIX,
     TEMP_PREFIX,
     drop,
+    execute,
     exists,
     id_prefix,
     rename,
 )
-from pgclone.databases import execute as run
 from pgclone.driver import errors, sql
 from pgclone.exceptions import PgCloneError
 from pgclone.job_tables import JobHistoryCopy
@@ -195,12 +195,12 @@ def _rename_pair(
     On an error the connection is left as it is: the caller renews it.
     """
     connection.autocommit = False
-    run(connection, "SELECT set_config('statement_timeout', %s, true)", [f"{timeout_ms}ms"])
+    execute(connection, "SELECT set_config('statement_timeout', %s, true)", [f"{timeout_ms}ms"])
     rename(connection, live, old_name)
     rename(connection, new, live)
     _set_comment(connection, live, comments[0])
     _set_comment(connection, old_name, comments[1])
-    run(connection, "SELECT set_config('statement_timeout', '0', true)")
+    execute(connection, "SELECT set_config('statement_timeout', '0', true)")
     connection.commit()
     connection.autocommit = True
 
@@ -223,7 +223,7 @@ def _recover(session: Session, *, live: str, new: str, old_name: str, mark: str)
 
 def renamed(connection: Any, *, live: str, new: str, old_name: str) -> bool:
     """Whether the renames committed: the new name is gone, the old one exists."""
-    rows = run(
+    rows = execute(
         connection,
         "SELECT datname FROM pg_database WHERE datname = ANY(%s)",
         [[live, new, old_name]],
@@ -235,7 +235,7 @@ def renamed(connection: Any, *, live: str, new: str, old_name: str) -> bool:
 def _blockers(connection: Any, live: str) -> str:
     """Who holds a lock on the live database's catalog entry, for the error message."""
     with contextlib.suppress(driver.Error):
-        rows = run(
+        rows = execute(
             connection,
             "SELECT a.pid, coalesce(nullif(a.application_name, ''), a.usename), "
             "left(a.query, 80) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
@@ -307,7 +307,7 @@ def reopen_abandoned(
     with postgres.connect(conn.with_name("postgres")) as connection:
         closed = {
             row[0]
-            for row in run(
+            for row in execute(
                 connection,
                 "SELECT datname FROM pg_catalog.pg_database "
                 "WHERE NOT datallowconn AND NOT datistemplate",
@@ -335,7 +335,7 @@ def reopen_abandoned(
 
 def _marked_temps(connection: Any) -> list[str]:
     """Temporary databases that hold a swap's marker."""
-    rows = run(
+    rows = execute(
         connection,
         "SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s "
         "AND pg_catalog.shobj_description(oid, 'pg_database') LIKE %s",
@@ -347,7 +347,7 @@ def _marked_temps(connection: Any) -> list[str]:
 def job_sessions(connection: Any, job_id: str) -> int:
     """Sessions of a job other than this one: its worker's application name is
     ``pgclone:`` and the job's id (of which a database name keeps 20 hex digits)."""
-    return run(
+    return execute(
         connection,
         "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
         "AND pid <> pg_backend_pid()",
@@ -359,7 +359,7 @@ def job_sessions(connection: Any, job_id: str) -> int:
 
 
 def allow_connections(connection: Any, name: str, *, allowed: bool) -> None:
-    run(
+    execute(
         connection,
         sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
             sql.Identifier(name), sql.Literal(allowed)
@@ -368,7 +368,7 @@ def allow_connections(connection: Any, name: str, *, allowed: bool) -> None:
 
 
 def _comment(connection: Any, name: str) -> str | None:
-    rows = run(
+    rows = execute(
         connection,
         "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
         [name],
@@ -377,7 +377,7 @@ def _comment(connection: Any, name: str) -> str | None:
 
 
 def _set_comment(connection: Any, name: str, comment: str | None) -> None:
-    run(
+    execute(
         connection,
         sql.SQL("COMMENT ON DATABASE {} IS {}").format(
             sql.Identifier(name), sql.Literal(comment) if comment is not None else sql.SQL("NULL")
@@ -398,7 +398,7 @@ def _terminate_sessions(connection: Any, names: tuple[str, ...], keep: tuple[int
     )
     params = [list(names), list(keep) or [0]]
     try:
-        run(connection, "SELECT pg_terminate_backend(pid) " + others, params)
+        execute(connection, "SELECT pg_terminate_backend(pid) " + others, params)
     except errors.InsufficientPrivilege as exc:
         raise PgCloneError(
             f"Can't end the other sessions on {names[0]!r}: {str(exc).strip()}. The role pgclone "
@@ -406,7 +406,7 @@ def _terminate_sessions(connection: Any, names: tuple[str, ...], keep: tuple[int
             "other roles' sessions). Nothing was swapped."
         ) from exc
     deadline = time.monotonic() + TERMINATE_TIMEOUT_MS / 1000
-    while run(connection, "SELECT count(*) " + others, params)[0][0]:
+    while execute(connection, "SELECT count(*) " + others, params)[0][0]:
         if time.monotonic() > deadline:
             return  # the rename below retries, and reports who is still there
         time.sleep(0.001)

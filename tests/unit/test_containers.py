@@ -155,13 +155,13 @@ def test_a_member_after_written_bytes_comes_after_them():
 
 
 def test_the_container_reaches_the_reader_whole_in_any_read_size():
-    """What the writing thread hands over (container_writer.Source, a pipe without the
+    """What the writing thread hands over (container_writer.ContainerPipe, a pipe without the
     kernel) comes out in order, whatever the reader's sizes, then b"" for good."""
     import threading
 
-    from pgclone.container_writer import Source
+    from pgclone.container_writer import ContainerPipe
 
-    source = Source()
+    source = ContainerPipe()
     pieces = [bytes([n]) * (n * 1000 + 1) for n in range(20)]
 
     def writer() -> None:
@@ -188,9 +188,9 @@ def test_the_container_reaches_the_reader_whole_in_any_read_size():
 def test_a_reader_that_stops_makes_the_writer_stop():
     import threading
 
-    from pgclone.container_writer import Source
+    from pgclone.container_writer import ContainerPipe
 
-    source = Source(depth=1)
+    source = ContainerPipe(depth=1)
     stopped = []
 
     def writer() -> None:

@@ -72,12 +72,9 @@ else:  # 3.x: registered by apps.py, configured by settings
         critical_service = True
 
         def check_status(self, subsets: Any = None) -> None:
-            from django.conf import settings
+            from pgclone import conf
 
-            found = problems(
-                getattr(settings, "PGCLONE_HEALTH_MAX_AGE", None),
-                getattr(settings, "PGCLONE_HEALTH_DATABASES", None),
-            )
+            found = problems(conf.health_max_age(), conf.health_databases())
             if found:
                 self.add_error(ServiceUnavailable(found))
 
