@@ -19,7 +19,7 @@ from bench.harness import wait_for
 from bench.postgres import drop_database, execute
 from bench.probes import SwapProbe
 from bench.session import Bench, Worker
-from pgclone import databases
+from pgclone.pg import databases
 
 # pgclone ----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from bench import harness
 from bench.harness import log
 from bench.postgres import create_database, drop_database, execute, pg_env
 from bench.probes import MemorySampler
-from pgclone import encryption
+from pgclone.archive import encryption
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

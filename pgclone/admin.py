@@ -23,10 +23,12 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from pgclone import api, conf, databases, health, humanize, keys, payloads, postgres, signing
+from pgclone import api, conf, health, humanize, payloads
+from pgclone.archive import signing
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
-from pgclone.storage import get_storage
+from pgclone.pg import databases, postgres
+from pgclone.storage import get_storage, keys
 
 logger = logging.getLogger("pgclone")
 

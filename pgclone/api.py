@@ -13,31 +13,23 @@ from typing import Any
 
 from django.utils import timezone
 
-from pgclone import (
-    conf,
-    humanize,
-    jobs,
-    keys,
-    options,
-    postgres,
-    privileges,
-    retention,
-    starting,
-)
+from pgclone import conf, humanize, retention, starting
+from pgclone.engine import jobs
 from pgclone.exceptions import (
     InvalidInput,
     PgCloneError,
     RestoreRefused,
 )
 from pgclone.models import Job
+from pgclone.pg import postgres, privileges
+from pgclone.steps import options, workflow_for
 
 # Re-exported: the command and the admin list what `restore :…` can copy through the API.
-from pgclone.sources import local_sizes as local_sizes
-from pgclone.sources import local_sources as local_sources
-from pgclone.sources import named_dump as named_dump
-from pgclone.sources import resolve_source
-from pgclone.steps import workflow_for
-from pgclone.storage import get_storage
+from pgclone.steps.sources import local_sizes as local_sizes
+from pgclone.steps.sources import local_sources as local_sources
+from pgclone.steps.sources import named_dump as named_dump
+from pgclone.steps.sources import resolve_source
+from pgclone.storage import get_storage, keys
 from pgclone.storage.base import DumpInfo
 
 logger = logging.getLogger("pgclone")
@@ -204,7 +196,7 @@ def trial_restore(
 def _refuse_unscrubbed(storage: Any, resolved: Any) -> None:
     """``require_scrubbed``: refused when asked (the worker's fetch checks again)."""
     if resolved.require_scrubbed and resolved.source.is_dump:
-        from pgclone import planned_restore
+        from pgclone.archive import planned_restore
 
         stored = storage.complete_manifest(keys.parse_key(resolved.source.key))
         planned_restore.refuse_unscrubbed(stored, resolved.config)
@@ -308,7 +300,7 @@ def verify(key_text: str) -> dict[str, Any]:
 
 def keygen() -> tuple[str, str]:
     """A new age identity (secret) and its recipient (public), for encrypted dumps."""
-    from pgclone import encryption
+    from pgclone.archive import encryption
 
     return encryption.generate()
 
@@ -339,6 +331,6 @@ def recent_jobs(limit: int = 20) -> list[Job]:
 
 def scrub_check(config: str | None = None) -> dict[str, list]:
     """{config: personal-looking fields it dumps unscrubbed}, for the configs that scrub."""
-    from pgclone import personal
+    from pgclone.sharing import personal
 
     return personal.unruled_by_config(config)

@@ -8,8 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
-from pgclone import conf, configs, postgres
+from pgclone import conf, configs
 from pgclone.exceptions import ConfigurationError, PgCloneError
+from pgclone.pg import postgres
 
 
 @checks.register("pgclone")
@@ -114,7 +115,7 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
 
 
 def _webhook_errors() -> list[checks.CheckMessage]:
-    from pgclone import webhooks
+    from pgclone.engine import webhooks
 
     url = conf.notify_webhook()
     try:
@@ -126,7 +127,7 @@ def _webhook_errors() -> list[checks.CheckMessage]:
 
 
 def _encryption_errors() -> list[checks.CheckMessage]:
-    from pgclone import encryption
+    from pgclone.archive import encryption
 
     found = [
         checks.Error(
@@ -162,7 +163,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 def check_versions(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     import django
 
-    from pgclone import driver
+    from pgclone.pg import driver
 
     supported = "Django 4.2, 5.2, 6.0 or 6.1 with psycopg2 >= 2.9.9 or psycopg >= 3.1.8"
     found = []
@@ -199,7 +200,8 @@ def check_versions(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 def check_pgconnection(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """django-pgconnection's wrapper only works with psycopg2: with psycopg 3 every
     query of the project fails, not only pgclone's."""
-    from pgclone import driver, routing
+    from pgclone.pg import driver
+    from pgclone.steps import routing
 
     if routing.uses_pgconnection() and driver.NAME != "psycopg2":
         return [
@@ -218,7 +220,8 @@ def check_pgconnection(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
 
 @checks.register("pgclone", deploy=True)
 def check_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from pgclone import driver, routing
+    from pgclone.pg import driver
+    from pgclone.steps import routing
 
     return [
         checks.Info(
@@ -282,7 +285,7 @@ def check_dump_role(
 ) -> list[checks.CheckMessage]:
     """Dumps made as a superuser (run only with --database, or by migrate: image
     builds that run collectstatic need no database)."""
-    from pgclone import privileges
+    from pgclone.pg import privileges
 
     found = []
     for alias in databases or ():
@@ -300,7 +303,7 @@ def check_dump_role(
 @checks.register("pgclone")
 def check_scrub_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """A config that scrubs should say what becomes of every personal-looking field."""
-    from pgclone import personal
+    from pgclone.sharing import personal
 
     return [
         checks.Warning(
@@ -323,8 +326,8 @@ def check_template_database(
     """PGCLONE_TEMPLATE_DATABASE's type always; with the databases checked
     (`check --database ALIAS`, `migrate`), that each one's template exists, is a
     template and has the database's encoding and locale."""
-    from pgclone import databases as server
-    from pgclone import driver, extensions
+    from pgclone.pg import databases as server
+    from pgclone.pg import driver, extensions
 
     problem = extensions.setting_problem(conf.as_set(extensions.SETTING))
     if problem:
@@ -394,7 +397,7 @@ def require_celery_app(job: Any) -> None:
     problem = celery_app_problem()
     if problem is None:
         return
-    from pgclone import jobs
+    from pgclone.engine import jobs
     from pgclone.models import Job
 
     message, fix = problem

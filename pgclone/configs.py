@@ -17,8 +17,11 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from pgclone import conf, encryption, hooks, keys, sharing
+from pgclone import conf, hooks
+from pgclone.archive import encryption
 from pgclone.exceptions import ConfigurationError, InvalidInput
+from pgclone.sharing import sections as sharing
+from pgclone.storage import keys
 
 DUMP_SETTING = "PGCLONE_DUMP_CONFIGS"
 RESTORE_SETTING = "PGCLONE_RESTORE_CONFIGS"
@@ -41,7 +44,7 @@ class DumpConfig:
     pre_dump_hooks: tuple[str, ...] = ()
     keep_last: int | None = None
     keep_days: float | None = None
-    # pgclone.sharing, checked against the models; scrub is None without a 'scrub' section
+    # pgclone.sharing.sections, checked against the models; scrub is None without a 'scrub' section
     scrub: tuple[sharing.FieldRules, ...] | None = None
     subset: tuple[sharing.SubsetRoot, ...] = ()
     # None: PGCLONE_ENCRYPTION_RECIPIENTS applies; () : this config's dumps are not encrypted.

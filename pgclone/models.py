@@ -105,7 +105,7 @@ class Job(Timed, models.Model):
     progress_label = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
     worker_hostname = models.CharField(max_length=255, blank=True)
-    # The process running the current step (see pgclone.claims): a worker that
+    # The process running the current step (see pgclone.engine.claims): a worker that
     # restarts knows at once that its predecessor's steps are orphaned.
     worker_process = models.CharField(max_length=255, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -22,9 +22,9 @@ from typing import Any
 
 from django.utils import timezone
 
-from pgclone import configs, keys
+from pgclone import configs
 from pgclone.models import Job
-from pgclone.storage import Storage
+from pgclone.storage import Storage, keys
 from pgclone.storage.base import DumpInfo
 
 logger = logging.getLogger("pgclone")

@@ -17,11 +17,13 @@ from typing import Any
 import kombu.exceptions
 from django.db import IntegrityError, transaction
 
-from pgclone import conf, jobs, keys, runner
+from pgclone import conf
+from pgclone.engine import jobs, runner
 from pgclone.exceptions import BrokerUnavailable, InvalidInput, PgCloneError
 from pgclone.models import Job
 from pgclone.payloads import DumpOptions, RestoreOptions
 from pgclone.steps import workflow_for
+from pgclone.storage import keys
 
 logger = logging.getLogger("pgclone")
 

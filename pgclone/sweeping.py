@@ -4,7 +4,7 @@ In this order, so that each part works even when the one before found the
 database holding the jobs closed:
 
 1. Databases a swap left refusing connections are re-opened. This reads only
-   the server catalogs (see ``pgclone.swap``), never the job table.
+   the server catalogs (see ``pgclone.pg.swap``), never the job table.
 2. A running job whose step lost its worker is failed ("worker lost") and
    what it made is removed: its step's process is known to be gone (it ran on
    this machine), or nothing was heard from it for PGCLONE_STALE_JOB_SECONDS.
@@ -35,10 +35,12 @@ from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 
-from pgclone import claims, conf, databases, jobs, ownership, postgres, runner
-from pgclone import swap as swapping
+from pgclone import conf
+from pgclone.engine import claims, jobs, runner
 from pgclone.humanize import human_seconds
 from pgclone.models import Job
+from pgclone.pg import databases, ownership, postgres
+from pgclone.pg import swap as swapping
 from pgclone.steps import dump as dump_steps
 from pgclone.steps import restore as restore_steps
 from pgclone.steps import workflow_for
@@ -202,7 +204,7 @@ def _drop_orphan_databases() -> None:
 
     A temporary database whose job is not in this job table is left alone:
     another environment sharing the server may own it; so is one that is not
-    pgclone's (``pgclone.ownership``): any role may create one of that name.
+    pgclone's (``pgclone.pg.ownership``): any role may create one of that name.
     """
     for conn, lives in _servers().values():
         try:

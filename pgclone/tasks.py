@@ -22,11 +22,12 @@ from celery.exceptions import Ignore
 from celery.signals import worker_ready
 from django.db import connections, router
 
-from pgclone import api, notify, sweeping
+from pgclone import api, sweeping
+from pgclone.engine import notify
+from pgclone.engine.workflow import Workflow
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
 from pgclone.steps import WORKFLOWS
-from pgclone.workflow import Workflow
 
 logger = logging.getLogger("pgclone")
 
@@ -89,7 +90,7 @@ def sweep() -> int:
 @shared_task(name=notify.TASK_NAME, ignore_result=True)
 def notify_failure(channel: str, body: dict[str, Any]) -> None:
     """Tell about a failed job (``channel``: "email" or "webhook"), off the process
-    that ended it; its own deadline bounds it (``pgclone.notify``)."""
+    that ended it; its own deadline bounds it (``pgclone.engine.notify``)."""
     notify.deliver(channel, body)
 
 

@@ -23,8 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from pgclone import keys
 from pgclone.exceptions import DumpNotFound, StorageError
+from pgclone.storage import keys
 from pgclone.storage.base import MANIFEST_SUFFIX, TRIAL_SUFFIX, Storage, Upload
 
 __all__ = ["InMemoryStorage", "InMemoryUpload", "StagedUpload"]

@@ -20,17 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from pgclone import (
-    containers,
-    encryption,
-    keys,
-    payloads,
-    planned_restore,
-    postgres,
-    signing,
-    streams,
-)
+from pgclone import payloads
+from pgclone.archive import containers, encryption, planned_restore, signing, streams
 from pgclone.exceptions import DumpDamaged, NoMatchingIdentity
+from pgclone.pg import postgres
+from pgclone.storage import keys
 
 Table = tuple[str, str]  # (schema, name)
 

@@ -108,7 +108,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def test_database_name(django_db_setup: None, django_db_blocker: Any) -> str:
     from django.db import connection
 
-    from pgclone.threads import share_database_settings
+    from pgclone.engine.threads import share_database_settings
 
     share_database_settings()  # threads (the live server's) must see the test database too
     with django_db_blocker.unblock():
@@ -425,8 +425,7 @@ def copy_dump(
     """Store an existing local dump again under another name, as if made then."""
     import json
 
-    from pgclone import keys
-    from pgclone.storage import storage_for
+    from pgclone.storage import keys, storage_for
 
     source = keys.parse_key(key)
     new = keys.DumpKey(database, timestamp, config)
@@ -472,7 +471,7 @@ TARGET = os.environ.get("PGCLONE_TEST_TARGET", "")  # set by tests.settings
 
 
 def drop_target_databases() -> None:
-    from pgclone import databases
+    from pgclone.pg import databases
 
     for name in (
         TARGET,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PAUSE = "PGCLONE_TEST_PAUSE"
-IN_SWAP_WINDOW = "pgclone.swap:_rename_pair"
+IN_SWAP_WINDOW = "pgclone.pg.swap:_rename_pair"
 BEFORE_CREATING_TEMP = "pgclone.steps.restore:_create_temp"
 
 
@@ -37,7 +37,7 @@ def pause_before(function: Callable[..., Any], path: Path, timeout: float = 120)
 
 def install_from_environment() -> None:
     """``PGCLONE_TEST_PAUSE=MODULE:FUNCTION=PATH``: pause before the first call of
-    that function, e.g. ``pgclone.swap:_rename_pair`` (inside the swap window:
+    that function, e.g. ``pgclone.pg.swap:_rename_pair`` (inside the swap window:
     new connections refused and sessions ended, the renames not yet done)."""
     spec = os.environ.get(PAUSE)
     if spec:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgclone import driver
+from pgclone.pg import driver
 
 Error = driver.Error
 OperationalError = driver.OperationalError

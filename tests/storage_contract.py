@@ -23,8 +23,8 @@ from typing import Any, BinaryIO, Protocol
 
 import pytest
 
-from pgclone import keys
 from pgclone.exceptions import DumpDamaged, DumpNotFound, StorageError
+from pgclone.storage import keys
 from pgclone.storage.base import MANIFEST_SUFFIX, TRIAL_SUFFIX, Storage
 from pgclone.storage.local import LocalStorage
 from pgclone.testing import InMemoryStorage
@@ -445,13 +445,13 @@ def damaged_trial_record_is_no_proof(backend: Backend) -> None:
 
 
 def infos_refuse_manifests_out_of_place(backend: Backend) -> None:
-    """``infos`` judges each manifest where it is stored (pgclone.signing): a signed
+    """``infos`` judges each manifest where it is stored (pgclone.archive.signing): a signed
     manifest copied, bytes and all, under a later key of its database, and any
     key timestamped in the future, are listed as damaged, with why, and not as
     the dumps their keys name; ``info`` refuses them."""
     from django.test import override_settings
 
-    from pgclone import signing
+    from pgclone.archive import signing
 
     later = keys.make_key("shop", "default", MOMENT + dt.timedelta(days=1))
     future = keys.make_key("shop", "default", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=6))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from pgclone.engine.workflow import Workflow
 from pgclone.steps.dump import WORKFLOW as DUMP
 from pgclone.steps.restore import WORKFLOW as RESTORE
 from pgclone.steps.trial import WORKFLOW as VERIFY
-from pgclone.workflow import Workflow
 
 WORKFLOWS: dict[str, Workflow] = {w.kind: w for w in (DUMP, RESTORE, VERIFY)}
 

@@ -18,33 +18,16 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from pgclone import (
-    conf,
-    configs,
-    container_writer,
-    containers,
-    hooks,
-    jobs,
-    keys,
-    options,
-    payloads,
-    planned_dump,
-    postgres,
-    privileges,
-    retention,
-    routing,
-    runner,
-    search_path,
-    signing,
-    streams,
-    subset,
-    table_counts,
-    workflow,
-)
+from pgclone import conf, configs, hooks, payloads, retention
+from pgclone.archive import container_writer, containers, signing, streams
+from pgclone.engine import jobs, runner, workflow
 from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job, JobStep
-from pgclone.storage import Storage, storage_for
+from pgclone.pg import postgres, privileges, search_path, table_counts
+from pgclone.sharing import planned_dump, subset
+from pgclone.steps import options, routing
+from pgclone.storage import Storage, keys, storage_for
 
 # The job tables of the dumped database are never copied: history belongs to
 # each environment, not to the data.

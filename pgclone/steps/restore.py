@@ -20,32 +20,23 @@ from typing import Any
 
 from django.conf import settings
 
-from pgclone import (
-    conf,
-    containers,
-    databases,
-    encryption,
-    extensions,
-    hooks,
-    job_tables,
-    jobs,
-    keys,
-    ownership,
-    payloads,
-    planned_restore,
-    postgres,
-    privileges,
-    restore_lists,
-    routing,
-    runner,
-    signing,
-    streams,
-    workflow,
-)
+from pgclone import conf, hooks, payloads
+from pgclone.archive import containers, encryption, planned_restore, signing, streams
+from pgclone.engine import jobs, runner, workflow
 from pgclone.exceptions import DumpNotFound, InvalidInput, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
-from pgclone.restore_progress import RestoreWatch
+from pgclone.pg import (
+    databases,
+    extensions,
+    job_tables,
+    ownership,
+    postgres,
+    privileges,
+    restore_lists,
+)
+from pgclone.steps import routing
+from pgclone.steps.restore_progress import RestoreWatch
 from pgclone.steps.restore_swap import (
     current_staging,
     drop_own,
@@ -55,7 +46,7 @@ from pgclone.steps.restore_swap import (
     swap,
     swapped_already,
 )
-from pgclone.storage import storage_for
+from pgclone.storage import keys, storage_for
 from pgclone.storage.local import LocalStorage, open_private
 
 FORMATS = (payloads.Manifest.format, *containers.FORMATS)

@@ -2,7 +2,7 @@
 
 ``swap`` waits for jobs that use the live database, checks that the new
 database can hold the job history, prepares ``:current`` for a reversible
-restore, then hands over to ``pgclone.swap`` for the moment the live database
+restore, then hands over to ``pgclone.pg.swap`` for the moment the live database
 is replaced. After it: the replaced database is kept as ``:previous`` or
 dropped, and a restore whose worker was lost after the renames is finished.
 """
@@ -16,20 +16,12 @@ from typing import Any
 from django.db import connections
 from django.db.models import Q
 
-from pgclone import (
-    conf,
-    databases,
-    job_tables,
-    jobs,
-    ownership,
-    payloads,
-    postgres,
-    runner,
-    search_path,
-)
-from pgclone import swap as swapping
+from pgclone import conf, payloads
+from pgclone.engine import jobs, runner
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
+from pgclone.pg import databases, job_tables, ownership, postgres, search_path
+from pgclone.pg import swap as swapping
 
 
 def live_conn(job: Job) -> postgres.ConnInfo:

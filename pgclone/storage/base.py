@@ -31,9 +31,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from pgclone import keys, signing
+from pgclone.archive import signing
 from pgclone.exceptions import DumpDamaged, DumpNotFound, InvalidInput
 from pgclone.humanize import human_bytes
+from pgclone.storage import keys
 
 MANIFEST_SUFFIX = ".json"
 TRIAL_SUFFIX = ".trial.json"

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pgclone import keys
 from pgclone.exceptions import DumpNotFound, StorageError
+from pgclone.storage import keys
 from pgclone.storage.base import MANIFEST_SUFFIX, TRIAL_SUFFIX, Storage, Upload
 
 # Dumps hold the whole database: only the owner (the user pgclone runs as) may

@@ -22,8 +22,9 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from pgclone import conf, keys
+from pgclone import conf
 from pgclone.exceptions import ConfigurationError, DumpNotFound, StorageError
+from pgclone.storage import keys
 from pgclone.storage.base import MANIFEST_SUFFIX, TRIAL_SUFFIX, Storage, Upload
 
 MIN_PART_SIZE = 8 * 1024 * 1024

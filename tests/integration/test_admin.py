@@ -9,7 +9,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
-from pgclone import api, jobs
+from pgclone import api
+from pgclone.engine import jobs
 from pgclone.models import Job
 from tests.conftest import TARGET, authors, make_dump, wait_for
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from pgclone import api, databases
+from pgclone import api
 from pgclone.models import Job
+from pgclone.pg import databases
 from tests.conftest import make_dump, own_queue, psql, start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from pgclone import api, postgres
-from pgclone import swap as swapping
+from pgclone import api
 from pgclone.models import Job
+from pgclone.pg import postgres
+from pgclone.pg import swap as swapping
 from pgclone.steps import WORKFLOWS
 from tests.conftest import make_dump
 

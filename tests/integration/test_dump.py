@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pgclone import api, keys, postgres
+from pgclone import api
 from pgclone.models import Job, JobStep
-from pgclone.storage import storage_for
+from pgclone.pg import postgres
+from pgclone.storage import keys, storage_for
 from tests.conftest import (
     free_port,
     psql,

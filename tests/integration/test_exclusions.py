@@ -13,10 +13,10 @@ import pytest
 import zstandard
 from django.utils import timezone
 
-from pgclone import api, keys
+from pgclone import api
 from pgclone.exceptions import DumpDamaged
 from pgclone.models import Job
-from pgclone.storage import storage_for
+from pgclone.storage import keys, storage_for
 from tests.conftest import psql, restore_into, scratch_database
 from tests.testapp.models import Author, Secret
 

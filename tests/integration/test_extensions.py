@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 from django.core import checks
 
-from pgclone import api, containers, databases
+from pgclone import api
+from pgclone.archive import containers
 from pgclone.models import Job
+from pgclone.pg import databases
 from tests import pg
 from tests.conftest import (
     drop_target_databases,

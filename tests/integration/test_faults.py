@@ -19,9 +19,11 @@ import zstandard
 from django.core.management import call_command
 from django.utils import timezone
 
-from pgclone import api, databases, runner
+from pgclone import api
+from pgclone.engine import runner
 from pgclone.exceptions import ConfigurationError, DumpDamaged
 from pgclone.models import Job, JobStep
+from pgclone.pg import databases
 from pgclone.storage import storage_for
 from tests import pg
 from tests.conftest import (

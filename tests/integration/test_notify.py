@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.core.management import CommandError, call_command
 
-from pgclone import api, notify
+from pgclone import api
 from pgclone.checks import check_settings
+from pgclone.engine import notify
 from pgclone.models import Job
 from tests.conftest import free_port, own_queue, start_worker, stop_worker, wait_for
 

@@ -15,9 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgclone import api, parallel_copy, planned_restore, plans, postgres, subset, table_counts
-from pgclone.driver import sql
+from pgclone import api
+from pgclone.archive import parallel_copy, planned_restore
 from pgclone.models import Job
+from pgclone.pg import postgres, table_counts
+from pgclone.pg.driver import sql
+from pgclone.sharing import plans, subset
 from tests.conftest import psql, wait_for
 from tests.integration.test_subset import SAFE, shop  # noqa: F401 (fixture)
 from tests.testapp.models import Author, Book, Tag

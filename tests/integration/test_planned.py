@@ -20,7 +20,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
-from pgclone import api, containers
+from pgclone import api
+from pgclone.archive import containers
 from pgclone.models import Job
 from tests.conftest import (
     authors,
@@ -356,7 +357,8 @@ def test_an_unpacked_restore_loads_the_planned_rows_beside_the_rest_and_stops_on
     """restore_unpacked's COPYs run in threads beside pg_restore --jobs: rows from
     both arrive, and a COPY that fails (a row of the wrong type, written by hand)
     fails the restore with the server's message once the rest is done."""
-    from pgclone import planned_restore, postgres
+    from pgclone.archive import planned_restore
+    from pgclone.pg import postgres
 
     tables = {"schema": "public", "name": "planned", "columns": ["id", "label"]}
     with scratch_database() as source, scratch_database() as into:
@@ -403,7 +405,8 @@ def test_a_plan_1_container_still_restores(tmp_path, unpacked):
     """A pgclone-plan-1 container (each stream whole, the rest's data and
     post-data in one archive, last), assembled from real pg_dump archives:
     its rows and its foreign key are restored, streamed and unpacked."""
-    from pgclone import planned_restore, postgres
+    from pgclone.archive import planned_restore
+    from pgclone.pg import postgres
 
     table = {"schema": "public", "name": "planned", "columns": ["id", "label"]}
     with scratch_database() as source, scratch_database() as into:

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from pgclone import api, databases, job_tables, postgres, search_path
+from pgclone import api
 from pgclone.models import Job
+from pgclone.pg import databases, job_tables, postgres, search_path
 from tests import pg
 from tests.conftest import (
     fingerprint,

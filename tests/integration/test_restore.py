@@ -14,8 +14,9 @@ import pytest
 import zstandard
 from django.db import connection
 
-from pgclone import api, databases
+from pgclone import api
 from pgclone.models import Job, JobStep
+from pgclone.pg import databases
 from tests import pg
 from tests.conftest import (
     TARGET,

@@ -9,8 +9,10 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from pgclone import api, checks, driver, routing
+from pgclone import api, checks
 from pgclone.models import Job
+from pgclone.pg import driver
+from pgclone.steps import routing
 from tests.conftest import authors, make_dump, psql
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

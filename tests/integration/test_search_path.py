@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from pgclone import api, postgres, privileges
+from pgclone import api
 from pgclone.checks import check_dump_role
 from pgclone.models import Job
+from pgclone.pg import postgres, privileges
 from tests import pg
 from tests.conftest import pgclone_databases, psql
 from tests.integration.test_planned import SAFE_CONFIG

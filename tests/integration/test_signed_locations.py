@@ -24,8 +24,9 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from pgclone import api, keys
+from pgclone import api
 from pgclone.models import Job
+from pgclone.storage import keys
 from tests.conftest import (
     TARGET,
     authors,

@@ -8,9 +8,8 @@ import os
 
 import pytest
 
-from pgclone import keys
 from pgclone.exceptions import DumpNotFound
-from pgclone.storage import storage_for
+from pgclone.storage import keys, storage_for
 from pgclone.storage.s3 import MIN_PART_SIZE
 from tests.conftest import s3_client
 

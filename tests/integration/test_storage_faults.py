@@ -12,10 +12,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from pgclone import api, keys, starting
+from pgclone import api, starting
 from pgclone.exceptions import StorageError
 from pgclone.models import Job
 from pgclone.steps import dump as dump_steps
+from pgclone.storage import keys
 from pgclone.storage.local import LocalStorage
 from tests.conftest import s3_client
 from tests.faultproxy import FaultProxy

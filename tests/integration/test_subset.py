@@ -14,20 +14,12 @@ import pytest
 from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import User
 
-from pgclone import (
-    catalog,
-    configs,
-    driver,
-    options,
-    plans,
-    postgres,
-    scrub,
-    search_path,
-    subset,
-    table_counts,
-)
-from pgclone.driver import sql
+from pgclone import configs
 from pgclone.exceptions import ConfigurationError
+from pgclone.pg import catalog, driver, postgres, search_path, table_counts
+from pgclone.pg.driver import sql
+from pgclone.sharing import plans, scrub, subset
+from pgclone.steps import options
 from tests import pg
 from tests.conftest import psql, scratch_database
 from tests.testapp.models import Address, Customer, Order, OrderItem, Product, Tag

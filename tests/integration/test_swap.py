@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from django.db import connection, connections
 
-from pgclone import api, sweeping, threads
-from pgclone import swap as swapping
+from pgclone import api, sweeping
+from pgclone.engine import threads
 from pgclone.exceptions import RestoreRefused
 from pgclone.models import Job, JobStep
+from pgclone.pg import swap as swapping
 from tests import faults, pg
 from tests.conftest import (
     authors,

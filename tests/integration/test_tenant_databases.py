@@ -16,9 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgclone import databases, sweeping
-from pgclone import swap as swapping
+from pgclone import sweeping
 from pgclone.models import Job
+from pgclone.pg import databases
+from pgclone.pg import swap as swapping
 from tests.conftest import TARGET, authors, fingerprint, make_dump, pgclone_databases, psql
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

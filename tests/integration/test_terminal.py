@@ -18,7 +18,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from pgclone import api, jobs
+from pgclone import api
+from pgclone.engine import jobs
 from pgclone.models import Job, JobStep
 from tests.conftest import (
     ROOT,

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pgclone import api, keys
+from pgclone import api
 from pgclone.models import Job
+from pgclone.storage import keys
 from pgclone.storage.base import TRIAL_SUFFIX
 from tests.conftest import (
     copy_dump,

@@ -17,7 +17,8 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from pgclone import api, threads
+from pgclone import api
+from pgclone.engine import threads
 from pgclone.models import Job
 from pgclone.steps import restore as restore_steps
 from tests.conftest import authors, make_dump, wait_for

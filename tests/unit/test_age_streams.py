@@ -13,7 +13,7 @@ import pyrage
 import pytest
 import zstandard
 
-from pgclone import age_streams, streams
+from pgclone.archive import age_streams, streams
 from pgclone.exceptions import DumpDamaged
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

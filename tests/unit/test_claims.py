@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from pgclone import claims
+from pgclone.engine import claims
 
 
 def claim_of(pid: int, started: str, host: str | None = None, boot: str | None = None) -> str:

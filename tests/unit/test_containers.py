@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from pgclone import containers
+from pgclone.archive import containers
 from pgclone.exceptions import DumpDamaged
 
 
@@ -65,7 +65,8 @@ def test_a_truncated_container_is_damaged():
 
 
 def test_the_pg_dump_flags_of_a_planned_dump_follow_its_version(monkeypatch):
-    from pgclone import planned_dump, postgres
+    from pgclone.pg import postgres
+    from pgclone.sharing import planned_dump
 
     for version, flags in (
         ("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)", ["--no-blobs"]),
@@ -159,7 +160,7 @@ def test_the_container_reaches_the_reader_whole_in_any_read_size():
     kernel) comes out in order, whatever the reader's sizes, then b"" for good."""
     import threading
 
-    from pgclone.container_writer import ContainerPipe
+    from pgclone.archive.container_writer import ContainerPipe
 
     source = ContainerPipe()
     pieces = [bytes([n]) * (n * 1000 + 1) for n in range(20)]
@@ -188,7 +189,7 @@ def test_the_container_reaches_the_reader_whole_in_any_read_size():
 def test_a_reader_that_stops_makes_the_writer_stop():
     import threading
 
-    from pgclone.container_writer import ContainerPipe
+    from pgclone.archive.container_writer import ContainerPipe
 
     source = ContainerPipe(depth=1)
     stopped = []
@@ -230,7 +231,7 @@ TABLE = {"schema": "public", "name": "t", "columns": ["id"], "member": "data/000
 
 def routed(members: list[tuple[str, bytes]], tables=(TABLE,), end: bool = True) -> dict:
     """The container of ``members`` (after its plan.json) through a Router, to its finish."""
-    from pgclone import planned_restore
+    from pgclone.archive import planned_restore
 
     out = io.BytesIO()
     tar = containers.TarWriter(out.write)

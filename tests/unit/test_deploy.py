@@ -21,7 +21,8 @@ import yaml
 from celery import Celery, Task
 from celery import _state as celery_state
 
-from pgclone import checks, options, tasks
+from pgclone import checks, tasks
+from pgclone.steps import options
 from pgclone.storage import storage_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -11,7 +11,8 @@ import pyrage
 import pytest
 from django.core.management import call_command
 
-from pgclone import configs, encryption, payloads
+from pgclone import configs, payloads
+from pgclone.archive import encryption
 from pgclone.checks import check_settings
 from pgclone.exceptions import ConfigurationError, NoMatchingIdentity
 
@@ -168,8 +169,9 @@ def test_keygen_prints_an_identity_file_and_where_each_key_goes(tmp_path, settin
 
 
 def test_the_signature_covers_whom_a_dump_is_encrypted_to(settings):
-    from pgclone import keys, signing
+    from pgclone.archive import signing
     from pgclone.exceptions import DumpDamaged
+    from pgclone.storage import keys
 
     settings.PGCLONE_SIGNING_KEY = "pgclone-unit-signing-key"
     key = keys.parse_key("db/20261123T230321.482913Z.default.dump")

@@ -7,11 +7,13 @@ import datetime as dt
 
 import pytest
 
-from pgclone import health, keys, signing
+from pgclone import health
+from pgclone.archive import signing
 from pgclone.exceptions import InvalidInput
 from pgclone.humanize import parse_duration
+from pgclone.pg.table_counts import TableCount, compare
+from pgclone.storage import keys
 from pgclone.storage.base import DumpInfo
-from pgclone.table_counts import TableCount, compare
 from pgclone.testing import InMemoryStorage
 from tests.storage_contract import manifest_for
 

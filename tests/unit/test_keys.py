@@ -2,8 +2,8 @@ import datetime as dt
 
 import pytest
 
-from pgclone import keys
 from pgclone.exceptions import InvalidInput
+from pgclone.storage import keys
 
 MOMENT = dt.datetime(2026, 11, 23, 23, 3, 21, 482913, tzinfo=dt.UTC)
 

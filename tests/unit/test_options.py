@@ -1,7 +1,8 @@
 import pytest
 
-from pgclone import hooks, options
+from pgclone import hooks
 from pgclone.exceptions import ConfigurationError, InvalidInput
+from pgclone.steps import options
 
 
 def test_default_config_when_none_is_named(settings):

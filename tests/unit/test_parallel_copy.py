@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgclone import parallel_copy
+from pgclone.archive import parallel_copy
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ def test_a_stopped_set_of_sessions_starts_none():
 
 
 def test_a_dump_fails_with_what_stopped_it_not_with_what_stopping_it_caused():
-    from pgclone import container_writer
+    from pgclone.archive import container_writer
     from pgclone.exceptions import CommandFailed
 
     cancelled = CommandFailed(["psql"], 3, "ERROR:  canceling statement due to user request")
@@ -50,8 +50,8 @@ def test_a_failed_program_s_error_keeps_its_first_lines_and_its_last():
     import os
     import sys
 
-    from pgclone import postgres
     from pgclone.exceptions import CommandFailed
+    from pgclone.pg import postgres
 
     script = (
         "import sys; sys.stderr.write('ERROR: canceling statement due to statement timeout\\n'"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pgclone import keys, signing
+from pgclone.archive import signing
 from pgclone.payloads import DumpOptions, Manifest, RestoreOptions, Source
+from pgclone.storage import keys
 
 FIXTURE = (
     Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 import os
 
-from pgclone import postgres
+from pgclone.pg import postgres
 
 CONN = postgres.ConnInfo(
     name="it's a db", host="db.example", port="5433", user="app", password="hunter2"
@@ -75,7 +75,7 @@ def test_repr_hides_the_password():
 
 
 def test_list_settings_are_split_as_postgres_stores_them():
-    from pgclone.databases import split_list_setting
+    from pgclone.pg.databases import split_list_setting
 
     assert split_list_setting('"$user", public') == ["$user", "public"]
     assert split_list_setting('app, "My Schema", "we""ird"') == ["app", "My Schema", 'we"ird']

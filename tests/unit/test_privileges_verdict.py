@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgclone.privileges import verdict
+from pgclone.pg.privileges import verdict
 
 
 def test_a_superuser_is_refused():

@@ -8,9 +8,9 @@ import io
 
 import pytest
 
-from pgclone import containers
+from pgclone.archive import containers
+from pgclone.archive.planned_restore import Router
 from pgclone.exceptions import DumpDamaged
-from pgclone.planned_restore import Router
 
 TABLES = [
     {"schema": "public", "name": name, "columns": ["id"], "member": containers.table_prefix(i)}

@@ -1,6 +1,6 @@
 import pytest
 
-from pgclone import search_path
+from pgclone.pg import search_path
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from pgclone import configs, personal, scrub, sharing
+from pgclone import configs
 from pgclone.checks import check_scrub_rules, check_settings
+from pgclone.sharing import personal, scrub
+from pgclone.sharing import sections as sharing
 from tests.testapp.models import Customer, OrderItem
 
 SAFE = {
@@ -151,7 +153,7 @@ def test_scrub_check_of_one_config_that_does_not_scrub_lists_everything(settings
 
 
 def test_a_dump_with_scrub_or_subset_is_accepted(settings):
-    from pgclone import options
+    from pgclone.steps import options
 
     settings.PGCLONE_DUMP_CONFIGS = {"safe": SAFE, "empty": {"scrub": {}}}
     for name in ("safe", "empty"):

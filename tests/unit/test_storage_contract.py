@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pgclone import keys
 from pgclone.exceptions import StorageError
+from pgclone.storage import keys
 from pgclone.testing import InMemoryStorage
 from tests import storage_contract as contract
 

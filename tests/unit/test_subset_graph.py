@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pgclone.catalog import ForeignKey
-from pgclone.subset import classify
+from pgclone.pg.catalog import ForeignKey
+from pgclone.sharing.subset import classify
 
 ORDER, ITEM, PRODUCT, CUSTOMER, ADDRESS, COUNTRY, LOG, TAG, ORDER_TAG = range(1, 10)
 
@@ -38,7 +38,8 @@ def test_the_other_side_of_a_many_to_many_as_root():
 
 
 def plan_steps(fks: list[ForeignKey], roots: set[int]) -> tuple[dict, list, dict]:
-    from pgclone import catalog, scrub, subset
+    from pgclone.pg import catalog
+    from pgclone.sharing import scrub, subset
 
     column = scrub.Column("id", "other", "bigint")
     oids = {oid for key in fks for oid in (key.child, key.parent)}
@@ -63,7 +64,7 @@ def test_a_pull_along_a_down_tables_own_filter_is_left_out_unless_rows_enter_it_
 
 
 def test_leaves_are_chosen_as_they_are_written_and_steps_run_parents_first():
-    from pgclone.subset import _ordered
+    from pgclone.sharing.subset import _ordered
 
     fks = [fk(ITEM, ORDER), fk(ITEM, PRODUCT), fk(ORDER, CUSTOMER), fk(LOG, CUSTOMER, True)]
     kinds, steps, leaves = plan_steps(fks, {CUSTOMER})
@@ -75,7 +76,7 @@ def test_leaves_are_chosen_as_they_are_written_and_steps_run_parents_first():
 def test_tables_are_final_once_no_step_left_can_add_to_them():
     """What the main session hands to other sessions while it goes on: a table
     whose kept rows no step that may still run (or run again) adds to."""
-    from pgclone import plans, subset
+    from pgclone.sharing import plans, subset
 
     chain = [fk(ORDER, CUSTOMER), fk(ITEM, ORDER), fk(ITEM, PRODUCT)]
     _, steps, _ = plan_steps(chain, {CUSTOMER})

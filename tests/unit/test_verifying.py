@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from pgclone import keys, postgres, verifying
+from pgclone import verifying
 from pgclone.exceptions import DumpDamaged
+from pgclone.pg import postgres
+from pgclone.storage import keys
 
 # pg_dump --exclude-table-data=secret of a database holding a table in a
 # schema whose names need quoting, a NOT VALID foreign key, a partitioned table

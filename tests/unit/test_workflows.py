@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pgclone import runner, workflow
+from pgclone.engine import runner, workflow
 from pgclone.models import Job
 from pgclone.steps import WORKFLOWS, workflow_for
 
@@ -87,3 +87,12 @@ def test_a_step_that_refuses_stops_an_inline_run(monkeypatch):
     assert ran == ["one"]
     with pytest.raises(KeyError, match="No step 'three'"):
         declared.step("three")
+
+
+def test_the_signals_stay_at_their_documented_path():
+    from pgclone import notify
+    from pgclone.engine import notify as engine_notify
+
+    assert notify.job_failed is engine_notify.job_failed
+    assert notify.job_started is engine_notify.job_started
+    assert notify.job_succeeded is engine_notify.job_succeeded

@@ -13,10 +13,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError
 from django.utils import timezone
 
-from pgclone import api, follow, humanize, payloads, postgres, reporting, threads
+from pgclone import api, humanize, payloads
+from pgclone.engine import threads
 from pgclone.exceptions import ConfigurationError, InvalidInput, PgCloneError
 from pgclone.management.commands import _arguments as arguments
+from pgclone.management.commands import _follow as follow
+from pgclone.management.commands import _reporting as reporting
 from pgclone.models import Job
+from pgclone.pg import postgres
 
 USAGE_ERRORS = (InvalidInput, ConfigurationError)
 

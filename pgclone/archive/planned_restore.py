@@ -1,0 +1,386 @@
+"""Restoring a planned dump's container (:mod:`pgclone.archive.containers`), and reading
+it for ``verify``.
+
+The streams arrive in restore order, and each goes where a restore needs it
+as it arrives: the pre-data archive to ``pg_restore`` (tables, types,
+functions; no index or constraint yet); then, all at once, each planned
+table's COPY text to ``COPY … FROM STDIN`` in a session of its own and the
+rest's data archive to ``pg_restore`` (the other tables' rows, sequences);
+then the post-data archive to ``pg_restore``: indexes and constraints, which
+check every foreign key once all the rows are in. (A ``pgclone-plan-1``
+container has its streams one after another, its rest archive last, with
+the post-data.) Where a plain dump is unpacked for ``pg_restore --jobs``, so
+is a container: one file per stream.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pgclone.archive import containers, streams
+from pgclone.exceptions import DumpDamaged, UnscrubbedDumpRefused
+from pgclone.pg import driver, extensions, postgres, restore_lists
+from pgclone.pg.driver import sql
+from pgclone.sharing import plans
+from pgclone.storage.local import open_private
+
+
+def refuse_unscrubbed(manifest: dict[str, Any], config: str) -> None:
+    """A restore config with ``require_scrubbed`` takes only scrubbed dumps."""
+    if not manifest.get("scrubbed"):
+        raise UnscrubbedDumpRefused(
+            f"Dump {manifest.get('key')} is not scrubbed, and the restore config {config!r} "
+            "has require_scrubbed: restore a dump made with a config that has 'scrub'."
+        )
+
+
+def copy_in_statement(table: dict[str, Any]) -> sql.Composable:
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table["schema"], table["name"]),
+        sql.SQL(", ").join(map(sql.Identifier, table["columns"])),
+    )
+
+
+def copy_from(cursor: Any, table: dict[str, Any], source: Any, plan: dict[str, Any]) -> int:
+    """A planned table's COPY text into it, read with the settings it was written
+    with (plans.COPY_TEXT, and the encoding ``plan.json`` records: the source
+    database's; older containers don't say, and keep the session's); its rows."""
+    settings = [*plans.COPY_TEXT]
+    if isinstance(plan.get("encoding"), str):
+        settings.append(("client_encoding", plan["encoding"]))
+    for statement in plans.set_statements(settings, local=False):
+        cursor.execute(statement)
+    return driver.copy_from(cursor, copy_in_statement(table), source)
+
+
+class ProgramSink:
+    """Writes a stream to the stdin of one program or more (pg_restore); one
+    that stops reading early says why by its exit status, on ``close``."""
+
+    def __init__(self, argvs: list[tuple[list[str], Any]], env: dict[str, str]) -> None:
+        self._stack = contextlib.ExitStack()
+        self._procs = [
+            self._stack.enter_context(
+                postgres.spawn(argv, env=env, stdin=subprocess.PIPE, stdout=stdout)
+            )
+            for argv, stdout in argvs
+        ]
+        self._tee = streams.Tee(self._procs)
+        self.write = self._tee.write
+
+    def close(self) -> None:
+        self._tee.close()
+        self._stack.close()  # waits for each; raises CommandFailed for one that failed
+
+    def abort(self) -> None:
+        for proc in self._procs:
+            proc.kill()
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class CopySink:
+    """A planned table's COPY text into ``COPY … FROM STDIN``, run in a thread
+    and a session of its own (the tables' streams come at once) that reads
+    from a pipe."""
+
+    def __init__(
+        self, target: postgres.ConnInfo, table: dict[str, Any], plan: dict[str, Any]
+    ) -> None:
+        read_end, write_end = os.pipe()
+        self._pipe = os.fdopen(write_end, "wb")
+        self.rows = 0
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                with (
+                    os.fdopen(read_end, "rb") as source,
+                    postgres.connect(target) as connection,
+                    connection.cursor() as cursor,
+                ):
+                    self.rows = copy_from(cursor, table, source, plan)
+            except BaseException as exc:  # raised again by close()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="pgclone-copy-in", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(BrokenPipeError):  # COPY stopped: close() says why
+            self._pipe.write(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self._pipe.close()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class FileSink:
+    """A stream unpacked to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open_private(path)  # owner-only: closed by close or abort
+        self.write = self._file.write
+
+    def close(self) -> None:
+        self._file.close()
+
+    abort = close
+
+
+class Router:
+    """Parses the container handed to ``write`` and routes each stream's members
+    to a sink of its own (``open_stream(name, table)``, ``table`` for a planned
+    table's stream), as they come.
+
+    In a ``pgclone-plan-2`` container the data streams (the planned tables'
+    and ``rest``) are open at once, their members interleaved; the pre-data's
+    sink is closed when the first of them starts, and theirs when
+    ``post-data`` starts. In a ``pgclone-plan-1`` container each stream is
+    whole, so its sink is closed when the next stream starts. A stream that
+    starts again once closed, or that comes after a later phase began, is
+    damage.
+
+    A sink's failure stops the routing, not the reading: the dump is still read
+    to its end so that its checksums are checked first (``finish`` raises it)."""
+
+    def __init__(self, open_stream: Callable[[str, dict[str, Any] | None], Any]) -> None:
+        self.plan: dict[str, Any] | None = None
+        self.streams: list[str] = []
+        self._open = open_stream
+        self._plan_bytes = bytearray()
+        self._sinks: dict[str, Any] = {}  # the open ones, in the order they opened
+        self._chunks: dict[str, int] = {}  # each stream's members so far
+        self._phase = 0
+        self._failed: BaseException | None = None
+        self._reader = containers.TarReader(self._member)
+
+    def write(self, data: bytes) -> None:
+        if self._failed is not None:
+            return
+        try:
+            self._reader.write(data)
+            if self._reader.ended:
+                # In the thread that started the programs: they die with it (pdeathsig).
+                self._close_sinks()
+        except DumpDamaged:
+            raise
+        except BaseException as exc:
+            self._failed = exc
+            self.abort()
+
+    def _member(self, name: str) -> Callable[[bytes], Any]:
+        stream = containers.stream_of(name)
+        if name == containers.PLAN and not self.streams:
+            return self._plan_bytes.extend
+        if self.plan is None:
+            self.plan = containers.read_plan(bytes(self._plan_bytes))
+        count = self._chunks.get(stream, 0)
+        if name != f"{stream}/{count:06d}":  # a member missing, repeated or out of order
+            raise DumpDamaged(
+                f"The dump is damaged: member {name!r} comes where {stream}/{count:06d} should."
+            )
+        self._chunks[stream] = count + 1
+        if stream in self._sinks:
+            return self._sinks[stream].write
+        tables = {t["member"]: t for t in self.plan["tables"]}
+        phase = self._phase_of(stream, tables)
+        if stream in self.streams or phase < self._phase:
+            raise DumpDamaged(f"The dump is damaged: member {name!r} comes out of order.")
+        if phase > self._phase or self.plan["format"] == containers.LEGACY_FORMAT:
+            self._close_sinks()
+        self._phase = phase
+        self.streams.append(stream)
+        self._sinks[stream] = self._open(stream, tables.get(stream))
+        return self._sinks[stream].write
+
+    def _phase_of(self, stream: str, tables: dict[str, Any]) -> int:
+        """Where ``stream`` comes: the streams of a later phase start once the
+        earlier ones have ended."""
+        legacy = self.plan["format"] == containers.LEGACY_FORMAT
+        if stream == containers.PRE_DATA:
+            return 1
+        if stream in tables or (stream == containers.REST and not legacy):
+            return 2
+        if stream == containers.REST or (stream == containers.POST_DATA and not legacy):
+            return 3
+        raise DumpDamaged(f"The dump is damaged: unexpected stream {stream!r}.")
+
+    def _close_sinks(self) -> None:
+        while self._sinks:
+            stream = next(iter(self._sinks))
+            self._sinks.pop(stream).close()
+
+    def finish(self) -> None:
+        """Once the dump is all read and checked: the last sinks closed, and the
+        first failure raised."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._reader.close()  # a tar stream cut short: the sinks still wait for more
+            self._close_sinks()
+        except BaseException:
+            self.abort()
+            raise
+        if self.plan is None and self._plan_bytes:  # nothing came after it
+            self.plan = containers.read_plan(bytes(self._plan_bytes))
+        if self.plan is None:
+            raise DumpDamaged(f"The dump is damaged: its container has no {containers.PLAN}.")
+        needed = [containers.PRE_DATA, containers.REST]
+        if self.plan["format"] != containers.LEGACY_FORMAT:
+            needed.append(containers.POST_DATA)
+        needed += [table["member"] for table in self.plan["tables"]]
+        for stream in needed:  # each is written, even empty
+            if stream not in self.streams:
+                raise DumpDamaged(f"The dump is damaged: its container has no {stream!r} stream.")
+
+    def abort(self) -> None:
+        sinks, self._sinks = list(self._sinks.values()), {}
+        for sink in sinks:
+            sink.abort()
+
+
+def _read(router: Router, source: Any, checks: dict[str, Any]) -> None:
+    try:
+        streams.decompress(source, router.write, **checks)
+    except BaseException:
+        router.abort()
+        raise
+    router.finish()
+
+
+def restore_streamed(
+    source: Any,
+    target: postgres.ConnInfo,
+    checks: dict[str, Any],
+    installed: extensions.Installed | None = None,
+) -> int:
+    """Restore the container read from ``source`` into ``target`` as it streams;
+    ``checks``: ``streams.decompress``'s checksums, sizes, identities and
+    progress; ``installed``: what ``target`` holds already (looked up when not
+    given). Returns the planned tables' rows restored."""
+    edit = (installed or extensions.Installed.inspect(target)).edit
+    children = postgres.current_children()  # the sinks start in the writing thread
+    copies: list[CopySink] = []
+
+    def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
+        postgres.adopt_children(children)
+        if table is None:
+            argv = postgres.pg_restore_argv(target)
+            return restore_lists.ListedSink(argv, target.env(), edit)
+        copies.append(CopySink(target, table, router.plan))
+        return copies[-1]
+
+    router = Router(open_stream)
+    _read(router, source, checks)
+    return sum(copy.rows for copy in copies)
+
+
+def unpack(source: Any, workdir: Path, checks: dict[str, Any]) -> dict[str, Any]:
+    """Unpack the container to one file per stream in ``workdir`` (checking the
+    dump as it goes); returns its plan."""
+
+    def open_stream(stream: str, table: dict[str, Any] | None) -> FileSink:
+        return FileSink(workdir / stream.replace("/", "-"))
+
+    router = Router(open_stream)
+    _read(router, source, checks)
+    return router.plan
+
+
+def restore_unpacked(
+    workdir: Path,
+    plan: dict[str, Any],
+    target: postgres.ConnInfo,
+    jobs: int,
+    installed: extensions.Installed | None = None,
+) -> int:
+    """Restore an unpacked container: pre-data; then all the rows at once, with
+    up to ``jobs`` sessions: the planned tables' COPYs, one session each, beside
+    ``pg_restore --jobs`` of the rest's data; then the indexes and constraints
+    with ``pg_restore --jobs``. ``installed``: as for :func:`restore_streamed`.
+    Returns the planned tables' rows."""
+    edit = (installed or extensions.Installed.inspect(target)).edit
+    pre_data = str(workdir / containers.PRE_DATA)
+    restore_lists.run(
+        postgres.pg_restore_argv(target, path=pre_data), path=pre_data, env=target.env(), edit=edit
+    )
+
+    def copy_in(table: dict[str, Any]) -> int:
+        path = workdir / table["member"].replace("/", "-")
+        with (
+            postgres.connect(target) as connection,
+            connection.cursor() as cursor,
+            open(path, "rb") as data,
+        ):
+            return copy_from(cursor, table, data, plan)
+
+    # The archives have no TABLE entries (they are pre-data's), so pg_restore
+    # --jobs would not know that a foreign key waits for its tables' rows: all
+    # the data first, then the indexes and constraints (a pgclone-plan-1
+    # container's rest holds both sections).
+    def archive(name: str, section: str) -> None:
+        path = str(workdir / name)
+        argv = postgres.pg_restore_argv(target, jobs=jobs, path=path)
+        argv = [*argv[:-1], f"--section={section}", path]
+        restore_lists.run(argv, path=path, env=target.env(), edit=edit)
+
+    children = postgres.current_children()  # pg_restore, started in a pool thread
+
+    def in_pool(function: Callable[..., Any], *args: Any) -> Any:
+        postgres.adopt_children(children)
+        return function(*args)
+
+    with concurrent.futures.ThreadPoolExecutor(max(jobs, 1)) as pool:
+        data = pool.submit(in_pool, archive, containers.REST, "data")
+        copies = [pool.submit(in_pool, copy_in, table) for table in plan["tables"]]
+        rows = sum(copy.result() for copy in copies)  # the first failure is raised
+        data.result()
+    legacy = plan.get("format") == containers.LEGACY_FORMAT
+    archive(containers.REST if legacy else containers.POST_DATA, "post-data")
+    return rows
+
+
+def read_archives(
+    source: Any, readers: Iterable[tuple[list[str], Any]], checks: dict[str, Any]
+) -> dict[str, Any]:
+    """Feed each pg_dump archive of the container (pre-data, rest, post-data) to
+    every reader (``pg_restore --list`` …, writing where its pair says) in
+    turn; returns the plan."""
+    readers = list(readers)
+
+    def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
+        if table is None:
+            return ProgramSink(readers, postgres.child_environment())
+        return _Discard()
+
+    router = Router(open_stream)
+    _read(router, source, checks)
+    return router.plan
+
+
+class _Discard:
+    """A planned table's rows, read (and checked) but not needed."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    abort = close

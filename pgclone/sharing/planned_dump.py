@@ -1,0 +1,159 @@
+"""Preparing a planned dump (a config with ``scrub`` and/or ``subset``).
+
+The dump step opens the snapshot as for any dump; here, the plan is made
+from the catalog (:func:`make_plan`), a session imports the snapshot, locks
+the planned tables and checks the plan (:func:`checked`: nothing starts when
+it would fail), and pg_dump's three archives are started (:func:`programs`).
+:mod:`pgclone.archive.container_writer` then writes the container from them. The
+scrubbing COPYs are bound by the server, the rest's pg_dump by compressing
+its output: on two CPUs they overlap. PostgreSQL does the scrubbing and the
+sampling; nothing is kept on disk, and memory holds a few members at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pgclone import conf, configs
+from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked
+from pgclone.pg import driver, postgres, search_path, table_counts
+from pgclone.pg.driver import sql
+from pgclone.sharing import plans, scrub, subset
+
+
+def is_planned(config: configs.DumpConfig) -> bool:
+    return config.scrub is not None or bool(config.subset)
+
+
+def what_it_does(config: configs.DumpConfig) -> list[str]:
+    """The words ``ls --long`` and the manifest use for what ``config`` does to the data."""
+    done = (("scrubbed", config.scrub is not None), ("subset", bool(config.subset)))
+    return [word for word, on in done if on]
+
+
+def make_plan(
+    conn: postgres.ConnInfo, config: configs.DumpConfig, exclude: list[Any]
+) -> subset.Plan:
+    """The plan of ``config``, from the catalog; raises ConfigurationError for
+    what the database contradicts in it."""
+    path = search_path.project_path(conn)
+    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+        return subset.make_plan(cursor, config, path=path, exclude=exclude)
+
+
+def tool_flags() -> list[str]:
+    """What pg_dump must leave out of a planned dump, as its version spells it:
+    large objects (their contents are never scrubbed) and, from PostgreSQL 18,
+    the planner's statistics (they hold sample values of every column)."""
+    major = tool_major(postgres.tool_version("pg_dump"))
+    flags = ["--no-large-objects" if major >= 16 else "--no-blobs"]
+    if major >= 18:
+        flags.append("--no-statistics")
+    return flags
+
+
+def tool_major(version: str) -> int:
+    """The major version in ``pg_dump --version``'s "pg_dump (PostgreSQL) 15.20 (…)"."""
+    match = re.search(r"\)\s*(\d+)", version)
+    return int(match[1]) if match else 0
+
+
+@contextlib.contextmanager
+def checked(conn: postgres.ConnInfo, snapshot: str, plan: subset.Plan) -> Iterator[Any]:
+    """A cursor in ``snapshot`` with the plan checked (ConfigurationError for
+    what would fail it); :func:`pgclone.sharing.plans.prepare` next."""
+    with table_counts.snapshot_transaction(conn, snapshot) as cursor:
+        lock(cursor, plan)
+        problems = plans.check(cursor, plan)
+        if problems:
+            raise ConfigurationError(
+                "The dump's plan can't run on this database:\n"
+                + "\n".join(f"- {problem}" for problem in problems)
+            )
+        yield cursor
+
+
+def lock(cursor: Any, plan: subset.Plan) -> None:
+    """ACCESS SHARE on every table whose rows pgclone writes, until the dump's
+    end, as pg_dump takes on the tables it writes: none can then be truncated or
+    rewritten (which the snapshot would not see: its COPY would find it empty)
+    before its rows are copied, however late that is. Waits at most
+    ``postgres.LOCK_WAIT_SECONDS``; raises TableLocked."""
+    tables = planned_tables(plan)
+    if not tables:
+        return
+    (wait,) = plans.set_statements([("lock_timeout", f"{postgres.LOCK_WAIT_SECONDS}s")])
+    cursor.execute(wait)
+    names = sql.SQL(", ").join(subset.only(table.schema, table.name) for table in tables)
+    try:
+        cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(names))
+    except driver.errors.LockNotAvailable as exc:
+        raise TableLocked(
+            f"Could not lock the tables to scrub or subset within "
+            f"{postgres.LOCK_WAIT_SECONDS} s. {LOCKED_HINT}"
+        ) from exc
+    # The bound stays: a `where` or an sql rule may read other tables, whose locks
+    # may wait behind an exclusive request queued behind the table counts' locks.
+
+
+@dataclass
+class Programs:
+    """The pg_dumps of a container, started before the plan's kept rows are
+    found: they read the catalog meanwhile, then wait on their pipes."""
+
+    pre_data: Any
+    rest: Any
+    post_data: Any
+
+
+@contextlib.contextmanager
+def programs(
+    conn: postgres.ConnInfo,
+    *,
+    snapshot: str,
+    plan: subset.Plan,
+    exclude_table_data: list[tuple[str, str]],
+) -> Iterator[Programs]:
+    """pg_dump of the pre-data, of the rest's data (without the planned tables'
+    rows) and of the post-data, all in ``snapshot``; waited for on leaving (a
+    failed one raises CommandFailed), killed if the block raises."""
+    common = {"snapshot": snapshot, "extra": tool_flags()}
+    pre_data = postgres.pg_dump_argv(conn, sections=["pre-data"], **common)
+    rest = postgres.pg_dump_argv(
+        conn,
+        sections=["data"],
+        exclude_table_data=[
+            *exclude_table_data,
+            *((t.schema, t.name) for t in planned_tables(plan)),
+        ],
+        **common,
+    )
+    post_data = postgres.pg_dump_argv(conn, sections=["post-data"], **common)
+    with (
+        postgres.spawn(pre_data, env=conn.env()) as first,
+        postgres.spawn(rest, env=conn.env()) as second,
+        postgres.spawn(post_data, env=conn.env()) as third,
+    ):
+        yield Programs(first, second, third)
+
+
+def describe(config: configs.DumpConfig, plan: subset.Plan) -> dict[str, Any]:
+    """What a planned dump's manifest says of its plan (never the key)."""
+    return {
+        "scrubbed": "scrubbed" in what_it_does(config),
+        "subset": "subset" in what_it_does(config),
+        "plan": {
+            "digest": plan.digest,
+            "scrub_key_id": scrub.key_id(conf.scrub_key()),
+            "tables": [postgres.display_name(t.schema, t.name) for t in planned_tables(plan)],
+        },
+    }
+
+
+def planned_tables(plan: subset.Plan) -> list[subset.PlannedTable]:
+    """The tables whose rows pgclone writes: the others' pg_dump writes as they are."""
+    return [table for table in plan.tables if table.transformed]
