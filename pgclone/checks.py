@@ -107,7 +107,7 @@ def _security_setting_errors() -> list[checks.CheckMessage]:
                 "DEFINER functions as one: any role that could create objects in a database "
                 "you restore from could run programs on the database server.",
                 hint="Connect as the role that owns the database (with CREATEDB) and remove "
-                "the setting; see 'Security' in pgclone's README.",
+                "the setting; see pgclone's docs, docs/security.md.",
                 id="pgclone.W015",
             )
         )
@@ -234,7 +234,7 @@ def check_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
 
 @checks.register("pgclone")
 def check_celery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """The Celery settings long jobs need (see the README's "Running a worker").
+    """The Celery settings long jobs need (see "Running a worker" in docs/getting-started.md).
 
     They are read from Celery's current app: the project must load its Celery
     app when Django starts (in the project package's ``__init__``)."""

@@ -20,7 +20,7 @@ class ConfigurationError(PgCloneError):
 
 class ExtensionUnavailable(ConfigurationError):
     """The dump needs an extension the restoring role can't create or fill:
-    see PGCLONE_TEMPLATE_DATABASE in pgclone's README."""
+    see PGCLONE_TEMPLATE_DATABASE in pgclone's docs (docs/extensions.md)."""
 
 
 class InvalidInput(PgCloneError):

@@ -24,7 +24,7 @@ from pgclone.exceptions import ConfigurationError, ExtensionUnavailable
 from pgclone.pg import databases, postgres
 
 SETTING = "PGCLONE_TEMPLATE_DATABASE"
-README = "see 'Extensions' in pgclone's README"
+DOCS = "see 'Extensions' in pgclone's docs, docs/extensions.md"
 # A line of `pg_restore --list`: "ID; TABLEOID OID DESC SCHEMA NAME OWNER".
 _ENTRY = re.compile(r"^(\d+); \d+ \d+ (.*)$")
 
@@ -62,7 +62,7 @@ def template_problems(connection: Any, template: str, live: str) -> list[str]:
     if found is None:
         return [
             f"The template database {template!r} ({SETTING}) does not exist: an administrator "
-            f"creates it with the extensions the live database needs ({README})."
+            f"creates it with the extensions the live database needs ({DOCS})."
         ]
     problems = []
     if not found["is_template"]:
@@ -212,7 +212,7 @@ class Installed:
             else:
                 fix = (
                     "have an administrator create them once in a template database and set "
-                    f"{SETTING} to its name ({README}); restoring as a superuser instead "
+                    f"{SETTING} to its name ({DOCS}); restoring as a superuser instead "
                     "would run the dump's code as one"
                 )
             problems.append(
@@ -236,7 +236,7 @@ class Installed:
             f"The dump holds rows of {', '.join(_display(closed))}, configuration of the "
             f"extension(s) {_names(sorted(t[2] for t in closed))} in {self._where()}, which "
             f"{self.role!r} may not write: as a superuser, run {'; '.join(grants)} in the "
-            f"template database ({README})."
+            f"template database ({DOCS})."
         ]
 
 

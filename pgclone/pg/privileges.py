@@ -93,7 +93,7 @@ def superuser_dump_warning(conn: postgres.ConnInfo) -> str | None:
         f"pgclone dumps {conn.name!r} as role {superusers[0]!r}, which is or can become a "
         "superuser: the dump configs' where and sql rules and the pre-dump hooks run with "
         "a superuser's rights. Dump with a role that only reads (for instance one granted "
-        "pg_read_all_data); see 'Security' in pgclone's README."
+        "pg_read_all_data); see pgclone's docs, docs/security.md."
     )
 
 
@@ -114,7 +114,7 @@ def refuse_privileged(live: postgres.ConnInfo) -> None:
             "CREATEDB, and neither it nor the role it logs in as may be a superuser, a member "
             "of one or of pg_execute_server_program, pg_read_server_files or "
             "pg_write_server_files, or have CREATEROLE before PostgreSQL 16 (see 'Security' "
-            "in pgclone's README). Or set "
+            "in pgclone's docs, docs/security.md). Or set "
             "PGCLONE_ALLOW_SUPERUSER_RESTORE = True if you trust every role that can "
             "create objects in the databases you restore from."
         )

@@ -4,7 +4,7 @@ Resolution happens when a job is asked for, so that bad input is refused
 before anything runs; the resolved options are stored on the job and are
 what every step uses.
 
-Merging rules (documented in the README):
+Merging rules (documented in docs/configuration.md):
 - ``exclude_models`` given on the command line are *added* to the config's,
   so a config that keeps personal data out of dumps can't be undone by
   accident;
