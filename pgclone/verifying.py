@@ -23,7 +23,7 @@ from typing import IO, Any
 from pgclone import payloads
 from pgclone.archive import containers, encryption, planned_restore, signing, streams
 from pgclone.exceptions import DumpDamaged, NoMatchingIdentity
-from pgclone.pg import postgres
+from pgclone.pg import postgres, programs
 from pgclone.storage import keys
 
 Table = tuple[str, str]  # (schema, name)
@@ -63,8 +63,8 @@ def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
             source = stack.enter_context(storage.open(key))
             readers = [
                 stack.enter_context(
-                    postgres.spawn(
-                        argv, env=postgres.child_environment(), stdin=subprocess.PIPE, stdout=out
+                    programs.spawn(
+                        argv, env=programs.child_environment(), stdin=subprocess.PIPE, stdout=out
                     )
                 )
                 for argv, out in ((LIST_ARGV, listing), (SCHEMA_ARGV, schema))

@@ -26,7 +26,7 @@ from typing import Any
 from pgclone import conf
 from pgclone.archive import containers, parallel_copy
 from pgclone.exceptions import CommandFailed
-from pgclone.pg import driver, postgres
+from pgclone.pg import driver, postgres, programs
 from pgclone.pg.driver import sql
 from pgclone.sharing import planned_dump, plans, subset
 
@@ -203,7 +203,7 @@ class Writer:
         cursor.execute("SHOW server_encoding")  # the COPY text's (plans.ENCODING)
         self.encoding = cursor.fetchone()[0]
         self.source = ContainerPipe()
-        self.children = postgres.current_children()  # a cancelled job kills them too
+        self.children = programs.current_children()  # a cancelled job kills them too
         self.jobs, self.key = conf.dump_jobs(), conf.scrub_key()
         self.creates = dict(plan.setup)  # the TEMP tables of kept rows, by table
         self.sessions = parallel_copy.Sessions()
@@ -228,13 +228,13 @@ class Writer:
     # The container thread ("pgclone-container") -----------------------------------
 
     def write_container(self, config_name: str) -> None:
-        postgres.adopt_children(self.children)
+        programs.adopt_children(self.children)
         try:
             tar = containers.TarWriter(self.source.write)
             tar.json(containers.PLAN, header(config_name, self.plan, self.encoding))
             self.write_data(tar)
             tar.copy(containers.POST_DATA, self.started.post_data.stdout)
-            postgres.ended(self.started.post_data)
+            programs.ended(self.started.post_data)
             tar.close()
         except BaseException as exc:  # handed to the reading thread
             self.source.error = exc
@@ -251,7 +251,7 @@ class Writer:
         failed_at = None
         try:
             tar.copy(containers.PRE_DATA, self.started.pre_data.stdout)
-            postgres.ended(self.started.pre_data)
+            programs.ended(self.started.pre_data)
             while running:
                 if self.failures:  # what stopped the dump, not what stopping it caused
                     failed_at = failed_at or time.monotonic()
@@ -304,7 +304,7 @@ class Writer:
     # Each producer thread ------------------------------------------------------------
 
     def produce(self, work: Any, *args: Any) -> None:
-        postgres.adopt_children(self.children)
+        programs.adopt_children(self.children)
         try:
             work(*args)
         except BaseException as exc:  # raised by the thread writing the tar
@@ -320,7 +320,7 @@ class Writer:
         stream = _Stream(self.put, containers.REST)
         while data := self.started.rest.stdout.read(containers.MEMBER_SIZE):
             stream.member(data)
-        postgres.ended(self.started.rest)  # a pg_dump that failed stops the others at once
+        programs.ended(self.started.rest)  # a pg_dump that failed stops the others at once
         stream.close()
 
     # The main session's producer ("pgclone-copy") --------------------------------------

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pgclone.archive import containers
-from pgclone.pg import driver, postgres
+from pgclone.pg import driver, postgres, programs
 from pgclone.pg.driver import sql
 from pgclone.sharing import plans, scrub, subset
 
@@ -258,7 +258,7 @@ class Helper:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._run,
-            args=(conn, sessions, put, done, postgres.current_children()),
+            args=(conn, sessions, put, done, programs.current_children()),
             name=name,
             daemon=True,
         )
@@ -287,10 +287,10 @@ class Helper:
         done: Callable[[int | None, BaseException | None], Any],
         children: set,
     ) -> None:
-        postgres.adopt_children(children)
+        programs.adopt_children(children)
         try:
             with (
-                postgres.spawn(psql_argv(conn), env=conn.env(), stdin=subprocess.PIPE) as proc,
+                programs.spawn(psql_argv(conn), env=conn.env(), stdin=subprocess.PIPE) as proc,
                 sessions.running(_Program(proc)),
             ):
                 self._proc = proc

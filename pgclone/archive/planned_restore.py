@@ -26,7 +26,7 @@ from typing import Any
 
 from pgclone.archive import containers, streams
 from pgclone.exceptions import DumpDamaged, UnscrubbedDumpRefused
-from pgclone.pg import driver, extensions, postgres, restore_lists
+from pgclone.pg import driver, extensions, postgres, programs, restore_lists
 from pgclone.pg.driver import sql
 from pgclone.sharing import plans
 from pgclone.storage.local import open_private
@@ -68,7 +68,7 @@ class ProgramSink:
         self._stack = contextlib.ExitStack()
         self._procs = [
             self._stack.enter_context(
-                postgres.spawn(argv, env=env, stdin=subprocess.PIPE, stdout=stdout)
+                programs.spawn(argv, env=env, stdin=subprocess.PIPE, stdout=stdout)
             )
             for argv, stdout in argvs
         ]
@@ -275,11 +275,11 @@ def restore_streamed(
     progress; ``installed``: what ``target`` holds already (looked up when not
     given). Returns the planned tables' rows restored."""
     edit = (installed or extensions.Installed.inspect(target)).edit
-    children = postgres.current_children()  # the sinks start in the writing thread
+    children = programs.current_children()  # the sinks start in the writing thread
     copies: list[CopySink] = []
 
     def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
-        postgres.adopt_children(children)
+        programs.adopt_children(children)
         if table is None:
             argv = postgres.pg_restore_argv(target)
             return restore_lists.ListedSink(argv, target.env(), edit)
@@ -340,10 +340,10 @@ def restore_unpacked(
         argv = [*argv[:-1], f"--section={section}", path]
         restore_lists.run(argv, path=path, env=target.env(), edit=edit)
 
-    children = postgres.current_children()  # pg_restore, started in a pool thread
+    children = programs.current_children()  # pg_restore, started in a pool thread
 
     def in_pool(function: Callable[..., Any], *args: Any) -> Any:
-        postgres.adopt_children(children)
+        programs.adopt_children(children)
         return function(*args)
 
     with concurrent.futures.ThreadPoolExecutor(max(jobs, 1)) as pool:
@@ -366,7 +366,7 @@ def read_archives(
 
     def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
         if table is None:
-            return ProgramSink(readers, postgres.child_environment())
+            return ProgramSink(readers, programs.child_environment())
         return _Discard()
 
     router = Router(open_stream)

@@ -23,7 +23,7 @@ from pgclone import conf
 from pgclone.engine import jobs, threads
 from pgclone.exceptions import JobCancelled, PgCloneError
 from pgclone.models import Job, JobStep
-from pgclone.pg import postgres
+from pgclone.pg import programs
 
 logger = logging.getLogger("pgclone")
 
@@ -150,7 +150,7 @@ class Heartbeat:
 
     def __init__(self, job_id: Any) -> None:
         self.job_id = job_id
-        self.children = postgres.current_children()
+        self.children = programs.current_children()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

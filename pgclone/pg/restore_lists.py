@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from pgclone import conf
 from pgclone.archive import streams
-from pgclone.pg import postgres
+from pgclone.pg import programs
 
 Edit = Callable[[str], str]
 
@@ -38,14 +38,14 @@ def with_list(argv: list[str], fd: int) -> list[str]:
 def run(argv: list[str], *, path: str, env: dict[str, str], edit: Edit) -> None:
     """Run ``argv``, a pg_restore of the archive file ``path``, with the list
     ``edit`` makes of it."""
-    listing = postgres.run(["pg_restore", "--list", path], env=env)
+    listing = programs.run(["pg_restore", "--list", path], env=env)
     # No name on disk: nothing is left behind if this process dies.
     with tempfile.TemporaryFile(dir=conf.temp_dir()) as listed:
         listed.write(edit(listing).encode())
         listed.flush()
         listed.seek(0)
         fd = listed.fileno()
-        postgres.run(with_list(argv, fd), env=env, pass_fds=(fd,))
+        programs.run(with_list(argv, fd), env=env, pass_fds=(fd,))
 
 
 class ListedSink:
@@ -64,10 +64,10 @@ class ListedSink:
         read_end, write_end = os.pipe()
         try:
             self._lister = self._stack.enter_context(
-                postgres.spawn(["pg_restore", "--list"], env=env, stdin=subprocess.PIPE)
+                programs.spawn(["pg_restore", "--list"], env=env, stdin=subprocess.PIPE)
             )
             self._restorer = self._stack.enter_context(
-                postgres.spawn(
+                programs.spawn(
                     with_list(argv, read_end),
                     env=env,
                     stdin=subprocess.PIPE,
@@ -95,7 +95,7 @@ class ListedSink:
         with open(write_end, "wb") as out:
             try:
                 listing = self._lister.stdout.read()
-                postgres.ended(self._lister)
+                programs.ended(self._lister)
             except BaseException as exc:  # the archive's head is damaged: close() says so
                 self._failed = exc
                 self._restorer.kill()  # never restore without the list

@@ -20,7 +20,7 @@ from typing import Any
 
 from pgclone import conf, configs
 from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked
-from pgclone.pg import driver, postgres, search_path, table_counts
+from pgclone.pg import driver, postgres, programs, search_path, table_counts
 from pgclone.pg.driver import sql
 from pgclone.sharing import plans, scrub, subset
 
@@ -49,7 +49,7 @@ def tool_flags() -> list[str]:
     """What pg_dump must leave out of a planned dump, as its version spells it:
     large objects (their contents are never scrubbed) and, from PostgreSQL 18,
     the planner's statistics (they hold sample values of every column)."""
-    major = tool_major(postgres.tool_version("pg_dump"))
+    major = tool_major(programs.tool_version("pg_dump"))
     flags = ["--no-large-objects" if major >= 16 else "--no-blobs"]
     if major >= 18:
         flags.append("--no-statistics")
@@ -111,7 +111,7 @@ class Programs:
 
 
 @contextlib.contextmanager
-def programs(
+def pg_dumps(
     conn: postgres.ConnInfo,
     *,
     snapshot: str,
@@ -134,9 +134,9 @@ def programs(
     )
     post_data = postgres.pg_dump_argv(conn, sections=["post-data"], **common)
     with (
-        postgres.spawn(pre_data, env=conn.env()) as first,
-        postgres.spawn(rest, env=conn.env()) as second,
-        postgres.spawn(post_data, env=conn.env()) as third,
+        programs.spawn(pre_data, env=conn.env()) as first,
+        programs.spawn(rest, env=conn.env()) as second,
+        programs.spawn(post_data, env=conn.env()) as third,
     ):
         yield Programs(first, second, third)
 

@@ -24,7 +24,7 @@ from pgclone.engine import jobs, runner, workflow
 from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job, JobStep
-from pgclone.pg import postgres, privileges, search_path, table_counts
+from pgclone.pg import postgres, privileges, programs, search_path, table_counts
 from pgclone.sharing import planned_dump, subset
 from pgclone.steps import options, routing
 from pgclone.storage import Storage, keys, storage_for
@@ -102,7 +102,7 @@ def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
     plan = None
     if planned_dump.is_planned(config):  # refused here, before anything is written
         plan = planned_dump.make_plan(conn, config, [*excluded, *referencing])
-        postgres.require_program("psql")  # its sessions copy the planned tables
+        programs.require_program("psql")  # its sessions copy the planned tables
     return _Prepared(
         conn=conn,
         key=keys.make_key(conn.name, job.config_name, timezone.now()),
@@ -164,7 +164,7 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
         job,
         key=str(prepared.key),
         server_version=prepared.server_version,
-        pg_dump_version=postgres.tool_version("pg_dump"),
+        pg_dump_version=programs.tool_version("pg_dump"),
         excluded_tables=prepared.left_out,
         tables=[table.to_dict() for table in written.tables],
         **stats,
@@ -204,12 +204,12 @@ def _archive(
     plan, excluded = prepared.plan, prepared.excluded
     if plan is None:
         argv = postgres.pg_dump_argv(conn, exclude_table_data=excluded, snapshot=snapshot)
-        with postgres.spawn(argv, env=conn.env()) as proc:
+        with programs.spawn(argv, env=conn.env()) as proc:
             yield _Archive(proc.stdout, {})
         return
     with (
         planned_dump.checked(conn, snapshot, plan) as cursor,
-        planned_dump.programs(  # they read the catalog while the kept rows are found
+        planned_dump.pg_dumps(  # they read the catalog while the kept rows are found
             conn, snapshot=snapshot, plan=plan, exclude_table_data=excluded
         ) as started,
         container_writer.container(

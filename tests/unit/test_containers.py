@@ -65,7 +65,7 @@ def test_a_truncated_container_is_damaged():
 
 
 def test_the_pg_dump_flags_of_a_planned_dump_follow_its_version(monkeypatch):
-    from pgclone.pg import postgres
+    from pgclone.pg import programs
     from pgclone.sharing import planned_dump
 
     for version, flags in (
@@ -73,7 +73,7 @@ def test_the_pg_dump_flags_of_a_planned_dump_follow_its_version(monkeypatch):
         ("pg_dump (PostgreSQL) 16.4", ["--no-large-objects"]),
         ("pg_dump (PostgreSQL) 18.1", ["--no-large-objects", "--no-statistics"]),
     ):
-        monkeypatch.setattr(postgres, "tool_version", lambda program, v=version: v)
+        monkeypatch.setattr(programs, "tool_version", lambda program, v=version: v)
         assert planned_dump.tool_flags() == flags
 
 

@@ -51,7 +51,7 @@ def test_a_failed_program_s_error_keeps_its_first_lines_and_its_last():
     import sys
 
     from pgclone.exceptions import CommandFailed
-    from pgclone.pg import postgres
+    from pgclone.pg import programs
 
     script = (
         "import sys; sys.stderr.write('ERROR: canceling statement due to statement timeout\\n'"
@@ -60,7 +60,7 @@ def test_a_failed_program_s_error_keeps_its_first_lines_and_its_last():
     )
     with (
         pytest.raises(CommandFailed) as failed,
-        postgres.spawn([sys.executable, "-c", script], env=dict(os.environ)) as proc,
+        programs.spawn([sys.executable, "-c", script], env=dict(os.environ)) as proc,
     ):
         proc.stdout.read()
     message = str(failed.value)
