@@ -9,6 +9,7 @@ class PgCloneConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from pgclone import checks  # noqa: F401 - registers the system checks
         from pgclone.engine.threads import share_database_settings
 
         share_database_settings()
