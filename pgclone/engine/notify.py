@@ -33,6 +33,7 @@ from django.dispatch import Signal, receiver
 
 from pgclone import conf
 from pgclone.engine import webhooks
+from pgclone.engine.celery_app import celery_app_problem
 from pgclone.humanize import human_seconds
 from pgclone.models import Job
 
@@ -121,9 +122,7 @@ def _send_task(channel: str, body: dict[str, Any]) -> bool:
     """Send the delivery to a worker; False when it can't be sent from here."""
     from celery import current_app
 
-    from pgclone import checks
-
-    if checks.celery_app_problem() is not None:
+    if celery_app_problem() is not None:
         return False
     try:  # no retries: a broker that is down must not hold a request either
         current_app.send_task(
