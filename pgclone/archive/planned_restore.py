@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pgclone.archive import containers, streams
+from pgclone.archive import containers, restore_lists, streams
 from pgclone.exceptions import DumpDamaged, UnscrubbedDumpRefused
-from pgclone.pg import driver, extensions, postgres, programs, restore_lists
+from pgclone.pg import driver, extensions, postgres, programs
 from pgclone.pg.driver import sql
 from pgclone.sharing import plans
 from pgclone.storage.local import open_private

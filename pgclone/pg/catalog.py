@@ -11,10 +11,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgclone.pg import postgres, search_path
-from pgclone.sharing import scrub
 
 _TEXT_TYPES = ("character varying", "character", "text", "citext", "name")
 _KINDS = {"inet": "inet", "uuid": "uuid", "jsonb": "json"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column as the catalog gives it: what a scrub rule needs to know of the
+    column it replaces."""
+
+    name: str
+    kind: str  # text, inet, uuid, json or other
+    type_name: str  # the base type, as format_type() writes it
+    max_length: int | None = None
+    nullable: bool = True
+    unique: bool = False
+    cast: str | None = None  # what an sql rule's output is cast to (type_name if None)
 
 
 @dataclass(frozen=True)
@@ -22,14 +35,14 @@ class Table:
     oid: int
     schema: str
     name: str
-    columns: tuple[scrub.Column, ...]  # the ones COPY writes (no generated columns)
+    columns: tuple[Column, ...]  # the ones COPY writes (no generated columns)
     primary_key: tuple[str, ...]
 
     @property
     def label(self) -> str:
         return postgres.display_name(self.schema, self.name)
 
-    def column(self, name: str) -> scrub.Column | None:
+    def column(self, name: str) -> Column | None:
         return next((column for column in self.columns if column.name == name), None)
 
 
@@ -164,14 +177,12 @@ def read(cursor: Any) -> Catalog:
     names = {oid: (schema, name) for oid, schema, name in cursor.fetchall()}
     oids = list(names)
     cursor.execute(_COLUMNS, [oids])
-    columns: dict[int, list[scrub.Column]] = {oid: [] for oid in oids}
+    columns: dict[int, list[Column]] = {oid: [] for oid in oids}
     for oid, name, type_name, length, nullable, unique, generated, cast in cursor.fetchall():
         if not generated:
             kind = "text" if type_name in _TEXT_TYPES else _KINDS.get(type_name, "other")
             columns[oid].append(
-                scrub.Column(
-                    name, kind, type_name, length, nullable=nullable, unique=unique, cast=cast
-                )
+                Column(name, kind, type_name, length, nullable=nullable, unique=unique, cast=cast)
             )
     cursor.execute(_PRIMARY_KEYS, [oids])
     primary: dict[int, list[str]] = {}

@@ -20,6 +20,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
+from pgclone.pg.catalog import Column
 from pgclone.pg.driver import sql
 
 KEY_SETTING = "pgclone.scrub_key"
@@ -33,19 +34,6 @@ LAST_NAMES = ("Smith", "Jones", "Garcia", "Miller", "Davis", "Martin", "Lee", "W
               "Hall", "Young", "King", "Wright", "Lopez", "Hill", "Green", "Adams")  # fmt: skip
 STREETS = ("Oak", "Maple", "Cedar", "Elm", "Pine", "Birch", "Lake", "Hill",
            "Park", "River", "Mill", "Church", "High", "Station", "Bridge", "Garden")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Column:
-    """What a rule needs to know of the column it replaces."""
-
-    name: str
-    kind: str  # text, inet, uuid, json or other
-    type_name: str  # the base type, as format_type() writes it
-    max_length: int | None = None
-    nullable: bool = True
-    unique: bool = False
-    cast: str | None = None  # what an sql rule's output is cast to (type_name if None)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 
 from pgclone import conf, hooks, payloads
-from pgclone.archive import containers, encryption, planned_restore, signing, streams
+from pgclone.archive import containers, encryption, planned_restore, restore_lists, signing, streams
 from pgclone.engine import jobs, runner, workflow
 from pgclone.exceptions import DumpNotFound, InvalidInput, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
@@ -33,7 +33,6 @@ from pgclone.pg import (
     ownership,
     postgres,
     privileges,
-    restore_lists,
 )
 from pgclone.steps import routing
 from pgclone.steps.restore_progress import RestoreWatch

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from pgclone.archive import restore_lists
 from pgclone.exceptions import ConfigurationError, ExtensionUnavailable
-from pgclone.pg import extensions, restore_lists
+from pgclone.pg import extensions
 
 # `pg_restore --list` of a dump of a GeoDjango database (PostgreSQL 15), shortened.
 # pg_restore ends a line with the owner: empty (a space) for an extension and its comment.
