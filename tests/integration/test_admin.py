@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from pgclone import api, jobs
 from pgclone.models import Job
-from tests.conftest import TARGET, authors, make_dump, wait_for
+from tests.helpers import TARGET, authors, make_dump, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

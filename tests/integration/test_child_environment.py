@@ -19,7 +19,8 @@ import pytest
 
 from pgclone import api, databases
 from pgclone.models import Job
-from tests.conftest import make_dump, own_queue, psql, start_worker, stop_worker, wait_for
+from tests.helpers import make_dump, psql, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -23,7 +23,7 @@ from pgclone import api, postgres
 from pgclone import swap as swapping
 from pgclone.models import Job
 from pgclone.steps import WORKFLOWS
-from tests.conftest import make_dump
+from tests.helpers import make_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

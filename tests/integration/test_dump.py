@@ -14,15 +14,8 @@ import zstandard
 from pgclone import api, keys, postgres
 from pgclone.models import Job, JobStep
 from pgclone.storage import storage_for
-from tests.conftest import (
-    free_port,
-    psql,
-    restore_into,
-    run_pgclone,
-    s3_client,
-    scratch_database,
-    wait_for,
-)
+from tests.helpers import free_port, psql, restore_into, s3_client, scratch_database, wait_for
+from tests.processes import run_pgclone
 from tests.testapp.models import Author, Book, Mark, Secret, Tag
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -17,7 +17,7 @@ from pgclone import api, keys
 from pgclone.exceptions import DumpDamaged
 from pgclone.models import Job
 from pgclone.storage import storage_for
-from tests.conftest import psql, restore_into, scratch_database
+from tests.helpers import psql, restore_into, scratch_database
 from tests.testapp.models import Author, Secret
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -17,7 +17,8 @@ from django.core.management import CommandError, call_command
 from pgclone import api, notify
 from pgclone.checks import check_settings
 from pgclone.models import Job
-from tests.conftest import free_port, own_queue, start_worker, stop_worker, wait_for
+from tests.helpers import free_port, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -14,7 +14,7 @@ import pytest
 
 from pgclone import api
 from pgclone.models import Job
-from tests.conftest import authors, pgclone_databases
+from tests.helpers import authors, pgclone_databases
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

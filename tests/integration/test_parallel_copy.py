@@ -18,7 +18,7 @@ import pytest
 from pgclone import api, parallel_copy, planned_restore, plans, postgres, subset, table_counts
 from pgclone.driver import sql
 from pgclone.models import Job
-from tests.conftest import psql, wait_for
+from tests.helpers import psql, wait_for
 from tests.integration.test_subset import SAFE, shop  # noqa: F401 (fixture)
 from tests.testapp.models import Author, Book, Tag
 

@@ -26,15 +26,8 @@ from django.core.management import CommandError, call_command
 from pgclone import api, databases, job_tables, postgres, search_path
 from pgclone.models import Job
 from tests import pg
-from tests.conftest import (
-    fingerprint,
-    own_queue,
-    pgclone_databases,
-    psql,
-    start_worker,
-    stop_worker,
-    wait_for,
-)
+from tests.helpers import fingerprint, pgclone_databases, psql, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -108,7 +101,7 @@ def owner_role(target: str) -> Iterator[str]:
     psql(f"CREATE ROLE {OWNER} LOGIN CREATEDB NOSUPERUSER")
     psql(f'ALTER DATABASE "{target}" OWNER TO {OWNER}')
     yield OWNER
-    from tests.conftest import drop_target_databases
+    from tests.helpers import drop_target_databases
 
     drop_target_databases()
     for role in (OWNER, PLANTER):

@@ -17,7 +17,7 @@ from django.db import connection
 from pgclone import api, databases
 from pgclone.models import Job, JobStep
 from tests import pg
-from tests.conftest import (
+from tests.helpers import (
     TARGET,
     authors,
     clone_database,

@@ -7,7 +7,7 @@ import pytest
 
 from pgclone import api
 from pgclone.models import Job
-from tests.conftest import psql, wait_for
+from tests.helpers import psql, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,7 @@ from django.db import connection, connections
 
 from pgclone import api, checks, driver, routing
 from pgclone.models import Job
-from tests.conftest import authors, make_dump, psql
+from tests.helpers import authors, make_dump, psql
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

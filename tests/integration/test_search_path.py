@@ -27,7 +27,7 @@ from pgclone import api, postgres, privileges
 from pgclone.checks import check_dump_role
 from pgclone.models import Job
 from tests import pg
-from tests.conftest import pgclone_databases, psql
+from tests.helpers import pgclone_databases, psql
 from tests.integration.test_planned import SAFE_CONFIG
 from tests.integration.test_subset import shop  # noqa: F401 (fixture)
 

@@ -19,7 +19,7 @@ from django.urls import reverse
 from pgclone import api
 from pgclone.exceptions import InvalidInput
 from pgclone.models import Job
-from tests.conftest import (
+from tests.helpers import (
     TARGET,
     authors,
     clone_database,

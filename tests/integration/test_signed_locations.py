@@ -26,7 +26,7 @@ from django.urls import reverse
 
 from pgclone import api, keys
 from pgclone.models import Job
-from tests.conftest import (
+from tests.helpers import (
     TARGET,
     authors,
     fingerprint,

@@ -12,7 +12,7 @@ from pgclone import keys
 from pgclone.exceptions import DumpNotFound
 from pgclone.storage import storage_for
 from pgclone.storage.s3 import MIN_PART_SIZE
-from tests.conftest import s3_client
+from tests.helpers import s3_client
 
 pytestmark = pytest.mark.integration
 

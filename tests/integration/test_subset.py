@@ -29,7 +29,7 @@ from pgclone import (
 from pgclone.driver import sql
 from pgclone.exceptions import ConfigurationError
 from tests import pg
-from tests.conftest import psql, scratch_database
+from tests.helpers import psql, scratch_database
 from tests.testapp.models import Address, Customer, Order, OrderItem, Product, Tag
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -13,7 +13,7 @@ import pytest
 from pgclone import api
 from pgclone.models import Job
 from tests import pg
-from tests.conftest import authors, clone_database, pgclone_databases, psql, wait_for
+from tests.helpers import authors, clone_database, pgclone_databases, psql, wait_for
 from tests.integration.test_swap import accepts_connections
 from tests.testapp.models import Author
 

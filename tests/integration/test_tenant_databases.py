@@ -19,7 +19,7 @@ import pytest
 from pgclone import databases, sweeping
 from pgclone import swap as swapping
 from pgclone.models import Job
-from tests.conftest import TARGET, authors, fingerprint, make_dump, pgclone_databases, psql
+from tests.helpers import TARGET, authors, fingerprint, make_dump, pgclone_databases, psql
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

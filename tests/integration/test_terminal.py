@@ -20,14 +20,8 @@ from django.utils import timezone
 
 from pgclone import api, jobs
 from pgclone.models import Job, JobStep
-from tests.conftest import (
-    ROOT,
-    authors,
-    make_dump,
-    pgclone_databases,
-    wait_for,
-    worker_env,
-)
+from tests.helpers import ROOT, authors, make_dump, pgclone_databases, wait_for
+from tests.processes import worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

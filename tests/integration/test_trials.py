@@ -15,7 +15,7 @@ import zstandard
 from pgclone import api, keys
 from pgclone.models import Job
 from pgclone.storage.base import TRIAL_SUFFIX
-from tests.conftest import (
+from tests.helpers import (
     copy_dump,
     make_dump,
     pgclone_databases,

@@ -20,8 +20,8 @@ import pytest
 from pgclone import api, threads
 from pgclone.models import Job
 from pgclone.steps import restore as restore_steps
-from tests.conftest import authors, make_dump, wait_for
 from tests.faults import pause_before
+from tests.helpers import authors, make_dump, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-from tests.conftest import own_queue, psql, start_worker, stop_worker, wait_for
+from tests.helpers import psql, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
