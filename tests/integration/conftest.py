@@ -41,6 +41,8 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
+HERE = Path(__file__).resolve().parent
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _broker_cleaned() -> Iterator[None]:
@@ -73,11 +75,16 @@ def _reachable(host: str, port: int) -> bool:
     return False
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Integration tests need PostgreSQL and Redis: stop at once, naming what is
-    missing, when any is collected and they don't answer. The unit tests
-    (``pytest tests/unit``) need no service at all."""
-    if not any(item.get_closest_marker("integration") for item in items):
+    """The tier is its folder: every test under it is marked ``integration``.
+    These need PostgreSQL and Redis: stop at once, naming what is missing, when
+    any is collected and they don't answer. The unit tests (``pytest
+    tests/unit``) need no service at all, and never load this file."""
+    ours = [item for item in items if item.path.resolve().is_relative_to(HERE)]
+    for item in ours:
+        item.add_marker(pytest.mark.integration)
+    if not ours:
         return
     missing = [
         name

@@ -13,7 +13,7 @@ from pgclone import api, jobs
 from pgclone.models import Job
 from tests.helpers import TARGET, authors, make_dump, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 DUMPS = reverse("admin:pgclone_dumps")
 RESTORE = reverse("admin:pgclone_restore")

@@ -22,7 +22,7 @@ from pgclone.models import Job
 from tests.helpers import make_dump, psql, wait_for
 from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 GATE = """
 CREATE FUNCTION pgclone_gate() RETURNS boolean LANGUAGE plpgsql AS $f$

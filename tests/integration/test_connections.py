@@ -25,7 +25,7 @@ from pgclone.models import Job
 from pgclone.steps import WORKFLOWS
 from tests.helpers import make_dump
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

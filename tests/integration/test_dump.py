@@ -18,7 +18,7 @@ from tests.helpers import free_port, psql, restore_into, s3_client, scratch_data
 from tests.processes import run_pgclone
 from tests.testapp.models import Author, Book, Mark, Secret, Tag
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 SUCCESS = re.compile(r"^Dump succeeded in \S+: (?P<key>\S+\.dump) \(", re.MULTILINE)
 

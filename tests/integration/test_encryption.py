@@ -28,7 +28,7 @@ from tests.helpers import (
 )
 from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 KEY_A = pyrage.x25519.Identity.generate()  # in an identity file

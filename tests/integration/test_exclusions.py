@@ -20,7 +20,7 @@ from pgclone.storage import storage_for
 from tests.helpers import psql, restore_into, scratch_database
 from tests.testapp.models import Author, Secret
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 RAW_SCHEMA = "pgclone Raw"
 NOTE = ("public", "pgclone_raw_note")  # references testapp_secret

@@ -37,7 +37,7 @@ from tests.helpers import (
 from tests.processes import own_queue, start_worker, stop_worker
 from tests.testapp.models import Author, Secret
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 # Workers that die ------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pgclone.models import Job
 from tests.helpers import ROOT, authors, make_dump, pgclone_databases, wait_for
 from tests.processes import own_queue, start_worker, stop_worker, worker_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 STEPS = {
     "pgclone.dump.pre_dump": "a",

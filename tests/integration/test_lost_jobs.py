@@ -18,7 +18,7 @@ from tests import faults, pg
 from tests.helpers import clone_database, fingerprint, make_dump, pgclone_databases, psql, wait_for
 from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pgclone.models import Job
 from tests.helpers import free_port, wait_for
 from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from tests.integration.test_restore import STREAM_DAMAGE, damage_in_s3
 from tests.integration.test_subset import CUSTOMERS, ORDERS, SAFE, shop  # noqa: F401 (fixture)
 from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 IDENTITY = pyrage.x25519.Identity.generate()
 RECIPIENT = str(IDENTITY.to_public())

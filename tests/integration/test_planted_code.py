@@ -29,7 +29,7 @@ from tests import pg
 from tests.helpers import fingerprint, pgclone_databases, psql, wait_for
 from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 PLANTER = "pgclone_planter"
 OWNER = "pgclone_owner"  # the "owner" alias connects as this role

@@ -31,7 +31,7 @@ from tests.helpers import (
 )
 from tests.testapp.models import Author
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def restore_cli(pgclone_cli, location, *args):

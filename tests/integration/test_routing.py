@@ -13,7 +13,7 @@ from pgclone import api, checks, driver, routing
 from pgclone.models import Job
 from tests.helpers import authors, make_dump, psql
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def current_database() -> str:

@@ -32,7 +32,7 @@ from tests.helpers import (
 )
 from tests.testapp.models import Author
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 RESTORE = reverse("admin:pgclone_restore")
 DUMPS = reverse("admin:pgclone_dumps")

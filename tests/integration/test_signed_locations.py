@@ -37,7 +37,7 @@ from tests.helpers import (
     s3_client,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 SECRET = "pgclone-test-signing-secret-4711"
 OLD_SECRET = "pgclone-test-signing-secret-of-last-year"

@@ -14,8 +14,6 @@ from pgclone.storage import storage_for
 from pgclone.storage.s3 import MIN_PART_SIZE
 from tests.helpers import s3_client
 
-pytestmark = pytest.mark.integration
-
 KEY = keys.make_key("shop", "default", dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC))
 
 

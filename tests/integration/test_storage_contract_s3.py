@@ -12,8 +12,6 @@ from pgclone.storage.base import Storage
 from tests import storage_contract as contract
 from tests.helpers import s3_client
 
-pytestmark = [pytest.mark.integration]
-
 
 class S3Backend:
     """A fresh bucket's prefix, seen through boto3 directly for the raw view."""

@@ -20,7 +20,7 @@ from pgclone.storage.local import LocalStorage
 from tests.faultproxy import FaultProxy
 from tests.helpers import s3_client
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 # S3 gone mid-dump ----------------------------------------------------------------

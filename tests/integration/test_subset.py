@@ -32,7 +32,7 @@ from tests import pg
 from tests.helpers import psql, scratch_database
 from tests.testapp.models import Address, Customer, Order, OrderItem, Product, Tag
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 CUSTOMERS, ORDERS = 200, 1000
 SAFE = {

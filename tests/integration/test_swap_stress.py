@@ -17,11 +17,7 @@ from tests.helpers import authors, clone_database, pgclone_databases, psql, wait
 from tests.integration.test_swap import accepts_connections
 from tests.testapp.models import Author
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.stress,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = [pytest.mark.stress, pytest.mark.django_db(transaction=True)]
 RESTORES = 20
 
 

@@ -21,7 +21,7 @@ from pgclone import swap as swapping
 from pgclone.models import Job
 from tests.helpers import TARGET, authors, fingerprint, make_dump, pgclone_databases, psql
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 PREVIOUS = databases.copy_name(TARGET, "previous")
 

@@ -25,7 +25,7 @@ from tests.helpers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def trial_record(location: str, key: str) -> dict:

@@ -23,7 +23,7 @@ from pgclone.steps import restore as restore_steps
 from tests.faults import pause_before
 from tests.helpers import authors, make_dump, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 KEY = pyrage.x25519.Identity.generate()
 

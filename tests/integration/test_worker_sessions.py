@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import psql, wait_for
 from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_started_worker_keeps_no_session_open(test_database_name, moto_server, tmp_path):
