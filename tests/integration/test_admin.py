@@ -12,9 +12,9 @@ from django.urls import reverse
 from pgclone import api
 from pgclone.engine import jobs
 from pgclone.models import Job
-from tests.conftest import TARGET, authors, make_dump, wait_for
+from tests.helpers import TARGET, authors, make_dump, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 DUMPS = reverse("admin:pgclone_dumps")
 RESTORE = reverse("admin:pgclone_restore")

@@ -11,9 +11,9 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 
 from pgclone.models import Job
-from tests.conftest import ROOT, TARGET, authors, make_dump, pgclone_databases
+from tests.helpers import ROOT, TARGET, authors, make_dump, pgclone_databases
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")

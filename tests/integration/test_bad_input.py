@@ -17,20 +17,11 @@ import pytest
 from pgclone import api
 from pgclone.exceptions import InvalidInput
 from pgclone.models import Job
-from tests.conftest import (
-    ROOT,
-    clone_database,
-    make_dump,
-    own_queue,
-    psql,
-    start_worker,
-    stop_worker,
-    wait_for,
-    worker_env,
-)
+from tests.helpers import ROOT, clone_database, make_dump, psql, wait_for
 from tests.integration.test_admin import DUMPS, client_for, staff
+from tests.processes import own_queue, start_worker, stop_worker, worker_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 LONG = "x" * 300
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 CONTENDERS = (
     "pgclone_dump_s",
@@ -66,7 +64,6 @@ def _runs_for(pid: int, session: str) -> bool:
     return f"bench-{session}-".encode() in cmdline or b"moto.server" in cmdline
 
 
-@pytest.mark.integration
 def test_tiny_bench_writes_a_row_per_contender(tmp_path: Path) -> None:
     databases, processes = _bench_databases(), _bench_processes()
     work = ROOT / "bench" / ".work"

@@ -20,9 +20,10 @@ import pytest
 from pgclone import api
 from pgclone.models import Job
 from pgclone.pg import databases
-from tests.conftest import make_dump, own_queue, psql, start_worker, stop_worker, wait_for
+from tests.helpers import make_dump, psql, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 GATE = """
 CREATE FUNCTION pgclone_gate() RETURNS boolean LANGUAGE plpgsql AS $f$

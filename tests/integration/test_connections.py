@@ -24,9 +24,9 @@ from pgclone.models import Job
 from pgclone.pg import postgres
 from pgclone.pg import swap as swapping
 from pgclone.steps import WORKFLOWS
-from tests.conftest import make_dump
+from tests.helpers import make_dump
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

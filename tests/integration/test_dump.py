@@ -15,18 +15,11 @@ from pgclone import api
 from pgclone.models import Job, JobStep
 from pgclone.pg import postgres
 from pgclone.storage import keys, storage_for
-from tests.conftest import (
-    free_port,
-    psql,
-    restore_into,
-    run_pgclone,
-    s3_client,
-    scratch_database,
-    wait_for,
-)
+from tests.helpers import free_port, psql, restore_into, s3_client, scratch_database, wait_for
+from tests.processes import run_pgclone
 from tests.testapp.models import Author, Book, Mark, Secret, Tag
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 SUCCESS = re.compile(r"^Dump succeeded in \S+: (?P<key>\S+\.dump) \(", re.MULTILINE)
 

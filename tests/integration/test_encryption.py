@@ -17,20 +17,18 @@ import pytest
 from django.urls import reverse
 
 from pgclone.models import Job
-from tests.conftest import (
+from tests.helpers import (
     authors,
     fingerprint,
     make_dump,
-    own_queue,
     pgclone_databases,
     replace_dump_bytes,
     s3_client,
-    start_worker,
-    stop_worker,
     wait_for,
 )
+from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 KEY_A = pyrage.x25519.Identity.generate()  # in an identity file

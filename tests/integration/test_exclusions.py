@@ -17,10 +17,10 @@ from pgclone import api
 from pgclone.exceptions import DumpDamaged
 from pgclone.models import Job
 from pgclone.storage import keys, storage_for
-from tests.conftest import psql, restore_into, scratch_database
+from tests.helpers import psql, restore_into, scratch_database
 from tests.testapp.models import Author, Secret
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 RAW_SCHEMA = "pgclone Raw"
 NOTE = ("public", "pgclone_raw_note")  # references testapp_secret

@@ -26,23 +26,16 @@ from pgclone.archive import containers
 from pgclone.models import Job
 from pgclone.pg import databases
 from tests import pg
-from tests.conftest import (
-    drop_target_databases,
-    own_queue,
-    pgclone_databases,
-    psql,
-    start_worker,
-    stop_worker,
-    wait_for,
-)
+from tests.helpers import drop_target_databases, pgclone_databases, psql, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 SESSION = os.environ["PGCLONE_TEST_SESSION"]
 OWNER = f"pgclone_geo_{SESSION}"  # the "geo" alias connects as this role
 TEMPLATE = f"pgclone_geo_template_{SESSION}"
 EXTENSIONS = "CREATE EXTENSION postgis; CREATE EXTENSION postgres_fdw;"
-# What an administrator runs once in the template (README, "Extensions").
+# What an administrator runs once in the template (docs/extensions.md).
 TEMPLATE_GRANTS = "GRANT INSERT ON public.spatial_ref_sys TO pg_database_owner;"
 # Rows of the project's own coordinate systems (srids PostGIS leaves to users).
 USER_SRIDS = (990001, 990002)

@@ -26,22 +26,20 @@ from pgclone.models import Job, JobStep
 from pgclone.pg import databases
 from pgclone.storage import storage_for
 from tests import pg
-from tests.conftest import (
+from tests.faultproxy import FaultProxy
+from tests.helpers import (
     authors,
     fingerprint,
     make_dump,
-    own_queue,
     pgclone_databases,
     psql,
     replace_dump_bytes,
-    start_worker,
-    stop_worker,
     wait_for,
 )
-from tests.faultproxy import FaultProxy
+from tests.processes import own_queue, start_worker, stop_worker
 from tests.testapp.models import Author, Secret
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 # Workers that die ------------------------------------------------------------------

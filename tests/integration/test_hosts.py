@@ -20,19 +20,10 @@ from celery import current_app
 
 from pgclone import api
 from pgclone.models import Job
-from tests.conftest import (
-    ROOT,
-    authors,
-    make_dump,
-    own_queue,
-    pgclone_databases,
-    start_worker,
-    stop_worker,
-    wait_for,
-    worker_env,
-)
+from tests.helpers import ROOT, authors, make_dump, pgclone_databases, wait_for
+from tests.processes import own_queue, start_worker, stop_worker, worker_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 STEPS = {
     "pgclone.dump.pre_dump": "a",

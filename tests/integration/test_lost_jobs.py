@@ -15,19 +15,10 @@ from pgclone import api, sweeping
 from pgclone.models import Job, JobStep
 from pgclone.steps import dump as dump_steps
 from tests import faults, pg
-from tests.conftest import (
-    clone_database,
-    fingerprint,
-    make_dump,
-    own_queue,
-    pgclone_databases,
-    psql,
-    start_worker,
-    stop_worker,
-    wait_for,
-)
+from tests.helpers import clone_database, fingerprint, make_dump, pgclone_databases, psql, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ from pgclone import api
 from pgclone.checks import check_settings
 from pgclone.engine import notify
 from pgclone.models import Job
-from tests.conftest import free_port, own_queue, start_worker, stop_worker, wait_for
+from tests.helpers import free_port, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

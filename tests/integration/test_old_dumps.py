@@ -14,9 +14,9 @@ import pytest
 
 from pgclone import api
 from pgclone.models import Job
-from tests.conftest import authors, pgclone_databases
+from tests.helpers import authors, pgclone_databases
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "dumps"
 KEY = "pgclone_fixture_src/20261125T194134.731221Z.default.dump"

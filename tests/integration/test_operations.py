@@ -14,18 +14,10 @@ from pgclone import api
 from pgclone.exceptions import ConfigurationError
 from pgclone.models import Job, JobStep
 from pgclone.storage import storage_for
-from tests.conftest import (
-    ROOT,
-    copy_dump,
-    fingerprint,
-    make_dump,
-    pgclone_databases,
-    psql,
-    wait_for,
-    worker_env,
-)
+from tests.helpers import ROOT, copy_dump, fingerprint, make_dump, pgclone_databases, psql, wait_for
+from tests.processes import worker_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def waiting_pg_dumps(database: str) -> int:

@@ -21,11 +21,11 @@ from pgclone.models import Job
 from pgclone.pg import postgres, table_counts
 from pgclone.pg.driver import sql
 from pgclone.sharing import plans, subset
-from tests.conftest import psql, wait_for
+from tests.helpers import psql, wait_for
 from tests.integration.test_subset import SAFE, shop  # noqa: F401 (fixture)
 from tests.testapp.models import Author, Book, Tag
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 JOBS = 3
 SCRUBBED = ("name", "email", "notes", "profile::text", "ip::text")

@@ -23,22 +23,20 @@ from django.urls import reverse
 from pgclone import api
 from pgclone.archive import containers
 from pgclone.models import Job
-from tests.conftest import (
+from tests.helpers import (
     authors,
     fingerprint,
     make_dump,
-    own_queue,
     pgclone_databases,
     psql,
     s3_client,
     scratch_database,
-    start_worker,
-    stop_worker,
 )
 from tests.integration.test_restore import STREAM_DAMAGE, damage_in_s3
 from tests.integration.test_subset import CUSTOMERS, ORDERS, SAFE, shop  # noqa: F401 (fixture)
+from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 IDENTITY = pyrage.x25519.Identity.generate()
 RECIPIENT = str(IDENTITY.to_public())

@@ -27,17 +27,10 @@ from pgclone import api
 from pgclone.models import Job
 from pgclone.pg import databases, job_tables, postgres, search_path
 from tests import pg
-from tests.conftest import (
-    fingerprint,
-    own_queue,
-    pgclone_databases,
-    psql,
-    start_worker,
-    stop_worker,
-    wait_for,
-)
+from tests.helpers import fingerprint, pgclone_databases, psql, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 PLANTER = "pgclone_planter"
 OWNER = "pgclone_owner"  # the "owner" alias connects as this role
@@ -109,7 +102,7 @@ def owner_role(target: str) -> Iterator[str]:
     psql(f"CREATE ROLE {OWNER} LOGIN CREATEDB NOSUPERUSER")
     psql(f'ALTER DATABASE "{target}" OWNER TO {OWNER}')
     yield OWNER
-    from tests.conftest import drop_target_databases
+    from tests.helpers import drop_target_databases
 
     drop_target_databases()
     for role in (OWNER, PLANTER):

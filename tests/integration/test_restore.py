@@ -18,7 +18,7 @@ from pgclone import api
 from pgclone.models import Job, JobStep
 from pgclone.pg import databases
 from tests import pg
-from tests.conftest import (
+from tests.helpers import (
     TARGET,
     authors,
     clone_database,
@@ -32,7 +32,7 @@ from tests.conftest import (
 )
 from tests.testapp.models import Author
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def restore_cli(pgclone_cli, location, *args):

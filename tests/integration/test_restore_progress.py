@@ -7,9 +7,9 @@ import pytest
 
 from pgclone import api
 from pgclone.models import Job
-from tests.conftest import psql, wait_for
+from tests.helpers import psql, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_restore_progress_moves_during_pg_restore(celery_worker, local_location, target):

@@ -13,9 +13,9 @@ from pgclone import api, checks
 from pgclone.models import Job
 from pgclone.pg import driver
 from pgclone.steps import routing
-from tests.conftest import authors, make_dump, psql
+from tests.helpers import authors, make_dump, psql
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def current_database() -> str:

@@ -28,11 +28,11 @@ from pgclone.checks import check_dump_role
 from pgclone.models import Job
 from pgclone.pg import postgres, privileges
 from tests import pg
-from tests.conftest import pgclone_databases, psql
+from tests.helpers import pgclone_databases, psql
 from tests.integration.test_planned import SAFE_CONFIG
 from tests.integration.test_subset import shop  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 SOURCE = Path(__file__).resolve().parents[2] / "pgclone"
 OPERATORS = ["=", "<>", "<", ">", "<=", ">=", "~~", "!~~", "||", "+", "-", "*", "/", "%",

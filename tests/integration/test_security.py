@@ -19,7 +19,7 @@ from django.urls import reverse
 from pgclone import api
 from pgclone.exceptions import InvalidInput
 from pgclone.models import Job
-from tests.conftest import (
+from tests.helpers import (
     TARGET,
     authors,
     clone_database,
@@ -32,7 +32,7 @@ from tests.conftest import (
 )
 from tests.testapp.models import Author
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 RESTORE = reverse("admin:pgclone_restore")
 DUMPS = reverse("admin:pgclone_dumps")

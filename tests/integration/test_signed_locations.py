@@ -27,7 +27,7 @@ from django.urls import reverse
 from pgclone import api
 from pgclone.models import Job
 from pgclone.storage import keys
-from tests.conftest import (
+from tests.helpers import (
     TARGET,
     authors,
     fingerprint,
@@ -38,7 +38,7 @@ from tests.conftest import (
     s3_client,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 SECRET = "pgclone-test-signing-secret-4711"
 OLD_SECRET = "pgclone-test-signing-secret-of-last-year"

@@ -11,9 +11,7 @@ import pytest
 from pgclone.exceptions import DumpNotFound
 from pgclone.storage import keys, storage_for
 from pgclone.storage.s3 import MIN_PART_SIZE
-from tests.conftest import s3_client
-
-pytestmark = pytest.mark.integration
+from tests.helpers import s3_client
 
 KEY = keys.make_key("shop", "default", dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC))
 

@@ -10,9 +10,7 @@ import pytest
 from pgclone.storage import storage_for
 from pgclone.storage.base import Storage
 from tests import storage_contract as contract
-from tests.conftest import s3_client
-
-pytestmark = [pytest.mark.integration]
+from tests.helpers import s3_client
 
 
 class S3Backend:

@@ -18,10 +18,10 @@ from pgclone.models import Job
 from pgclone.steps import dump as dump_steps
 from pgclone.storage import keys
 from pgclone.storage.local import LocalStorage
-from tests.conftest import s3_client
 from tests.faultproxy import FaultProxy
+from tests.helpers import s3_client
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 # S3 gone mid-dump ----------------------------------------------------------------

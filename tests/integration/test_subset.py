@@ -21,10 +21,10 @@ from pgclone.pg.driver import sql
 from pgclone.sharing import plans, scrub, subset
 from pgclone.steps import options
 from tests import pg
-from tests.conftest import psql, scratch_database
+from tests.helpers import psql, scratch_database
 from tests.testapp.models import Address, Customer, Order, OrderItem, Product, Tag
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 CUSTOMERS, ORDERS = 200, 1000
 SAFE = {

@@ -18,19 +18,10 @@ from pgclone.exceptions import RestoreRefused
 from pgclone.models import Job, JobStep
 from pgclone.pg import swap as swapping
 from tests import faults, pg
-from tests.conftest import (
-    authors,
-    fingerprint,
-    make_dump,
-    own_queue,
-    pgclone_databases,
-    psql,
-    start_worker,
-    stop_worker,
-    wait_for,
-)
+from tests.helpers import authors, fingerprint, make_dump, pgclone_databases, psql, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def accepts_connections(database: str) -> bool:

@@ -13,15 +13,11 @@ import pytest
 from pgclone import api
 from pgclone.models import Job
 from tests import pg
-from tests.conftest import authors, clone_database, pgclone_databases, psql, wait_for
+from tests.helpers import authors, clone_database, pgclone_databases, psql, wait_for
 from tests.integration.test_swap import accepts_connections
 from tests.testapp.models import Author
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.stress,
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = [pytest.mark.stress, pytest.mark.django_db(transaction=True)]
 RESTORES = 20
 
 

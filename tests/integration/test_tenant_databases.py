@@ -20,9 +20,9 @@ from pgclone import sweeping
 from pgclone.models import Job
 from pgclone.pg import databases
 from pgclone.pg import swap as swapping
-from tests.conftest import TARGET, authors, fingerprint, make_dump, pgclone_databases, psql
+from tests.helpers import TARGET, authors, fingerprint, make_dump, pgclone_databases, psql
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 PREVIOUS = databases.copy_name(TARGET, "previous")
 

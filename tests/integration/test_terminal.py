@@ -21,16 +21,10 @@ from django.utils import timezone
 from pgclone import api
 from pgclone.engine import jobs
 from pgclone.models import Job, JobStep
-from tests.conftest import (
-    ROOT,
-    authors,
-    make_dump,
-    pgclone_databases,
-    wait_for,
-    worker_env,
-)
+from tests.helpers import ROOT, authors, make_dump, pgclone_databases, wait_for
+from tests.processes import worker_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 CLEAR_LINE = "\r\x1b[K"
 

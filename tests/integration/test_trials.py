@@ -16,7 +16,7 @@ from pgclone import api
 from pgclone.models import Job
 from pgclone.storage import keys
 from pgclone.storage.base import TRIAL_SUFFIX
-from tests.conftest import (
+from tests.helpers import (
     copy_dump,
     make_dump,
     pgclone_databases,
@@ -26,7 +26,7 @@ from tests.conftest import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def trial_record(location: str, key: str) -> dict:

@@ -21,10 +21,10 @@ from pgclone import api
 from pgclone.engine import threads
 from pgclone.models import Job
 from pgclone.steps import restore as restore_steps
-from tests.conftest import authors, make_dump, wait_for
 from tests.faults import pause_before
+from tests.helpers import authors, make_dump, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 KEY = pyrage.x25519.Identity.generate()
 

@@ -11,9 +11,10 @@ import os
 
 import pytest
 
-from tests.conftest import own_queue, psql, start_worker, stop_worker, wait_for
+from tests.helpers import psql, wait_for
+from tests.processes import own_queue, start_worker, stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_started_worker_keeps_no_session_open(test_database_name, moto_server, tmp_path):

@@ -1,0 +1,204 @@
+"""Plain helpers of the tests: waiting, psql, databases made and compared, dumps
+made and altered. The fixtures are in the conftest.py files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def s3_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+# PostgreSQL helpers -------------------------------------------------------------
+
+
+def psql(sql: str, database: str = "postgres") -> str:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-AtX", "-v",
+         "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[str]:
+    name = f"pgclone_scratch_{uuid.uuid4().hex[:10]}"
+    psql(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def restore_into(dump_bytes: bytes, database: str) -> None:
+    """Decompress a pgclone dump and pg_restore it (the check users can do by hand)."""
+    import zstandard
+
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(dump_bytes)
+    subprocess.run(
+        ["pg_restore", "-h", "127.0.0.1", "-U", "postgres", "--no-owner", "--exit-on-error",
+         "-d", database],
+        input=raw, capture_output=True, check=True,
+    )  # fmt: skip
+
+
+def clone_database(source: str, name: str) -> None:
+    """A copy made with the real tools (a template copy would need ``source`` idle)."""
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    psql(f'CREATE DATABASE "{name}"')
+    dump = subprocess.run(
+        ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "-Fc", "-d", source],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    subprocess.run(
+        ["pg_restore", "-h", "127.0.0.1", "-U", "postgres", "--no-owner", "-d", name],
+        input=dump, capture_output=True, check=True,
+    )  # fmt: skip
+
+
+FINGERPRINT_TABLES = ("testapp_author", "testapp_book", "testapp_secret", "testapp_mark")
+
+
+def fingerprint(database: str) -> dict[str, str]:
+    """The contents of the sample tables, as a comparable value."""
+    return {
+        table: psql(
+            "SELECT count(*) || ':' || "
+            f"coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {table} t",
+            database,
+        )
+        for table in FINGERPRINT_TABLES
+    }
+
+
+def pgclone_databases() -> list[str]:
+    """Temporary or old databases left by this session's jobs (other runs on the
+    same server, a benchmark say, have their own).
+
+    A restore drops the database it replaced just after reporting success:
+    the ``pgclone_old_…`` databases of succeeded jobs get a few seconds to go.
+    """
+    from pgclone.models import Job
+
+    deadline = time.monotonic() + 10
+    while True:
+        ours = {
+            str(pk).replace("-", "")[:20]: status
+            for pk, status in Job.objects.values_list("id", "status")
+        }
+        found = psql(
+            "SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database "
+            "WHERE datname LIKE 'pgclone\\_tmp\\_%' OR datname LIKE 'pgclone\\_old\\_%'"
+        ).split()
+        names = [name for name in found if name.split("_")[2] in ours]
+        dropping = [
+            name
+            for name in names
+            if name.startswith("pgclone_old_") and ours[name.split("_")[2]] == Job.Status.SUCCEEDED
+        ]
+        if not dropping or time.monotonic() > deadline:
+            return names
+        time.sleep(0.05)
+
+
+def copy_dump(
+    location: str, key: str, database: str, timestamp: str, config: str = "default"
+) -> str:
+    """Store an existing local dump again under another name, as if made then."""
+    import json
+
+    from pgclone.storage import keys, storage_for
+
+    source = keys.parse_key(key)
+    new = keys.DumpKey(database, timestamp, config)
+    root = Path(location)
+    (root / database).mkdir(exist_ok=True)
+    (root / str(new)).write_bytes((root / str(source)).read_bytes())
+    manifest = storage_for(location).read_manifest(source)
+    manifest.update(key=str(new), database=database, config=config)
+    (root / f"{new}.json").write_text(json.dumps(manifest))
+    return str(new)
+
+
+def replace_dump_bytes(location: str, key: str, data: bytes) -> None:
+    """Put ``data`` in place of a local dump, its manifest's size and SHA-256
+    rewritten to match: a change only what is inside the dump can reveal."""
+    import hashlib
+    import json
+
+    path = Path(location) / key
+    path.write_bytes(data)
+    manifest_path = Path(f"{path}.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    manifest_path.write_text(json.dumps(manifest))
+
+
+# Restores in the integration tests -------------------------------------------------------
+
+
+TARGET = os.environ.get("PGCLONE_TEST_TARGET", "")  # set by tests.settings
+
+
+def drop_target_databases() -> None:
+    from pgclone.pg import databases
+
+    for name in (
+        TARGET,
+        databases.copy_name(TARGET, "previous"),
+        databases.copy_name(TARGET, "current"),
+    ):
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_dump(name: str, location: str) -> str:
+    """A real dump of the test database holding one author called ``name``."""
+    from pgclone import api
+    from pgclone.models import Job
+    from tests.testapp.models import Author, Book, Secret
+
+    Book.objects.all().delete()
+    Author.objects.all().delete()
+    author = Author.objects.create(name=name)
+    Book.objects.create(author=author, title=f"{name}'s book")
+    Secret.objects.create(value=name)
+    job = api.dump(inline=True)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    return job.dump_key
+
+
+def authors(database: str) -> list[str]:
+    return psql("SELECT string_agg(name, ',' ORDER BY name) FROM testapp_author", database).split(
+        ","
+    )
