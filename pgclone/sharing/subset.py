@@ -34,10 +34,8 @@ from pgclone import configs
 from pgclone.exceptions import ConfigurationError
 from pgclone.pg import catalog
 from pgclone.pg.driver import sql
-from pgclone.sharing import scrub
+from pgclone.sharing import graph, scrub
 from pgclone.sharing import sections as sharing
-
-KINDS = ("root", "down", "up", "filtered")
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class PlannedTable:
     name: str
     columns: tuple[str, ...]
     select: sql.Composable  # the rows to dump, scrubbed, under the names of ``columns``
-    kind: str  # one of KINDS, or "whole"
+    kind: str  # one of graph.KINDS, or "whole"
     scrubbed: tuple[str, ...] = ()
     leaf: bool = False  # its rows are chosen as they are written, not kept first
     reads: tuple[int, ...] = ()  # the tables whose kept rows ``select`` reads (by oid)
@@ -171,7 +169,7 @@ def make_plan(
                 f"The subset root {root.model} is left out of the dump (exclude_models, or it "
                 "references a model that is): remove one of the two."
             )
-    kinds = classify(fks, set(roots))
+    kinds = graph.classify(fks, set(roots))
     for fk in fks:
         if fk.into_partition and (fk.child in kinds or fk.parent in kinds):
             raise ConfigurationError(
@@ -180,7 +178,7 @@ def make_plan(
             )
     keeps = _keeps(kinds, fks)
     steps = _steps(tables, fks, kinds, keeps)
-    leaves = _leaves(steps, kinds)
+    leaves = graph.leaves(steps, kinds)
     heirs = _heirs(cursor, [oids[field.model] for field in config.scrub or ()])
     rules = _table_rules(found, config.scrub or (), oids, excluded, heirs)
     planned = [
@@ -194,7 +192,7 @@ def make_plan(
         tables=tuple(table for table, _ in planned),
         roots=tuple(_root(tables[oid], root, keeps[oid]) for oid, root in roots.items()),
         setup=setup,
-        steps=_ordered([step for step in steps if step.output not in leaves]),
+        steps=graph.ordered([step for step in steps if step.output not in leaves]),
         outputs=tuple(output for _, outputs in planned for output in outputs),
         digest=sharing.digest(config.scrub or (), config.subset),
     )
@@ -232,31 +230,6 @@ def _planned(
     return planned, outputs
 
 
-def classify(fks: list[catalog.ForeignKey], roots: set[int]) -> dict[int, str]:
-    """Each table connected to a root, with its kind (see the module's docstring)."""
-    down = _closure(roots, [fk for fk in fks if not fk.nullable], upward=False)
-    up = _closure(down, fks, upward=True) - down
-    filtered = _closure(down | up, fks, upward=False) - down - up
-    kinds = {oid: "filtered" for oid in filtered}
-    kinds.update({oid: "up" for oid in up})
-    kinds.update({oid: "down" for oid in down})
-    kinds.update({oid: "root" for oid in roots})
-    return kinds
-
-
-def _closure(start: set[int], fks: list[catalog.ForeignKey], *, upward: bool) -> set[int]:
-    found = set(start)
-    changed = True
-    while changed:
-        changed = False
-        for fk in fks:
-            source, target = (fk.child, fk.parent) if upward else (fk.parent, fk.child)
-            if source in found and target not in found:
-                found.add(target)
-                changed = True
-    return found
-
-
 def _keeps(kinds: dict[int, str], fks: list[catalog.ForeignKey]) -> dict[int, Keep]:
     """The TEMP table of each subset table, with the columns its foreign keys
     match on: those that reference it, and those it pulls its parents by."""
@@ -269,49 +242,17 @@ def _keeps(kinds: dict[int, str], fks: list[catalog.ForeignKey]) -> dict[int, Ke
     return {oid: Keep(oid, tuple(names)) for oid, names in columns.items()}
 
 
-def _filters(fks: list[catalog.ForeignKey], kinds: dict[int, str], oid: int) -> list:
-    """The foreign keys that choose a down or filtered table's rows: a row is kept
-    when what each of them references is kept."""
-    kind = kinds[oid]
-    into = {"down": ("root", "down"), "filtered": KINDS}.get(kind, ())
-    return [
-        fk
-        for fk in fks
-        if fk.child == oid
-        and kinds.get(fk.parent) in into
-        and (kind == "filtered" or not fk.nullable)  # down: a nullable one pulls instead
-    ]
-
-
-def _pulls(fks: list[catalog.ForeignKey], kinds: dict[int, str]) -> list:
-    """The foreign keys along which kept rows bring the rows they reference.
-
-    Along a down table's own filter the rows referenced are kept already, unless
-    other rows enter that table (pulled there, or as a root's): such pulls are
-    left out, to the fixed point of what that leaves pulled.
-    """
-    pulls = [fk for fk in fks if kinds.get(fk.child) in ("root", "down", "up")]
-    while True:
-        entered = {fk.parent for fk in pulls} | {oid for oid, k in kinds.items() if k == "root"}
-        needed = [
-            fk for fk in pulls if fk.child in entered or fk not in _filters(fks, kinds, fk.child)
-        ]
-        if needed == pulls:
-            return pulls
-        pulls = needed
-
-
 def _steps(
     tables: dict, fks: list[catalog.ForeignKey], kinds: dict[int, str], keeps: dict[int, Keep]
 ) -> list[KeepStatement]:
     steps = []
     for oid in kinds:
-        filters = _filters(fks, kinds, oid)
+        filters = graph.filters(fks, kinds, oid)
         if filters:  # rows whose every reference into those tables is kept
             where = sql.SQL(" AND ").join(_references_kept(fk, keeps[fk.parent]) for fk in filters)
             statement = keeps[oid].insert("t", _table(tables[oid]), where)
             steps.append(KeepStatement(statement, tuple(fk.parent for fk in filters), oid, where))
-    for fk in _pulls(fks, kinds):  # rows referenced by kept rows
+    for fk in graph.pulls(fks, kinds):  # rows referenced by kept rows
         child = keeps[fk.child]
         where = sql.SQL("{} IN (SELECT {} FROM {} AS k)").format(
             _row("p", fk.parent_columns),
@@ -321,41 +262,6 @@ def _steps(
         statement = keeps[fk.parent].insert("p", _table(tables[fk.parent]), where)
         steps.append(KeepStatement(statement, (fk.child,), fk.parent))
     return steps
-
-
-def _leaves(steps: list[KeepStatement], kinds: dict[int, str]) -> dict[int, KeepStatement]:
-    """The down and filtered tables whose kept rows nothing else needs (no step
-    reads them, none but their own seed adds to them: order items that pull
-    nothing, a customer's events), with the condition that keeps their rows.
-
-    Their rows are chosen as they are written, by that condition: one pass over
-    the table, where keeping them first would take two and an insert.
-    """
-    read = {oid for step in steps for oid in step.inputs}
-    seeds = {step.output: step for step in steps if step.seed is not None}
-    return {
-        oid: seed
-        for oid, seed in seeds.items()
-        if kinds[oid] in ("down", "filtered")
-        and oid not in read
-        and sum(step.output == oid for step in steps) == 1
-    }
-
-
-def _ordered(steps: list[KeepStatement]) -> tuple[KeepStatement, ...]:
-    """The steps, each after those that add to its inputs where the graph allows
-    (in a cycle, the first left goes first): the first round then finds most rows."""
-    ordered: list[KeepStatement] = []
-    pending = list(steps)
-    while pending:
-        ready = [
-            step
-            for step in pending
-            if not any(other is not step and other.output in step.inputs for other in pending)
-        ]
-        ordered.append((ready or pending)[0])
-        pending.remove(ordered[-1])
-    return tuple(ordered)
 
 
 def _references_kept(fk: catalog.ForeignKey, parent: Keep) -> sql.Composable:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pgclone.pg.catalog import ForeignKey
-from pgclone.sharing.subset import classify
+from pgclone.sharing.graph import classify
 
 ORDER, ITEM, PRODUCT, CUSTOMER, ADDRESS, COUNTRY, LOG, TAG, ORDER_TAG = range(1, 10)
 
@@ -39,7 +39,7 @@ def test_the_other_side_of_a_many_to_many_as_root():
 
 def plan_steps(fks: list[ForeignKey], roots: set[int]) -> tuple[dict, list, dict]:
     from pgclone.pg import catalog
-    from pgclone.sharing import scrub, subset
+    from pgclone.sharing import graph, scrub, subset
 
     column = scrub.Column("id", "other", "bigint")
     oids = {oid for key in fks for oid in (key.child, key.parent)}
@@ -47,7 +47,7 @@ def plan_steps(fks: list[ForeignKey], roots: set[int]) -> tuple[dict, list, dict
     kinds = classify(fks, roots)
     keeps = subset._keeps(kinds, fks)
     steps = subset._steps(tables, fks, kinds, keeps)
-    return kinds, steps, subset._leaves(steps, kinds)
+    return kinds, steps, graph.leaves(steps, kinds)
 
 
 def test_a_pull_along_a_down_tables_own_filter_is_left_out_unless_rows_enter_it_otherwise():
@@ -64,25 +64,25 @@ def test_a_pull_along_a_down_tables_own_filter_is_left_out_unless_rows_enter_it_
 
 
 def test_leaves_are_chosen_as_they_are_written_and_steps_run_parents_first():
-    from pgclone.sharing.subset import _ordered
+    from pgclone.sharing.graph import ordered
 
     fks = [fk(ITEM, ORDER), fk(ITEM, PRODUCT), fk(ORDER, CUSTOMER), fk(LOG, CUSTOMER, True)]
     kinds, steps, leaves = plan_steps(fks, {CUSTOMER})
     assert kinds[LOG] == "filtered" and set(leaves) == {LOG}  # items are read: products pull
-    outputs = [step.output for step in _ordered(steps)]
+    outputs = [step.output for step in ordered(steps)]
     assert outputs.index(ORDER) < outputs.index(ITEM) < outputs.index(PRODUCT)
 
 
 def test_tables_are_final_once_no_step_left_can_add_to_them():
     """What the main session hands to other sessions while it goes on: a table
     whose kept rows no step that may still run (or run again) adds to."""
-    from pgclone.sharing import plans, subset
+    from pgclone.sharing import graph, plans, subset
 
     chain = [fk(ORDER, CUSTOMER), fk(ITEM, ORDER), fk(ITEM, PRODUCT)]
     _, steps, _ = plan_steps(chain, {CUSTOMER})
     plan = subset.Plan(
         tables=(), roots=(), setup=tuple((oid, None) for oid in (CUSTOMER, ORDER, ITEM, PRODUCT)),
-        steps=subset._ordered(steps), outputs=(), digest="",
+        steps=graph.ordered(steps), outputs=(), digest="",
     )  # fmt: skip
     order = [step.output for step in plan.steps]
     assert order == [ORDER, ITEM, PRODUCT]
@@ -93,7 +93,7 @@ def test_tables_are_final_once_no_step_left_can_add_to_them():
     # In a cycle nothing in it is final before the end: customers pull orders back up.
     cycle = [*chain, fk(CUSTOMER, ORDER, nullable=True)]
     _, steps, _ = plan_steps(cycle, {CUSTOMER})
-    plan = subset.Plan((), (), plan.setup, subset._ordered(steps), (), "")
+    plan = subset.Plan((), (), plan.setup, graph.ordered(steps), (), "")
     everything = set(range(len(plan.steps)))
     assert plans.final_tables(plan, everything) == set()
     pulls_customers = {i for i, step in enumerate(plan.steps) if step.output == CUSTOMER}
