@@ -167,17 +167,12 @@ def create_empty(connection: Any, name: str, like: str | None, template: str | N
     ``like`` when it exists; or a copy of ``template`` (which has them: the
     caller checked), an administrator's database marked IS_TEMPLATE."""
     if template:
-        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template)
-        )
-        try:
-            execute(connection, statement)
-        except errors.ObjectInUse as exc:
-            raise PgCloneError(
-                f"Can't copy the template database {template!r}: other sessions are connected "
-                "to it. Close them (REVOKE CONNECT ON it FROM PUBLIC keeps them away) and try "
-                "again."
-            ) from exc
+        _copy(
+            connection, name, template, sql.SQL(""),
+            f"Can't copy the template database {template!r}: other sessions are connected "
+            "to it. Close them (REVOKE CONNECT ON it FROM PUBLIC keeps them away) and try "
+            "again.",
+        )  # fmt: skip
         return
     statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
     if like and exists(connection, like):
@@ -209,16 +204,23 @@ def create_copy(connection: Any, name: str, source: str) -> None:
     PostgreSQL refuses while anyone is connected to ``source``; that error is
     turned into one that says what to do.
     """
-    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-        sql.Identifier(name), sql.Identifier(source)
+    _copy(
+        connection, name, source, sql.SQL(" STRATEGY FILE_COPY"),
+        f"Can't copy database {source!r}: other sessions are connected to it. "
+        "Close them (stop the processes using it) and try again.",
+    )  # fmt: skip
+
+
+def _copy(connection: Any, name: str, source: str, strategy: sql.Composable, busy: str) -> None:
+    """CREATE DATABASE ``name`` TEMPLATE ``source``; PgCloneError(``busy``) while
+    anyone is connected to ``source`` (PostgreSQL refuses then)."""
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
+        sql.Identifier(name), sql.Identifier(source), strategy
     )
     try:
         execute(connection, statement)
     except errors.ObjectInUse as exc:
-        raise PgCloneError(
-            f"Can't copy database {source!r}: other sessions are connected to it. "
-            "Close them (stop the processes using it) and try again."
-        ) from exc
+        raise PgCloneError(busy) from exc
 
 
 def carry_over(connection: Any, live: str, new: str) -> list[str]:

@@ -121,10 +121,8 @@ def project_path(conn: postgres.ConnInfo, connection: Any = None) -> list[str]:
         return schemas(cursor, setting)
 
 
-def qualify(conn: postgres.ConnInfo, names: Iterable[str]) -> dict[str, Qualified]:
+def qualify(conn: postgres.ConnInfo, names: Iterable[str], path: list[str]) -> dict[str, Qualified]:
     """(schema, table) of each of ``names`` (Django's ``db_table``) that exists in
-    ``conn``'s database, found as the project's sessions find it."""
-    setting = project_setting(conn)
+    ``conn``'s database, found in the schemas of ``path`` (:func:`project_path`)."""
     with postgres.connect(conn) as connection, connection.cursor() as cursor:
-        path = schemas(cursor, setting)
         return {name: (schema, name) for name, (schema, _) in find(cursor, path, names).items()}

@@ -20,7 +20,7 @@ from typing import Any
 
 from pgclone import conf, configs
 from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked
-from pgclone.pg import driver, postgres, programs, search_path, table_counts
+from pgclone.pg import driver, postgres, programs, table_counts
 from pgclone.pg.driver import sql
 from pgclone.sharing import plans, scrub, subset
 
@@ -36,11 +36,11 @@ def what_it_does(config: configs.DumpConfig) -> list[str]:
 
 
 def make_plan(
-    conn: postgres.ConnInfo, config: configs.DumpConfig, exclude: list[Any]
+    conn: postgres.ConnInfo, config: configs.DumpConfig, exclude: list[Any], path: list[str]
 ) -> subset.Plan:
-    """The plan of ``config``, from the catalog; raises ConfigurationError for
-    what the database contradicts in it."""
-    path = search_path.project_path(conn)
+    """The plan of ``config``, from the catalog (the models' tables found in the
+    schemas of ``path``); raises ConfigurationError for what the database
+    contradicts in it."""
     with postgres.connect(conn) as connection, connection.cursor() as cursor:
         return subset.make_plan(cursor, config, path=path, exclude=exclude)
 

@@ -94,14 +94,15 @@ def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
     conn = postgres.conn_info(job.database_alias).for_job(job.pk)
     left_out, cascaded = options.excluded_tables(list(asked.exclude_models))
     # Django's names, in the schemas where the project's sessions find them.
-    excluded = sorted(search_path.qualify(conn, {*left_out, *OWN_TABLES}).values())
+    path = search_path.project_path(conn)  # read once: the plan finds its models there too
+    excluded = sorted(search_path.qualify(conn, {*left_out, *OWN_TABLES}, path).values())
     # Tables Django does not know (made by raw SQL) may reference those too.
     referencing = postgres.tables_referencing(conn, excluded)
     # This worker's config: its scrub and subset apply (none when it is not defined here).
     config = configs.retention_of(asked.config or job.config_name)
     plan = None
     if planned_dump.is_planned(config):  # refused here, before anything is written
-        plan = planned_dump.make_plan(conn, config, [*excluded, *referencing])
+        plan = planned_dump.make_plan(conn, config, [*excluded, *referencing], path)
         programs.require_program("psql")  # its sessions copy the planned tables
     return _Prepared(
         conn=conn,
