@@ -24,11 +24,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from pgclone import api, conf, health, humanize, payloads
-from pgclone.archive import signing
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
 from pgclone.pg import databases, postgres
-from pgclone.storage import get_storage, keys
+from pgclone.storage import get_storage, keys, signing
 
 logger = logging.getLogger("pgclone")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from pgclone import conf, humanize, retention, starting
+from pgclone import conf, configs, humanize, retention, starting, sweeping
 from pgclone.engine import jobs
 from pgclone.exceptions import (
     InvalidInput,
@@ -21,7 +21,7 @@ from pgclone.exceptions import (
     RestoreRefused,
 )
 from pgclone.models import Job
-from pgclone.pg import postgres, privileges
+from pgclone.pg import job_tables, postgres, privileges
 from pgclone.steps import options, workflow_for
 
 # Re-exported: the command and the admin list what `restore :…` can copy through the API.
@@ -29,7 +29,7 @@ from pgclone.steps.sources import local_sizes as local_sizes
 from pgclone.steps.sources import local_sources as local_sources
 from pgclone.steps.sources import named_dump as named_dump
 from pgclone.steps.sources import resolve_source
-from pgclone.storage import get_storage, keys
+from pgclone.storage import Storage, get_storage, keys
 from pgclone.storage.base import DumpInfo
 
 logger = logging.getLogger("pgclone")
@@ -193,7 +193,7 @@ def trial_restore(
     )
 
 
-def _refuse_unscrubbed(storage: Any, resolved: Any) -> None:
+def _refuse_unscrubbed(storage: Storage, resolved: Any) -> None:
     """``require_scrubbed``: refused when asked (the worker's fetch checks again)."""
     if resolved.require_scrubbed and resolved.source.is_dump:
         from pgclone.archive import planned_restore
@@ -229,7 +229,7 @@ def _refuse_while_in_use(job: Job, live: postgres.ConnInfo) -> None:
     """The swap ends every session on the database it replaces: refuse a restore
     while another job uses that database (or, when it holds pgclone's job
     tables, while any other job runs: they all write their progress there)."""
-    others = jobs.using_database(job, everything=jobs.holds_jobs(live), running_only=False)
+    others = jobs.using_database(job, everything=job_tables.holds_jobs(live), running_only=False)
     if others:
         other = others[0]
         raise RestoreRefused(
@@ -249,8 +249,6 @@ def _liveliness(job: Job) -> str:
 
 def sweep() -> list[Job]:
     """Fail jobs whose worker was lost and remove what they left; return them."""
-    from pgclone import sweeping
-
     return sweeping.sweep()
 
 
@@ -331,6 +329,4 @@ def recent_jobs(limit: int = 20) -> list[Job]:
 
 def scrub_check(config: str | None = None) -> dict[str, list]:
     """{config: personal-looking fields it dumps unscrubbed}, for the configs that scrub."""
-    from pgclone.sharing import personal
-
-    return personal.unruled_by_config(config)
+    return configs.unruled_by_config(config)

@@ -304,8 +304,6 @@ def check_dump_role(
 @checks.register("pgclone")
 def check_scrub_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """A config that scrubs should say what becomes of every personal-looking field."""
-    from pgclone.sharing import personal
-
     return [
         checks.Warning(
             f"{configs.DUMP_SETTING}[{name!r}] scrubs, but dumps these personal-looking fields "
@@ -315,7 +313,7 @@ def check_scrub_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
             "`manage.py pgclone scrub-check` lists them.",
             id="pgclone.W017",
         )
-        for name, fields in personal.unruled_by_config().items()
+        for name, fields in configs.unruled_by_config().items()
         if fields
     ]
 

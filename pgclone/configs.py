@@ -19,7 +19,8 @@ from django.dispatch import receiver
 
 from pgclone import conf, hooks
 from pgclone.archive import encryption
-from pgclone.exceptions import ConfigurationError, InvalidInput
+from pgclone.exceptions import ConfigurationError, InvalidInput, PgCloneError
+from pgclone.sharing import personal
 from pgclone.sharing import sections as sharing
 from pgclone.storage import keys
 
@@ -49,6 +50,11 @@ class DumpConfig:
     subset: tuple[sharing.SubsetRoot, ...] = ()
     # None: PGCLONE_ENCRYPTION_RECIPIENTS applies; () : this config's dumps are not encrypted.
     encryption_recipients: tuple[str, ...] | None = None
+
+    @property
+    def sharing(self) -> sharing.Sharing:
+        """What this config asks of the data (the part pgclone.sharing reads)."""
+        return sharing.Sharing(scrub=self.scrub, subset=self.subset)
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,24 @@ def retention_of(name: str) -> DumpConfig:
     if isinstance(configs, dict) and name not in configs and name != "default":
         return DumpConfig(name=name)
     return dump_config(name)
+
+
+def unruled_by_config(name: str | None = None) -> dict[str, list[personal.PersonalField]]:
+    """{config name: its unruled personal fields} for the configs that scrub
+    (or for ``name`` alone, whether it scrubs or not)."""
+    if name is not None:
+        config = dump_config(name)
+        return {name: personal.unruled(config.scrub, config.exclude_models)}
+    found = {}
+    defined = conf.dump_configs()
+    for config_name in defined if isinstance(defined, dict) else ():
+        try:
+            config = dump_config(config_name)
+        except PgCloneError:  # pgclone.E003 says what is wrong with it
+            continue
+        if config.scrub is not None:
+            found[config_name] = personal.unruled(config.scrub, config.exclude_models)
+    return found
 
 
 def check_configs() -> list[str]:

@@ -20,10 +20,9 @@ from typing import Any
 
 from django.utils import timezone
 
-from pgclone.archive import signing
 from pgclone.exceptions import InvalidInput
 from pgclone.humanize import human_age, parse_duration
-from pgclone.storage import keys
+from pgclone.storage import keys, signing
 from pgclone.storage.base import DumpInfo, Storage
 
 DEFAULT_MAX_AGE = "26h"  # a nightly dump, with two hours' grace

@@ -23,7 +23,7 @@ from pgclone.exceptions import BrokerUnavailable, InvalidInput, PgCloneError
 from pgclone.models import Job
 from pgclone.payloads import DumpOptions, RestoreOptions
 from pgclone.steps import workflow_for
-from pgclone.storage import keys
+from pgclone.storage import Storage, keys
 
 logger = logging.getLogger("pgclone")
 
@@ -111,7 +111,9 @@ def failing(job: Job) -> Iterator[None]:
         raise
 
 
-def accept(job: Job, resolved: DumpOptions | RestoreOptions, storage: Any, **fields: Any) -> None:
+def accept(
+    job: Job, resolved: DumpOptions | RestoreOptions, storage: Storage, **fields: Any
+) -> None:
     """Record the resolved options (where the dump goes or comes from included)."""
     resolved = dataclasses.replace(resolved, storage_location=storage.location)
     jobs.accept(job, resolved.to_dict(), config_name=resolved.config, **fields)
@@ -120,7 +122,7 @@ def accept(job: Job, resolved: DumpOptions | RestoreOptions, storage: Any, **fie
 def launch(
     job: Job,
     resolved: DumpOptions | RestoreOptions,
-    storage: Any,
+    storage: Storage,
     *,
     inline: bool,
     on_start: Callable[[Job], Any] | None,

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from pgclone import payloads
-from pgclone.archive import containers, encryption, planned_restore, signing, streams
+from pgclone.archive import containers, encryption, planned_restore, streams
 from pgclone.exceptions import DumpDamaged, NoMatchingIdentity
 from pgclone.pg import postgres, programs
-from pgclone.storage import keys
+from pgclone.storage import Storage, keys, signing
 
 Table = tuple[str, str]  # (schema, name)
 
@@ -32,7 +32,7 @@ LIST_ARGV = ["pg_restore", "--list"]
 SCHEMA_ARGV = ["pg_restore", "--schema-only", "--file=-"]
 
 
-def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
+def verify(storage: Storage, key: keys.DumpKey) -> dict[str, Any]:
     """Raise DumpNotFound or DumpDamaged unless ``key`` is complete, signed (when
     signing is on), whole and restorable; return its manifest with the number
     of archive entries added.
@@ -87,7 +87,7 @@ def verify(storage: Any, key: keys.DumpKey) -> dict[str, Any]:
 
 
 def _verify_planned(
-    storage: Any, key: keys.DumpKey, manifest: dict[str, Any], decryption: dict[str, Any]
+    storage: Storage, key: keys.DumpKey, manifest: dict[str, Any], decryption: dict[str, Any]
 ) -> dict[str, Any]:
     """A planned dump's container: its pg_dump archives read as a plain dump's
     archive is; the planned tables' rows are in it, beside the archives."""

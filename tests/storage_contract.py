@@ -445,13 +445,13 @@ def damaged_trial_record_is_no_proof(backend: Backend) -> None:
 
 
 def infos_refuse_manifests_out_of_place(backend: Backend) -> None:
-    """``infos`` judges each manifest where it is stored (pgclone.archive.signing): a signed
+    """``infos`` judges each manifest where it is stored (pgclone.storage.signing): a signed
     manifest copied, bytes and all, under a later key of its database, and any
     key timestamped in the future, are listed as damaged, with why, and not as
     the dumps their keys name; ``info`` refuses them."""
     from django.test import override_settings
 
-    from pgclone.archive import signing
+    from pgclone.storage import signing
 
     later = keys.make_key("shop", "default", MOMENT + dt.timedelta(days=1))
     future = keys.make_key("shop", "default", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=6))

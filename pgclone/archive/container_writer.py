@@ -156,7 +156,7 @@ def container(
     conn: postgres.ConnInfo,
     *,
     snapshot: str,
-    cursor: Any,
+    cursor: driver.Cursor,
     plan: subset.Plan,
     config_name: str,
     started: planned_dump.Programs,
@@ -193,7 +193,7 @@ class Writer:
         conn: postgres.ConnInfo,
         *,
         snapshot: str,
-        cursor: Any,
+        cursor: driver.Cursor,
         plan: subset.Plan,
         started: planned_dump.Programs,
     ) -> None:

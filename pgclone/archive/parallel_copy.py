@@ -62,7 +62,7 @@ class Sessions:
         self.stopped = False
 
     @contextlib.contextmanager
-    def running(self, connection: Any) -> Iterator[None]:
+    def running(self, connection: driver.Connection) -> Iterator[None]:
         """Registers ``connection`` while the block runs; raises Stopped once stopped."""
         with self._lock:
             if self.stopped:
@@ -93,7 +93,7 @@ def block_ranges(blocks: int, jobs: int) -> list[Range]:
     return list(zip(starts, [*starts[1:], None], strict=True))
 
 
-def ranges_of(cursor: Any, table: subset.PlannedTable, jobs: int) -> list[Range]:
+def ranges_of(cursor: driver.Cursor, table: subset.PlannedTable, jobs: int) -> list[Range]:
     """The ranges ``table`` is copied in, one psql session each: none when the
     main session copies it (a subset table, a small heap), one for a mid-sized
     heap, up to ``jobs`` from ``MIN_BYTES`` (from PostgreSQL 14: TID Range Scans)."""
@@ -124,7 +124,12 @@ def range_copy_statement(table: subset.PlannedTable, first: int, end: int | None
 
 
 def scripts(
-    cursor: Any, *, snapshot: str, key: str, table: subset.PlannedTable, ranges: list[Range]
+    cursor: driver.Cursor,
+    *,
+    snapshot: str,
+    key: str,
+    table: subset.PlannedTable,
+    ranges: list[Range],
 ) -> list[bytes]:
     """What each range's psql session runs (rendered with ``cursor``, in the
     thread that owns it, before any session starts)."""
@@ -188,7 +193,7 @@ def psql_argv(conn: postgres.ConnInfo) -> list[str]:
             "--file=-", f"--dbname={conn.conninfo()}"]  # fmt: skip
 
 
-def _script(cursor: Any, snapshot: str, key: str, statement: sql.Composable) -> bytes:
+def _script(cursor: driver.Cursor, snapshot: str, key: str, statement: sql.Composable) -> bytes:
     """What psql runs: a transaction in ``snapshot``, the scrub key set as
     :func:`pgclone.sharing.plans.set_key` sets it (COPY data on psql's stdin: in no
     statement's text, argument or environment variable), then the COPY."""
@@ -196,7 +201,7 @@ def _script(cursor: Any, snapshot: str, key: str, statement: sql.Composable) -> 
 
 
 def opening(
-    cursor: Any, snapshot: str, key: str, settings: tuple[sql.Composable, ...] = ()
+    cursor: driver.Cursor, snapshot: str, key: str, settings: tuple[sql.Composable, ...] = ()
 ) -> bytes:
     """A psql script's start: the transaction in ``snapshot``, ``settings``
     (statements, as :data:`pgclone.sharing.plans.SETTINGS`) for it, and the scrub key."""
@@ -218,7 +223,7 @@ def opening(
     return ("\n".join(lines) + "\n").encode()
 
 
-def closing(cursor: Any, statement: sql.Composable) -> bytes:
+def closing(cursor: driver.Cursor, statement: sql.Composable) -> bytes:
     """A psql script's end: ``statement`` (the COPY), then the end of the transaction."""
     return (statement.as_string(cursor) + ";\nROLLBACK;\n").encode()
 

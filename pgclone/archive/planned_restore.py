@@ -48,7 +48,9 @@ def copy_in_statement(table: dict[str, Any]) -> sql.Composable:
     )
 
 
-def copy_from(cursor: Any, table: dict[str, Any], source: Any, plan: dict[str, Any]) -> int:
+def copy_from(
+    cursor: driver.Cursor, table: dict[str, Any], source: Any, plan: dict[str, Any]
+) -> int:
     """A planned table's COPY text into it, read with the settings it was written
     with (plans.COPY_TEXT, and the encoding ``plan.json`` records: the source
     database's; older containers don't say, and keep the session's); its rows."""

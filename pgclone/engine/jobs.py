@@ -16,14 +16,13 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from django.db import connections, models, router, transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from pgclone import conf
 from pgclone.engine import claims, notify
-from pgclone.exceptions import DatabaseUnavailable, JobNotFound
+from pgclone.exceptions import JobNotFound
 from pgclone.models import Job, JobStep
-from pgclone.pg import databases, postgres
 
 ACTIVE = Job.ACTIVE
 
@@ -300,39 +299,6 @@ def _skip_pending(job_id: Any) -> None:
     JobStep.objects.filter(job_id=job_id, status=JobStep.Status.PENDING).update(
         status=JobStep.Status.SKIPPED
     )
-
-
-# Where the jobs are ---------------------------------------------------------------------------
-
-
-def jobs_alias() -> str:
-    """The database alias that holds pgclone's job tables."""
-    return router.db_for_write(Job)
-
-
-def holds_jobs(conn: postgres.ConnInfo) -> bool:
-    """Whether ``conn``'s database is the one holding pgclone's job tables."""
-    try:
-        with databases.maintenance(conn) as server:
-            return holds_jobs_on(server, conn.name)
-    except DatabaseUnavailable:
-        return False  # its server can't be reached: nothing of it can hold them
-
-
-def holds_jobs_on(server: Any, name: str) -> bool:
-    """Whether database ``name``, seen through a connection to its server, is the
-    one holding pgclone's job tables: same server start time, same oid as the
-    job tables' database (read on Django's connection to it, already open), so
-    that ``localhost`` and ``127.0.0.1`` alike name the same server. A database
-    that does not exist (yet) holds nothing."""
-    identity = "SELECT pg_postmaster_start_time(), oid FROM pg_database WHERE datname = %s"
-    with server.cursor() as cursor:
-        cursor.execute(identity, [name])
-        here = cursor.fetchone()
-    with connections[jobs_alias()].cursor() as cursor:
-        cursor.execute(identity.replace("%s", "current_database()"))
-        jobs_database = cursor.fetchone()
-    return here is not None and tuple(here) == tuple(jobs_database)
 
 
 def using_database(job: Job, *, everything: bool, running_only: bool) -> list[Job]:

@@ -8,9 +8,8 @@ tables, self-references, multi-column keys).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from pgclone.pg import postgres, search_path
+from pgclone.pg import driver, postgres, search_path
 
 _TEXT_TYPES = ("character varying", "character", "text", "citext", "name")
 _KINDS = {"inet": "inet", "uuid": "uuid", "jsonb": "json"}
@@ -171,7 +170,7 @@ _FOREIGN_KEYS = """
 """
 
 
-def read(cursor: Any) -> Catalog:
+def read(cursor: driver.Cursor) -> Catalog:
     """The ordinary tables of the database ``cursor`` is connected to, with their keys."""
     cursor.execute(_TABLES)
     names = {oid: (schema, name) for oid, schema, name in cursor.fetchall()}
@@ -201,7 +200,7 @@ def read(cursor: Any) -> Catalog:
 
 
 def resolve(
-    cursor: Any, names: list[str | tuple[str, str]], path: list[str]
+    cursor: driver.Cursor, names: list[str | tuple[str, str]], path: list[str]
 ) -> dict[str | tuple[str, str], int]:
     """The oids of tables named as Django names them (found in the schemas of
     ``path``, as pgclone.pg.search_path.project_path gives them) or as (schema,

@@ -88,10 +88,10 @@ class Maintenance:
             self.close(name)
 
     @property
-    def server(self) -> Any:
+    def server(self) -> driver.Connection:
         return self.on("postgres")
 
-    def on(self, name: str) -> Any:
+    def on(self, name: str) -> driver.Connection:
         if name not in self._open:
             self._open[name] = postgres.open_connection(self.conn.with_name(name))
         return self._open[name]
@@ -103,17 +103,17 @@ class Maintenance:
                 connection.close()
 
 
-def execute(connection: Any, statement: Any, params: Any = None) -> list[tuple]:
+def execute(connection: driver.Connection, statement: Any, params: Any = None) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         return cursor.fetchall() if cursor.description else []
 
 
-def exists(connection: Any, name: str) -> bool:
+def exists(connection: driver.Connection, name: str) -> bool:
     return bool(execute(connection, "SELECT 1 FROM pg_database WHERE datname = %s", [name]))
 
 
-def leftover_databases(connection: Any) -> list[str]:
+def leftover_databases(connection: driver.Connection) -> list[str]:
     """Temporary and old databases pgclone made (``pgclone_tmp_<job>…``, ``pgclone_old_<job>``)."""
     rows = execute(
         connection,
@@ -146,7 +146,7 @@ def sizes(conn: postgres.ConnInfo) -> dict[str, int | None]:
     return {name: size for name, size in rows}
 
 
-def columns(connection: Any, table: str) -> list[str]:
+def columns(connection: driver.Connection, table: str) -> list[str]:
     rows = execute(
         connection,
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
@@ -156,13 +156,15 @@ def columns(connection: Any, table: str) -> list[str]:
     return [row[0] for row in rows]
 
 
-def drop(connection: Any, name: str) -> None:
+def drop(connection: driver.Connection, name: str) -> None:
     execute(
         connection, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     )
 
 
-def create_empty(connection: Any, name: str, like: str | None, template: str | None = None) -> None:
+def create_empty(
+    connection: driver.Connection, name: str, like: str | None, template: str | None = None
+) -> None:
     """An empty database, with the encoding and locale (provider included) of
     ``like`` when it exists; or a copy of ``template`` (which has them: the
     caller checked), an administrator's database marked IS_TEMPLATE."""
@@ -198,7 +200,7 @@ def create_empty(connection: Any, name: str, like: str | None, template: str | N
     execute(connection, statement)
 
 
-def create_copy(connection: Any, name: str, source: str) -> None:
+def create_copy(connection: driver.Connection, name: str, source: str) -> None:
     """A file-level copy of ``source`` (much faster than dump and restore).
 
     PostgreSQL refuses while anyone is connected to ``source``; that error is
@@ -211,7 +213,9 @@ def create_copy(connection: Any, name: str, source: str) -> None:
     )  # fmt: skip
 
 
-def _copy(connection: Any, name: str, source: str, strategy: sql.Composable, busy: str) -> None:
+def _copy(
+    connection: driver.Connection, name: str, source: str, strategy: sql.Composable, busy: str
+) -> None:
     """CREATE DATABASE ``name`` TEMPLATE ``source``; PgCloneError(``busy``) while
     anyone is connected to ``source`` (PostgreSQL refuses then)."""
     statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
@@ -223,7 +227,7 @@ def _copy(connection: Any, name: str, source: str, strategy: sql.Composable, bus
         raise PgCloneError(busy) from exc
 
 
-def carry_over(connection: Any, live: str, new: str) -> list[str]:
+def carry_over(connection: driver.Connection, live: str, new: str) -> list[str]:
     """Give ``new`` what belongs to the database object ``live`` rather than to its data:
     owner, connection limit, grants and per-database settings. Returns what was done."""
     if not exists(connection, live):
@@ -253,7 +257,7 @@ def carry_over(connection: Any, live: str, new: str) -> list[str]:
     return done + _carry_settings(connection, live, new_id)
 
 
-def _carry_grants(connection: Any, live: str, new_id: sql.Identifier) -> None:
+def _carry_grants(connection: driver.Connection, live: str, new_id: sql.Identifier) -> None:
     execute(connection, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(new_id))
     grants = execute(
         connection,
@@ -274,7 +278,7 @@ def _carry_grants(connection: Any, live: str, new_id: sql.Identifier) -> None:
         )
 
 
-def _carry_settings(connection: Any, live: str, new_id: sql.Identifier) -> list[str]:
+def _carry_settings(connection: driver.Connection, live: str, new_id: sql.Identifier) -> list[str]:
     """The per-database settings of ``live`` (the database's and each role's in it)."""
     done = []
     settings = execute(
@@ -347,7 +351,7 @@ def split_list_setting(value: str) -> list[str]:
     return [item for item in items if item]
 
 
-def rename(connection: Any, name: str, to: str) -> None:
+def rename(connection: driver.Connection, name: str, to: str) -> None:
     execute(
         connection,
         sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(to)),

@@ -9,7 +9,8 @@ that differ (connecting, the backend's pid, COPY) are here.
 from __future__ import annotations
 
 import io
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
@@ -30,6 +31,8 @@ InterfaceError = _driver.InterfaceError
 __all__ = [
     "NAME",
     "VERSION",
+    "Connection",
+    "Cursor",
     "Error",
     "InterfaceError",
     "OperationalError",
@@ -44,20 +47,44 @@ __all__ = [
 ]
 
 
-def connect(**kwargs: Any) -> Any:
+class Cursor(Protocol):
+    """What pgclone uses of a cursor, psycopg's or psycopg2's (a context manager)."""
+
+    rowcount: int
+
+    def execute(self, query: Any, params: Sequence[Any] | None = None) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __enter__(self) -> Cursor: ...
+    def __exit__(self, *exc: object) -> Any: ...
+
+
+class Connection(Protocol):
+    """What pgclone uses of a connection, psycopg's or psycopg2's: autocommit
+    sessions (:func:`connect`), cursors, and closing (a context manager)."""
+
+    autocommit: bool
+
+    def cursor(self) -> Cursor: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Connection: ...
+    def __exit__(self, *exc: object) -> Any: ...
+
+
+def connect(**kwargs: Any) -> Connection:
     """A connection in autocommit mode (libpq keywords: dbname, host, user…)."""
     connection = _driver.connect(**kwargs)
     connection.autocommit = True
     return connection
 
 
-def backend_pid(connection: Any) -> int:
+def backend_pid(connection: Connection) -> int:
     if is_psycopg3:
         return connection.info.backend_pid
     return connection.get_backend_pid()
 
 
-def copy_table(source: Any, target: Any, copy_out: Any, copy_in: Any) -> int:
+def copy_table(source: Connection, target: Connection, copy_out: Any, copy_in: Any) -> int:
     """COPY rows out of one connection and into another; returns the rows copied."""
     buffer = io.BytesIO()
     with source.cursor() as cursor:
@@ -77,7 +104,7 @@ def copy_table(source: Any, target: Any, copy_out: Any, copy_in: Any) -> int:
         return cursor.rowcount
 
 
-def copy_in(cursor: Any, statement: Any, data: bytes) -> None:
+def copy_in(cursor: Cursor, statement: Any, data: bytes) -> None:
     """COPY … FROM STDIN of ``data``: values that never appear in any statement's text."""
     if is_psycopg3:
         with cursor.copy(statement) as copy:
@@ -93,7 +120,7 @@ class _Writable:
         self.write = write
 
 
-def copy_out(cursor: Any, statement: Any, write: Any) -> int:
+def copy_out(cursor: Cursor, statement: Any, write: Any) -> int:
     """COPY … TO STDOUT, each piece of its output handed to ``write``; returns the rows."""
     if is_psycopg3:
         with cursor.copy(statement) as copy:
@@ -104,7 +131,7 @@ def copy_out(cursor: Any, statement: Any, write: Any) -> int:
     return cursor.rowcount
 
 
-def copy_from(cursor: Any, statement: Any, source: Any) -> int:
+def copy_from(cursor: Cursor, statement: Any, source: Any) -> int:
     """COPY … FROM STDIN of what a readable holds, read in pieces; returns the rows."""
     if is_psycopg3:
         with cursor.copy(statement) as copy:

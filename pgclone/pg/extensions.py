@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgclone.exceptions import ConfigurationError, ExtensionUnavailable
-from pgclone.pg import databases, postgres
+from pgclone.pg import databases, driver, postgres
 
 SETTING = "PGCLONE_TEMPLATE_DATABASE"
 DOCS = "see 'Extensions' in pgclone's docs, docs/extensions.md"
@@ -54,7 +54,7 @@ _LOCALE = {
 }
 
 
-def template_problems(connection: Any, template: str, live: str) -> list[str]:
+def template_problems(connection: driver.Connection, template: str, live: str) -> list[str]:
     """Why ``template`` can't be what restores into ``live`` are copied from
     (``connection``: to the server, as the role pgclone connects as)."""
     rows = _databases(connection, [template, live])
@@ -93,7 +93,7 @@ def template_problems(connection: Any, template: str, live: str) -> list[str]:
     return problems
 
 
-def _databases(connection: Any, names: list[str]) -> dict[str, dict[str, Any]]:
+def _databases(connection: driver.Connection, names: list[str]) -> dict[str, dict[str, Any]]:
     catalog = set(databases.columns(connection, "pg_catalog.pg_database"))
     # PostgreSQL 15 added locale providers; 17 renamed daticulocale to datlocale.
     provider = "d.datlocprovider" if "datlocprovider" in catalog else "'c'"
@@ -110,7 +110,7 @@ def _databases(connection: Any, names: list[str]) -> dict[str, dict[str, Any]]:
     return {row[0]: dict(zip(keys, row[1:], strict=True)) for row in rows}
 
 
-def check_template(connection: Any, template: str, live: str) -> None:
+def check_template(connection: driver.Connection, template: str, live: str) -> None:
     """Raise ConfigurationError unless restores into ``live`` may copy ``template``."""
     problems = template_problems(connection, template, live)
     if problems:

@@ -1,13 +1,48 @@
-"""pgclone's own tables in the databases a restore makes: emptied in a copy,
-checked before the swap, and the job history copied across inside it."""
+"""pgclone's own tables: which database holds them, and in the databases a
+restore makes, emptied in a copy, checked before the swap, and the job
+history copied across inside it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pgclone.pg import driver, postgres, search_path
+from django.db import connections, router
+
+from pgclone.exceptions import DatabaseUnavailable
+from pgclone.models import Job
+from pgclone.pg import databases, driver, postgres, search_path
 from pgclone.pg.databases import JOB_TABLES, Maintenance, execute
 from pgclone.pg.driver import sql
+
+
+def jobs_alias() -> str:
+    """The database alias that holds pgclone's job tables."""
+    return router.db_for_write(Job)
+
+
+def holds_jobs(conn: postgres.ConnInfo) -> bool:
+    """Whether ``conn``'s database is the one holding pgclone's job tables."""
+    try:
+        with databases.maintenance(conn) as server:
+            return holds_jobs_on(server, conn.name)
+    except DatabaseUnavailable:
+        return False  # its server can't be reached: nothing of it can hold them
+
+
+def holds_jobs_on(server: driver.Connection, name: str) -> bool:
+    """Whether database ``name``, seen through a connection to its server, is the
+    one holding pgclone's job tables: same server start time, same oid as the
+    job tables' database (read on Django's connection to it, already open), so
+    that ``localhost`` and ``127.0.0.1`` alike name the same server. A database
+    that does not exist (yet) holds nothing."""
+    identity = "SELECT pg_postmaster_start_time(), oid FROM pg_database WHERE datname = %s"
+    with server.cursor() as cursor:
+        cursor.execute(identity, [name])
+        here = cursor.fetchone()
+    with connections[jobs_alias()].cursor() as cursor:
+        cursor.execute(identity.replace("%s", "current_database()"))
+        jobs_database = cursor.fetchone()
+    return here is not None and tuple(here) == tuple(jobs_database)
 
 
 def clear_job_tables(conn: postgres.ConnInfo, database: str) -> None:
@@ -25,7 +60,7 @@ def clear_job_tables(conn: postgres.ConnInfo, database: str) -> None:
             )
 
 
-def _present_tables(connection: Any, path: list[str]) -> dict[str, tuple[str, str]]:
+def _present_tables(connection: driver.Connection, path: list[str]) -> dict[str, tuple[str, str]]:
     """(schema, table) of each job table ``connection``'s database has, found in
     the schemas of ``path`` (pgclone's sessions search pg_catalog alone)."""
     with connection.cursor() as cursor:
@@ -37,7 +72,7 @@ def _name(schema: str, table: str) -> sql.Composable:
     return sql.Identifier(schema, table)
 
 
-def _columns(connection: Any, table: tuple[str, str]) -> list[str]:
+def _columns(connection: driver.Connection, table: tuple[str, str]) -> list[str]:
     rows = execute(
         connection,
         "SELECT a.attname FROM pg_catalog.pg_attribute a "

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pgclone.pg import driver
 from pgclone.pg.databases import execute, id_prefix, job_digits
 from pgclone.pg.driver import sql
 
@@ -74,7 +75,7 @@ def read_mark(comment: str | None) -> Mark | None:
     return None
 
 
-def look(connection: Any, names: list[str], lives: list[str]) -> dict[str, Database]:
+def look(connection: driver.Connection, names: list[str], lives: list[str]) -> dict[str, Database]:
     """What the catalog says of those of ``names`` that exist; ``lives`` are the
     live databases whose owners count as pgclone's role."""
     rows = execute(
@@ -104,19 +105,19 @@ def refusal(found: Database, live: str, job_id: Any = None) -> str | None:
     return None
 
 
-def reason(connection: Any, name: str, live: str, job_id: Any = None) -> str | None:
+def reason(connection: driver.Connection, name: str, live: str, job_id: Any = None) -> str | None:
     """None when ``name`` is absent or pgclone's; else why it is not."""
     found = look(connection, [name], [live]).get(name)
     return refusal(found, live, job_id) if found is not None else None
 
 
-def check(connection: Any, name: str, live: str, job_id: Any = None) -> str | None:
+def check(connection: driver.Connection, name: str, live: str, job_id: Any = None) -> str | None:
     """None when ``name`` is absent or pgclone's; else a sentence saying why not."""
     why = reason(connection, name, live, job_id)
     return f"database {name!r} is not pgclone's: {why}" if why else None
 
 
-def set_mark(connection: Any, name: str, job_id: Any, live: str) -> None:
+def set_mark(connection: driver.Connection, name: str, job_id: Any, live: str) -> None:
     execute(
         connection,
         sql.SQL("COMMENT ON DATABASE {} IS {}").format(

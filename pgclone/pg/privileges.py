@@ -15,11 +15,9 @@ PGCLONE_ALLOW_SUPERUSER_RESTORE says otherwise.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pgclone import conf
 from pgclone.exceptions import PrivilegedRestoreRefused
-from pgclone.pg import databases, postgres
+from pgclone.pg import databases, driver, postgres
 
 # Predefined roles whose members can reach the server's files and programs.
 # (pg_signal_backend is not among them: it ends sessions, as pgclone does itself.)
@@ -45,7 +43,7 @@ _CREATEROLE = """
 """
 
 
-def too_powerful(connection: Any) -> str | None:
+def too_powerful(connection: driver.Connection) -> str | None:
     """Why the connected role must not restore (None when it may)."""
     ((version,),) = databases.execute(connection, "SHOW server_version_num")
     memberships = databases.execute(connection, _POWERFUL_MEMBERSHIPS, [list(SERVER_ACCESS_ROLES)])

@@ -15,7 +15,6 @@ session.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from pgclone.exceptions import DatabaseUnavailable
 from pgclone.pg import driver, postgres
@@ -67,7 +66,7 @@ def split(setting: str) -> list[str]:
     return [name for name in names if name]
 
 
-def schemas(cursor: Any, setting: str) -> list[str]:
+def schemas(cursor: driver.Cursor, setting: str) -> list[str]:
     """The schemas a session with search_path ``setting`` searches for a table,
     in order: ``$user`` made the current role's name, pg_catalog first unless
     placed, only schemas that exist and that the role may use (as PostgreSQL
@@ -92,7 +91,9 @@ def schemas(cursor: Any, setting: str) -> list[str]:
     return ordered
 
 
-def find(cursor: Any, path: list[str], names: Iterable[str]) -> dict[str, tuple[str, int]]:
+def find(
+    cursor: driver.Cursor, path: list[str], names: Iterable[str]
+) -> dict[str, tuple[str, int]]:
     """Each of ``names`` that is a relation in a schema of ``path``: its schema
     (the first of ``path`` that has it) and its oid."""
     names = sorted(set(names))
@@ -110,7 +111,7 @@ def find(cursor: Any, path: list[str], names: Iterable[str]) -> dict[str, tuple[
     return found
 
 
-def project_path(conn: postgres.ConnInfo, connection: Any = None) -> list[str]:
+def project_path(conn: postgres.ConnInfo, connection: driver.Connection | None = None) -> list[str]:
     """The schemas where the project's sessions on ``conn``'s database find
     tables; ``connection``: one of pgclone's to that database, if open already."""
     setting = project_setting(conn)

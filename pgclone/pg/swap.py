@@ -182,7 +182,7 @@ def _window(
 
 
 def _rename_pair(
-    connection: Any,
+    connection: driver.Connection,
     live: str,
     old_name: str,
     new: str,
@@ -222,7 +222,7 @@ def _recover(session: Session, *, live: str, new: str, old_name: str, mark: str)
     return False
 
 
-def renamed(connection: Any, *, live: str, new: str, old_name: str) -> bool:
+def renamed(connection: driver.Connection, *, live: str, new: str, old_name: str) -> bool:
     """Whether the renames committed: the new name is gone, the old one exists."""
     rows = execute(
         connection,
@@ -233,7 +233,7 @@ def renamed(connection: Any, *, live: str, new: str, old_name: str) -> bool:
     return new not in names and {live, old_name} <= names
 
 
-def _blockers(connection: Any, live: str) -> str:
+def _blockers(connection: driver.Connection, live: str) -> str:
     """Who holds a lock on the live database's catalog entry, for the error message."""
     with contextlib.suppress(driver.Error):
         rows = execute(
@@ -252,7 +252,9 @@ def _blockers(connection: Any, live: str) -> str:
     return ""
 
 
-def retire(connection: Any, name: str, to: str, *, job_id: Any, live: str) -> str | None:
+def retire(
+    connection: driver.Connection, name: str, to: str, *, job_id: Any, live: str
+) -> str | None:
     """Rename ``name`` to ``to`` (a ``pgclone_old_…`` name, dropped later) and mark
     it the job's, ending the sessions on it first; returns ``to``, or None when
     ``name`` does not exist or had to be dropped at once (a client kept
@@ -334,7 +336,7 @@ def reopen_abandoned(
     return reopened
 
 
-def _marked_temps(connection: Any) -> list[str]:
+def _marked_temps(connection: driver.Connection) -> list[str]:
     """Temporary databases that hold a swap's marker."""
     rows = execute(
         connection,
@@ -345,7 +347,7 @@ def _marked_temps(connection: Any) -> list[str]:
     return [row[0] for row in rows]
 
 
-def job_sessions(connection: Any, job_id: str) -> int:
+def job_sessions(connection: driver.Connection, job_id: str) -> int:
     """Sessions of a job other than this one: its worker's application name is
     ``pgclone:`` and the job's id (of which a database name keeps 20 hex digits)."""
     return execute(
@@ -359,7 +361,7 @@ def job_sessions(connection: Any, job_id: str) -> int:
 # Statements -----------------------------------------------------------------------------
 
 
-def allow_connections(connection: Any, name: str, *, allowed: bool) -> None:
+def allow_connections(connection: driver.Connection, name: str, *, allowed: bool) -> None:
     execute(
         connection,
         sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
@@ -368,7 +370,7 @@ def allow_connections(connection: Any, name: str, *, allowed: bool) -> None:
     )
 
 
-def _comment(connection: Any, name: str) -> str | None:
+def _comment(connection: driver.Connection, name: str) -> str | None:
     rows = execute(
         connection,
         "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
@@ -377,7 +379,7 @@ def _comment(connection: Any, name: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _set_comment(connection: Any, name: str, comment: str | None) -> None:
+def _set_comment(connection: driver.Connection, name: str, comment: str | None) -> None:
     execute(
         connection,
         sql.SQL("COMMENT ON DATABASE {} IS {}").format(
@@ -386,7 +388,9 @@ def _set_comment(connection: Any, name: str, comment: str | None) -> None:
     )
 
 
-def _terminate_sessions(connection: Any, names: tuple[str, ...], keep: tuple[int, ...]) -> None:
+def _terminate_sessions(
+    connection: driver.Connection, names: tuple[str, ...], keep: tuple[int, ...]
+) -> None:
     """End every session on these databases but ours, and wait until they are gone.
 
     PostgreSQL's own waits (``pg_terminate_backend``'s timeout, the check in

@@ -136,7 +136,10 @@ def snapshot_transaction(
 
 
 def count_tables(
-    connection: Any, *, exact_below: int | None, excluded: Iterable[tuple[str, str]] = ()
+    connection: driver.Connection,
+    *,
+    exact_below: int | None,
+    excluded: Iterable[tuple[str, str]] = (),
 ) -> list[TableCount]:
     """The tables of the connection's database with their rows: exactly below
     ``exact_below`` bytes (every one when None), else estimated. Runs in the
@@ -171,7 +174,9 @@ def _estimate(reltuples: float, relpages: int, pages: int) -> int | None:
     return round(reltuples)
 
 
-def _exact(connection: Any, tables: list[tuple[str, str]]) -> dict[tuple[str, str], int | None]:
+def _exact(
+    connection: driver.Connection, tables: list[tuple[str, str]]
+) -> dict[tuple[str, str], int | None]:
     """count(*) of each table in one statement; None for all when one can't be
     counted (locked by someone else for longer than LOCK_TIMEOUT, say)."""
     if not tables:

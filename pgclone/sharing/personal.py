@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from django.apps import apps
 from django.db import models
 
-from pgclone import conf, configs
 from pgclone.exceptions import PgCloneError
-from pgclone.steps import options
+from pgclone.sharing import exclusions, sections
 
 PERSONAL_TYPES = (models.EmailField, models.GenericIPAddressField)
 # Parts of a field's name (split on "_") that say it holds something personal.
@@ -62,11 +61,14 @@ def personal_fields() -> list[PersonalField]:
     return found
 
 
-def unruled(config: configs.DumpConfig) -> list[PersonalField]:
-    """The personal-looking fields this config dumps without a scrub rule."""
-    ruled = {(rules.model, rules.field) for rules in config.scrub or ()}
+def unruled(
+    rules: tuple[sections.FieldRules, ...] | None, exclude_models: tuple[str, ...]
+) -> list[PersonalField]:
+    """The personal-looking fields a config with these scrub ``rules`` dumps
+    without a rule (the rows of ``exclude_models`` are left out)."""
+    ruled = {(field.model, field.field) for field in rules or ()}
     try:
-        tables, _ = options.excluded_tables(list(config.exclude_models))
+        tables, _ = exclusions.excluded_tables(list(exclude_models))
     except PgCloneError:  # an unknown model: reported when a dump is asked for
         tables = []
     return [
@@ -75,20 +77,3 @@ def unruled(config: configs.DumpConfig) -> list[PersonalField]:
         if (field.model, field.field) not in ruled
         and apps.get_model(field.model)._meta.db_table not in tables
     ]
-
-
-def unruled_by_config(name: str | None = None) -> dict[str, list[PersonalField]]:
-    """{config name: its unruled personal fields} for the configs that scrub
-    (or for ``name`` alone, whether it scrubs or not)."""
-    if name is not None:
-        return {name: unruled(configs.dump_config(name))}
-    found = {}
-    defined = conf.dump_configs()
-    for config_name in defined if isinstance(defined, dict) else ():
-        try:
-            config = configs.dump_config(config_name)
-        except PgCloneError:  # pgclone.E003 says what is wrong with it
-            continue
-        if config.scrub is not None:
-            found[config_name] = unruled(config)
-    return found

@@ -18,31 +18,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pgclone import conf, configs
+from pgclone import conf
 from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked
 from pgclone.pg import driver, postgres, programs, table_counts
 from pgclone.pg.driver import sql
-from pgclone.sharing import plans, scrub, subset
-
-
-def is_planned(config: configs.DumpConfig) -> bool:
-    return config.scrub is not None or bool(config.subset)
-
-
-def what_it_does(config: configs.DumpConfig) -> list[str]:
-    """The words ``ls --long`` and the manifest use for what ``config`` does to the data."""
-    done = (("scrubbed", config.scrub is not None), ("subset", bool(config.subset)))
-    return [word for word, on in done if on]
+from pgclone.sharing import plans, scrub, sections, subset
 
 
 def make_plan(
-    conn: postgres.ConnInfo, config: configs.DumpConfig, exclude: list[Any], path: list[str]
+    conn: postgres.ConnInfo, asked: sections.Sharing, exclude: list[Any], path: list[str]
 ) -> subset.Plan:
-    """The plan of ``config``, from the catalog (the models' tables found in the
+    """The plan of ``asked``, from the catalog (the models' tables found in the
     schemas of ``path``); raises ConfigurationError for what the database
     contradicts in it."""
     with postgres.connect(conn) as connection, connection.cursor() as cursor:
-        return subset.make_plan(cursor, config, path=path, exclude=exclude)
+        return subset.make_plan(cursor, asked, path=path, exclude=exclude)
 
 
 def tool_flags() -> list[str]:
@@ -77,7 +67,7 @@ def checked(conn: postgres.ConnInfo, snapshot: str, plan: subset.Plan) -> Iterat
         yield cursor
 
 
-def lock(cursor: Any, plan: subset.Plan) -> None:
+def lock(cursor: driver.Cursor, plan: subset.Plan) -> None:
     """ACCESS SHARE on every table whose rows pgclone writes, until the dump's
     end, as pg_dump takes on the tables it writes: none can then be truncated or
     rewritten (which the snapshot would not see: its COPY would find it empty)
@@ -141,11 +131,11 @@ def pg_dumps(
         yield Programs(first, second, third)
 
 
-def describe(config: configs.DumpConfig, plan: subset.Plan) -> dict[str, Any]:
+def describe(asked: sections.Sharing, plan: subset.Plan) -> dict[str, Any]:
     """What a planned dump's manifest says of its plan (never the key)."""
     return {
-        "scrubbed": "scrubbed" in what_it_does(config),
-        "subset": "subset" in what_it_does(config),
+        "scrubbed": "scrubbed" in asked.what_it_does(),
+        "subset": "subset" in asked.what_it_does(),
         "plan": {
             "digest": plan.digest,
             "scrub_key_id": scrub.key_id(conf.scrub_key()),

@@ -84,7 +84,7 @@ KEY_STATEMENTS = (
 )
 
 
-def set_key(cursor: Any, key: str) -> None:
+def set_key(cursor: driver.Cursor, key: str) -> None:
     """Give the transaction the scrub key (``pgclone.scrub_key``, local to it).
 
     The key travels as COPY data, never in a statement's text, so it shows
@@ -105,7 +105,7 @@ UNQUALIFIED_HINT = (
 )
 
 
-def _attempt(cursor: Any, statement: Any, params: Any = None) -> tuple[str | None, list]:
+def _attempt(cursor: driver.Cursor, statement: Any, params: Any = None) -> tuple[str | None, list]:
     """Run a statement under a savepoint: (the server's error message or None, rows)."""
     cursor.execute("SAVEPOINT pgclone_check")
     try:
@@ -121,7 +121,7 @@ def _attempt(cursor: Any, statement: Any, params: Any = None) -> tuple[str | Non
     return None, rows
 
 
-def check(cursor: Any, plan: Plan) -> list[str]:
+def check(cursor: driver.Cursor, plan: Plan) -> list[str]:
     """What would fail the dump of this plan, found before it starts: a ``where``
     that isn't valid SQL, a root without rows, a ``sql`` rule whose output does
     not fit its column (type, length, uniqueness)."""
@@ -176,7 +176,7 @@ def check(cursor: Any, plan: Plan) -> list[str]:
 
 
 def prepare(
-    cursor: Any,
+    cursor: driver.Cursor,
     plan: Plan,
     key: str | None = None,
     on_final: Callable[[set[int]], Any] | None = None,
@@ -204,7 +204,7 @@ def prepare(
     _to_fixed_point(cursor, plan, seeded, on_final)
 
 
-def kept(cursor: Any, plan: Plan) -> dict[str, int]:
+def kept(cursor: driver.Cursor, plan: Plan) -> dict[str, int]:
     """After :func:`prepare`: the rows kept per subset table (by its display
     name), but for the leaves, whose rows are chosen as they are written. (A
     dump counts the rows its COPYs write instead.)"""
@@ -217,7 +217,7 @@ def kept(cursor: Any, plan: Plan) -> dict[str, int]:
 
 
 def _to_fixed_point(
-    cursor: Any,
+    cursor: driver.Cursor,
     plan: Plan,
     rows: collections.Counter,
     on_final: Callable[[set[int]], Any] | None = None,

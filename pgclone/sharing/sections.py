@@ -34,6 +34,25 @@ class SubsetRoot:
     where: str | None = None
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """What a dump config asks of the data it copies: its scrub rules (None
+    without a ``scrub`` section) and its subset roots. A dump with either is
+    *planned*: pgclone writes the tables the plan names."""
+
+    scrub: tuple[FieldRules, ...] | None = None
+    subset: tuple[SubsetRoot, ...] = ()
+
+    @property
+    def planned(self) -> bool:
+        return self.scrub is not None or bool(self.subset)
+
+    def what_it_does(self) -> list[str]:
+        """The words ``ls --long`` and the manifest use for what is done to the data."""
+        done = (("scrubbed", self.scrub is not None), ("subset", bool(self.subset)))
+        return [word for word, on in done if on]
+
+
 def model_of(label: Any, where: str) -> type[models.Model]:
     try:
         model = apps.get_model(label)

@@ -30,9 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pgclone import configs
 from pgclone.exceptions import ConfigurationError
-from pgclone.pg import catalog
+from pgclone.pg import catalog, driver
 from pgclone.pg.driver import sql
 from pgclone.sharing import graph, scrub
 from pgclone.sharing import sections as sharing
@@ -140,9 +139,10 @@ class Plan:
 
 
 def make_plan(
-    cursor: Any, config: configs.DumpConfig, *, path: list[str], exclude: list[Any] = ()
+    cursor: driver.Cursor, asked: sharing.Sharing, *, path: list[str], exclude: list[Any] = ()
 ) -> Plan:
-    """The plan of ``config`` for the database of ``cursor`` (whose catalog is read).
+    """The plan of ``asked`` (a dump config's scrub and subset) for the database
+    of ``cursor`` (whose catalog is read).
 
     ``path``: the schemas where the project finds its models' tables
     (pgclone.pg.search_path.project_path). ``exclude`` names the tables whose rows
@@ -154,7 +154,7 @@ def make_plan(
     excluded = set(catalog.resolve(cursor, list(exclude), path).values())
     tables = {oid: t for oid, t in found.tables.items() if oid not in excluded}
     fks = [fk for fk in found.foreign_keys if excluded.isdisjoint((fk.child, fk.parent))]
-    models = [r.model for r in config.subset] + [r.model for r in config.scrub or ()]
+    models = [r.model for r in asked.subset] + [r.model for r in asked.scrub or ()]
     oids = _model_tables(cursor, models, path)
     for label, oid in oids.items():
         if oid not in found.tables and oid not in excluded:
@@ -162,7 +162,7 @@ def make_plan(
                 f"The table of {label} is partitioned (or not an ordinary table): scrub and "
                 "subset rules don't cover partitioned tables yet."
             )
-    roots = {oids[root.model]: root for root in config.subset}
+    roots = {oids[root.model]: root for root in asked.subset}
     for oid, root in roots.items():
         if oid in excluded:
             raise ConfigurationError(
@@ -179,8 +179,8 @@ def make_plan(
     keeps = _keeps(kinds, fks)
     steps = _steps(tables, fks, kinds, keeps)
     leaves = graph.leaves(steps, kinds)
-    heirs = _heirs(cursor, [oids[field.model] for field in config.scrub or ()])
-    rules = _table_rules(found, config.scrub or (), oids, excluded, heirs)
+    heirs = _heirs(cursor, [oids[field.model] for field in asked.scrub or ()])
+    rules = _table_rules(found, asked.scrub or (), oids, excluded, heirs)
     planned = [
         _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}), leaves.get(oid))
         for oid, table in tables.items()
@@ -194,7 +194,7 @@ def make_plan(
         setup=setup,
         steps=graph.ordered([step for step in steps if step.output not in leaves]),
         outputs=tuple(output for _, outputs in planned for output in outputs),
-        digest=sharing.digest(config.scrub or (), config.subset),
+        digest=sharing.digest(asked.scrub or (), asked.subset),
     )
 
 
@@ -327,7 +327,7 @@ def keep_table(oid: int) -> sql.Composable:
     return sql.SQL("pg_temp.{}").format(sql.Identifier(f"pgclone_keep_{oid}"))
 
 
-def _model_tables(cursor: Any, labels: list[str], path: list[str]) -> dict[str, int]:
+def _model_tables(cursor: driver.Cursor, labels: list[str], path: list[str]) -> dict[str, int]:
     from django.apps import apps
 
     tables = {label: apps.get_model(label)._meta.db_table for label in labels}
@@ -382,7 +382,7 @@ def _table_rules(
     return rules
 
 
-def _heirs(cursor: Any, oids: list[int]) -> dict[int, list[int]]:
+def _heirs(cursor: driver.Cursor, oids: list[int]) -> dict[int, list[int]]:
     """The tables inheriting from each of ``oids``, directly or not (``INHERITS``)."""
     cursor.execute(
         "WITH RECURSIVE heirs (ancestor, heir) AS ("

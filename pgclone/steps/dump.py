@@ -19,15 +19,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from pgclone import conf, configs, hooks, payloads, retention
-from pgclone.archive import container_writer, containers, signing, streams
+from pgclone.archive import container_writer, containers, streams
 from pgclone.engine import jobs, runner, workflow
 from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job, JobStep
 from pgclone.pg import postgres, privileges, programs, search_path, table_counts
-from pgclone.sharing import planned_dump, subset
-from pgclone.steps import options, routing
-from pgclone.storage import Storage, keys, storage_for
+from pgclone.sharing import exclusions, planned_dump, sections, subset
+from pgclone.steps import routing
+from pgclone.storage import Storage, keys, signing, storage_for
 
 # The job tables of the dumped database are never copied: history belongs to
 # each environment, not to the data.
@@ -68,7 +68,7 @@ class _Prepared:
     left_out: list[str]  # Django's names of the tables whose rows are left out
     excluded: list[tuple[str, str]]  # those and the tables referencing them, qualified
     cascaded: list[str]  # what the message says was left out with them
-    config: configs.DumpConfig
+    sharing: sections.Sharing  # the config's scrub and subset, as this worker defines it
     plan: subset.Plan | None
     server_version: str
     estimate: int
@@ -92,17 +92,17 @@ class _Archive:
 
 def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
     conn = postgres.conn_info(job.database_alias).for_job(job.pk)
-    left_out, cascaded = options.excluded_tables(list(asked.exclude_models))
+    left_out, cascaded = exclusions.excluded_tables(list(asked.exclude_models))
     # Django's names, in the schemas where the project's sessions find them.
     path = search_path.project_path(conn)  # read once: the plan finds its models there too
     excluded = sorted(search_path.qualify(conn, {*left_out, *OWN_TABLES}, path).values())
     # Tables Django does not know (made by raw SQL) may reference those too.
     referencing = postgres.tables_referencing(conn, excluded)
     # This worker's config: its scrub and subset apply (none when it is not defined here).
-    config = configs.retention_of(asked.config or job.config_name)
+    sharing = configs.retention_of(asked.config or job.config_name).sharing
     plan = None
-    if planned_dump.is_planned(config):  # refused here, before anything is written
-        plan = planned_dump.make_plan(conn, config, [*excluded, *referencing], path)
+    if sharing.planned:  # refused here, before anything is written
+        plan = planned_dump.make_plan(conn, sharing, [*excluded, *referencing], path)
         programs.require_program("psql")  # its sessions copy the planned tables
     return _Prepared(
         conn=conn,
@@ -110,7 +110,7 @@ def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
         left_out=[*left_out, *(postgres.display_name(*table) for table in referencing)],
         excluded=[*excluded, *referencing],
         cascaded=[*cascaded, *(postgres.display_name(*table) for table in referencing)],
-        config=config,
+        sharing=sharing,
         plan=plan,
         server_version=postgres.server_version(conn),
         estimate=postgres.table_bytes(conn),
@@ -160,7 +160,7 @@ def _write(
 
 def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written: _Written) -> None:
     """What the manifest will say of the dump, and the step's message."""
-    plan, config, stats = prepared.plan, prepared.config, written.stats
+    plan, stats = prepared.plan, written.stats
     jobs.update_result(
         job,
         key=str(prepared.key),
@@ -171,7 +171,7 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
         **stats,
     )
     if plan is not None:
-        described = planned_dump.describe(config, plan)
+        described = planned_dump.describe(prepared.sharing, plan)
         described["plan"]["rows"] = {
             postgres.display_name(*table): rows for table, rows in written.rows.items()
         }
@@ -181,7 +181,7 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
         f"{human_bytes(stats['size'])} after {stats['compression']}"
     )
     if plan is not None:
-        done = " and ".join(planned_dump.what_it_does(config))
+        done = " and ".join(prepared.sharing.what_it_does())
         message += f", {done} ({len(written.rows)} tables written by pgclone's plan)"
     if asked.encryption_recipients:
         count = len(asked.encryption_recipients)

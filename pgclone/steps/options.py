@@ -14,25 +14,11 @@ Merging rules (documented in docs/configuration.md):
 
 from __future__ import annotations
 
-from django.apps import apps
-from django.db import models
-
 from pgclone import configs, hooks
-from pgclone.exceptions import InvalidInput
 from pgclone.payloads import DumpOptions, RestoreOptions
 from pgclone.pg import postgres
+from pgclone.sharing import exclusions
 from pgclone.storage import keys
-
-
-def model_for_label(label: str) -> type[models.Model]:
-    try:
-        model = apps.get_model(label)
-    except (LookupError, ValueError) as exc:
-        raise InvalidInput(
-            f"Unknown model {label!r} to exclude: use the 'app_label.ModelName' form "
-            "of an installed model, such as 'auth.User'."
-        ) from exc
-    return model._meta.concrete_model
 
 
 def resolve_dump_options(
@@ -45,7 +31,7 @@ def resolve_dump_options(
     configured = configs.dump_config(config)
     labels = []
     for label in [*configured.exclude_models, *(exclude_models or [])]:
-        model = model_for_label(label)
+        model = exclusions.model_for_label(label)
         if model._meta.label not in labels:
             labels.append(model._meta.label)
     if pre_dump_hooks is None:
@@ -61,35 +47,6 @@ def resolve_dump_options(
         pre_dump_hooks=tuple(pre_dump_hooks),
         encryption_recipients=configs.recipients_of(configured),
     )
-
-
-def excluded_tables(labels: list[str]) -> tuple[list[str], list[str]]:
-    """Tables whose rows a dump leaves out, and the models added to keep it restorable.
-
-    Leaving out a model's rows also leaves out the rows of every model that
-    references it (its many-to-many tables, ``admin.LogEntry`` for
-    ``auth.User``…): otherwise pg_restore could not re-create their foreign
-    keys. The models added that way are returned so the job can say so.
-    """
-    excluded = {model_for_label(label) for label in labels}
-    every_model = [m for m in apps.get_models(include_auto_created=True) if not m._meta.proxy]
-    added = []
-    changed = True
-    while changed:
-        changed = False
-        for model in every_model:
-            if model in excluded:
-                continue
-            if any(
-                field.is_relation and field.concrete and field.related_model in excluded
-                for field in model._meta.get_fields()
-                if getattr(field, "many_to_one", False) or getattr(field, "one_to_one", False)
-            ):
-                excluded.add(model)
-                added.append(model._meta.label)
-                changed = True
-    tables = sorted({model._meta.db_table for model in excluded})
-    return tables, sorted(added)
 
 
 def resolve_restore_options(

@@ -21,13 +21,14 @@ from typing import Any
 from django.conf import settings
 
 from pgclone import conf, hooks, payloads
-from pgclone.archive import containers, encryption, planned_restore, restore_lists, signing, streams
+from pgclone.archive import containers, encryption, planned_restore, restore_lists, streams
 from pgclone.engine import jobs, runner, workflow
 from pgclone.exceptions import DumpNotFound, InvalidInput, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
 from pgclone.pg import (
     databases,
+    driver,
     extensions,
     job_tables,
     ownership,
@@ -45,7 +46,7 @@ from pgclone.steps.restore_swap import (
     swap,
     swapped_already,
 )
-from pgclone.storage import keys, storage_for
+from pgclone.storage import Storage, keys, signing, storage_for
 from pgclone.storage.local import LocalStorage, open_private
 
 FORMATS = (payloads.Manifest.format, *containers.FORMATS)
@@ -142,7 +143,7 @@ def _names(allowed: list[str]) -> str:
     return ", ".join(f":{name}" for name in allowed) or "none"
 
 
-def refuse_foreign_copy(connection: Any, source: payloads.Source, job: Job) -> None:
+def refuse_foreign_copy(connection: driver.Connection, source: payloads.Source, job: Job) -> None:
     """A ``:previous`` / ``:current`` copy (or a ``pgclone_…`` database) is copied
     only when it is pgclone's (another role may have made a database of that
     name); one made by an earlier pgclone, unmarked, is marked now."""
@@ -208,7 +209,7 @@ def restore_temp(job: Job) -> None:
     jobs.set_step_message(job, "restore_temp", message)
 
 
-def _unpacks(storage: Any, manifest: payloads.Manifest) -> bool:
+def _unpacks(storage: Storage, manifest: payloads.Manifest) -> bool:
     """A local dump is unpacked to a file for a parallel pg_restore (which
     needs a file it can seek in); a dump in S3 is streamed, and so is an
     encrypted one: unpacked, it would lie on this disk decrypted."""
@@ -249,7 +250,7 @@ def _checks(key: keys.DumpKey, manifest: payloads.Manifest, on_progress: Any) ->
 
 
 def _restore_streamed(
-    job: Job, storage: Any, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
+    job: Job, storage: Storage, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
     installed = _create_temp(job, target.name)
     raw_size = manifest.raw_size or 0

@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 from pgclone.engine import jobs, threads
-from pgclone.pg import databases, postgres
+from pgclone.pg import databases, driver, postgres
 
 logger = logging.getLogger("pgclone")
 
@@ -72,7 +72,7 @@ class RestoreWatch:
         except Exception as exc:  # progress is worth a log line, never a failed restore
             logger.info("pgclone: restore progress of job %s stopped: %s", self.job_id, exc)
 
-    def _sample(self, connection: Any) -> None:
+    def _sample(self, connection: driver.Connection) -> None:
         rows = databases.execute(connection, COPIES, [self.database])
         now = {pid: (relid, done) for pid, relid, done in rows}
         for pid, (relid, done) in self._copying.items():

@@ -20,7 +20,7 @@ from pgclone import conf, payloads
 from pgclone.engine import jobs, runner
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
-from pgclone.pg import databases, job_tables, ownership, postgres, search_path
+from pgclone.pg import databases, driver, job_tables, ownership, postgres, search_path
 from pgclone.pg import swap as swapping
 
 
@@ -38,7 +38,7 @@ def swap(job: Job) -> Callable[[], None]:
             # Run again after its worker was lost just after the renames: the swap
             # happened; finish what follows it.
             return finish_swapped(job, "the swap had already happened")
-        holds_jobs = jobs.holds_jobs_on(pg.server, live.name)
+        holds_jobs = job_tables.holds_jobs_on(pg.server, live.name)
         # Where the project's sessions find the job tables (pgclone's search none).
         path = search_path.project_path(live, pg.on(live.name)) if holds_jobs else []
         if holds_jobs:
@@ -71,7 +71,7 @@ def swap(job: Job) -> Callable[[], None]:
     return _dropper(job, live, retired)
 
 
-def _refuse_foreign(server: Any, job: Job, temp: str, old: str) -> None:
+def _refuse_foreign(server: driver.Connection, job: Job, temp: str, old: str) -> None:
     """Swap in only this job's own temporary database, and never under a name
     another role holds."""
     for name in (temp, old):
@@ -80,7 +80,7 @@ def _refuse_foreign(server: Any, job: Job, temp: str, old: str) -> None:
             raise PgCloneError(f"Can't swap: {problem}. The live database is unchanged.")
 
 
-def refuse_foreign_copies(connection: Any, job: Job) -> None:
+def refuse_foreign_copies(connection: driver.Connection, job: Job) -> None:
     """A reversible restore must be able to replace ``:previous`` and ``:current``:
     checked before anything is swapped, so that it never reports an undo it can't offer."""
     for which in databases.COPY_SUFFIXES:
@@ -94,7 +94,7 @@ def refuse_foreign_copies(connection: Any, job: Job) -> None:
             )
 
 
-def drop_own(connection: Any, name: str, job: Job) -> bool:
+def drop_own(connection: driver.Connection, name: str, job: Job) -> bool:
     """Drop this job's database ``name``; True if dropped, False if absent.
     Raises when a database of that name is not the job's."""
     problem = ownership.check(connection, name, live_conn(job).name, job.pk)
@@ -106,7 +106,7 @@ def drop_own(connection: Any, name: str, job: Job) -> bool:
     return True
 
 
-def swapped_already(connection: Any, job: Job) -> bool:
+def swapped_already(connection: driver.Connection, job: Job) -> bool:
     """Whether this job's renames committed (its temporary database is gone
     and the database it replaced is there under its old name, or recorded)."""
     temp = job.result.get("temp_database")
@@ -154,7 +154,9 @@ def current_staging(job: Job) -> str:
     return databases.temp_name(job.pk) + "_current"
 
 
-def _after_swap(job: Job, server: Any, old: str | None) -> tuple[list[str], list[str]]:
+def _after_swap(
+    job: Job, server: driver.Connection, old: str | None
+) -> tuple[list[str], list[str]]:
     """Put :previous / :current in place (reversible) and set aside what is no
     longer wanted under ``pgclone_old_…`` names; returns notes for the step and
     the names set aside, which are dropped once the job has succeeded (the

@@ -19,14 +19,13 @@ from typing import Any
 from django.utils import timezone
 
 from pgclone import payloads
-from pgclone.archive import signing
 from pgclone.engine import jobs, workflow
 from pgclone.exceptions import CommandFailed, DumpDamaged, HookFailed
 from pgclone.models import Job
 from pgclone.pg import databases, privileges, table_counts
 from pgclone.steps import restore
 from pgclone.steps.restore_swap import drop_own, live_conn
-from pgclone.storage import keys, storage_for
+from pgclone.storage import keys, signing, storage_for
 
 # Failures that are the dump's: recorded beside it as a failed trial.
 DUMP_FAILURES = (DumpDamaged, CommandFailed, HookFailed)

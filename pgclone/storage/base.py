@@ -31,10 +31,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from pgclone.archive import signing
 from pgclone.exceptions import DumpDamaged, DumpNotFound, InvalidInput
 from pgclone.humanize import human_bytes
-from pgclone.storage import keys
+from pgclone.storage import keys, signing
 
 MANIFEST_SUFFIX = ".json"
 TRIAL_SUFFIX = ".trial.json"

@@ -18,8 +18,7 @@ from pgclone import configs
 from pgclone.exceptions import ConfigurationError
 from pgclone.pg import catalog, driver, postgres, search_path, table_counts
 from pgclone.pg.driver import sql
-from pgclone.sharing import plans, scrub, subset
-from pgclone.steps import options
+from pgclone.sharing import exclusions, plans, scrub, subset
 from tests import pg
 from tests.helpers import psql, scratch_database
 from tests.testapp.models import Address, Customer, Order, OrderItem, Product, Tag
@@ -96,7 +95,7 @@ def plan_of(settings, config: dict, exclude: list = ()) -> subset.Plan:
     path = search_path.project_path(conn)
     with postgres.connect(conn) as connection, connection.cursor() as cursor:
         return subset.make_plan(
-            cursor, configs.dump_config("safe"), path=path, exclude=list(exclude)
+            cursor, configs.dump_config("safe").sharing, path=path, exclude=list(exclude)
         )
 
 
@@ -476,7 +475,7 @@ def test_an_sql_rule_is_cast_to_the_declared_type_and_checked_against_it(setting
 
 
 def test_a_root_left_out_or_a_key_scrubbed_is_refused(settings, shop, test_database_name):
-    excluded, _ = options.excluded_tables(["testapp.Customer"])  # as a dump leaves them out
+    excluded, _ = exclusions.excluded_tables(["testapp.Customer"])  # as a dump leaves them out
     with pytest.raises(ConfigurationError, match=r"testapp\.Order is left out of the dump"):
         plan_of(settings, SAFE, exclude=excluded)
     psql(

@@ -169,9 +169,8 @@ def test_keygen_prints_an_identity_file_and_where_each_key_goes(tmp_path, settin
 
 
 def test_the_signature_covers_whom_a_dump_is_encrypted_to(settings):
-    from pgclone.archive import signing
     from pgclone.exceptions import DumpDamaged
-    from pgclone.storage import keys
+    from pgclone.storage import keys, signing
 
     settings.PGCLONE_SIGNING_KEY = "pgclone-unit-signing-key"
     key = keys.parse_key("db/20261123T230321.482913Z.default.dump")

@@ -8,11 +8,10 @@ import datetime as dt
 import pytest
 
 from pgclone import health
-from pgclone.archive import signing
 from pgclone.exceptions import InvalidInput
 from pgclone.humanize import parse_duration
 from pgclone.pg.table_counts import TableCount, compare
-from pgclone.storage import keys
+from pgclone.storage import keys, signing
 from pgclone.storage.base import DumpInfo
 from pgclone.testing import InMemoryStorage
 from tests.storage_contract import manifest_for

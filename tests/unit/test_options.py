@@ -2,6 +2,7 @@ import pytest
 
 from pgclone import hooks
 from pgclone.exceptions import ConfigurationError, InvalidInput
+from pgclone.sharing import exclusions
 from pgclone.steps import options
 
 
@@ -59,17 +60,17 @@ def test_unknown_database_alias_is_refused():
 
 
 def test_excluding_a_model_also_excludes_what_references_it():
-    tables, added = options.excluded_tables(["testapp.Author"])
+    tables, added = exclusions.excluded_tables(["testapp.Author"])
     assert tables == ["testapp_author", "testapp_book", "testapp_book_tags"]
     assert added == ["testapp.Book", "testapp.Book_tags"]
 
 
 def test_excluding_auth_user_takes_its_dependants():
-    tables, added = options.excluded_tables(["auth.User"])
+    tables, added = exclusions.excluded_tables(["auth.User"])
     assert {"auth_user", "auth_user_groups", "auth_user_user_permissions"} <= set(tables)
     assert "django_admin_log" in tables and "admin.LogEntry" in added
     assert "auth_group" not in tables
 
 
 def test_a_model_nothing_references_is_excluded_alone():
-    assert options.excluded_tables(["testapp.Secret"]) == (["testapp_secret"], [])
+    assert exclusions.excluded_tables(["testapp.Secret"]) == (["testapp_secret"], [])

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pgclone.archive import signing
 from pgclone.payloads import DumpOptions, Manifest, RestoreOptions, Source
-from pgclone.storage import keys
+from pgclone.storage import keys, signing
 
 FIXTURE = (
     Path(__file__).resolve().parent.parent

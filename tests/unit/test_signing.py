@@ -1,4 +1,4 @@
-"""Manifest signatures (pgclone.archive.signing), what binds them to where they are stored,
+"""Manifest signatures (pgclone.storage.signing), what binds them to where they are stored,
 and the settings checks that go with them."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from pgclone import checks
-from pgclone.archive import signing
 from pgclone.exceptions import DumpDamaged
-from pgclone.storage import keys
+from pgclone.storage import keys, signing
 
 KEY = keys.parse_key("shop/20261123T230321.482913Z.default.dump")
 SECRET = "a-long-random-secret"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from django.core.management.base import OutputWrapper
@@ -36,9 +37,22 @@ RATE_WINDOW_SECONDS = 5.0
 
 
 class Follower:
-    def __init__(self, job_id: Any, out: TextIO, *, tty: bool, poll: float = 0.25) -> None:
-        """``poll``: seconds between reads once the job has run for a while."""
+    def __init__(
+        self,
+        job_id: Any,
+        out: TextIO,
+        *,
+        tty: bool,
+        poll: float = 0.25,
+        on_silent: Callable[[], object] | None = None,
+    ) -> None:
+        """``poll``: seconds between reads once the job has run for a while.
+        ``on_silent``: called (at most every 5 s) while the job's worker is
+        silent for longer than PGCLONE_STALE_JOB_SECONDS; the command passes
+        the sweep, which fails the job when its worker is lost, so that
+        following it ends. The viewer itself only reads."""
         self.job_id = job_id
+        self.on_silent = on_silent
         self.out = out
         self.tty = tty
         self.poll = poll
@@ -123,15 +137,15 @@ class Follower:
         return max(0.0, (done - first_done) / (now - first_time))
 
     def _sweep_if_silent(self, job: Job) -> None:
-        """A job whose worker went silent is swept, so that following it ends."""
+        """Tell ``on_silent`` of a running job whose worker went silent."""
+        if self.on_silent is None:
+            return
         if job.status != Job.Status.RUNNING or job.heartbeat_at is None:
             return
         silent = (timezone.now() - job.heartbeat_at).total_seconds()
         if silent > conf.stale_job_seconds() and time.monotonic() - self._last_sweep > 5:
-            from pgclone import sweeping
-
             self._last_sweep = time.monotonic()
-            sweeping.sweep()
+            self.on_silent()
 
     def _pause(self, started: float) -> None:
         quick = time.monotonic() - started < QUICK_POLL_FOR_SECONDS
@@ -187,5 +201,12 @@ def _clock(moment: Any) -> str:
     return timezone.localtime(moment or timezone.now()).strftime("%H:%M:%S")
 
 
-def follow(job_id: Any, out: TextIO, *, tty: bool, stop: threading.Event | None = None) -> Job:
-    return Follower(job_id, out, tty=tty).run(stop)
+def follow(
+    job_id: Any,
+    out: TextIO,
+    *,
+    tty: bool,
+    stop: threading.Event | None = None,
+    on_silent: Callable[[], object] | None = None,
+) -> Job:
+    return Follower(job_id, out, tty=tty, on_silent=on_silent).run(stop)

@@ -135,11 +135,11 @@ class Command(BaseCommand):
                 follower.join(timeout=10)
 
     def _follow_until(self, job_id: Any, stop: threading.Event) -> None:
-        follow.follow(job_id, self.stdout, tty=self.stdout.isatty(), stop=stop)
+        follow.follow(job_id, self.stdout, tty=self.stdout.isatty(), stop=stop, on_silent=api.sweep)
 
     def _follow(self, job: Job) -> Job:
         try:
-            return follow.follow(job.pk, self.stdout, tty=self.stdout.isatty())
+            return follow.follow(job.pk, self.stdout, tty=self.stdout.isatty(), on_silent=api.sweep)
         except KeyboardInterrupt:
             self.stderr.write(
                 f"\nStopped following; job {job.pk} goes on. "
