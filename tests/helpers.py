@@ -169,6 +169,11 @@ def replace_dump_bytes(location: str, key: str, data: bytes) -> None:
 
 
 TARGET = os.environ.get("PGCLONE_TEST_TARGET", "")  # set by tests.settings
+# The roles of the "limited" and "owner" aliases (tests.settings): one per session,
+# so that two test runs on one server never share a role.
+_SESSION = os.environ.get("PGCLONE_TEST_SESSION", "")
+LIMITED_ROLE = f"pgclone_limited_{_SESSION}"
+OWNER_ROLE = f"pgclone_owner_{_SESSION}"
 
 
 def drop_target_databases() -> None:

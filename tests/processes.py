@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,11 +38,14 @@ def worker_env(database: str, **extra: str) -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, name: str, process: subprocess.Popen, log: Path, storage: str) -> None:
+    def __init__(
+        self, name: str, process: subprocess.Popen, log: Path, storage: str, tmp: Path | None
+    ) -> None:
         self.name = name
         self.process = process
         self.log = log
         self.storage = storage  # where jobs the worker starts itself (beat) dump to
+        self.tmp = tmp  # its TMPDIR, removed when it stops (None: the test chose one)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -61,6 +66,12 @@ def start_worker(
 
     name = name or f"pgclone-test-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     storage = str(log.parent / "dumps")
+    # A TMPDIR of its own, removed by stop_worker: what a killed pool child leaves
+    # there (multiprocessing's pymp-* folders) goes with it.
+    tmp = None
+    if "TMPDIR" not in (env or {}):
+        tmp = Path(tempfile.mkdtemp(prefix="pgclone-worker-tmp-"))
+        env = {**(env or {}), "TMPDIR": str(tmp)}
     argv = [
         *prefix, sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
         "--hostname", name, "--queues", queue or os.environ["PGCLONE_TEST_QUEUE"],
@@ -78,7 +89,7 @@ def start_worker(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a group of its own: stop_worker ends all of it
         )
-    worker = Worker(name, process, log, storage)
+    worker = Worker(name, process, log, storage, tmp)
 
     # A Celery app of its own for the pings: fresh broker connections, whatever
     # happened to this process's (a test restarts Redis).
@@ -112,6 +123,8 @@ def stop_worker(worker: Worker) -> None:
             _signal_group(worker.process, signal.SIGKILL)
             worker.process.wait()
     _signal_group(worker.process, signal.SIGKILL)
+    if worker.tmp is not None:
+        shutil.rmtree(worker.tmp, ignore_errors=True)
 
 
 def run_pgclone(

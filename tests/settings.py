@@ -75,14 +75,18 @@ DATABASES = {
     "default": _DEFAULT,
     # The same database seen by a role without rights on its tables, and a
     # database that does not exist: both make pg_dump fail for real.
-    "limited": {**_DEFAULT, "USER": "pgclone_limited"},
+    "limited": {**_DEFAULT, "USER": f"pgclone_limited_{_SESSION}"},
     "gone": {**_DEFAULT, "NAME": "pgclone_tests_gone"},
     # Restores go here (one database per test session), except the tests
     # of restoring the database that holds the job history itself.
     "target": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"]},
     # The restore target seen by a role that may create databases but not
     # end a superuser's sessions.
-    "owner": {**_DEFAULT, "NAME": os.environ["PGCLONE_TEST_TARGET"], "USER": "pgclone_owner"},
+    "owner": {
+        **_DEFAULT,
+        "NAME": os.environ["PGCLONE_TEST_TARGET"],
+        "USER": f"pgclone_owner_{_SESSION}",
+    },
     # The restore target seen by its owner, a role of this session's own, in
     # tests/integration/test_extensions.py.
     "geo": {

@@ -15,7 +15,15 @@ from pgclone import api
 from pgclone.models import Job, JobStep
 from pgclone.pg import postgres
 from pgclone.storage import keys, storage_for
-from tests.helpers import free_port, psql, restore_into, s3_client, scratch_database, wait_for
+from tests.helpers import (
+    LIMITED_ROLE,
+    free_port,
+    psql,
+    restore_into,
+    s3_client,
+    scratch_database,
+    wait_for,
+)
 from tests.processes import run_pgclone
 from tests.testapp.models import Author, Book, Mark, Secret, Tag
 
@@ -263,10 +271,10 @@ def test_unusable_local_folder(pgclone_cli):
 
 @pytest.fixture
 def limited_role():
-    psql("DROP ROLE IF EXISTS pgclone_limited")
-    psql("CREATE ROLE pgclone_limited LOGIN")
-    yield "pgclone_limited"
-    psql("DROP ROLE pgclone_limited")
+    psql(f"DROP ROLE IF EXISTS {LIMITED_ROLE}")
+    psql(f"CREATE ROLE {LIMITED_ROLE} LOGIN")
+    yield LIMITED_ROLE
+    psql(f"DROP ROLE {LIMITED_ROLE}")
 
 
 def test_pg_dump_without_rights_fails_with_its_error(

@@ -28,6 +28,8 @@ from pgclone.storage import storage_for
 from tests import pg
 from tests.faultproxy import FaultProxy
 from tests.helpers import (
+    LIMITED_ROLE,
+    OWNER_ROLE,
     authors,
     fingerprint,
     make_dump,
@@ -318,10 +320,10 @@ def test_a_dump_from_a_newer_pg_dump_fails_with_pg_restores_words(local_location
 
 @pytest.fixture
 def limited_role():
-    psql("DROP ROLE IF EXISTS pgclone_limited")
-    psql("CREATE ROLE pgclone_limited LOGIN NOCREATEDB")
+    psql(f"DROP ROLE IF EXISTS {LIMITED_ROLE}")
+    psql(f"CREATE ROLE {LIMITED_ROLE} LOGIN NOCREATEDB")
     yield
-    psql("DROP ROLE pgclone_limited")
+    psql(f"DROP ROLE {LIMITED_ROLE}")
 
 
 def test_a_role_without_createdb(local_location, limited_role, test_database_name):
@@ -338,13 +340,13 @@ def test_a_role_without_createdb(local_location, limited_role, test_database_nam
 
 @pytest.fixture
 def owner_role(target):
-    psql("DROP ROLE IF EXISTS pgclone_owner")
-    psql("CREATE ROLE pgclone_owner LOGIN CREATEDB")
-    psql(f'ALTER DATABASE "{target}" OWNER TO pgclone_owner')
-    yield "pgclone_owner"
+    psql(f"DROP ROLE IF EXISTS {OWNER_ROLE}")
+    psql(f"CREATE ROLE {OWNER_ROLE} LOGIN CREATEDB")
+    psql(f'ALTER DATABASE "{target}" OWNER TO {OWNER_ROLE}')
+    yield OWNER_ROLE
     psql(f'ALTER DATABASE "{target}" OWNER TO postgres')
-    psql("DROP OWNED BY pgclone_owner CASCADE")
-    psql("DROP ROLE pgclone_owner")
+    psql(f"DROP OWNED BY {OWNER_ROLE} CASCADE")
+    psql(f"DROP ROLE {OWNER_ROLE}")
 
 
 def test_a_role_that_cannot_end_other_sessions(local_location, target, owner_role):

@@ -27,13 +27,13 @@ from pgclone import api
 from pgclone.models import Job
 from pgclone.pg import databases, job_tables, postgres, search_path
 from tests import pg
-from tests.helpers import fingerprint, pgclone_databases, psql, wait_for
+from tests.helpers import OWNER_ROLE, fingerprint, pgclone_databases, psql, wait_for
 from tests.processes import own_queue, start_worker, stop_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PLANTER = "pgclone_planter"
-OWNER = "pgclone_owner"  # the "owner" alias connects as this role
+PLANTER = f"pgclone_planter_{os.environ['PGCLONE_TEST_SESSION']}"
+OWNER = OWNER_ROLE  # the "owner" alias connects as this role
 # What a restore into a database that does not hold pgclone's job tables runs
 # (the history copy, into the database that does, is tested on its own below).
 VECTORS = {"index", "check", "default", "trigger_migrations"}
