@@ -82,8 +82,9 @@ def test_a_confirmed_restore_runs_and_records_who_asked(
 ):
     key = make_dump("from-admin", local_location)
     client = client_for(staff("restorer", "restore_database"))
-    page = client.get(RESTORE, {"key": key})
-    assert page.status_code == 200 and b"Type the name of the database" in page.content
+    page = client.get(RESTORE, {"key": key, "database": "target"})
+    assert page.status_code == 200
+    assert f"Type {TARGET} to confirm (the database to overwrite)" in page.content.decode()
 
     answer = client.post(RESTORE, {**restore_form(key, TARGET), "reversible": "on"})
 
@@ -179,11 +180,11 @@ def test_job_pages_link_a_dump_and_its_restores_and_offer_undo(local_location, t
     assert reverse("admin:pgclone_job_change", args=[restored.pk]) in dump_page
     assert reverse("admin:pgclone_job_change", args=[made.pk]) in restore_page
     assert f"{RESTORE}?key=%3Aprevious&amp;database=target" in restore_page
-    assert "Undo: restore :previous" in restore_page
+    assert "Undo this restore…" in restore_page
     viewer_page = client_for(staff("viewer")).get(
         reverse("admin:pgclone_job_change", args=[restored.pk])
     )
-    assert b"Undo: restore :previous" not in viewer_page.content  # may not restore
+    assert b"Undo this restore" not in viewer_page.content  # may not restore
 
 
 def test_progress_shows_a_percentage():

@@ -51,21 +51,7 @@ def age(moment: dt.datetime, now: dt.datetime | None = None) -> str:
 
 def flags(info: DumpInfo) -> str:
     """What a dump's manifest says about it beyond its bytes."""
-    found = []
-    if info.damaged:
-        found.append("DAMAGED")
-    manifest = Manifest.from_dict(info.manifest) if info.manifest else None
-    if info.signed:  # its signature checked here: a field alone proves nothing
-        found.append("signed")
-    if manifest and manifest.excluded_tables:
-        found.append("rows-excluded")
-    if manifest and manifest.encrypted:
-        found.append("encrypted")
-    if manifest and manifest.scrubbed:
-        found.append("scrubbed")
-    if manifest and manifest.subset:
-        found.append("subset")
-    return ",".join(found) or "-"
+    return ",".join(info.flags) or "-"
 
 
 def trial_cell(info: DumpInfo, now: dt.datetime | None = None) -> str:
