@@ -136,6 +136,10 @@ class JobAdmin(admin.ModelAdmin):
         """The bulk delete refuses a selection that holds an active job."""
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         active = [job for job in objs if not job.is_finished]
+        if active and super().has_delete_permission(request):
+            # Not a missing permission (has_delete_permission says no to active jobs):
+            # the jobs themselves are why.
+            perms_needed = {name for name in perms_needed if name != self.opts.verbose_name}
         protected = [*protected, *(pages.still_active(job) for job in active)]
         return deleted, counts, perms_needed, protected
 
