@@ -87,6 +87,15 @@ def _unrequired(key: keys.DumpKey, manifest: dict[str, Any]) -> str:
     return requirement.dump_refusal(key, manifest) if conf.require_scrubbed() else ""
 
 
+def _data_text(manifest: dict[str, Any]) -> str:
+    """What a dump did to the data: scrubbed (as the one rule counts it), subset."""
+    done = (
+        ("scrubbed", requirement.counts_as_scrubbed(manifest)),
+        ("subset", manifest.get("subset")),
+    )
+    return ", ".join(word for word, did in done if did) or "-"
+
+
 def _config_choices(configs: Any) -> list[tuple[str, str]]:
     names = configs if isinstance(configs, dict) else {}  # a malformed setting: check E003
     return [(name, name) for name in sorted({"default", *names})]
@@ -360,7 +369,7 @@ class JobAdmin(admin.ModelAdmin):
             for info in reversed(infos):
                 trial = health.trial_of(info)
                 refused = _unrequired(info.key, info.manifest)
-                row = (info, trial, _trial_text(trial), refused)
+                row = (info, trial, _trial_text(trial), _data_text(info.manifest), refused)
                 groups.setdefault(info.key.database, []).append(row)
             healths = [(h.healthy, h.line(now)) for h in health.assess(infos, now=now)]
         except PgCloneError as exc:

@@ -56,7 +56,7 @@ def dump_refusal(
     if not counts_as_scrubbed(manifest):
         return (
             f"Dump {key} is not scrubbed, and {why} (require_scrubbed): restore a dump made "
-            "with a config that has 'scrub'."
+            "with a config that has 'scrub' (`manage.py pgclone ls --long` marks them)."
         )
     if not conf.signing_key():
         return (
