@@ -27,6 +27,7 @@ from pgclone import api, conf, health, humanize, payloads
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
 from pgclone.pg import databases, postgres
+from pgclone.sharing import requirement
 from pgclone.storage import get_storage, keys, signing
 
 logger = logging.getLogger("pgclone")
@@ -43,13 +44,14 @@ def _postgres_aliases() -> list[tuple[str, str]]:
 def _copies(alias: str) -> tuple[list[str], list[str]]:
     """What the admin offers to restore into ``alias`` from the server itself: the
     copies an undo goes back to (``:previous``, ``:current``, when they exist), and
-    other databases (``:NAME``) only when PGCLONE_LOCAL_SOURCES lists them."""
+    other databases (``:NAME``) only when PGCLONE_LOCAL_SOURCES lists them (never
+    with PGCLONE_REQUIRE_SCRUBBED)."""
     undo = {f":{which}" for which in databases.COPY_SUFFIXES}
     targets = [target for target, _ in api.local_sources(alias)]
     others = [target for target in targets if target not in undo]
     return (
         [target for target in targets if target in undo],
-        others if conf.local_sources() is not None else [],
+        others if conf.local_sources() is not None and not conf.require_scrubbed() else [],
     )
 
 
@@ -62,16 +64,36 @@ def offered_problem(key: str, alias: str) -> str:
             return ""
         if key[1:] in databases.COPY_SUFFIXES:
             return f"There is no {key} copy of {alias!r} to go back to."
+        if conf.require_scrubbed():
+            return (
+                f"{key!r} is not offered here: PGCLONE_REQUIRE_SCRUBBED is on, and of the "
+                "databases on the server only this one's :previous and :current are restored."
+            )
         return (
             f"{key!r} is not offered here: the admin copies only the databases listed in "
             "PGCLONE_LOCAL_SOURCES that exist on the server."
         )
     try:
         parsed = keys.parse_key(key)
-        signing.check(parsed, get_storage().read_manifest(parsed))
+        manifest = get_storage().read_manifest(parsed)
+        signing.check(parsed, manifest)
     except PgCloneError as exc:
         return str(exc)
-    return ""
+    return _unrequired(parsed, manifest)
+
+
+def _unrequired(key: keys.DumpKey, manifest: dict[str, Any]) -> str:
+    """With PGCLONE_REQUIRE_SCRUBBED, why the admin neither offers nor takes this dump."""
+    return requirement.dump_refusal(key, manifest) if conf.require_scrubbed() else ""
+
+
+def _data_text(manifest: dict[str, Any]) -> str:
+    """What a dump did to the data: scrubbed (as the one rule counts it), subset."""
+    done = (
+        ("scrubbed", requirement.counts_as_scrubbed(manifest)),
+        ("subset", manifest.get("subset")),
+    )
+    return ", ".join(word for word, did in done if did) or "-"
 
 
 def _config_choices(configs: Any) -> list[tuple[str, str]]:
@@ -346,7 +368,9 @@ class JobAdmin(admin.ModelAdmin):
             infos = storage.infos()
             for info in reversed(infos):
                 trial = health.trial_of(info)
-                groups.setdefault(info.key.database, []).append((info, trial, _trial_text(trial)))
+                refused = _unrequired(info.key, info.manifest)
+                row = (info, trial, _trial_text(trial), _data_text(info.manifest), refused)
+                groups.setdefault(info.key.database, []).append(row)
             healths = [(h.healthy, h.line(now)) for h in health.assess(infos, now=now)]
         except PgCloneError as exc:
             storage_error = str(exc)

@@ -52,7 +52,7 @@ class PrivilegedRestoreRefused(RestoreRefused, ConfigurationError):
 
 
 class UnscrubbedDumpRefused(RestoreRefused, InvalidInput):
-    """The restore config requires a scrubbed dump (require_scrubbed), and this one is not."""
+    """Only scrubbed dumps are restored here (require_scrubbed), and this is not one."""
 
 
 class JobNotFound(PgCloneError):

@@ -15,6 +15,7 @@ from django.utils import timezone
 from pgclone import health, humanize
 from pgclone.models import Job
 from pgclone.payloads import Manifest
+from pgclone.sharing import requirement
 from pgclone.storage.base import DumpInfo
 
 
@@ -61,7 +62,7 @@ def flags(info: DumpInfo) -> str:
         found.append("rows-excluded")
     if manifest and manifest.encrypted:
         found.append("encrypted")
-    if manifest and manifest.scrubbed:
+    if manifest and requirement.counts_as_scrubbed(info.manifest):
         found.append("scrubbed")
     if manifest and manifest.subset:
         found.append("subset")
