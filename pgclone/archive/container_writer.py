@@ -279,7 +279,7 @@ class Writer:
         this thread's until they start)."""
         driven, ranged, kept = [], [], []
         for index, table in self.tables:
-            if table.kind != "whole":
+            if table.reads:  # a subset's, or one with keys cut: after the kept rows
                 kept.append((index, table))
                 continue
             ranges = parallel_copy.ranges_of(self.cursor, table, self.jobs)
@@ -401,11 +401,11 @@ class Writer:
         cursor = self.cursor
         helper.stdin.write(parallel_copy.opening(cursor, self.snapshot, self.key, plans.SETTINGS))
         for oid in table.reads:  # a TID scan reads row_id only, a leaf the keys
-            keep = subset.keep_table(oid)
-            into = sql.SQL("{}" if table.leaf else "{} (row_id)").format(keep)
+            keep, keys = subset.keep_table(oid), oid in table.keys
+            into = sql.SQL("{}" if keys else "{} (row_id)").format(keep)
             copy_in = sql.SQL("{};\nCOPY {} FROM STDIN;\n").format(self.creates[oid], into)
             helper.stdin.write(copy_in.as_string(cursor).encode())
-            rows = sql.SQL("{}" if table.leaf else "(SELECT row_id FROM {})").format(keep)
+            rows = sql.SQL("{}" if keys else "(SELECT row_id FROM {})").format(keep)
             copy_out = sql.SQL("COPY {} TO STDOUT").format(rows)
             driver.copy_out(cursor, copy_out, helper.stdin.write)  # C to C with psycopg2
             helper.stdin.write(b"\\.\n")
