@@ -48,6 +48,9 @@ class PlannedTable:
     scrubbed: tuple[str, ...] = ()
     leaf: bool = False  # its rows are chosen as they are written, not kept first
     reads: tuple[int, ...] = ()  # the tables whose kept rows ``select`` reads (by oid)
+    # each scrubbed column's rules, and the condition on ``t`` of the rows kept (None: all)
+    rules: tuple[tuple[str, tuple[scrub.Rule, ...]], ...] = ()
+    rows: sql.Composable | None = None
 
     @property
     def transformed(self) -> bool:
@@ -215,17 +218,18 @@ def _planned(
         values.append(ref)
     select = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(values), name)
     reads: tuple[int, ...] = ()
+    where = None
     if leaf is not None:
-        select, reads = sql.SQL("{} WHERE {}").format(select, leaf.seed), leaf.inputs
+        where, reads = leaf.seed, leaf.inputs
     elif kind != "whole":  # a TID scan of the kept rows, in the order of the heap
-        select = sql.SQL("{} WHERE t.ctid = ANY(ARRAY(SELECT row_id FROM {}))").format(
-            select, keep_table(table.oid)
-        )
+        where = sql.SQL("t.ctid = ANY(ARRAY(SELECT row_id FROM {}))").format(keep_table(table.oid))
         reads = (table.oid,)
+    if where is not None:
+        select = sql.SQL("{} WHERE {}").format(select, where)
     names = tuple(column.name for column in table.columns)
     planned = PlannedTable(
         table.oid, table.schema, table.name, names, select, kind, tuple(rules), leaf is not None,
-        reads,
+        reads, tuple(rules.items()), where,
     )  # fmt: skip
     return planned, outputs
 
