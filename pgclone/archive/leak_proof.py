@@ -182,7 +182,8 @@ class Tee:
         self._ready.set()
 
     def member(self, stream: str, data: bytes) -> None:
-        """A data member of the container (the container's thread)."""
+        """A member of a data stream (its prefix: ``rest``, ``data/0001``), from
+        the container's thread."""
         began = time.monotonic()
         self._put((stream, data))
         self.waited += time.monotonic() - began
@@ -229,10 +230,9 @@ class Tee:
             self.error = exc
             self.stop()
 
-    def _search(self, member: str, data: bytes) -> None:
+    def _search(self, stream: str, data: bytes) -> None:
         if self._proof.full:
             return
-        stream = containers.stream_of(member)
         if stream not in self._sinks:
             self._sinks[stream] = self._proof.open_stream(stream, self._tables.get(stream))
         self._sinks[stream].write(data)
