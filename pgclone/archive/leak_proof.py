@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from pgclone.archive import containers, custom_archive
+from pgclone.exceptions import LeakFound
 from pgclone.sharing import leaks
 
 MOST_HITS = 1000  # the dump fails anyway: the search stops there
@@ -210,6 +211,20 @@ class Tee:
         if self.error is not None:
             raise self.error
         return self._proof
+
+    def result(self) -> dict[str, Any]:
+        """:meth:`finish`, then what the job records of the proof; raises LeakFound,
+        naming where, when it found a sampled value."""
+        proof = self.finish()
+        if proof.found.hits:
+            raise LeakFound(proof.found.message("The scrubbed dump"))
+        return {
+            "sample": proof.search.size,
+            "columns": proof.search.columns,
+            "result": "passed",
+            "seconds": round(self.waited, 3),
+            "search_seconds": round(self.searching, 3),
+        }
 
     def _run(self) -> None:
         self._ready.wait()
