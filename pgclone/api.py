@@ -300,6 +300,15 @@ def verify(key_text: str) -> dict[str, Any]:
     return verifying.verify(get_storage(), keys.parse_key(key_text))
 
 
+def verify_leaks(key_text: str, database: str = "default") -> dict[str, Any]:
+    """Search a stored scrubbed dump for the current original values of its
+    scrubbed columns in ``database`` (an alias); raises LeakFound naming where
+    one was found (see ``pgclone.verifying.verify_leaks``)."""
+    from pgclone import verifying
+
+    return verifying.verify_leaks(get_storage(), keys.parse_key(key_text), database)
+
+
 def keygen() -> tuple[str, str]:
     """A new age identity (secret) and its recipient (public), for encrypted dumps."""
     from pgclone.archive import encryption

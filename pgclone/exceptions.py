@@ -101,5 +101,9 @@ class CommandFailed(PgCloneError):
         super().__init__(f"{program} exited with code {returncode}: {detail}{hint}")
 
 
+class LeakFound(PgCloneError):
+    """The leak proof found original values of scrubbed columns in the dump."""
+
+
 class NoMatchingIdentity(PgCloneError):
     """The dump is encrypted, and no age identity here can decrypt it."""

@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from pgclone import conf
-from pgclone.archive import containers, parallel_copy
+from pgclone.archive import containers, leak_proof, parallel_copy
 from pgclone.exceptions import CommandFailed
 from pgclone.pg import driver, postgres, programs
 from pgclone.pg.driver import sql
-from pgclone.sharing import planned_dump, plans, subset
+from pgclone.sharing import leaks, planned_dump, plans, subset
 
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
@@ -85,6 +85,7 @@ class ContainerPipe:
 
     def __init__(self, depth: int = SOURCE_WRITES) -> None:
         self.rows: dict[tuple[str, str], int] = {}
+        self.proof: dict[str, Any] | None = None  # the leak proof's, once it passed
         self.error: BaseException | None = None
         self._items: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = False  # by the reader: the writer stops
@@ -209,6 +210,8 @@ class Writer:
         self.sessions = parallel_copy.Sessions()
         self.members: queue.Queue = queue.Queue(maxsize=QUEUE_MEMBERS)
         self.failures: list[BaseException] = []
+        self.header = header("", plan, self.encoding)
+        self.tee = leak_proof.Tee(self.header) if leaks.wanted(plan) else None
 
     # Any thread -------------------------------------------------------------------
 
@@ -221,6 +224,8 @@ class Writer:
         raise parallel_copy.Stopped
 
     def stop(self) -> None:
+        if self.tee is not None:
+            self.tee.stop()
         self.sessions.cancel()
         with contextlib.suppress(driver.Error):
             self.cursor.connection.cancel()
@@ -231,8 +236,9 @@ class Writer:
         programs.adopt_children(self.children)
         try:
             tar = containers.TarWriter(self.source.write)
-            tar.json(containers.PLAN, header(config_name, self.plan, self.encoding))
+            tar.json(containers.PLAN, {**self.header, "config": config_name})
             self.write_data(tar)
+            self.prove()
             tar.copy(containers.POST_DATA, self.started.post_data.stdout)
             programs.ended(self.started.post_data)
             tar.close()
@@ -268,11 +274,18 @@ class Writer:
                 count = counts.get(stream, 0)
                 tar.member(f"{stream}/{count:06d}", data)
                 counts[stream] = count + 1
+                if self.tee is not None:
+                    self.tee.member(stream, data)
         finally:
             if running:
                 self.stop()
             for thread in threads:
                 thread.join(JOIN_TIMEOUT)
+
+    def prove(self) -> None:
+        """The leak proof's end, once every data member was handed to it."""
+        if self.tee is not None:
+            self.source.proof = self.tee.result()
 
     def start_producers(self) -> list[threading.Thread]:
         """The producers of the data streams, started at once (the cursor is
@@ -346,6 +359,10 @@ class Writer:
 
         try:
             plans.prepare(self.cursor, self.plan, self.key, on_final=on_final)
+            if self.tee is not None:  # the kept rows are known: their values sampled
+                began = time.monotonic()
+                search = leaks.Search(leaks.sample(self.cursor, self.plan))
+                self.tee.start(search, time.monotonic() - began)
             for index, table in [*pending.items(), *driven]:
                 if self.sessions.stopped:
                     raise parallel_copy.Stopped

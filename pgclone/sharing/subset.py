@@ -50,6 +50,9 @@ class PlannedTable:
     reads: tuple[int, ...] = ()  # the tables whose kept rows ``select`` reads (by oid)
     keys: tuple[int, ...] = ()  # those of them whose kept keys it reads, not only row ids
     nulled: tuple[str, ...] = ()  # its cut keys, NULL where what they reference is left out
+    # each scrubbed column's rules, and the condition on ``t`` of the rows kept (None: all)
+    rules: tuple[tuple[str, tuple[scrub.Rule, ...]], ...] = ()
+    rows: sql.Composable | None = None
 
     @property
     def transformed(self) -> bool:
@@ -229,18 +232,20 @@ def _planned(
     select = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(values), name)
     reads: tuple[int, ...] = ()
     keys = tuple(parent for parent, _ in nulls.values())
+    where = None
     if leaf is not None:
-        select, reads = sql.SQL("{} WHERE {}").format(select, leaf.seed), leaf.inputs
+        where, reads = leaf.seed, leaf.inputs
         keys += leaf.inputs
     elif kind != "whole":  # a TID scan of the kept rows, in the order of the heap
-        select = sql.SQL("{} WHERE t.ctid = ANY(ARRAY(SELECT row_id FROM {}))").format(
-            select, keep_table(table.oid)
-        )
+        where = sql.SQL("t.ctid = ANY(ARRAY(SELECT row_id FROM {}))").format(keep_table(table.oid))
         reads = (table.oid,)
+    if where is not None:
+        select = sql.SQL("{} WHERE {}").format(select, where)
     names = tuple(column.name for column in table.columns)
     planned = PlannedTable(
         table.oid, table.schema, table.name, names, select, kind, tuple(rules), leaf is not None,
         tuple(dict.fromkeys(reads + keys)), tuple(dict.fromkeys(keys)), tuple(nulls),
+        tuple(rules.items()), where,
     )  # fmt: skip
     return planned, outputs
 
