@@ -80,6 +80,28 @@ class Ratio(Measure):
 
 
 @dataclass(frozen=True)
+class WithoutPart(Measure):
+    """A timing over itself less a part of it (the leak proof in a scrubbed dump):
+    how much longer the whole is for that part."""
+
+    total: str
+    part: str
+
+    def __call__(self, m: Measured) -> float | None:
+        total, part = m.median(self.total), m.median(self.part)
+        return ratio(total, total - part) if total is not None and part is not None else None
+
+    def describe(self) -> str:
+        return f"median `{self.total}` / (median `{self.total}` - median `{self.part}`)"
+
+    def detail(self, m: Measured) -> str:
+        return (
+            f"{fmt(m.median(self.part))} s of {fmt(m.median(self.total))} s; the search "
+            f"thread's own {fmt(m.median(self.part.replace('_proof_', '_search_')))} s"
+        )
+
+
+@dataclass(frozen=True)
 class SizeRatio(Measure):
     """One dump's size over another's (the run's ``extra["sizes"]``)."""
 

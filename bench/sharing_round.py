@@ -34,6 +34,10 @@ def sharing_round(bench: Bench, main: Worker) -> None:
             )
             keys[label] = job["key"]
             results[label] = job["result"]
+            proof = job["result"].get("leak_proof")
+            if proof:  # what the dump waited for its leak proof, and the search's own time
+                bench.record(f"{label}_proof_s", proof["seconds"])
+                bench.record(f"{label}_search_s", proof["search_seconds"])
             sizes[f"{label}_dump"] = job["result"].get("size")
 
         return go

@@ -26,6 +26,7 @@ from bench.measures import (
     Peak,
     Ratio,
     SizeRatio,
+    WithoutPart,
     fmt,
     ratio,
 )
@@ -180,6 +181,31 @@ TARGETS: list[Target] = [
         "events' payload session and note) against the plain dump, alternately, one worker",
         Ratio("scrubbed_dump_s", "sharing_plain_dump_s"),
         1.3,
+        "x",
+    ),
+    Target(
+        "scrubbed dump / its leak proof",
+        "the scrubbed dump's time over that time less what it waited for its leak proof "
+        "(the sample, the search where slower than the data, its end: the job's "
+        "`leak_proof.seconds`)",
+        WithoutPart("scrubbed_dump_s", "scrubbed_proof_s"),
+        1.15,
+        "x",
+    ),
+    Target(
+        "scrubbed dump / pg_dump -Z0 floor",
+        "`pgclone dump --config scrubbed --wait` against `pg_dump -Fc -Z0 > /dev/null` "
+        "(the dump round's floor)",
+        Ratio("scrubbed_dump_s", "floor_dump_s"),
+        2.0,
+        "x",
+    ),
+    Target(
+        "subset dump / pg_dump -Z0 floor",
+        "`pgclone dump --config subset --wait` against `pg_dump -Fc -Z0 > /dev/null` "
+        "(the dump round's floor)",
+        Ratio("subset_dump_s", "floor_dump_s"),
+        0.65,
         "x",
     ),
     Target(

@@ -22,6 +22,7 @@ from pgclone.exceptions import (
 )
 from pgclone.models import Job
 from pgclone.pg import job_tables, postgres, privileges
+from pgclone.sharing import requirement
 from pgclone.steps import options, workflow_for
 
 # Re-exported: the command and the admin list what `restore :…` can copy through the API.
@@ -194,12 +195,15 @@ def trial_restore(
 
 
 def _refuse_unscrubbed(storage: Storage, resolved: Any) -> None:
-    """``require_scrubbed``: refused when asked (the worker's fetch checks again)."""
-    if resolved.require_scrubbed and resolved.source.is_dump:
-        from pgclone.archive import planned_restore
-
-        stored = storage.complete_manifest(keys.parse_key(resolved.source.key))
-        planned_restore.refuse_unscrubbed(stored, resolved.config)
+    """``require_scrubbed`` (PGCLONE_REQUIRE_SCRUBBED, or the restore config's):
+    refused when asked (the worker's fetch checks again)."""
+    if not requirement.in_force(resolved.require_scrubbed):
+        return
+    source = resolved.source
+    manifest = storage.complete_manifest(keys.parse_key(source.key)) if source.is_dump else None
+    requirement.refuse(
+        source, manifest, resolved.database_name, resolved.config, resolved.require_scrubbed
+    )
 
 
 def verify_latest(
@@ -294,6 +298,15 @@ def verify(key_text: str) -> dict[str, Any]:
     from pgclone import verifying
 
     return verifying.verify(get_storage(), keys.parse_key(key_text))
+
+
+def verify_leaks(key_text: str, database: str = "default") -> dict[str, Any]:
+    """Search a stored scrubbed dump for the current original values of its
+    scrubbed columns in ``database`` (an alias); raises LeakFound naming where
+    one was found (see ``pgclone.verifying.verify_leaks``)."""
+    from pgclone import verifying
+
+    return verifying.verify_leaks(get_storage(), keys.parse_key(key_text), database)
 
 
 def keygen() -> tuple[str, str]:

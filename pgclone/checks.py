@@ -318,6 +318,46 @@ def check_scrub_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
     ]
 
 
+@checks.register("pgclone")
+def check_require_scrubbed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """require_scrubbed believes only signed manifests: without a signing key it
+    would refuse every dump, so say so at startup."""
+    if conf.signing_key():
+        return []
+    hint = (
+        "Set PGCLONE_SIGNING_KEY, the same secret on the machines that dump: only a "
+        "signed manifest proves a dump was scrubbed (whoever can write to the storage "
+        "can write 'scrubbed' into one)."
+    )
+    found = []
+    if conf.require_scrubbed():
+        found.append(
+            checks.Error(
+                "PGCLONE_REQUIRE_SCRUBBED is on, but PGCLONE_SIGNING_KEY is not set: every "
+                "restore and trial restore of a dump would be refused.",
+                hint=hint,
+                id="pgclone.E040",
+            )
+        )
+    defined = conf.restore_configs()
+    for name in defined if isinstance(defined, dict) else ():
+        try:
+            required = configs.restore_config(name).require_scrubbed
+        except PgCloneError:  # pgclone.E003 says what is wrong with it
+            continue
+        if required:
+            found.append(
+                checks.Error(
+                    f"{configs.RESTORE_SETTING}[{name!r}] has require_scrubbed, but "
+                    "PGCLONE_SIGNING_KEY is not set: every restore of a dump with it would "
+                    "be refused.",
+                    hint=hint,
+                    id="pgclone.E041",
+                )
+            )
+    return found
+
+
 @checks.register("pgclone", checks.Tags.database)
 def check_template_database(
     app_configs: Any = None, databases: Any = None, **kwargs: Any

@@ -95,6 +95,13 @@ def allow_unsigned() -> bool:
     return bool(_get("PGCLONE_ALLOW_UNSIGNED", False))
 
 
+def require_scrubbed() -> bool:
+    """True: every restore and trial restore takes only scrubbed dumps with a signed
+    manifest, whatever its restore config (and, of the databases on the server, only
+    the live one's :previous and :current)."""
+    return bool(_get("PGCLONE_REQUIRE_SCRUBBED", False))
+
+
 def encryption_recipients() -> Any:
     """age public keys (``age1…``) every new dump is encrypted to; empty encrypts nothing.
     A list of strings (the system check pgclone.E010 says otherwise)."""

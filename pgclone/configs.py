@@ -20,7 +20,7 @@ from django.dispatch import receiver
 from pgclone import conf, hooks
 from pgclone.archive import encryption
 from pgclone.exceptions import ConfigurationError, InvalidInput, PgCloneError
-from pgclone.sharing import personal
+from pgclone.sharing import personal, references
 from pgclone.sharing import sections as sharing
 from pgclone.storage import keys
 
@@ -34,6 +34,8 @@ DUMP_KEYS = {
     "scrub",
     "subset",
     "encryption_recipients",
+    "references",
+    "null_keys",
 }
 RESTORE_KEYS = {"pre_swap_hooks", "reversible", "require_scrubbed"}
 
@@ -50,11 +52,19 @@ class DumpConfig:
     subset: tuple[sharing.SubsetRoot, ...] = ()
     # None: PGCLONE_ENCRYPTION_RECIPIENTS applies; () : this config's dumps are not encrypted.
     encryption_recipients: tuple[str, ...] | None = None
+    # 'references' and 'null_keys' (pgclone.sharing.references), for a subset
+    references: tuple[references.Declared, ...] = ()
+    null_keys: tuple[references.End, ...] = ()
 
     @property
     def sharing(self) -> sharing.Sharing:
         """What this config asks of the data (the part pgclone.sharing reads)."""
-        return sharing.Sharing(scrub=self.scrub, subset=self.subset)
+        return sharing.Sharing(
+            scrub=self.scrub,
+            subset=self.subset,
+            references=self.references,
+            null_keys=self.null_keys,
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,10 @@ def dump_config(name: str | None = None) -> DumpConfig:
     recipients = config.get("encryption_recipients")
     if recipients is not None:
         recipients = encryption.checked_recipients(recipients, f"{where}['encryption_recipients']")
+    subset = sharing.parse_subset(config.get("subset") or {}, f"{where}['subset']")
+    declared, null_keys = references.parse(
+        config.get("references"), config.get("null_keys"), where, bool(subset)
+    )
     return DumpConfig(
         name=name,
         exclude_models=tuple(models),
@@ -115,8 +129,10 @@ def dump_config(name: str | None = None) -> DumpConfig:
         keep_last=keep_last,
         keep_days=keep_days,
         scrub=sharing.parse_scrub(config.get("scrub"), f"{where}['scrub']"),
-        subset=sharing.parse_subset(config.get("subset") or {}, f"{where}['subset']"),
+        subset=subset,
         encryption_recipients=recipients,
+        references=declared,
+        null_keys=null_keys,
     )
 
 

@@ -52,7 +52,7 @@ class PrivilegedRestoreRefused(RestoreRefused, ConfigurationError):
 
 
 class UnscrubbedDumpRefused(RestoreRefused, InvalidInput):
-    """The restore config requires a scrubbed dump (require_scrubbed), and this one is not."""
+    """Only scrubbed dumps are restored here (require_scrubbed), and this is not one."""
 
 
 class JobNotFound(PgCloneError):
@@ -99,6 +99,10 @@ class CommandFailed(PgCloneError):
         )
         hint = f"\n{LOCKED_HINT}" if locked else ""
         super().__init__(f"{program} exited with code {returncode}: {detail}{hint}")
+
+
+class LeakFound(PgCloneError):
+    """The leak proof found original values of scrubbed columns in the dump."""
 
 
 class NoMatchingIdentity(PgCloneError):

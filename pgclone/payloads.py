@@ -136,6 +136,8 @@ class Manifest:
     scrubbed: bool = False
     subset: bool = False
     plan: dict[str, Any] | None = None
+    # A scrubbed dump's leak proof: {"sample", "columns", "result"}; None before it was made.
+    leak_proof: dict[str, Any] | None = None
     version: int = VERSION
     # Fields this version doesn't know (a newer pgclone's): kept, and signed, as they are.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -158,7 +160,7 @@ class Manifest:
         data["exclude_models"] = list(self.exclude_models)
         data["excluded_tables"] = list(self.excluded_tables)
         optional = ("signature", "signing_key_id", "raw_size", "tables", "encryption")
-        for name in (*optional, "plaintext_sha256", "plan"):
+        for name in (*optional, "plaintext_sha256", "plan", "leak_proof"):
             if data[name] is None:
                 del data[name]  # as manifests without them were written
         return {**self.extra, **data}

@@ -20,10 +20,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from pgclone import payloads
-from pgclone.archive import containers, encryption, planned_restore, streams
-from pgclone.exceptions import DumpDamaged, NoMatchingIdentity
-from pgclone.pg import postgres, programs
+from pgclone import configs, payloads
+from pgclone.archive import containers, encryption, leak_proof, planned_restore, streams
+from pgclone.exceptions import (
+    ConfigurationError,
+    DumpDamaged,
+    InvalidInput,
+    LeakFound,
+    NoMatchingIdentity,
+)
+from pgclone.pg import postgres, programs, search_path
+from pgclone.sharing import leaks, planned_dump
 from pgclone.storage import Storage, keys, signing
 
 Table = tuple[str, str]  # (schema, name)
@@ -114,6 +121,52 @@ def _verify_planned(
             for table in planned
         },
     }
+
+
+def verify_leaks(storage: Storage, key: keys.DumpKey, alias: str = "default") -> dict[str, Any]:
+    """The leak proof of a stored scrubbed dump, against the current values of
+    the source database (``alias``): the dump's config's scrubbed columns,
+    sampled from every row (not only those the dump kept), searched in its
+    data. Raises LeakFound naming where a value was found; returns the sample."""
+    manifest = storage.complete_manifest(key)
+    signing.check(key, manifest)
+    parsed = payloads.Manifest.from_dict(manifest)
+    if parsed.format not in containers.FORMATS or not parsed.scrubbed:
+        raise InvalidInput(
+            f"Dump {key} is not scrubbed: --leaks searches a scrubbed dump for the original "
+            "values of its scrubbed columns."
+        )
+    checks: dict[str, Any] = {
+        "expected_sha256": parsed.sha256,
+        "expected_raw_size": parsed.raw_size,
+        "on_progress": lambda _: None,
+    }
+    if parsed.encrypted:  # NoMatchingIdentity: nothing to search without one
+        checks["identities"] = encryption.identities_for(parsed.recipients, f"Dump {key}")
+        checks["expected_plaintext_sha256"] = parsed.plaintext_sha256
+    sharing = configs.retention_of(parsed.config).sharing
+    if sharing.scrub is None:
+        raise ConfigurationError(
+            f"Dump {key} was made with the config {parsed.config!r}, which has no 'scrub' "
+            "here: --leaks takes the columns to sample from its rules."
+        )
+    conn = postgres.conn_info(alias)
+    plan = planned_dump.make_plan(conn, sharing, [], search_path.project_path(conn))
+    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+        search = leaks.Search(leaks.sample(cursor, plan, kept=False))
+    proof = leak_proof.Proof(search)
+    router = planned_restore.Router(proof.open_stream)
+    with storage.open(key) as source:
+        try:
+            streams.decompress(source, router.write, **checks)
+        except BaseException:
+            router.abort()
+            raise
+        router.finish()
+    if proof.found.hits:
+        raise LeakFound(proof.found.message(f"Dump {key}"))
+    same_rules = (parsed.plan or {}).get("digest") == plan.digest
+    return {"sample": search.size, "columns": search.columns, "same_rules": same_rules}
 
 
 # An identifier as pg_dump writes it: double-quoted when it needs to be.

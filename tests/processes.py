@@ -102,6 +102,9 @@ def start_worker(
 
     try:
         wait_for(ready, timeout=60, what="the Celery worker")
+    except BaseException:
+        stop_worker(worker)  # a worker that never answered leaves nothing either
+        raise
     finally:
         pinger.close()
     return worker

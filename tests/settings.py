@@ -136,6 +136,9 @@ PGCLONE_SIGNING_KEY = os.environ.get("PGCLONE_TEST_SIGNING_KEY") or None
 PGCLONE_SIGNING_KEY_FALLBACKS = json.loads(
     os.environ.get("PGCLONE_TEST_SIGNING_KEY_FALLBACKS", "[]")
 )
+PGCLONE_ALLOW_UNSIGNED = os.environ.get("PGCLONE_TEST_ALLOW_UNSIGNED") == "1"
+# tests/integration/test_require_scrubbed.py's workers and commands take scrubbed dumps only.
+PGCLONE_REQUIRE_SCRUBBED = os.environ.get("PGCLONE_TEST_REQUIRE_SCRUBBED") == "1"
 PGCLONE_NOTIFY_WEBHOOK = os.environ.get("PGCLONE_TEST_NOTIFY_WEBHOOK") or None
 PGCLONE_CELERY_QUEUE = os.environ.get("PGCLONE_TEST_CELERY_QUEUE") or None
 # The encryption tests start workers with identities of their own

@@ -130,7 +130,7 @@ def dump_rows(info: DumpInfo) -> list[tuple[str, str]]:
     size = info.size_text
     if manifest.raw_size:
         size += f" ({humanize.human_bytes(manifest.raw_size)} uncompressed)"
-    holds = [flag for flag in info.flags if flag in ("scrubbed", "subset")]
+    holds = [flag for flag in offers.data_flags(info) if flag != "rows-excluded"]
     if manifest.excluded_tables:
         holds.append(f"rows left out of {', '.join(manifest.excluded_tables)}")
     recipients = len(manifest.recipients)

@@ -15,10 +15,11 @@ from django.db import router
 from django.utils import timezone
 
 from pgclone import api, conf
-from pgclone.exceptions import DumpNotFound, PgCloneError
+from pgclone.exceptions import DumpNotFound, PgCloneError, RestoreRefused
 from pgclone.models import Job
 from pgclone.payloads import Manifest
 from pgclone.pg import accounts, databases, postgres
+from pgclone.sharing import requirement
 from pgclone.storage import get_storage, keys
 from pgclone.storage.base import DumpInfo
 
@@ -38,21 +39,38 @@ def postgres_aliases() -> list[tuple[str, str]]:
 def copies(alias: str) -> tuple[list[str], list[str]]:
     """What the admin offers to restore into ``alias`` from the server itself: the
     copies an undo or a redo goes back to (``:previous``, ``:current``, when they
-    exist), and other databases (``:NAME``) only when PGCLONE_LOCAL_SOURCES lists them."""
+    exist), and other databases (``:NAME``) only when PGCLONE_LOCAL_SOURCES lists them
+    (never with PGCLONE_REQUIRE_SCRUBBED)."""
     kept = {f":{which}" for which in databases.COPY_SUFFIXES}
     targets = [target for target, _ in api.local_sources(alias)]
     others = [target for target in targets if target not in kept]
     return (
         [target for target in targets if target in kept],
-        others if conf.local_sources() is not None else [],
+        others if conf.local_sources() is not None and not conf.require_scrubbed() else [],
     )
+
+
+def unrequired(info: DumpInfo) -> str:
+    """With PGCLONE_REQUIRE_SCRUBBED, why the admin neither offers nor takes this dump."""
+    return requirement.dump_refusal(info.key, info.manifest) if conf.require_scrubbed() else ""
 
 
 def restorable_dumps(infos: Iterable[DumpInfo]) -> list[DumpInfo]:
     """The dumps of ``infos`` the admin offers to restore: the dumps page's buttons
     and the only keys the restore form takes. One place, so that a rule about
     which dumps may be restored here applies to both."""
-    return [info for info in infos if not info.damaged]
+    return [info for info in infos if not info.damaged and not unrequired(info)]
+
+
+def data_flags(info: DumpInfo) -> list[str]:
+    """What a dump did to the data, in ``ls --long``'s words: scrubbed (as the one
+    rule counts it), subset, rows-excluded."""
+    done = (
+        ("scrubbed", requirement.counts_as_scrubbed(info.manifest)),
+        ("subset", info.manifest.get("subset")),
+        ("rows-excluded", info.manifest.get("excluded_tables")),
+    )
+    return [word for word, did in done if did]
 
 
 def offered_dump(key: str) -> DumpInfo:
@@ -64,6 +82,8 @@ def offered_dump(key: str) -> DumpInfo:
         raise DumpNotFound(f"There is no complete dump {key} in the storage.")
     if found[0].damaged:
         raise DumpNotFound(found[0].damaged)
+    if unrequired(found[0]):
+        raise RestoreRefused(unrequired(found[0]))
     if not restorable_dumps(found):
         raise DumpNotFound(f"Dump {key} is not offered for restores here.")
     return found[0]
@@ -78,6 +98,11 @@ def offered_problem(key: str, alias: str) -> str:
             return ""
         if key[1:] in databases.COPY_SUFFIXES:
             return f"There is no {key} copy of {alias!r} to go back to."
+        if conf.require_scrubbed():
+            return (
+                f"{key!r} is not offered here: PGCLONE_REQUIRE_SCRUBBED is on, and of the "
+                "databases on the server only this one's :previous and :current are restored."
+            )
         return (
             f"{key!r} is not offered here: the admin copies only the databases listed in "
             "PGCLONE_LOCAL_SOURCES that exist on the server."

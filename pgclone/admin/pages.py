@@ -81,8 +81,9 @@ def _row(info: DumpInfo, restorable: set[str]) -> dict[str, Any]:
         "info": info,
         "trial": trial,
         "trial_text": trial_text(trial),
-        "data": ", ".join(f for f in info.flags if f not in ("signed", "encrypted")) or "-",
+        "data": ", ".join(offers.data_flags(info)) or "-",
         "failed": failed_restores(str(info.key)),
+        "refused": offers.unrequired(info),
         "restore_url": restore_url(str(info.key)) if str(info.key) in restorable else "",
     }
 

@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from pgclone import conf
-from pgclone.archive import containers, parallel_copy
+from pgclone.archive import containers, leak_proof, parallel_copy
 from pgclone.exceptions import CommandFailed
 from pgclone.pg import driver, postgres, programs
 from pgclone.pg.driver import sql
-from pgclone.sharing import planned_dump, plans, subset
+from pgclone.sharing import leaks, planned_dump, plans, subset
 
 JOIN_TIMEOUT = 30
 POLL_SECONDS = 0.2
@@ -85,6 +85,7 @@ class ContainerPipe:
 
     def __init__(self, depth: int = SOURCE_WRITES) -> None:
         self.rows: dict[tuple[str, str], int] = {}
+        self.proof: dict[str, Any] | None = None  # the leak proof's, once it passed
         self.error: BaseException | None = None
         self._items: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = False  # by the reader: the writer stops
@@ -209,6 +210,8 @@ class Writer:
         self.sessions = parallel_copy.Sessions()
         self.members: queue.Queue = queue.Queue(maxsize=QUEUE_MEMBERS)
         self.failures: list[BaseException] = []
+        self.header = header("", plan, self.encoding)
+        self.tee = leak_proof.Tee(self.header) if leaks.wanted(plan) else None
 
     # Any thread -------------------------------------------------------------------
 
@@ -221,6 +224,8 @@ class Writer:
         raise parallel_copy.Stopped
 
     def stop(self) -> None:
+        if self.tee is not None:
+            self.tee.stop()
         self.sessions.cancel()
         with contextlib.suppress(driver.Error):
             self.cursor.connection.cancel()
@@ -231,8 +236,9 @@ class Writer:
         programs.adopt_children(self.children)
         try:
             tar = containers.TarWriter(self.source.write)
-            tar.json(containers.PLAN, header(config_name, self.plan, self.encoding))
+            tar.json(containers.PLAN, {**self.header, "config": config_name})
             self.write_data(tar)
+            self.prove()
             tar.copy(containers.POST_DATA, self.started.post_data.stdout)
             programs.ended(self.started.post_data)
             tar.close()
@@ -268,18 +274,25 @@ class Writer:
                 count = counts.get(stream, 0)
                 tar.member(f"{stream}/{count:06d}", data)
                 counts[stream] = count + 1
+                if self.tee is not None:
+                    self.tee.member(stream, data)
         finally:
             if running:
                 self.stop()
             for thread in threads:
                 thread.join(JOIN_TIMEOUT)
 
+    def prove(self) -> None:
+        """The leak proof's end, once every data member was handed to it."""
+        if self.tee is not None:
+            self.source.proof = self.tee.result()
+
     def start_producers(self) -> list[threading.Thread]:
         """The producers of the data streams, started at once (the cursor is
         this thread's until they start)."""
         driven, ranged, kept = [], [], []
         for index, table in self.tables:
-            if table.kind != "whole":
+            if table.reads:  # a subset's, or one with keys cut: after the kept rows
                 kept.append((index, table))
                 continue
             ranges = parallel_copy.ranges_of(self.cursor, table, self.jobs)
@@ -346,6 +359,10 @@ class Writer:
 
         try:
             plans.prepare(self.cursor, self.plan, self.key, on_final=on_final)
+            if self.tee is not None:  # the kept rows are known: their values sampled
+                began = time.monotonic()
+                search = leaks.Search(leaks.sample(self.cursor, self.plan))
+                self.tee.start(search, time.monotonic() - began)
             for index, table in [*pending.items(), *driven]:
                 if self.sessions.stopped:
                     raise parallel_copy.Stopped
@@ -401,11 +418,11 @@ class Writer:
         cursor = self.cursor
         helper.stdin.write(parallel_copy.opening(cursor, self.snapshot, self.key, plans.SETTINGS))
         for oid in table.reads:  # a TID scan reads row_id only, a leaf the keys
-            keep = subset.keep_table(oid)
-            into = sql.SQL("{}" if table.leaf else "{} (row_id)").format(keep)
+            keep, keys = subset.keep_table(oid), oid in table.keys
+            into = sql.SQL("{}" if keys else "{} (row_id)").format(keep)
             copy_in = sql.SQL("{};\nCOPY {} FROM STDIN;\n").format(self.creates[oid], into)
             helper.stdin.write(copy_in.as_string(cursor).encode())
-            rows = sql.SQL("{}" if table.leaf else "(SELECT row_id FROM {})").format(keep)
+            rows = sql.SQL("{}" if keys else "(SELECT row_id FROM {})").format(keep)
             copy_out = sql.SQL("COPY {} TO STDOUT").format(rows)
             driver.copy_out(cursor, copy_out, helper.stdin.write)  # C to C with psycopg2
             helper.stdin.write(b"\\.\n")

@@ -97,7 +97,7 @@ def ranges_of(cursor: driver.Cursor, table: subset.PlannedTable, jobs: int) -> l
     """The ranges ``table`` is copied in, one psql session each: none when the
     main session copies it (a subset table, a small heap), one for a mid-sized
     heap, up to ``jobs`` from ``MIN_BYTES`` (from PostgreSQL 14: TID Range Scans)."""
-    if table.kind != "whole":
+    if table.reads:  # it reads kept rows: copied once they are found
         return []
     cursor.execute(
         "SELECT pg_relation_size(%s::oid::regclass), current_setting('block_size')::bigint, "

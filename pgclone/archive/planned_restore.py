@@ -25,20 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from pgclone.archive import containers, restore_lists, streams
-from pgclone.exceptions import DumpDamaged, UnscrubbedDumpRefused
+from pgclone.exceptions import DumpDamaged
 from pgclone.pg import driver, extensions, postgres, programs
 from pgclone.pg.driver import sql
 from pgclone.sharing import plans
 from pgclone.storage.local import open_private
-
-
-def refuse_unscrubbed(manifest: dict[str, Any], config: str) -> None:
-    """A restore config with ``require_scrubbed`` takes only scrubbed dumps."""
-    if not manifest.get("scrubbed"):
-        raise UnscrubbedDumpRefused(
-            f"Dump {manifest.get('key')} is not scrubbed, and the restore config {config!r} "
-            "has require_scrubbed: restore a dump made with a config that has 'scrub'."
-        )
 
 
 def copy_in_statement(table: dict[str, Any]) -> sql.Composable:

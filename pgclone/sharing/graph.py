@@ -2,15 +2,22 @@
 (see :mod:`pgclone.sharing.subset`), which foreign keys choose a table's rows
 and which bring the rows they reference, which tables are leaves, and in what
 order the fixed point's statements run. Pure functions of the catalog's
-foreign keys, unit-tested without a database."""
+foreign keys (and references followed as nullable ones), unit-tested without a database."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol, TypeVar
 
-from pgclone.pg.catalog import ForeignKey
-
 KINDS = ("root", "down", "up", "filtered")
+
+
+class Edge(Protocol):
+    """What the graph reads of a foreign key (pgclone.pg.catalog.ForeignKey) or
+    of a reference followed as one (pgclone.sharing.relations.Reference)."""
+
+    child: int
+    parent: int
+    nullable: bool
 
 
 class Statement(Protocol):
@@ -24,7 +31,7 @@ class Statement(Protocol):
 S = TypeVar("S", bound=Statement)
 
 
-def classify(fks: list[ForeignKey], roots: set[int]) -> dict[int, str]:
+def classify(fks: list[Edge], roots: set[int]) -> dict[int, str]:
     """Each table connected to a root, with its kind (see the module's docstring)."""
     down = closure(roots, [fk for fk in fks if not fk.nullable], upward=False)
     up = closure(down, fks, upward=True) - down
@@ -36,7 +43,7 @@ def classify(fks: list[ForeignKey], roots: set[int]) -> dict[int, str]:
     return kinds
 
 
-def closure(start: set[int], fks: list[ForeignKey], *, upward: bool) -> set[int]:
+def closure(start: set[int], fks: list[Edge], *, upward: bool) -> set[int]:
     found = set(start)
     changed = True
     while changed:
@@ -49,7 +56,7 @@ def closure(start: set[int], fks: list[ForeignKey], *, upward: bool) -> set[int]
     return found
 
 
-def filters(fks: list[ForeignKey], kinds: dict[int, str], oid: int) -> list:
+def filters(fks: list[Edge], kinds: dict[int, str], oid: int) -> list:
     """The foreign keys that choose a down or filtered table's rows: a row is kept
     when what each of them references is kept."""
     kind = kinds[oid]
@@ -63,7 +70,7 @@ def filters(fks: list[ForeignKey], kinds: dict[int, str], oid: int) -> list:
     ]
 
 
-def pulls(fks: list[ForeignKey], kinds: dict[int, str]) -> list:
+def pulls(fks: list[Edge], kinds: dict[int, str]) -> list:
     """The foreign keys along which kept rows bring the rows they reference.
 
     Along a down table's own filter the rows referenced are kept already, unless
@@ -81,15 +88,16 @@ def pulls(fks: list[ForeignKey], kinds: dict[int, str]) -> list:
         pulls = needed
 
 
-def leaves(steps: list[S], kinds: dict[int, str]) -> dict[int, S]:
+def leaves(steps: list[S], kinds: dict[int, str], read: set[int] = frozenset()) -> dict[int, S]:
     """The down and filtered tables whose kept rows nothing else needs (no step
-    reads them, none but their own seed adds to them: order items that pull
-    nothing, a customer's events), with the condition that keeps their rows.
+    reads them, nor what is written of the tables ``read`` reads, none but
+    their own seed adds to them: order items that pull nothing, a customer's
+    events), with the condition that keeps their rows.
 
     Their rows are chosen as they are written, by that condition: one pass over
     the table, where keeping them first would take two and an insert.
     """
-    read = {oid for step in steps for oid in step.inputs}
+    read = {*read, *(oid for step in steps for oid in step.inputs)}
     seeds = {step.output: step for step in steps if step.seed is not None}
     return {
         oid: seed

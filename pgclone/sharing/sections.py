@@ -42,6 +42,10 @@ class Sharing:
 
     scrub: tuple[FieldRules, ...] | None = None
     subset: tuple[SubsetRoot, ...] = ()
+    # what the subset follows besides foreign keys, and the keys it cuts
+    # (pgclone.sharing.references: Declared and End)
+    references: tuple = ()
+    null_keys: tuple = ()
 
     @property
     def planned(self) -> bool:

@@ -33,7 +33,7 @@ from typing import Any
 from pgclone.exceptions import ConfigurationError
 from pgclone.pg import catalog, driver
 from pgclone.pg.driver import sql
-from pgclone.sharing import graph, scrub
+from pgclone.sharing import graph, references, relations, scrub
 from pgclone.sharing import sections as sharing
 
 
@@ -48,11 +48,16 @@ class PlannedTable:
     scrubbed: tuple[str, ...] = ()
     leaf: bool = False  # its rows are chosen as they are written, not kept first
     reads: tuple[int, ...] = ()  # the tables whose kept rows ``select`` reads (by oid)
+    keys: tuple[int, ...] = ()  # those of them whose kept keys it reads, not only row ids
+    nulled: tuple[str, ...] = ()  # its cut keys, NULL where what they reference is left out
+    # each scrubbed column's rules, and the condition on ``t`` of the rows kept (None: all)
+    rules: tuple[tuple[str, tuple[scrub.Rule, ...]], ...] = ()
+    rows: sql.Composable | None = None
 
     @property
     def transformed(self) -> bool:
         """Whether its data differs from what pg_dump would write (else pg_dump can)."""
-        return self.kind != "whole" or bool(self.scrubbed)
+        return self.kind != "whole" or bool(self.scrubbed) or bool(self.nulled)
 
     def copy_statement(self) -> sql.Composable:
         return sql.SQL("COPY ({}) TO STDOUT").format(self.select)
@@ -64,23 +69,20 @@ class Keep:
     the key columns (``columns[i]`` of the table as ``k{i}``)."""
 
     oid: int
-    columns: tuple[str, ...]
+    columns: tuple[relations.Key, ...]
 
     @property
     def table(self) -> sql.Composable:
         return keep_table(self.oid)
 
-    def column(self, name: str) -> sql.Identifier:
+    def column(self, name: relations.Key) -> sql.Identifier:
         return sql.Identifier(f"k{self.columns.index(name)}")
 
     def values(self, alias: str | None) -> sql.Composable:
         """``ctid, <key columns>`` of the table's rows (under ``alias``, if any)."""
 
-        def ref(name: str) -> sql.Composable:
-            column = sql.Identifier(name)
-            return sql.SQL("{}.{}").format(sql.Identifier(alias), column) if alias else column
-
-        return sql.SQL(", ").join([ref("ctid"), *map(ref, self.columns)])
+        refs = [relations.key_ref(alias, key) for key in ("ctid", *self.columns)]
+        return sql.SQL(", ").join(refs)
 
     def create(self, table: sql.Composable) -> sql.Composable:
         names = sql.SQL(", ").join(
@@ -154,6 +156,7 @@ def make_plan(
     excluded = set(catalog.resolve(cursor, list(exclude), path).values())
     tables = {oid: t for oid, t in found.tables.items() if oid not in excluded}
     fks = [fk for fk in found.foreign_keys if excluded.isdisjoint((fk.child, fk.parent))]
+    fks, cut = relations.edges(cursor, asked, found, tables, fks, path, excluded)
     models = [r.model for r in asked.subset] + [r.model for r in asked.scrub or ()]
     oids = _model_tables(cursor, models, path)
     for label, oid in oids.items():
@@ -169,20 +172,15 @@ def make_plan(
                 f"The subset root {root.model} is left out of the dump (exclude_models, or it "
                 "references a model that is): remove one of the two."
             )
-    kinds = graph.classify(fks, set(roots))
-    for fk in fks:
-        if fk.into_partition and (fk.child in kinds or fk.parent in kinds):
-            raise ConfigurationError(
-                f"The subset reaches {tables[fk.child].label}, whose foreign key references a "
-                "partitioned table: subsets don't follow such keys yet."
-            )
-    keeps = _keeps(kinds, fks)
+    kinds = _classify(fks, set(roots), tables)
+    keeps = _keeps(kinds, fks, cut)
     steps = _steps(tables, fks, kinds, keeps)
-    leaves = graph.leaves(steps, kinds)
+    leaves = graph.leaves(steps, kinds, read={fk.parent for fk in cut})
+    nulls = relations.nulled(cut, kinds, keeps)
     heirs = _heirs(cursor, [oids[field.model] for field in asked.scrub or ()])
     rules = _table_rules(found, asked.scrub or (), oids, excluded, heirs)
     planned = [
-        _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}), leaves.get(oid))
+        _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}), leaves.get(oid), nulls)
         for oid, table in tables.items()
     ]
     setup = tuple(
@@ -194,20 +192,38 @@ def make_plan(
         setup=setup,
         steps=graph.ordered([step for step in steps if step.output not in leaves]),
         outputs=tuple(output for _, outputs in planned for output in outputs),
-        digest=sharing.digest(asked.scrub or (), asked.subset),
+        digest=references.digest(
+            sharing.digest(asked.scrub or (), asked.subset), asked.references, asked.null_keys
+        ),
     )
 
 
+def _classify(fks: list, roots: set[int], tables: dict) -> dict[int, str]:
+    kinds = graph.classify(fks, roots)
+    for fk in fks:
+        if fk.into_partition and (fk.child in kinds or fk.parent in kinds):
+            raise ConfigurationError(
+                f"The subset reaches {tables[fk.child].label}, whose foreign key references a "
+                "partitioned table: subsets don't follow such keys yet."
+            )
+    return kinds
+
+
 def _planned(
-    table: catalog.Table, kind: str, rules: dict, leaf: KeepStatement | None
+    table: catalog.Table, kind: str, rules: dict, leaf: KeepStatement | None, nulls: dict
 ) -> tuple[PlannedTable, list]:
-    """The table's SELECT (of the rows ``leaf`` keeps, for a leaf), and what its
-    sql rules need checked."""
-    values, outputs = [], []
+    """The table's SELECT (of the rows ``leaf`` keeps, for a leaf; with its cut
+    keys NULL where they reference rows left out, ``nulls``), and what its sql
+    rules need checked."""
+    values, outputs, nulls = [], [], nulls.get(table.oid, {})
     name = _table(table)
     for column in table.columns:
         ref = sql.SQL("t.{}").format(sql.Identifier(column.name))
-        if column.name in rules:
+        if column.name in nulls:
+            ref = sql.SQL("CASE WHEN {} THEN {} END AS {}").format(
+                nulls[column.name][1], ref, sql.Identifier(column.name)
+            )
+        elif column.name in rules:
             expression = scrub.render(rules[column.name], ref, column)
             if any(rule.name == "sql" for rule in rules[column.name]):
                 outputs.append((table.label, column.name, name, expression, column))
@@ -215,28 +231,34 @@ def _planned(
         values.append(ref)
     select = sql.SQL("SELECT {} FROM {} AS t").format(sql.SQL(", ").join(values), name)
     reads: tuple[int, ...] = ()
+    keys = tuple(parent for parent, _ in nulls.values())
+    where = None
     if leaf is not None:
-        select, reads = sql.SQL("{} WHERE {}").format(select, leaf.seed), leaf.inputs
+        where, reads = leaf.seed, leaf.inputs
+        keys += leaf.inputs
     elif kind != "whole":  # a TID scan of the kept rows, in the order of the heap
-        select = sql.SQL("{} WHERE t.ctid = ANY(ARRAY(SELECT row_id FROM {}))").format(
-            select, keep_table(table.oid)
-        )
+        where = sql.SQL("t.ctid = ANY(ARRAY(SELECT row_id FROM {}))").format(keep_table(table.oid))
         reads = (table.oid,)
+    if where is not None:
+        select = sql.SQL("{} WHERE {}").format(select, where)
     names = tuple(column.name for column in table.columns)
     planned = PlannedTable(
         table.oid, table.schema, table.name, names, select, kind, tuple(rules), leaf is not None,
-        reads,
+        tuple(dict.fromkeys(reads + keys)), tuple(dict.fromkeys(keys)), tuple(nulls),
+        tuple(rules.items()), where,
     )  # fmt: skip
     return planned, outputs
 
 
-def _keeps(kinds: dict[int, str], fks: list[catalog.ForeignKey]) -> dict[int, Keep]:
+def _keeps(kinds: dict[int, str], fks: list, cut: list = ()) -> dict[int, Keep]:
     """The TEMP table of each subset table, with the columns its foreign keys
-    match on: those that reference it, and those it pulls its parents by."""
-    columns: dict[int, dict[str, None]] = {oid: {} for oid in kinds}
-    for fk in fks:
+    match on: those that reference it (cut keys too: where they reference a row
+    left out, they are written NULL), and those it pulls its parents by."""
+    columns: dict[int, dict[relations.Key, None]] = {oid: {} for oid in kinds}
+    for fk in [*fks, *cut]:
         if fk.parent in columns:
             columns[fk.parent].update(dict.fromkeys(fk.parent_columns))
+    for fk in fks:
         if fk.child in columns:
             columns[fk.child].update(dict.fromkeys(fk.child_columns))
     return {oid: Keep(oid, tuple(names)) for oid, names in columns.items()}
@@ -259,6 +281,8 @@ def _steps(
             sql.SQL(", ").join(child.column(c) for c in fk.child_columns),
             child.table,
         )
+        if isinstance(fk, relations.Reference):
+            where = relations.referencing_kept(fk, child.table, child.column)
         statement = keeps[fk.parent].insert("p", _table(tables[fk.parent]), where)
         steps.append(KeepStatement(statement, (fk.child,), fk.parent))
     return steps
@@ -269,6 +293,8 @@ def _references_kept(fk: catalog.ForeignKey, parent: Keep) -> sql.Composable:
     index where it has one on the key (a bitmap scan of the kept keys, which
     reads a tenth of a table in about half the time of hashing all of its
     keys), else by a hash of the kept keys."""
+    if isinstance(fk, relations.Reference):
+        return relations.referenced_kept(fk, parent.table, parent.column)
     keys = sql.SQL(", ").join(parent.column(c) for c in fk.parent_columns)
     if fk.lookup:
         kept = sql.SQL("{} = ANY(ARRAY(SELECT {} FROM {}))").format(

@@ -79,6 +79,7 @@ class _Written:
     stats: dict[str, Any]  # streams.compress's: sizes, digests, compression
     tables: list[table_counts.TableCount]
     rows: dict[tuple[str, str], int]  # the rows of the tables a plan wrote
+    proof: dict[str, Any] | None = None  # the leak proof's sample, result and time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,7 @@ class _Archive:
 
     stream: Any
     rows: dict[tuple[str, str], int]
+    source: Any = None  # a planned dump's container: its leak proof, once read
 
 
 def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
@@ -155,7 +157,8 @@ def _write(
         raise
     jobs.update_result(job, staged=handle)  # from here on, cleanup can discard it
     progress.flush()
-    return _Written(stats, tables, dict(archive.rows))
+    proof = getattr(archive.source, "proof", None)
+    return _Written(stats, tables, dict(archive.rows), proof)
 
 
 def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written: _Written) -> None:
@@ -176,6 +179,8 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
             postgres.display_name(*table): rows for table, rows in written.rows.items()
         }
         jobs.update_result(job, format=containers.FORMAT, **described)
+    if written.proof is not None:
+        jobs.update_result(job, leak_proof=written.proof)
     message = (
         f"{human_bytes(stats['raw_size'])} dumped, "
         f"{human_bytes(stats['size'])} after {stats['compression']}"
@@ -183,6 +188,12 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
     if plan is not None:
         done = " and ".join(prepared.sharing.what_it_does())
         message += f", {done} ({len(written.rows)} tables written by pgclone's plan)"
+    if written.proof is not None:
+        proof = written.proof
+        message += (
+            f", no leak found ({proof['sample']} original values of {proof['columns']} "
+            f"scrubbed columns searched; the proof took {proof['seconds']:.2f} s)"
+        )
     if asked.encryption_recipients:
         count = len(asked.encryption_recipients)
         message += f", encrypted with age for {count} recipient{'s' * (count != 1)}"
@@ -218,7 +229,7 @@ def _archive(
             started=started,
         ) as source,
     ):  # fmt: skip
-        yield _Archive(source, source.rows)
+        yield _Archive(source, source.rows, source)
 
 
 def _with_rows_written(
@@ -283,12 +294,20 @@ def upload(job: Job) -> None:
         scrubbed=bool(result.get("scrubbed")),
         subset=bool(result.get("subset")),
         plan=result.get("plan"),
+        leak_proof=_manifest_proof(result.get("leak_proof")),
     ).to_dict()
     manifest = signing.sign(manifest)  # with PGCLONE_SIGNING_KEY: covers sha256 and sizes
     storage.complete(handle, manifest)
     jobs.update_result(job, staged=None, manifest=manifest)
     message = f"{result['key']} ({human_bytes(result['size'])})"
     jobs.set_step_message(job, "upload", message + _apply_retention(storage, job))
+
+
+def _manifest_proof(proof: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the manifest says of the leak proof: its sample and result (the job, its times)."""
+    if proof is None:
+        return None
+    return {key: proof[key] for key in ("sample", "columns", "result")}
 
 
 def _apply_retention(storage: Storage, job: Job) -> str:

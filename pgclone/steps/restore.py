@@ -35,6 +35,7 @@ from pgclone.pg import (
     postgres,
     privileges,
 )
+from pgclone.sharing import requirement
 from pgclone.steps import routing
 from pgclone.steps.restore_progress import RestoreWatch
 from pgclone.steps.restore_swap import (
@@ -68,8 +69,9 @@ def fetch(job: Job) -> None:
         with databases.maintenance(live_conn(job)) as connection:
             refuse_foreign_copies(connection, job)
     if not source.is_dump:
-        _refuse_unlisted_source(source)
         live = live_conn(job)
+        requirement.refuse(source, None, live.name, asked.config, asked.require_scrubbed)
+        _refuse_unlisted_source(source)
         with databases.maintenance(live) as connection:
             if not databases.exists(connection, source.name):
                 raise DumpNotFound(missing_database_message(source, live.name))
@@ -88,8 +90,7 @@ def fetch(job: Job) -> None:
             f"Dump {key} is of format {manifest.format!r}, which this pgclone can't restore "
             f"(it restores {', '.join(FORMATS)}): upgrade pgclone on the workers."
         )
-    if asked.require_scrubbed:
-        planned_restore.refuse_unscrubbed(stored, asked.config)
+    requirement.refuse(source, stored, "", asked.config, asked.require_scrubbed)
     _check_template(job)
     decryptable = ""
     if manifest.encrypted:  # before anything is created: can this worker decrypt it?

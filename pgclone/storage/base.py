@@ -33,7 +33,6 @@ from typing import Any, BinaryIO
 
 from pgclone.exceptions import DumpDamaged, DumpNotFound, InvalidInput
 from pgclone.humanize import human_bytes
-from pgclone.payloads import Manifest
 from pgclone.storage import keys, signing
 
 MANIFEST_SUFFIX = ".json"
@@ -60,26 +59,6 @@ class DumpInfo:
     def size_text(self) -> str:
         """In binary units, as the command shows it."""
         return human_bytes(self.size)
-
-    @property
-    def flags(self) -> list[str]:
-        """What its manifest says of it beyond its bytes (``ls --long``'s FLAGS, the
-        admin's): signed only when its signature checked here."""
-        manifest = Manifest.from_dict(self.manifest) if self.manifest else None
-        found = ["DAMAGED"] if self.damaged else []
-        found += ["signed"] if self.signed else []
-        if manifest is not None:
-            found += [
-                flag
-                for flag, present in (
-                    ("rows-excluded", manifest.excluded_tables),
-                    ("encrypted", manifest.encrypted),
-                    ("scrubbed", manifest.scrubbed),
-                    ("subset", manifest.subset),
-                )
-                if present
-            ]
-        return found
 
 
 def _damaged(key: keys.DumpKey, problem: str) -> DumpDamaged:

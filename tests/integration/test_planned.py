@@ -24,7 +24,6 @@ from pgclone import api
 from pgclone.archive import containers
 from pgclone.models import Job
 from tests.helpers import (
-    authors,
     fingerprint,
     make_dump,
     pgclone_databases,
@@ -58,7 +57,8 @@ DUMP_CONFIGS = {
     "bad_where": {"subset": {"testapp.Order": {"where": "no_such_column > 1"}}},
     "empty_root": {"subset": {"testapp.Order": {"where": "id < 0"}}},
 }
-RESTORE_CONFIGS = {"scrubbed_only": {"pre_swap_hooks": [], "require_scrubbed": True}}
+# require_scrubbed (signed dumps only) is tested in tests/integration/test_require_scrubbed.py.
+RESTORE_CONFIGS = {"no_hooks": {"pre_swap_hooks": []}}
 # What the source holds in scrubbed columns, and must be nowhere after.
 ORIGINALS = ("Real Person", "real.example", "Real Road", "likes thing", "192.0.2.", "7700 900")
 
@@ -204,7 +204,7 @@ def test_a_safe_dump_is_scrubbed_subset_verified_and_restores_unpacked(
     assert trial.returncode == 0, trial.stdout + trial.stderr
     assert "as the dump recorded" in trial.stdout
 
-    result = restore(pgclone_cli, planned_worker, local_location, key, "--config", "scrubbed_only")
+    result = restore(pgclone_cli, planned_worker, local_location, key, "--config", "no_hooks")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pg_restore --jobs=" in result.stdout
@@ -257,21 +257,6 @@ def test_a_damaged_safe_dump_fails_before_the_swap(
     assert fingerprint(target) == before and pgclone_databases() == []
 
 
-def test_require_scrubbed_refuses_a_plain_dump(planned_worker, pgclone_cli, local_location, target):
-    key = make_dump("plain-ann", local_location)
-    before = fingerprint(target)
-
-    result = restore(pgclone_cli, planned_worker, local_location, key, "--config", "scrubbed_only")
-    trial = cli(pgclone_cli, planned_worker, local_location, "verify", key, "--restore",
-                "--config", "scrubbed_only", "--wait")  # fmt: skip
-
-    for refused in (result, trial):
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert "is not scrubbed" in refused.stderr and "require_scrubbed" in refused.stderr
-    assert fingerprint(target) == before and authors(target) == ["target-only"]
-    assert {job.status for job in Job.objects.exclude(kind=Job.Kind.DUMP)} == {Job.Status.FAILED}
-
-
 def without_psql(directory: Path) -> str:
     """A PATH with every program of this one's PATH but psql."""
     directory.mkdir()
@@ -310,23 +295,6 @@ def test_a_plan_that_cannot_run_fails_the_dump_before_pg_dump(
     assert job.steps.get(name="dump").status == "failed"
     assert "raw_size" not in job.result  # nothing was dumped
     assert api.ls() == [] and not [p for p in Path(local_location).glob("**/*") if p.is_file()]
-
-
-def test_the_worker_checks_require_scrubbed_again(
-    settings, monkeypatch, local_location, target, test_database_name
-):
-    """Should the check when asked be skipped (a dump replaced under the same key),
-    fetch refuses before anything is created."""
-    key = make_dump("plain-bob", local_location)
-    settings.PGCLONE_RESTORE_CONFIGS = RESTORE_CONFIGS
-    monkeypatch.setattr(api, "_refuse_unscrubbed", lambda storage, resolved: None)
-    before = fingerprint(target)
-
-    job = api.restore(key, config="scrubbed_only", database="target", inline=True)
-
-    assert job.status == Job.Status.FAILED and "is not scrubbed" in job.error
-    assert job.steps.get(name="fetch").status == "failed"
-    assert fingerprint(target) == before and pgclone_databases() == []
 
 
 def test_the_admin_shows_what_a_dump_did_to_the_data(settings, local_location, users):

@@ -1,3 +1,4 @@
+from django.contrib.contenttypes.fields import GenericForeignKey
 from django.db import models
 
 
@@ -88,3 +89,12 @@ class Ledger(models.Model):
     class Meta:
         managed = False
         db_table = "pgclone_legacy_ledger"
+
+
+class Note(models.Model):
+    """A note on a row of any model: a generic relation, whose object id is
+    text (as Django's admin log and comments keep it). Subsets follow it."""
+
+    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.CASCADE)
+    object_id = models.CharField(max_length=40)
+    target = GenericForeignKey("content_type", "object_id")

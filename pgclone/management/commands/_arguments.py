@@ -147,12 +147,19 @@ def _verify(add_parser: Callable[..., CommandParser]) -> None:
         "keep the outcome beside the dump.",
     )
     verify.add_argument(
+        "--leaks",
+        action="store_true",
+        help="Search a scrubbed dump for the current original values of its scrubbed "
+        "columns in --database (sampled as a dump's leak proof samples them).",
+    )
+    verify.add_argument(
         "--config", help="With --restore: a name from PGCLONE_RESTORE_CONFIGS (its hooks)."
     )
     verify.add_argument(
         "--database",
         default="default",
-        help="With --restore: alias on whose server the scratch database is made.",
+        help="With --restore: alias on whose server the scratch database is made; with "
+        "--leaks: alias of the source database.",
     )
     add_run_mode(verify)
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from pgclone import health, humanize
 from pgclone.models import Job
 from pgclone.payloads import Manifest
+from pgclone.sharing import requirement
 from pgclone.storage.base import DumpInfo
 
 
@@ -51,7 +52,21 @@ def age(moment: dt.datetime, now: dt.datetime | None = None) -> str:
 
 def flags(info: DumpInfo) -> str:
     """What a dump's manifest says about it beyond its bytes."""
-    return ",".join(info.flags) or "-"
+    found = []
+    if info.damaged:
+        found.append("DAMAGED")
+    manifest = Manifest.from_dict(info.manifest) if info.manifest else None
+    if info.signed:  # its signature checked here: a field alone proves nothing
+        found.append("signed")
+    if manifest and manifest.excluded_tables:
+        found.append("rows-excluded")
+    if manifest and manifest.encrypted:
+        found.append("encrypted")
+    if manifest and requirement.counts_as_scrubbed(info.manifest):
+        found.append("scrubbed")
+    if manifest and manifest.subset:
+        found.append("subset")
+    return ",".join(found) or "-"
 
 
 def trial_cell(info: DumpInfo, now: dt.datetime | None = None) -> str:

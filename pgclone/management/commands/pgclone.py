@@ -263,6 +263,16 @@ class Command(BaseCommand):
                 }
                 self._start(api.trial_restore, request, options)
             return
+        if options["leaks"]:
+            for target in targets:
+                proof = api.verify_leaks(target, options["database"])
+                same = proof["same_rules"]
+                rules = "" if same else " (the config's rules differ from the dump's)"
+                self.stdout.write(
+                    f"{target}: no leak found: {proof['sample']} current values of "
+                    f"{proof['columns']} scrubbed columns searched{rules}."
+                )
+            return
         for target in targets:
             manifest = api.verify(target)
             if not manifest["looked_inside"]:
