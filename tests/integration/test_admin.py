@@ -82,8 +82,9 @@ def test_a_confirmed_restore_runs_and_records_who_asked(
 ):
     key = make_dump("from-admin", local_location)
     client = client_for(staff("restorer", "restore_database"))
-    page = client.get(RESTORE, {"key": key})
-    assert page.status_code == 200 and b"Type the name of the database" in page.content
+    page = client.get(RESTORE, {"key": key, "database": "target"})
+    assert page.status_code == 200
+    assert f"Type {TARGET} to confirm (the database to overwrite)" in page.content.decode()
 
     answer = client.post(RESTORE, {**restore_form(key, TARGET), "reversible": "on"})
 
@@ -179,11 +180,11 @@ def test_job_pages_link_a_dump_and_its_restores_and_offer_undo(local_location, t
     assert reverse("admin:pgclone_job_change", args=[restored.pk]) in dump_page
     assert reverse("admin:pgclone_job_change", args=[made.pk]) in restore_page
     assert f"{RESTORE}?key=%3Aprevious&amp;database=target" in restore_page
-    assert "Undo: restore :previous" in restore_page
+    assert "Undo this restore…" in restore_page
     viewer_page = client_for(staff("viewer")).get(
         reverse("admin:pgclone_job_change", args=[restored.pk])
     )
-    assert b"Undo: restore :previous" not in viewer_page.content  # may not restore
+    assert b"Undo this restore" not in viewer_page.content  # may not restore
 
 
 def test_progress_shows_a_percentage():
@@ -220,3 +221,28 @@ def test_dumps_page_shows_health_and_each_dumps_last_trial(local_location):
     assert api.trial_restore(newest, inline=True).status == Job.Status.FAILED
     page = client_for(staff("viewer2")).get(DUMPS).content.decode()
     assert f'class="error">FAIL {database}:' in page and "trial restore FAILED" in page
+
+
+def test_the_restore_form_counts_the_accounts_of_a_copy_and_says_who_kept_it(
+    local_location, target
+):
+    User.objects.create_user("keeper", password="pw", is_staff=True)  # in the dump: :current
+    User.objects.create_user("idle", password="pw", is_staff=True, is_active=False)
+    key = make_dump("kept", local_location)
+    restored = api.restore(key, database="target", reversible=True, pre_swap_hooks=[], inline=True)
+    assert restored.status == Job.Status.SUCCEEDED, restored.error
+    client = client_for(staff("restorer", "restore_database"))
+
+    pages = {
+        which: client.get(RESTORE, {"key": f":{which}", "database": "target"}).content.decode()
+        for which in ("previous", "current")
+    }
+
+    counted = "is_active and is_staff accounts counted in"
+    assert f"0 ({counted} {TARGET}__previous)" in pages["previous"]  # the target had none
+    assert f"1 ({counted} {TARGET}__current)" in pages["current"]  # the dump's active one
+    made = f"kept by restore job {str(restored.pk)[:8]} on "
+    assert made in pages["previous"] and "as it was before that restore" in pages["previous"]
+    assert made in pages["current"] and "as that restore left it" in pages["current"]
+    for page in pages.values():  # an undo or a redo keeps the copies unless unticked
+        assert 'id="id_reversible" checked' in page

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,35 +9,10 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 
 from pgclone.models import Job
+from pgclone.pg import databases
 from tests.helpers import ROOT, TARGET, authors, make_dump, pgclone_databases
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (tests/run.sh does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch a browser or a driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--no-first-run",
-        "--disable-sync", "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'profile'}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
-
 
 # Screenshots of the job page, kept for people to look at (not removed: that is their point).
 ARTIFACTS = ROOT / ".artifacts" / "admin"
@@ -87,8 +60,11 @@ def start_restore(
     confirm_restore(browser, wait, database, name, reversible=reversible)
 
 
-def confirm_restore(browser, wait, database: str, name: str, *, reversible: bool = False) -> None:
-    """The restore form: the database, the warning read, its name typed."""
+def confirm_restore(
+    browser, wait, database: str, name: str, *, reversible: bool | None = None
+) -> None:
+    """The restore form: the database, the warning read, Reversible ticked or not
+    (None: as the form has it), its name typed."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.select import Select
@@ -98,8 +74,9 @@ def confirm_restore(browser, wait, database: str, name: str, *, reversible: bool
     )
     warning = browser.find_element(By.ID, "pgclone-restore-users").text
     assert "Users and sessions come from the dump" in warning
-    if reversible:
-        browser.find_element(By.NAME, "reversible").click()
+    box = browser.find_element(By.NAME, "reversible")
+    if reversible is not None and box.is_selected() != reversible:
+        box.click()
     browser.find_element(By.NAME, "confirm").send_keys(name)
     browser.find_element(By.CSS_SELECTOR, "#pgclone-restore input[type=submit]").click()
 
@@ -140,18 +117,33 @@ def test_restore_from_the_dumps_page_and_watch_it_finish(
     content = browser.find_element(By.ID, "content").text
     assert "(running)" not in content
     assert browser.find_element(By.ID, "pgclone-status").text == "succeeded"
-    finished = browser.find_element(By.CSS_SELECTOR, ".field-finished_at .readonly").text
+    finished = browser.find_element(By.CSS_SELECTOR, ".field-finished_on .readonly").text
     assert finished not in ("", "-")
     steps = browser.find_elements(By.CSS_SELECTOR, "#pgclone-steps td.status")
     assert [step.text for step in steps] == ["succeeded"] * 4
     assert authors(TARGET) == ["from-the-browser"]
 
-    # Undo: back to the database as it was before, from the job's own page.
+    # Undo: back to the database as it was before, from the job's own page. An undo
+    # is reversible unless unticked: both copies stay, to redo it.
     settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
     browser.find_element(By.ID, "pgclone-undo").click()
+    assert wait.until(seen.presence_of_element_located((By.NAME, "reversible"))).is_selected()
     confirm_restore(browser, wait, "target", TARGET)
     wait_for_the_end(browser, wait, "succeeded")
     assert authors(TARGET) == ["target-only"]
+    assert authors(databases.copy_name(TARGET, "previous")) == ["from-the-browser"]
+    assert authors(databases.copy_name(TARGET, "current")) == ["target-only"]
+    undo = Job.objects.filter(kind=Job.Kind.RESTORE).latest("created_at")
+    browser.get(f"{live_server.url}/admin/pgclone/job/dumps/")
+    copies = {
+        row.get_attribute("data-target"): row.text
+        for row in browser.find_elements(By.CSS_SELECTOR, "#pgclone-copies tr[data-alias=target]")
+    }
+    made = f"kept by restore job {str(undo.pk)[:8]} on "
+    assert "Undo: restore :previous" in copies[":previous"] and made in copies[":previous"]
+    assert "as it was before that restore" in copies[":previous"]
+    assert "Redo: restore :current" in copies[":current"] and made in copies[":current"]
+    assert "as that restore left it" in copies[":current"]
 
     # The job list, with its duration column, fits a 1280 px window.
     browser.get(f"{live_server.url}/admin/pgclone/job/")
@@ -167,6 +159,7 @@ def test_cancel_a_running_restore_from_its_page(
     celery_worker, browser, live_server, local_location, target, tmp_path, settings
 ):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
 
     key = make_dump("never", local_location)
     release = tmp_path / "release"
@@ -175,16 +168,33 @@ def test_cancel_a_running_restore_from_its_page(
     wait = waiting(browser, 60)
     log_in(browser, live_server, wait, "operator")
     start_restore(browser, live_server, wait, key, "target", TARGET)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
         wait.until(lambda _: Path(f"{release}.started").exists())
         browser.find_element(By.ID, "pgclone-cancel-button").click()
-        wait.until(lambda _: "cancelled" in browser.find_element(By.ID, "content").text)
-        browser.save_screenshot(str(ARTIFACTS / "job-cancelled.png"))
+        asked = wait.until(seen.alert_is_present())
+        assert asked.text.startswith("Cancel this job?")
+        asked.accept()
+        # The hook can't be stopped: the page says so, and keeps following the step.
+        wait.until(lambda _: "cancelled" in browser.find_element(By.ID, "pgclone-status").text)
+        told = browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
+        assert "Cancel requested: the pre_swap step runs a hook" in told
+        note = browser.find_element(By.ID, "pgclone-note")
+        assert "finishes first" in note.text
+        step = browser.find_element(By.CSS_SELECTOR, "tr[data-step=pre_swap] td.status")
+        assert step.text == "running"
+        browser.save_screenshot(str(ARTIFACTS / "job-cancel-requested.png"))
     finally:
         release.touch()  # the hook finishes, and the job goes no further
-    assert "cancelled" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
+    step = "tr[data-step=pre_swap] td.status"
+    wait.until(lambda _: browser.find_element(By.CSS_SELECTOR, step).text == "failed")
+    wait.until(lambda _: not browser.find_element(By.ID, "pgclone-note").is_displayed())
+    browser.save_screenshot(str(ARTIFACTS / "job-cancelled.png"))
+    live = browser.find_element(By.ID, "pgclone-live").text
+    assert live == (
+        f"The live database {TARGET} was not changed: the restore stopped before its swap."
+    )
     job = Job.objects.get(kind=Job.Kind.RESTORE)
-    wait.until(lambda _: job.steps.filter(name="pre_swap", status="failed").exists())
     job.refresh_from_db()
     assert job.status == Job.Status.CANCELLED and job.error == "Cancelled by operator (admin)."
     assert authors(TARGET) == ["target-only"] and pgclone_databases() == []
@@ -199,7 +209,10 @@ def test_a_restore_that_signs_you_out_says_so(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
 
-    key = make_dump("signed-out", local_location)  # before the operator exists
+    # The dump holds an account that can sign in (the admin refuses one without), made
+    # before the operator exists.
+    User.objects.create_user("keeper", password="s3cret-pass", is_staff=True)
+    key = make_dump("signed-out", local_location)
     settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
     operator()
     wait = waiting(browser, 90)
@@ -216,7 +229,10 @@ def test_a_restore_that_signs_you_out_says_so(
     assert "You were signed out" in note.text
     assert browser.find_element(By.ID, "pgclone-status").text == "unknown (signed out)"
     assert not browser.find_element(By.ID, "pgclone-cancel-button").is_displayed()
+    steps = browser.find_elements(By.CSS_SELECTOR, "#pgclone-steps td.status")
+    assert not {step.text for step in steps} & {"pending", "running"}  # not known: not shown
     link = note.find_element(By.LINK_TEXT, "Log in again").get_attribute("href")
     assert "/admin/login/?next=" in link
     assert authors(test_database_name) == ["signed-out"]
     assert not User.objects.filter(username="operator").exists()  # the dump's users now
+    assert User.objects.filter(username="keeper").exists()
