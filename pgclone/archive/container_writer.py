@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -41,7 +42,8 @@ def first_cause(failures: list[BaseException]) -> BaseException | None:
     """The first failure that stopped a dump, not one that stopping it caused:
     ``Stopped`` (a producer told to stop), a statement cancelled at pgclone's
     request (psql's or the main session's "canceling statement due to user
-    request"). None when there is none yet: it may be on its way."""
+    request"), a pg_dump pgclone ended. None when there is none yet: it may be
+    on its way."""
     for failure in failures:
         if not isinstance(failure, parallel_copy.Stopped) and not _cancelled(failure):
             return failure
@@ -50,10 +52,14 @@ def first_cause(failures: list[BaseException]) -> BaseException | None:
 
 def _cancelled(failure: BaseException) -> bool:
     """A statement cancelled by pgclone: SIGINT to psql (running a statement, in
-    a COPY FROM STDIN, or between statements, which it leaves silently) or the
-    main session's cancel."""
+    a COPY FROM STDIN, or between statements, which it leaves silently), the
+    main session's cancel, or SIGTERM to a pg_dump (before it connected: no word)."""
     text = str(failure)
     if "due to user request" in text or "COPY from stdin failed: canceled by user" in text:
+        return True
+    if "pg_dump: terminated by user" in text:
+        return True
+    if isinstance(failure, CommandFailed) and failure.returncode == -signal.SIGTERM:
         return True
     silent = isinstance(failure, CommandFailed) and not failure.stderr_tail
     return silent and failure.returncode == 3
@@ -227,6 +233,7 @@ class Writer:
         if self.tee is not None:
             self.tee.stop()
         self.sessions.cancel()
+        self.started.stop()  # nothing waits on their output (a pg_dump may wait for a lock)
         with contextlib.suppress(driver.Error):
             self.cursor.connection.cancel()
 
@@ -242,8 +249,8 @@ class Writer:
             tar.copy(containers.POST_DATA, self.started.post_data.stdout)
             programs.ended(self.started.post_data)
             tar.close()
-        except BaseException as exc:  # handed to the reading thread
-            self.source.error = exc
+        except BaseException as exc:  # handed to the reading thread: what caused it, not
+            self.source.error = first_cause([exc, *self.failures]) or exc  # a pg_dump stop() ended
         finally:
             self.source.end()
 

@@ -161,6 +161,7 @@ def pg_dump_argv(
     snapshot: str = "",
     sections: list[str] = (),
     extra: list[str] = (),
+    lock_wait_seconds: float | None = None,
 ) -> list[str]:
     """pg_dump writing an uncompressed custom-format archive to stdout.
 
@@ -171,9 +172,11 @@ def pg_dump_argv(
     is: pgclone.pg.search_path qualifies Django's names).
     ``snapshot``: an exported snapshot to dump (see ``table_counts.Snapshot``).
     ``sections``: only these (pre-data, data, post-data); ``extra``: more options.
+    ``lock_wait_seconds``: how long it waits for its locks (``LOCK_WAIT_SECONDS``).
     """
+    wait = LOCK_WAIT_SECONDS if lock_wait_seconds is None else lock_wait_seconds
     argv = ["pg_dump", "--format=custom", "--compress=0", "--no-password",
-            f"--lock-wait-timeout={LOCK_WAIT_SECONDS * 1000}", *extra]  # fmt: skip
+            f"--lock-wait-timeout={round(wait * 1000)}", *extra]  # fmt: skip
     argv += [f"--section={section}" for section in sections]
     argv += [
         f"--exclude-table-data={quote_qualified_pattern(schema, table)}"

@@ -90,6 +90,16 @@ def lock(cursor: driver.Cursor, plan: subset.Plan) -> None:
     # may wait behind an exclusive request queued behind the table counts' locks.
 
 
+# How long a planned dump's pg_dumps wait for their locks. They take them after
+# the main session took its own (see lock), and their output is read only as the
+# container is written: one queued behind an exclusive request (which waits for
+# the main session, or for another of them that waits on its pipe) would wait
+# for ever. They give way, as the psql sessions do (parallel_copy.LOCK_WAIT); a
+# bound on each LOCK statement (pg_dump's --lock-wait-timeout), not on the wait
+# alone, so a little longer.
+PG_DUMP_LOCK_WAIT_SECONDS = 5
+
+
 @dataclass
 class Programs:
     """The pg_dumps of a container, started before the plan's kept rows are
@@ -98,6 +108,14 @@ class Programs:
     pre_data: Any
     rest: Any
     post_data: Any
+
+    def stop(self) -> None:
+        """End those still running, from any thread: nothing waits on their
+        output then. SIGTERM, on which pg_dump asks the server to cancel its
+        statement (a LOCK queued behind another session's, say) and exits."""
+        for proc in (self.pre_data, self.rest, self.post_data):
+            with contextlib.suppress(OSError):
+                proc.terminate()
 
 
 @contextlib.contextmanager
@@ -111,7 +129,11 @@ def pg_dumps(
     """pg_dump of the pre-data, of the rest's data (without the planned tables'
     rows) and of the post-data, all in ``snapshot``; waited for on leaving (a
     failed one raises CommandFailed), killed if the block raises."""
-    common = {"snapshot": snapshot, "extra": tool_flags()}
+    common = {
+        "snapshot": snapshot,
+        "extra": tool_flags(),
+        "lock_wait_seconds": PG_DUMP_LOCK_WAIT_SECONDS,
+    }
     pre_data = postgres.pg_dump_argv(conn, sections=["pre-data"], **common)
     rest = postgres.pg_dump_argv(
         conn,

@@ -20,7 +20,7 @@ from pgclone.archive import parallel_copy, planned_restore
 from pgclone.models import Job
 from pgclone.pg import postgres, table_counts
 from pgclone.pg.driver import sql
-from pgclone.sharing import plans, subset
+from pgclone.sharing import planned_dump, plans, subset
 from tests.helpers import psql, wait_for
 from tests.integration.test_subset import SAFE, shop  # noqa: F401 (fixture)
 from tests.testapp.models import Author, Book, Tag
@@ -385,27 +385,14 @@ def test_a_migration_during_a_subset_dump_makes_it_give_way_not_hang(
 ):
     """An ALTER TABLE waits for the dump's lock on the notes, and the notes' session
     would wait behind it: a wait nobody would end (the dump waits for that session).
-    The session gives way at once: the dump fails, naming why, and the ALTER runs."""
-    altered = []
-
-    def alter() -> None:
-        try:  # the bound is only there so that a test of a hanging dump ends
-            psql("SET lock_timeout = '40s'; ALTER TABLE pgclone_raw_note ADD COLUMN x int",
-                 test_database_name)  # fmt: skip
-            altered.append("done")
-        except subprocess.CalledProcessError as exc:
-            altered.append(exc.stderr)
-
-    migration = threading.Thread(target=alter, daemon=True)
+    The session gives way at once: the dump fails, naming why, and the ALTER runs.
+    (On a loaded machine the pg_dumps may not have locked the notes yet either:
+    they wait behind the ALTER too, and give way, or are ended with the dump.)"""
+    thread, altered = migration("pgclone_raw_note", test_database_name)
 
     def start_migration():
-        migration.start()
-        waiting = (
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock' "
-            "AND relation = 'pgclone_raw_note'::regclass"
-        )
-        wait_for(lambda: psql(waiting, test_database_name) == "1", timeout=10,
-                 what="the ALTER TABLE to wait for the dump")  # fmt: skip
+        thread.start()
+        wait_for_the_migration("pgclone_raw_note", test_database_name)
 
     before_the_notes_copy(monkeypatch, start_migration)
     started = time.monotonic()
@@ -413,12 +400,110 @@ def test_a_migration_during_a_subset_dump_makes_it_give_way_not_hang(
     job = api.dump(config="library", inline=True)
 
     assert job.status == Job.Status.FAILED, "the dump went on behind the ALTER TABLE"
-    assert "lock timeout" in job.error and "gave way" in job.error, job.error
+    assert "timeout" in job.error and "gave way" in job.error, job.error
     assert time.monotonic() - started < 30
-    migration.join(timeout=30)
+    thread.join(timeout=30)
     assert altered == ["done"]
     assert api.ls() == []
     no_session_left(test_database_name, ("psql",))
+
+
+def migration(table: str, database: str) -> tuple[threading.Thread, list[str]]:
+    """An ALTER TABLE of ``table`` in a thread (started by the caller); what it
+    met: "done", or its error. Its lock_timeout only bounds a test of a hanging dump."""
+    altered: list[str] = []
+
+    def alter() -> None:
+        try:
+            psql(f"SET lock_timeout = '40s'; ALTER TABLE {table} ADD COLUMN x int", database)
+            altered.append("done")
+        except subprocess.CalledProcessError as exc:
+            altered.append(exc.stderr)
+
+    return threading.Thread(target=alter, daemon=True), altered
+
+
+def wait_for_the_migration(table: str, database: str) -> None:
+    waiting = (
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock' "
+        f"AND relation = '{table}'::regclass"
+    )
+    wait_for(lambda: psql(waiting, database) == "1", timeout=10,
+             what="the ALTER TABLE to wait for the dump")  # fmt: skip
+
+
+def before_the_pg_dumps(monkeypatch, interfere) -> None:
+    """Run ``interfere()`` once the main session locked the planned tables, just
+    before the pg_dumps start (and take their own locks: as late as a loaded
+    machine may make them)."""
+    pg_dumps = planned_dump.pg_dumps
+
+    def wrapped(*args, **kwargs):
+        interfere()
+        return pg_dumps(*args, **kwargs)
+
+    monkeypatch.setattr(planned_dump, "pg_dumps", wrapped)
+
+
+def test_a_failing_session_ends_the_pg_dumps_waiting_behind_a_migration(
+    library, kept_sessions, monkeypatch, local_location, test_database_name
+):
+    """The ALTER TABLE waits for the main session's lock on the notes, and the
+    pg_dumps' locks, taken after it (as late as a loaded machine makes them),
+    wait behind the ALTER. The notes' session gives way; the dump then ends its
+    pg_dumps rather than wait for their output, however long they would wait
+    for their locks: it fails at once with the session's error, and the ALTER runs."""
+    monkeypatch.setattr(planned_dump, "PG_DUMP_LOCK_WAIT_SECONDS", 60)
+    thread, altered = migration("pgclone_raw_note", test_database_name)
+
+    def start_migration() -> None:
+        thread.start()
+        wait_for_the_migration("pgclone_raw_note", test_database_name)
+
+    before_the_pg_dumps(monkeypatch, start_migration)
+    started = time.monotonic()
+
+    job = api.dump(config="library", inline=True)
+
+    assert job.status == Job.Status.FAILED, "the dump went on behind the ALTER TABLE"
+    assert "due to lock timeout" in job.error and "gave way" in job.error, job.error
+    assert time.monotonic() - started < 30
+    thread.join(timeout=30)
+    assert altered == ["done"]
+    assert api.ls() == []
+    no_session_left(test_database_name, ("pg_dump", "psql"))
+
+
+def test_a_planned_dump_s_pg_dumps_give_way_to_a_migration_queued_before_them(
+    shop,  # noqa: F811 (the fixture imported above)
+    settings,
+    monkeypatch,
+    local_location,
+    test_database_name,
+):
+    """A scrubbed table the main session copies itself: no session of the dump
+    but the pg_dumps waits behind the ALTER TABLE, which waits for the main
+    session, which waits for the pg_dumps' output. They give way within
+    seconds: the dump fails, naming why, and the ALTER runs."""
+    settings.PGCLONE_DUMP_CONFIGS = {"scrubbed": {"scrub": SAFE["scrub"]}}
+    thread, altered = migration("testapp_address", test_database_name)
+
+    def start_migration() -> None:
+        thread.start()
+        wait_for_the_migration("testapp_address", test_database_name)
+
+    before_the_pg_dumps(monkeypatch, start_migration)
+    started = time.monotonic()
+
+    job = api.dump(config="scrubbed", inline=True)
+
+    assert job.status == Job.Status.FAILED, "the dump went on behind the ALTER TABLE"
+    assert "pg_dump" in job.error and "gave way" in job.error, job.error
+    assert time.monotonic() - started < 30
+    thread.join(timeout=30)
+    assert altered == ["done"]
+    assert api.ls() == []
+    no_session_left(test_database_name, ("pg_dump",))
 
 
 def test_copy_text_reads_back_the_same_whatever_the_sessions_defaults(
