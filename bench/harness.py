@@ -46,18 +46,52 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live processes of a process group (zombies are gone: they only wait to be
+    reaped). Read from ``/proc``; where there is none, the group's leader if alive."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                state, _ppid, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+                if int(group) == pgid and state not in ("Z", "X"):
+                    members.append(int(entry.name))
+    return members
+
+
 def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
-    """End a process we started, and its process group (it was started in its own)."""
-    if process.poll() is not None:
-        return
+    """End a process we started and its process group (it was started in its own):
+    every process of the group, not only its leader, is gone when this returns.
+
+    A Celery worker's pool processes, or what a task started, can outlive the
+    worker's main process for a moment; under load, longer. They are waited
+    for until ``timeout``, then killed.
+    """
+    if process.poll() is not None and not group_members(process.pid):
+        return  # all gone (and the group's id may be another's by now)
+    deadline = time.monotonic() + timeout
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    while group_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.poll() is None or group_members(process.pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        wait_for(
+            lambda: not group_members(process.pid),
+            timeout,
+            f"the processes of group {process.pid} to end after SIGKILL",
+        )
 
 
 def run_timed(
@@ -113,13 +147,16 @@ def start_process(
     return process
 
 
-def start_moto(stack: contextlib.ExitStack, log_path: Path) -> str:
+def start_moto(
+    stack: contextlib.ExitStack, log_path: Path, *, env: dict[str, str] | None = None
+) -> str:
     """A moto S3 server on a free loopback port, stopped by ``stack``; its endpoint URL."""
     port = free_port()
     process = start_process(
         stack,
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         log_path,
+        env=env,
     )
     endpoint = f"http://127.0.0.1:{port}"
 

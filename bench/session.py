@@ -100,6 +100,9 @@ class Bench:
             BENCH_TARGET_DB=self.db["target"],
             BENCH_EMPTY_DB=self.db["empty"],
             BENCH_QUEUE=f"pgclone-bench-{self.session}",
+            # Every process of this run carries its session, so that what
+            # outlives it can be told from another run's.
+            BENCH_SESSION=self.session,
             PGCLONE_STORAGE_LOCATION=str(self.work / "dumps"),
             PGCLONE_TEMP_DIR=str(self.work / "tmp"),
             AWS_ACCESS_KEY_ID="bench",
@@ -142,7 +145,7 @@ class Bench:
 
     def start_moto(self, stack: contextlib.ExitStack) -> None:
         """A moto S3 server and this run's bucket, both removed by ``stack``."""
-        self.moto = harness.start_moto(stack, self.logs / "moto.log")
+        self.moto = harness.start_moto(stack, self.logs / "moto.log", env=self.base_env())
         client = self.s3()
         client.create_bucket(Bucket=self.bucket)
         stack.callback(self.remove_bucket)

@@ -41,31 +41,26 @@ def _bench_databases() -> set[str]:
     return {name for name in out.split() if name.startswith("pgclone_bench_")}
 
 
-def _bench_processes() -> set[int]:
-    found = set()
+def _processes_of(session: str) -> dict[int, bytes]:
+    """The live processes that bench run started, however deep: the bench gives
+    each (its workers and their pool processes, moto) its session in the
+    environment. Another test run's moto server or worker is not the bench's."""
+    tag = f"BENCH_SESSION={session}\0".encode()
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
+                environ = (entry / "environ").read_bytes()  # empty for a zombie
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
             except OSError:
-                continue
-            if b"bench.celery_app" in cmdline or b"moto.server" in cmdline:
-                found.add(int(entry.name))
+                continue  # gone meanwhile, or not ours to read
+            if environ.startswith(tag) or b"\0" + tag in environ:
+                found[int(entry.name)] = cmdline[:200]
     return found
 
 
-def _runs_for(pid: int, session: str) -> bool:
-    """A bench worker of that session (its hostname names it), or a moto server
-    still running (the bench's own are stopped with it)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return False  # gone meanwhile
-    return f"bench-{session}-".encode() in cmdline or b"moto.server" in cmdline
-
-
 def test_tiny_bench_writes_a_row_per_contender(tmp_path: Path) -> None:
-    databases, processes = _bench_databases(), _bench_processes()
+    databases = _bench_databases()
     work = ROOT / "bench" / ".work"
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
 
@@ -99,5 +94,5 @@ def test_tiny_bench_writes_a_row_per_contender(tmp_path: Path) -> None:
     # run's count: another bench may run on the machine meanwhile.
     session = report["session"]
     assert {d for d in _bench_databases() - databases if f"_{session}_" in d} == set()
-    assert not [pid for pid in _bench_processes() - processes if _runs_for(pid, session)]
+    assert _processes_of(session) == {}
     assert not (work / session).exists()
