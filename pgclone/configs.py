@@ -11,7 +11,7 @@ any job runs; a job asking for a config parses it again the same way.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -19,8 +19,8 @@ from django.dispatch import receiver
 
 from pgclone import conf, hooks
 from pgclone.archive import encryption
-from pgclone.exceptions import ConfigurationError, InvalidInput, PgCloneError
-from pgclone.sharing import personal
+from pgclone.exceptions import ConfigurationError, InvalidInput
+from pgclone.sharing import decisions as table_decisions
 from pgclone.sharing import sections as sharing
 from pgclone.storage import keys
 
@@ -34,6 +34,8 @@ DUMP_KEYS = {
     "scrub",
     "subset",
     "encryption_recipients",
+    "tables",
+    "exclude_tables",
 }
 RESTORE_KEYS = {"pre_swap_hooks", "reversible", "require_scrubbed"}
 
@@ -50,11 +52,13 @@ class DumpConfig:
     subset: tuple[sharing.SubsetRoot, ...] = ()
     # None: PGCLONE_ENCRYPTION_RECIPIENTS applies; () : this config's dumps are not encrypted.
     encryption_recipients: tuple[str, ...] | None = None
+    # 'tables' and 'exclude_tables': decisions on tables by name
+    decisions: table_decisions.Decisions = field(default_factory=table_decisions.Decisions)
 
     @property
     def sharing(self) -> sharing.Sharing:
         """What this config asks of the data (the part pgclone.sharing reads)."""
-        return sharing.Sharing(scrub=self.scrub, subset=self.subset)
+        return sharing.Sharing(scrub=self.scrub, subset=self.subset, decisions=self.decisions)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,11 @@ def dump_config(name: str | None = None) -> DumpConfig:
         not isinstance(keep_days, int | float) or isinstance(keep_days, bool) or keep_days <= 0
     ):
         raise ConfigurationError(f"{where}['keep_days'] must be a positive number of days.")
+    if "tables" in config and config.get("scrub") is None:
+        raise ConfigurationError(
+            f"{where}['tables'] decides columns of a scrubbed dump, and the config has no "
+            "'scrub' section: add one ({} if the models need no rule)."
+        )
     recipients = config.get("encryption_recipients")
     if recipients is not None:
         recipients = encryption.checked_recipients(recipients, f"{where}['encryption_recipients']")
@@ -117,6 +126,7 @@ def dump_config(name: str | None = None) -> DumpConfig:
         scrub=sharing.parse_scrub(config.get("scrub"), f"{where}['scrub']"),
         subset=sharing.parse_subset(config.get("subset") or {}, f"{where}['subset']"),
         encryption_recipients=recipients,
+        decisions=table_decisions.parse(config.get("tables"), config.get("exclude_tables"), where),
     )
 
 
@@ -152,24 +162,6 @@ def retention_of(name: str) -> DumpConfig:
     if isinstance(configs, dict) and name not in configs and name != "default":
         return DumpConfig(name=name)
     return dump_config(name)
-
-
-def unruled_by_config(name: str | None = None) -> dict[str, list[personal.PersonalField]]:
-    """{config name: its unruled personal fields} for the configs that scrub
-    (or for ``name`` alone, whether it scrubs or not)."""
-    if name is not None:
-        config = dump_config(name)
-        return {name: personal.unruled(config.scrub, config.exclude_models)}
-    found = {}
-    defined = conf.dump_configs()
-    for config_name in defined if isinstance(defined, dict) else ():
-        try:
-            config = dump_config(config_name)
-        except PgCloneError:  # pgclone.E003 says what is wrong with it
-            continue
-        if config.scrub is not None:
-            found[config_name] = personal.unruled(config.scrub, config.exclude_models)
-    return found
 
 
 def check_configs() -> list[str]:

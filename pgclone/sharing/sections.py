@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.apps import apps
 from django.db import connection, models
 
 from pgclone.exceptions import ConfigurationError
+from pgclone.sharing import decisions as named_tables
 from pgclone.sharing import scrub
 
 
@@ -42,6 +43,8 @@ class Sharing:
 
     scrub: tuple[FieldRules, ...] | None = None
     subset: tuple[SubsetRoot, ...] = ()
+    # its 'tables' and 'exclude_tables' (pgclone.sharing.decisions)
+    decisions: named_tables.Decisions = field(default_factory=named_tables.Decisions)
 
     @property
     def planned(self) -> bool:
@@ -71,8 +74,8 @@ def _mapping(value: Any, where: str, what: str) -> dict:
 
 
 def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...] | None:
-    """The rules of a 'scrub' section; None without one (``{}`` is one: it scrubs nothing
-    yet, and pgclone.W017 lists what it should)."""
+    """The rules of a 'scrub' section; None without one (``{}`` is one: a dump with it
+    is refused until every column is decided, pgclone.sharing.review)."""
     if value is None:
         return None
     found = []
@@ -157,11 +160,18 @@ def parse_subset(value: Any, where: str) -> tuple[SubsetRoot, ...]:
     return tuple(found)
 
 
-def digest(scrubbed: tuple[FieldRules, ...], subset: tuple[SubsetRoot, ...]) -> str:
-    """A stable fingerprint of what a config does to the data (not of the key)."""
+def digest(
+    scrubbed: tuple[FieldRules, ...],
+    subset: tuple[SubsetRoot, ...],
+    named: list[FieldRules] = (),
+) -> str:
+    """A stable fingerprint of what a config does to the data (not of the key);
+    ``named``: the rules of its ``tables`` (pgclone.sharing.decisions)."""
     described = {
         "version": scrub.RULES_VERSION,
         "scrub": sorted((asdict(rules) for rules in scrubbed), key=json.dumps),
         "subset": sorted((asdict(root) for root in subset), key=json.dumps),
     }
+    if named:  # absent otherwise: a config without 'tables' keeps its digest
+        described["tables"] = sorted((asdict(rules) for rules in named), key=json.dumps)
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()

@@ -136,6 +136,7 @@ class Plan:
     # (table, column, FROM, expression, column) of the sql rules, checked before a dump
     outputs: tuple[tuple[str, str, sql.Composable, sql.Composable, scrub.Column], ...]
     digest: str  # of the rules and the subset (pgclone.sharing.sections.digest)
+    decisions: str = ""  # of the decisions on every column (pgclone.sharing.review)
 
 
 def make_plan(
@@ -156,6 +157,9 @@ def make_plan(
     fks = [fk for fk in found.foreign_keys if excluded.isdisjoint((fk.child, fk.parent))]
     models = [r.model for r in asked.subset] + [r.model for r in asked.scrub or ()]
     oids = _model_tables(cursor, models, path)
+    raw, raw_oids = _named_rules(cursor, asked)
+    oids.update(raw_oids)
+    scrubbed = (*(asked.scrub or ()), *raw)
     for label, oid in oids.items():
         if oid not in found.tables and oid not in excluded:
             raise ConfigurationError(
@@ -179,8 +183,8 @@ def make_plan(
     keeps = _keeps(kinds, fks)
     steps = _steps(tables, fks, kinds, keeps)
     leaves = graph.leaves(steps, kinds)
-    heirs = _heirs(cursor, [oids[field.model] for field in asked.scrub or ()])
-    rules = _table_rules(found, asked.scrub or (), oids, excluded, heirs)
+    heirs = _heirs(cursor, [oids[field.model] for field in scrubbed])
+    rules = _table_rules(found, scrubbed, oids, excluded, heirs)
     planned = [
         _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}), leaves.get(oid))
         for oid, table in tables.items()
@@ -194,7 +198,7 @@ def make_plan(
         setup=setup,
         steps=graph.ordered([step for step in steps if step.output not in leaves]),
         outputs=tuple(output for _, outputs in planned for output in outputs),
-        digest=sharing.digest(asked.scrub or (), asked.subset),
+        digest=sharing.digest(asked.scrub or (), asked.subset, raw),
     )
 
 
@@ -338,6 +342,26 @@ def _model_tables(cursor: driver.Cursor, labels: list[str], path: list[str]) -> 
                 f"The table {table!r} of {label} is not in the database: run migrate first."
             )
     return {label: oids[table] for label, table in tables.items()}
+
+
+def _named_rules(
+    cursor: driver.Cursor, asked: sharing.Sharing
+) -> tuple[list[sharing.FieldRules], dict[str, int]]:
+    """The rules of the config's ``tables`` (but ``keep``: it changes nothing), as
+    rules of a "model" named ``schema.table``, and the oids of those tables."""
+    named = [t for t in asked.decisions.tables if t.columns]
+    oids = catalog.resolve(cursor, [(t.schema, t.name) for t in named], [])
+    found, tables = [], {}
+    for table in named:
+        if (table.schema, table.name) not in oids:
+            raise ConfigurationError(f"'tables' names {table.label}: no such table.")
+        tables[table.label] = oids[(table.schema, table.name)]
+        found += [
+            sharing.FieldRules(table.label, column, column, rules)
+            for column, rules in table.columns
+            if rules != (scrub.Rule("keep"),)
+        ]
+    return found, tables
 
 
 def _table_rules(
