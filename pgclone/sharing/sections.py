@@ -19,6 +19,8 @@ from pgclone.exceptions import ConfigurationError
 from pgclone.sharing import decisions as named_tables
 from pgclone.sharing import scrub
 
+KEEP = (scrub.Rule("keep"),)
+
 
 @dataclass(frozen=True)
 class FieldRules:
@@ -83,8 +85,8 @@ def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...] | None:
         model = model_of(label, where)
         at = f"{where}[{label!r}]"
         for name, spec in _mapping(fields, at, "field names to rules").items():
-            field = _field(model, name, at)
             rules = scrub.parse(spec, f"{at}[{name!r}]")
+            field = _field(model, name, at, kept=rules == KEEP)
             problem = scrub.problem(rules, column_of(field))
             if problem:
                 raise ConfigurationError(f"{at}[{name!r}]: {problem}.")
@@ -92,7 +94,7 @@ def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...] | None:
     return tuple(found)
 
 
-def _field(model: type[models.Model], name: Any, where: str) -> models.Field:
+def _field(model: type[models.Model], name: Any, where: str, kept: bool) -> models.Field:
     try:
         field = model._meta.get_field(name)
     except Exception as exc:  # FieldDoesNotExist, or a name that is no string
@@ -102,7 +104,7 @@ def _field(model: type[models.Model], name: Any, where: str) -> models.Field:
         ) from exc
     if not getattr(field, "concrete", False) or field.column is None:
         raise ConfigurationError(f"{where}: {name!r} is not a column of {model._meta.label}.")
-    if field.primary_key or field.is_relation:
+    if (field.primary_key or field.is_relation) and not kept:
         raise ConfigurationError(
             f"{where}: {name!r} is a key (primary or foreign) of {model._meta.label}; "
             "rows are matched on keys, so they can't be scrubbed."

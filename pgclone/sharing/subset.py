@@ -359,7 +359,7 @@ def _named_rules(
         found += [
             sharing.FieldRules(table.label, column, column, rules)
             for column, rules in table.columns
-            if rules != (scrub.Rule("keep"),)
+            if rules != sharing.KEEP
         ]
     return found, tables
 
@@ -396,6 +396,8 @@ def _table_rules(
             if column is None:
                 raise ConfigurationError(f"{where}: no such column in the database: run migrate.")
             if field.column in found.key_columns(table_oid):
+                if field.rules == sharing.KEEP:  # a key is copied as it is: nothing to do
+                    continue
                 raise ConfigurationError(
                     f"{where}: the column is part of a key; it can't be scrubbed."
                 )
