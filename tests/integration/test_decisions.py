@@ -19,7 +19,7 @@ from django.test import Client
 from pgclone import api
 from pgclone.checks import check_scrub_decisions
 from pgclone.models import Job
-from tests.helpers import pgclone_databases, psql
+from tests.helpers import deciding, pgclone_databases, psql
 from tests.integration.test_subset import shop  # noqa: F401 (fixture)
 from tests.processes import own_queue, start_worker, stop_worker
 
@@ -231,3 +231,81 @@ def test_once_decided_the_dump_holds_no_session_no_token_and_no_scrubbed_value(
     assert leaked == []
     assert attacked["session"] not in written
     assert pgclone_databases() == []
+
+
+def dumped(settings, configs: dict, name: str) -> Job:
+    settings.PGCLONE_DUMP_CONFIGS = configs
+    return api.dump(config=name, inline=True)
+
+
+def test_an_empty_scrub_section_or_a_new_column_is_refused_naming_the_columns(
+    attacked, settings, local_location, test_database_name
+):
+    job = dumped(settings, {"empty": {"scrub": {}}}, "empty")
+    assert job.status == Job.Status.FAILED
+    assert "- testapp.Customer.email (character varying(254))\n" in job.error
+    assert "- public.legacy_contacts.email (text)\n" in job.error
+
+    decided = deciding(README, {"public.legacy_contacts": {"email": "email"}})
+    settings.PGCLONE_DUMP_CONFIGS = {"decided": decided}
+    psql("ALTER TABLE testapp_customer ADD COLUMN nickname text", test_database_name)
+    try:
+        job = api.dump(config="decided", inline=True)
+    finally:
+        psql("ALTER TABLE testapp_customer DROP COLUMN nickname", test_database_name)
+    assert job.status == Job.Status.FAILED
+    assert "these 1 column(s)" in job.error
+    assert "- public.testapp_customer.nickname (text)\n" in job.error  # no field: by its table
+    assert api.ls() == []
+
+    job = api.dump(config="decided", inline=True)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+
+
+def manifest_of(job: Job, location: str) -> dict:
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    return json.loads((Path(location) / f"{job.dump_key}.json").read_text())
+
+
+def test_a_credential_table_is_kept_only_by_name_and_never_one_keyed_by_its_secret(
+    attacked, settings, local_location, test_database_name
+):
+    base = deciding(README, {"public.legacy_contacts": "keep"})
+    sessions = {**base, "tables": {**base["tables"], "public.django_session": "keep"}}
+    job = dumped(settings, {"s": sessions}, "s")
+    assert job.status == Job.Status.FAILED
+    assert "public.django_session holds Django's sessions" in job.error
+    assert "can't be kept" in job.error
+
+    psql(
+        "CREATE TABLE knox_authtoken (digest varchar(128) PRIMARY KEY, token_key varchar(25), "
+        "user_id integer NOT NULL REFERENCES auth_user (id));"
+        "INSERT INTO knox_authtoken SELECT md5(id::text), left(md5(id::text), 8), id "
+        "FROM auth_user",
+        test_database_name,
+    )
+    try:
+        emptied = manifest_of(dumped(settings, {"s": base}, "s"), local_location)
+        knox = {**base["tables"], "public.knox_authtoken": {"token_key": "hash", "digest": "keep"}}
+        kept = manifest_of(dumped(settings, {"k": {**base, "tables": knox}}, "k"), local_location)
+    finally:
+        psql("DROP TABLE knox_authtoken", test_database_name)
+    for table in ("public.knox_authtoken", "public.authtoken_token", "public.django_session"):
+        assert table in emptied["excluded_tables"], table
+    assert "public.knox_authtoken" not in kept["excluded_tables"]
+    assert kept["plan"]["rows"]["public.knox_authtoken"] == User.objects.count()
+    assert kept["plan"]["decisions"] != emptied["plan"]["decisions"]
+    assert kept["plan"]["digest"] != emptied["plan"]["digest"]  # a rule more
+
+
+def test_exclude_tables_leaves_a_raw_tables_rows_out_of_any_dump(
+    attacked, settings, local_location, target, test_database_name
+):
+    job = dumped(settings, {"lean": {"exclude_tables": ["public.legacy_contacts"]}}, "lean")
+    manifest = manifest_of(job, local_location)
+    assert manifest["excluded_tables"] == ["public.legacy_contacts"]
+    assert not manifest.get("scrubbed")
+    restored = api.restore(job.dump_key, database="target", pre_swap_hooks=[], inline=True)
+    assert restored.status == Job.Status.SUCCEEDED, restored.error
+    assert psql("SELECT count(*) FROM legacy_contacts", target) == "0"
+    assert psql("SELECT count(*) FROM django_session", target) != "0"  # not scrubbed: kept
