@@ -308,6 +308,7 @@ def check_scrub_decisions(
     """Configs that scrub and leave columns of the database undecided (run only
     with --database, or by migrate: it reads each database's catalog). A
     warning: the dump is where it is refused, not every command."""
+    from pgclone.pg import driver
     from pgclone.steps import leaving_out
 
     found = []
@@ -317,7 +318,7 @@ def check_scrub_decisions(
         for name in leaving_out.scrubbing_configs():
             try:
                 undecided = leaving_out.review_config(name, alias).review.undecided
-            except PgCloneError:
+            except (PgCloneError, driver.Error):
                 continue  # unreachable, or a config the database contradicts: the dump says
             if undecided:
                 found.append(

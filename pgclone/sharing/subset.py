@@ -157,8 +157,7 @@ def make_plan(
     fks = [fk for fk in found.foreign_keys if excluded.isdisjoint((fk.child, fk.parent))]
     models = [r.model for r in asked.subset] + [r.model for r in asked.scrub or ()]
     oids = _model_tables(cursor, models, path)
-    raw, raw_oids = _named_rules(cursor, asked)
-    oids.update(raw_oids)
+    raw = _named_rules(cursor, asked, oids)  # the rules of 'tables', their oids added
     scrubbed = (*(asked.scrub or ()), *raw)
     for label, oid in oids.items():
         if oid not in found.tables and oid not in excluded:
@@ -345,23 +344,23 @@ def _model_tables(cursor: driver.Cursor, labels: list[str], path: list[str]) -> 
 
 
 def _named_rules(
-    cursor: driver.Cursor, asked: sharing.Sharing
-) -> tuple[list[sharing.FieldRules], dict[str, int]]:
+    cursor: driver.Cursor, asked: sharing.Sharing, oids: dict[str, int]
+) -> list[sharing.FieldRules]:
     """The rules of the config's ``tables`` (but ``keep``: it changes nothing), as
-    rules of a "model" named ``schema.table``, and the oids of those tables."""
+    rules of a "model" named ``schema.table``, whose oid is added to ``oids``."""
     named = [t for t in asked.decisions.tables if t.columns]
-    oids = catalog.resolve(cursor, [(t.schema, t.name) for t in named], [])
-    found, tables = [], {}
+    found_oids = catalog.resolve(cursor, [(t.schema, t.name) for t in named], [])
+    found = []
     for table in named:
-        if (table.schema, table.name) not in oids:
+        if (table.schema, table.name) not in found_oids:
             raise ConfigurationError(f"'tables' names {table.label}: no such table.")
-        tables[table.label] = oids[(table.schema, table.name)]
+        oids[table.label] = found_oids[(table.schema, table.name)]
         found += [
             sharing.FieldRules(table.label, column, column, rules)
             for column, rules in table.columns
             if rules != sharing.KEEP
         ]
-    return found, tables
+    return found
 
 
 def _table_rules(
