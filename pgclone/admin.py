@@ -28,6 +28,7 @@ from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
 from pgclone.pg import databases, postgres
 from pgclone.storage import get_storage, keys, signing
+from pgclone.storage.base import DumpInfo
 
 logger = logging.getLogger("pgclone")
 
@@ -152,6 +153,20 @@ def _progress(job: Job) -> str:
     if job.progress_total:
         text += f", {min(99, int(100 * job.progress_done / job.progress_total))}%"
     return text
+
+
+def _data_text(info: DumpInfo) -> str:
+    """What was done to a dump's data, as the dumps page says it."""
+    manifest = info.manifest or {}
+    done = [
+        word
+        for word, on in (
+            ("scrubbed", payloads.counts_as_scrubbed(manifest)),
+            ("subset", manifest.get("subset") is True),
+        )
+        if on
+    ]
+    return ", ".join(done) or "-"
 
 
 def _trial_text(trial: health.Trial | None) -> str:
@@ -346,7 +361,9 @@ class JobAdmin(admin.ModelAdmin):
             infos = storage.infos()
             for info in reversed(infos):
                 trial = health.trial_of(info)
-                groups.setdefault(info.key.database, []).append((info, trial, _trial_text(trial)))
+                groups.setdefault(info.key.database, []).append(
+                    (info, trial, _trial_text(trial), _data_text(info))
+                )
             healths = [(h.healthy, h.line(now)) for h in health.assess(infos, now=now)]
         except PgCloneError as exc:
             storage_error = str(exc)

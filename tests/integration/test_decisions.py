@@ -309,3 +309,26 @@ def test_exclude_tables_leaves_a_raw_tables_rows_out_of_any_dump(
     assert restored.status == Job.Status.SUCCEEDED, restored.error
     assert psql("SELECT count(*) FROM legacy_contacts", target) == "0"
     assert psql("SELECT count(*) FROM django_session", target) != "0"  # not scrubbed: kept
+
+
+@pytest.mark.parametrize(("tables", "shown"), [([], "-"), (["public.auth_user"], "scrubbed")])
+def test_ls_and_the_admin_call_a_dump_scrubbed_only_when_its_plan_changed_a_table(
+    settings, pgclone_cli, local_location, tables, shown
+):
+    """A manifest made with ``"scrub": {}`` said "scrubbed" with no table changed."""
+    from django.urls import reverse
+
+    from tests.helpers import make_dump
+
+    key = make_dump("plain-ann", local_location)
+    path = Path(local_location) / f"{key}.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "scrubbed": True, "plan": {"tables": tables}}))
+
+    listed = pgclone_cli("ls", "--long", location=local_location).stdout
+    row = next(line for line in listed.splitlines() if key in line)
+    assert ("scrubbed" in row) is (shown == "scrubbed"), row
+    client = Client()
+    client.force_login(User.objects.create_superuser("admin-ls", "a@example.invalid", "pw"))
+    page = client.get(reverse("admin:pgclone_dumps")).content.decode()
+    assert f'<td class="pgclone-data">{shown}</td>' in page
