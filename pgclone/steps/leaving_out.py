@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgclone import configs
+from pgclone import conf, configs
+from pgclone.exceptions import PgCloneError
 from pgclone.models import Job, JobStep
 from pgclone.pg import postgres, search_path
-from pgclone.sharing import deciding, exclusions, planned_dump, review, sections
+from pgclone.sharing import credentials, deciding, exclusions, planned_dump, review, sections
 
 # The job tables of the dumped database are never copied: history belongs to
 # each environment, not to the data.
@@ -62,8 +63,6 @@ class ConfigReview:
 
 def review_config(name: str, alias: str, *, skeleton: bool = False) -> ConfigReview:
     """The decisions of the dump config ``name`` on the database of ``alias``."""
-    from pgclone.sharing import credentials
-
     config = configs.dump_config(name)
     conn = postgres.conn_info(alias)
     out = left_out(conn, config.exclude_models, config.sharing)
@@ -77,7 +76,7 @@ def review_config(name: str, alias: str, *, skeleton: bool = False) -> ConfigRev
         decided = review.decide(cursor, config.sharing, path=out.path, left_out=out.tables)
         text = ""
         if skeleton and decided.undecided:
-            raw = conf_section(name)
+            raw = _as_written(name)
             text = deciding.skeleton(
                 decided.undecided,
                 raw.get("scrub") or {},
@@ -87,19 +86,14 @@ def review_config(name: str, alias: str, *, skeleton: bool = False) -> ConfigRev
     return ConfigReview(name, decided.review, emptied, text)
 
 
-def conf_section(name: str) -> dict:
+def _as_written(name: str) -> dict:
     """The dump config ``name`` as the settings write it."""
-    from pgclone import conf
-
     defined = conf.dump_configs()
     return (defined.get(name) if isinstance(defined, dict) else None) or {}
 
 
 def scrubbing_configs() -> list[str]:
     """The names of the dump configs with a ``scrub`` section (that parse)."""
-    from pgclone import conf
-    from pgclone.exceptions import PgCloneError
-
     defined = conf.dump_configs()
     found = []
     for name in defined if isinstance(defined, dict) else ():
