@@ -126,6 +126,14 @@ def test_the_docs_config_is_refused_until_every_column_is_decided(
         checked.stdout
     )
     assert "are undecided" in checked.stderr
+    # The dump named each column scrub-check lists, and only those.
+    refused = {line[2:] for line in job.error.splitlines() if line.startswith("- ")}
+    listed = {
+        line.split("undecided: ", 1)[1]
+        for line in checked.stdout.splitlines()
+        if line.startswith("readme: undecided: ")
+    }
+    assert refused == listed and len(listed) > 20
     (warning,) = check_scrub_decisions(databases=["default"])
     assert warning.id == "pgclone.W030" and "public.legacy_contacts.email" in warning.msg
 
@@ -332,3 +340,37 @@ def test_ls_and_the_admin_call_a_dump_scrubbed_only_when_its_plan_changed_a_tabl
     client.force_login(User.objects.create_superuser("admin-ls", "a@example.invalid", "pw"))
     page = client.get(reverse("admin:pgclone_dumps")).content.decode()
     assert f'<td class="pgclone-data">{shown}</td>' in page
+
+
+def test_the_catalog_sees_through_domains_and_arrays_and_skips_generated_columns(
+    test_database_name,
+):
+    from pgclone.pg import catalog, postgres
+    from pgclone.sharing import deciding
+
+    psql(
+        "CREATE DOMAIN pgclone_t28_mail AS text; "
+        "CREATE DOMAIN pgclone_t28_mails AS pgclone_t28_mail[]; "
+        "CREATE TABLE pgclone_t28_odd (id int PRIMARY KEY, mails pgclone_t28_mails, "
+        "seen inet[], doc bytea, tag char(3), n numeric, at date, code uuid, "
+        "upper_tag text GENERATED ALWAYS AS (upper(tag)) STORED)",
+        test_database_name,
+    )
+    try:
+        with (
+            postgres.connect(postgres.conn_info()) as connection,
+            connection.cursor() as cursor,
+        ):
+            found = [c for c in catalog.data_columns(cursor) if c.table == "pgclone_t28_odd"]
+    finally:
+        psql(
+            "DROP TABLE pgclone_t28_odd; DROP DOMAIN pgclone_t28_mails; "
+            "DROP DOMAIN pgclone_t28_mail",
+            test_database_name,
+        )
+    assert {c.name: c.base for c in found} == {
+        "id": "int4", "mails": "text", "seen": "inet", "doc": "bytea", "tag": "bpchar",
+        "n": "numeric", "at": "date", "code": "uuid",
+    }  # fmt: skip
+    assert [c.name for c in found if deciding.needs_decision(c)] == ["mails", "seen", "doc", "tag"]
+    assert [c.name for c in found if c.key] == ["id"]
