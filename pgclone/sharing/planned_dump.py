@@ -52,8 +52,10 @@ def left_out(conn: postgres.ConnInfo, asked: sections.Sharing) -> list[tuple[str
     """(schema, table) of the tables whose rows a dump of ``asked`` leaves out by
     name: its ``exclude_tables`` and, for a scrubbed dump, the tables holding
     credentials it doesn't keep (pgclone.sharing.credentials)."""
-    with postgres.connect(conn) as connection, connection.cursor() as cursor:
-        emptied = review.emptied(cursor, asked)
+    emptied = []
+    if asked.scrub is not None:  # a plain dump reads no catalog for it
+        with postgres.connect(conn) as connection, connection.cursor() as cursor:
+            emptied = review.emptied(cursor, asked)
     return sorted({*asked.decisions.exclude_tables, *emptied})
 
 

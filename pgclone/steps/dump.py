@@ -29,7 +29,6 @@ from pgclone.sharing import planned_dump, sections, subset
 from pgclone.steps import leaving_out, routing
 from pgclone.storage import Storage, keys, signing, storage_for
 
-OWN_TABLES = leaving_out.OWN_TABLES
 logger = logging.getLogger("pgclone")
 
 
