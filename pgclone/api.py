@@ -11,9 +11,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
-from pgclone import conf, configs, humanize, retention, starting, sweeping
+from pgclone import conf, humanize, retention, starting, sweeping
 from pgclone.engine import jobs
 from pgclone.exceptions import (
     InvalidInput,
@@ -23,7 +24,7 @@ from pgclone.exceptions import (
 from pgclone.models import Job
 from pgclone.pg import job_tables, postgres, privileges
 from pgclone.sharing import requirement
-from pgclone.steps import options, workflow_for
+from pgclone.steps import leaving_out, options, workflow_for
 
 # Re-exported: the command and the admin list what `restore :…` can copy through the API.
 from pgclone.steps.sources import local_sizes as local_sizes
@@ -340,6 +341,12 @@ def recent_jobs(limit: int = 20) -> list[Job]:
     return list(Job.objects.all()[:limit])
 
 
-def scrub_check(config: str | None = None) -> dict[str, list]:
-    """{config: personal-looking fields it dumps unscrubbed}, for the configs that scrub."""
-    return configs.unruled_by_config(config)
+def scrub_check(
+    config: str | None = None, *, database: str | None = None, skeleton: bool = False
+) -> list[leaving_out.ConfigReview]:
+    """What each config that scrubs (or ``config`` alone, scrubbing or not) decides
+    for the columns of ``database``'s tables (an alias; ``default`` if None), and
+    the columns it leaves undecided; ``skeleton``: those as config text."""
+    names = [config] if config is not None else leaving_out.scrubbing_configs()
+    alias = database or DEFAULT_DB_ALIAS
+    return [leaving_out.review_config(name, alias, skeleton=skeleton) for name in names]

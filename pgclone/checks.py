@@ -301,21 +301,40 @@ def check_dump_role(
     return found
 
 
-@checks.register("pgclone")
-def check_scrub_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """A config that scrubs should say what becomes of every personal-looking field."""
-    return [
-        checks.Warning(
-            f"{configs.DUMP_SETTING}[{name!r}] scrubs, but dumps these personal-looking fields "
-            f"as they are: {', '.join(map(str, fields))}.",
-            hint="Give each a rule in the config's 'scrub' section ('keep' for one that only "
-            "looks personal), or leave its model out with exclude_models. "
-            "`manage.py pgclone scrub-check` lists them.",
-            id="pgclone.W017",
-        )
-        for name, fields in configs.unruled_by_config().items()
-        if fields
-    ]
+@checks.register("pgclone", checks.Tags.database)
+def check_scrub_decisions(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Configs that scrub and leave columns of the database undecided (run only
+    with --database, or by migrate: it reads each database's catalog). A
+    warning: the dump is where it is refused, not every command."""
+    from pgclone.pg import driver
+    from pgclone.steps import leaving_out
+
+    found = []
+    for alias in databases or ():
+        if settings.DATABASES.get(alias, {}).get("ENGINE") not in postgres.POSTGRES_ENGINES:
+            continue
+        for name in leaving_out.scrubbing_configs():
+            try:
+                undecided = leaving_out.review_config(name, alias).review.undecided
+            except (PgCloneError, driver.Error):
+                continue  # unreachable, or a config the database contradicts: the dump says
+            if undecided:
+                found.append(
+                    checks.Warning(
+                        f"{configs.DUMP_SETTING}[{name!r}] scrubs, but decides nothing for "
+                        f"{len(undecided)} column(s) of {alias!r} that can hold personal or "
+                        f"secret data: {', '.join(n.name for n in undecided)}.",
+                        hint="Its dumps are refused until each has a scrub rule ('keep' "
+                        "keeps it), or its table is kept or left out by name. "
+                        f"`manage.py pgclone scrub-check --config {name} --skeleton` prints "
+                        "them as config text.",
+                        id="pgclone.W030",
+                        obj=alias,
+                    )
+                )
+    return found
 
 
 @checks.register("pgclone")

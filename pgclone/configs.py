@@ -11,7 +11,7 @@ any job runs; a job asking for a config parses it again the same way.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -19,8 +19,9 @@ from django.dispatch import receiver
 
 from pgclone import conf, hooks
 from pgclone.archive import encryption
-from pgclone.exceptions import ConfigurationError, InvalidInput, PgCloneError
-from pgclone.sharing import personal, references
+from pgclone.exceptions import ConfigurationError, InvalidInput
+from pgclone.sharing import decisions as table_decisions
+from pgclone.sharing import references
 from pgclone.sharing import sections as sharing
 from pgclone.storage import keys
 
@@ -36,6 +37,8 @@ DUMP_KEYS = {
     "encryption_recipients",
     "references",
     "null_keys",
+    "tables",
+    "exclude_tables",
 }
 RESTORE_KEYS = {"pre_swap_hooks", "reversible", "require_scrubbed"}
 
@@ -55,6 +58,8 @@ class DumpConfig:
     # 'references' and 'null_keys' (pgclone.sharing.references), for a subset
     references: tuple[references.Declared, ...] = ()
     null_keys: tuple[references.End, ...] = ()
+    # 'tables' and 'exclude_tables': decisions on tables by name
+    decisions: table_decisions.Decisions = field(default_factory=table_decisions.Decisions)
 
     @property
     def sharing(self) -> sharing.Sharing:
@@ -64,6 +69,7 @@ class DumpConfig:
             subset=self.subset,
             references=self.references,
             null_keys=self.null_keys,
+            decisions=self.decisions,
         )
 
 
@@ -113,6 +119,11 @@ def dump_config(name: str | None = None) -> DumpConfig:
         not isinstance(keep_days, int | float) or isinstance(keep_days, bool) or keep_days <= 0
     ):
         raise ConfigurationError(f"{where}['keep_days'] must be a positive number of days.")
+    if "tables" in config and config.get("scrub") is None:
+        raise ConfigurationError(
+            f"{where}['tables'] decides columns of a scrubbed dump, and the config has no "
+            "'scrub' section: add one ({} if the models need no rule)."
+        )
     recipients = config.get("encryption_recipients")
     if recipients is not None:
         recipients = encryption.checked_recipients(recipients, f"{where}['encryption_recipients']")
@@ -133,6 +144,7 @@ def dump_config(name: str | None = None) -> DumpConfig:
         encryption_recipients=recipients,
         references=declared,
         null_keys=null_keys,
+        decisions=table_decisions.parse(config.get("tables"), config.get("exclude_tables"), where),
     )
 
 
@@ -168,24 +180,6 @@ def retention_of(name: str) -> DumpConfig:
     if isinstance(configs, dict) and name not in configs and name != "default":
         return DumpConfig(name=name)
     return dump_config(name)
-
-
-def unruled_by_config(name: str | None = None) -> dict[str, list[personal.PersonalField]]:
-    """{config name: its unruled personal fields} for the configs that scrub
-    (or for ``name`` alone, whether it scrubs or not)."""
-    if name is not None:
-        config = dump_config(name)
-        return {name: personal.unruled(config.scrub, config.exclude_models)}
-    found = {}
-    defined = conf.dump_configs()
-    for config_name in defined if isinstance(defined, dict) else ():
-        try:
-            config = dump_config(config_name)
-        except PgCloneError:  # pgclone.E003 says what is wrong with it
-            continue
-        if config.scrub is not None:
-            found[config_name] = personal.unruled(config.scrub, config.exclude_models)
-    return found
 
 
 def check_configs() -> list[str]:

@@ -23,6 +23,11 @@ class ExtensionUnavailable(ConfigurationError):
     see PGCLONE_TEMPLATE_DATABASE in pgclone's docs (docs/extensions.md)."""
 
 
+class UndecidedColumns(ConfigurationError):
+    """The dump config scrubs, but decides nothing for some columns that can hold
+    personal or secret data: `manage.py pgclone scrub-check` lists them."""
+
+
 class InvalidInput(PgCloneError):
     """The request is invalid."""
 

@@ -176,6 +176,19 @@ class Manifest:
         return cls(**known, extra=extra)
 
 
+def counts_as_scrubbed(manifest: Manifest | dict[str, Any]) -> bool:
+    """Whether a dump's manifest shows scrubbed data: it says ``"scrubbed": true``
+    and its plan names a table that pgclone wrote. ``"scrub": {}`` in a config
+    made manifests saying "scrubbed" with no table changed: those don't count.
+    Whether the manifest can be trusted (its signature) is for the caller to check."""
+    if isinstance(manifest, Manifest):
+        scrubbed, plan = manifest.scrubbed, manifest.plan
+    else:
+        scrubbed, plan = manifest.get("scrubbed"), manifest.get("plan")
+    tables = plan.get("tables") if isinstance(plan, dict) else None
+    return scrubbed is True and isinstance(tables, list) and bool(tables)
+
+
 def dump_options(job: Any) -> DumpOptions:
     return DumpOptions.from_dict(job.options)
 

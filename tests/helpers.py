@@ -207,3 +207,52 @@ def authors(database: str) -> list[str]:
     return psql("SELECT string_agg(name, ',' ORDER BY name) FROM testapp_author", database).split(
         ","
     )
+
+
+# Scrubbed dump configs ----------------------------------------------------------
+
+# The test project's columns that can hold text, by table: those a scrubbed dump
+# must decide. Not listed: auth_user.password (made unusable by default) and the
+# tables pgclone decides itself (the sessions emptied, the migrations, content
+# types and permissions kept, its own job tables left out).
+PROJECT_TEXT_COLUMNS = {
+    "auth_group": ("name",),
+    "auth_user": ("email", "first_name", "last_name", "username"),
+    "django_admin_log": ("change_message", "object_id", "object_repr"),
+    "django_celery_beat_crontabschedule": (
+        "day_of_month", "day_of_week", "hour", "minute", "month_of_year", "timezone",
+    ),
+    "django_celery_beat_intervalschedule": ("period",),
+    "django_celery_beat_periodictask": (
+        "args", "description", "exchange", "headers", "kwargs", "name", "queue", "routing_key",
+        "task",
+    ),
+    "django_celery_beat_solarschedule": ("event",),
+    "testapp_address": ("street",),
+    "testapp_author": ("name",),
+    "testapp_book": ("title",),
+    "testapp_customer": ("email", "ip", "name", "notes", "phone", "profile"),
+    "testapp_mark": ("note",),
+    "testapp_product": ("name",),
+    "testapp_secret": ("value",),
+    "testapp_tag": ("name",),
+}  # fmt: skip
+
+
+def deciding(config: dict[str, Any], tables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config`` (with 'scrub') deciding every column of the test project: 'keep'
+    for each column its rules don't name, as a reviewed config would say, and
+    ``tables``' decisions on the tables a test makes itself."""
+    from django.apps import apps
+
+    ruled = {
+        (apps.get_model(label)._meta.db_table, apps.get_model(label)._meta.get_field(name).column)
+        for label, fields in config.get("scrub", {}).items()
+        for name in fields
+    }
+    kept = {
+        f"public.{table}": {column: "keep" for column in columns if (table, column) not in ruled}
+        for table, columns in PROJECT_TEXT_COLUMNS.items()
+    }
+    decided = {name: spec for name, spec in kept.items() if spec}
+    return {**config, "tables": {**decided, **(tables or {}), **config.get("tables", {})}}

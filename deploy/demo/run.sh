@@ -61,6 +61,9 @@ step "manage.py pgclone ls --long and health"
 
 "$PY" manage.py demo_counts
 
+step "manage.py pgclone scrub-check --config safe (every column that can hold text decided)"
+"$PY" manage.py pgclone scrub-check --config safe | grep -v "kept by default"
+
 step "manage.py pgclone dump --config safe --wait (scrubbed in PostgreSQL, 10% of the customers)"
 "$PY" manage.py pgclone dump --config safe --wait
 "$PY" manage.py pgclone ls --long | tail -n 1

@@ -14,7 +14,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import router
 from django.utils import timezone
 
-from pgclone import api, conf
+from pgclone import api, conf, payloads
 from pgclone.exceptions import DumpNotFound, PgCloneError, RestoreRefused
 from pgclone.models import Job
 from pgclone.payloads import Manifest
@@ -66,7 +66,7 @@ def data_flags(info: DumpInfo) -> list[str]:
     """What a dump did to the data, in ``ls --long``'s words: scrubbed (as the one
     rule counts it), subset, rows-excluded."""
     done = (
-        ("scrubbed", requirement.counts_as_scrubbed(info.manifest)),
+        ("scrubbed", payloads.counts_as_scrubbed(info.manifest)),
         ("subset", info.manifest.get("subset")),
         ("rows-excluded", info.manifest.get("excluded_tables")),
     )

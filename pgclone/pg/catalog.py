@@ -223,3 +223,69 @@ def resolve(
             if row is not None:
                 found[name] = row[0]
     return found
+
+
+@dataclass(frozen=True)
+class DataColumn:
+    """A column a dump copies, with the type it holds its values as: domains
+    and arrays resolved to their base type (``base``, its ``category`` in
+    ``pg_type``), so a domain over text or an array of inet is seen for what it is."""
+
+    schema: str
+    table: str
+    name: str
+    type_name: str  # as format_type() writes the declared type
+    base: str  # the base type's name (text, jsonb, geometry…)
+    category: str  # pg_type.typcategory of the base type (S: a string type)
+    key: bool = False  # in the primary key or a foreign key: copied as it is
+
+
+_DATA_COLUMNS = """
+    WITH RECURSIVE tables AS (
+        SELECT c.oid, n.nspname, c.relname
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND c.relpersistence IN ('p', 'u')
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+          -- an extension's own tables: pg_dump writes their rows only as the
+          -- extension says (its configuration tables), not as the project's
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                          WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                            AND d.objid = c.oid AND d.deptype = 'e')
+    ), base (start, oid, depth) AS (
+        SELECT t.oid, t.oid, 0 FROM pg_catalog.pg_type t
+        WHERE t.oid IN (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid IN (SELECT oid FROM tables))
+        UNION ALL
+        -- a domain's base type, an array's element type, until neither
+        SELECT b.start, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END,
+               b.depth + 1
+        FROM base b JOIN pg_catalog.pg_type t ON t.oid = b.oid
+        WHERE b.depth < 16
+          AND (t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0))
+    ), resolved AS (
+        SELECT DISTINCT ON (b.start) b.start, t.typname, t.typcategory
+        FROM base b JOIN pg_catalog.pg_type t ON t.oid = b.oid
+        ORDER BY b.start, b.depth DESC
+    )
+    SELECT tb.nspname, tb.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+           r.typname, r.typcategory::text,
+           EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con
+                   WHERE con.conrelid = a.attrelid AND con.contype IN ('p', 'f')
+                     AND a.attnum = ANY (con.conkey))
+    FROM tables tb
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = tb.oid
+    JOIN resolved r ON r.start = a.atttypid
+    WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+    ORDER BY tb.nspname, tb.relname, a.attnum
+"""
+
+
+def data_columns(cursor: driver.Cursor) -> list[DataColumn]:
+    """Every column whose values a dump of ``cursor``'s database copies (the
+    ordinary tables', but generated columns and extensions' own tables)."""
+    cursor.execute(_DATA_COLUMNS)
+    return [
+        DataColumn(schema, table, name, type_name, base, category, key)
+        for schema, table, name, type_name, base, category, key in cursor.fetchall()
+    ]

@@ -1,3 +1,4 @@
 """Data that can leave production: scrub rules, the subset plan and its fixed
-point, personal-field detection.
+point, the decisions a scrubbed dump needs on every column, the credentials
+it copies empty.
 """

@@ -13,26 +13,50 @@ sampling; nothing is kept on disk, and memory holds a few members at a time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pgclone import conf
-from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked
+from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked, UndecidedColumns
 from pgclone.pg import driver, postgres, programs, table_counts
 from pgclone.pg.driver import sql
-from pgclone.sharing import plans, scrub, sections, subset
+from pgclone.sharing import plans, review, scrub, sections, subset
 
 
 def make_plan(
-    conn: postgres.ConnInfo, asked: sections.Sharing, exclude: list[Any], path: list[str]
+    conn: postgres.ConnInfo,
+    asked: sections.Sharing,
+    exclude: list[Any],
+    path: list[str],
+    config: str = "",
 ) -> subset.Plan:
     """The plan of ``asked``, from the catalog (the models' tables found in the
     schemas of ``path``); raises ConfigurationError for what the database
-    contradicts in it."""
+    contradicts in it, and UndecidedColumns, naming them, when ``asked`` scrubs
+    and leaves a column undecided (``exclude``: the tables whose rows are left
+    out, as (schema, table))."""
     with postgres.connect(conn) as connection, connection.cursor() as cursor:
-        return subset.make_plan(cursor, asked, path=path, exclude=exclude)
+        if asked.scrub is None:  # a subset alone: it decides nothing on columns
+            return subset.make_plan(cursor, asked, path=path, exclude=exclude)
+        decided = review.decide(cursor, asked, path=path, left_out=exclude)
+        if decided.undecided:
+            raise UndecidedColumns(review.refusal(decided.undecided, config))
+        plan = subset.make_plan(cursor, decided.sharing, path=path, exclude=exclude)
+        return dataclasses.replace(plan, decisions=decided.review.digest)
+
+
+def left_out(conn: postgres.ConnInfo, asked: sections.Sharing) -> list[tuple[str, str]]:
+    """(schema, table) of the tables whose rows a dump of ``asked`` leaves out by
+    name: its ``exclude_tables`` and, for a scrubbed dump, the tables holding
+    credentials it doesn't keep (pgclone.sharing.credentials)."""
+    emptied = []
+    if asked.scrub is not None:  # a plain dump reads no catalog for it
+        with postgres.connect(conn) as connection, connection.cursor() as cursor:
+            emptied = review.emptied(cursor, asked)
+    return sorted({*asked.decisions.exclude_tables, *emptied})
 
 
 def tool_flags() -> list[str]:
@@ -155,15 +179,20 @@ def pg_dumps(
 
 def describe(asked: sections.Sharing, plan: subset.Plan) -> dict[str, Any]:
     """What a planned dump's manifest says of its plan (never the key)."""
-    return {
-        "scrubbed": "scrubbed" in asked.what_it_does(),
+    tables = [postgres.display_name(t.schema, t.name) for t in planned_tables(plan)]
+    described = {
+        # "scrub": {} that changes no table is not scrubbed (payloads.counts_as_scrubbed)
+        "scrubbed": "scrubbed" in asked.what_it_does() and bool(tables),
         "subset": "subset" in asked.what_it_does(),
         "plan": {
             "digest": plan.digest,
             "scrub_key_id": scrub.key_id(conf.scrub_key()),
-            "tables": [postgres.display_name(t.schema, t.name) for t in planned_tables(plan)],
+            "tables": tables,
         },
     }
+    if plan.decisions:
+        described["plan"]["decisions"] = plan.decisions
+    return described
 
 
 def planned_tables(plan: subset.Plan) -> list[subset.PlannedTable]:

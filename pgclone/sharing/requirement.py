@@ -5,7 +5,7 @@ scrubbed dump, and what a restore there refuses.
 restore, whatever the restore config; a restore config's ``require_scrubbed``
 of the restores made with it. Either way:
 
-- a dump is taken only when it counts as scrubbed (:func:`counts_as_scrubbed`,
+- a dump is taken only when it counts as scrubbed (:func:`pgclone.payloads.counts_as_scrubbed`,
   the one rule every part reads) *and* its manifest's signature checked with a
   configured key, whatever PGCLONE_ALLOW_UNSIGNED says: whoever can write to
   the storage can write ``"scrubbed": true`` into a manifest, not sign it;
@@ -23,16 +23,9 @@ from typing import Any
 
 from pgclone import conf
 from pgclone.exceptions import UnscrubbedDumpRefused
-from pgclone.payloads import Source
+from pgclone.payloads import Source, counts_as_scrubbed
 from pgclone.pg import databases
 from pgclone.storage import keys, signing
-
-
-def counts_as_scrubbed(manifest: dict[str, Any]) -> bool:
-    """Whether a dump counts as scrubbed, by its manifest (which the caller has
-    judged where it is stored): the one rule ``ls``, the admin and the restores
-    that require scrubbed dumps all read."""
-    return bool(manifest.get("scrubbed"))
 
 
 def in_force(configured: bool) -> bool:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.apps import apps
 from django.db import connection, models
 
 from pgclone.exceptions import ConfigurationError
+from pgclone.sharing import decisions as named_tables
 from pgclone.sharing import scrub
+
+KEEP = (scrub.Rule("keep"),)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class Sharing:
     # (pgclone.sharing.references: Declared and End)
     references: tuple = ()
     null_keys: tuple = ()
+    # its 'tables' and 'exclude_tables' (pgclone.sharing.decisions)
+    decisions: named_tables.Decisions = field(default_factory=named_tables.Decisions)
 
     @property
     def planned(self) -> bool:
@@ -75,8 +80,8 @@ def _mapping(value: Any, where: str, what: str) -> dict:
 
 
 def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...] | None:
-    """The rules of a 'scrub' section; None without one (``{}`` is one: it scrubs nothing
-    yet, and pgclone.W017 lists what it should)."""
+    """The rules of a 'scrub' section; None without one (``{}`` is one: a dump with it
+    is refused until every column is decided, pgclone.sharing.review)."""
     if value is None:
         return None
     found = []
@@ -84,8 +89,8 @@ def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...] | None:
         model = model_of(label, where)
         at = f"{where}[{label!r}]"
         for name, spec in _mapping(fields, at, "field names to rules").items():
-            field = _field(model, name, at)
             rules = scrub.parse(spec, f"{at}[{name!r}]")
+            field = _field(model, name, at, kept=rules == KEEP)
             problem = scrub.problem(rules, column_of(field))
             if problem:
                 raise ConfigurationError(f"{at}[{name!r}]: {problem}.")
@@ -93,7 +98,7 @@ def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...] | None:
     return tuple(found)
 
 
-def _field(model: type[models.Model], name: Any, where: str) -> models.Field:
+def _field(model: type[models.Model], name: Any, where: str, kept: bool) -> models.Field:
     try:
         field = model._meta.get_field(name)
     except Exception as exc:  # FieldDoesNotExist, or a name that is no string
@@ -103,7 +108,7 @@ def _field(model: type[models.Model], name: Any, where: str) -> models.Field:
         ) from exc
     if not getattr(field, "concrete", False) or field.column is None:
         raise ConfigurationError(f"{where}: {name!r} is not a column of {model._meta.label}.")
-    if field.primary_key or field.is_relation:
+    if (field.primary_key or field.is_relation) and not kept:
         raise ConfigurationError(
             f"{where}: {name!r} is a key (primary or foreign) of {model._meta.label}; "
             "rows are matched on keys, so they can't be scrubbed."
@@ -161,11 +166,18 @@ def parse_subset(value: Any, where: str) -> tuple[SubsetRoot, ...]:
     return tuple(found)
 
 
-def digest(scrubbed: tuple[FieldRules, ...], subset: tuple[SubsetRoot, ...]) -> str:
-    """A stable fingerprint of what a config does to the data (not of the key)."""
+def digest(
+    scrubbed: tuple[FieldRules, ...],
+    subset: tuple[SubsetRoot, ...],
+    named: list[FieldRules] = (),
+) -> str:
+    """A stable fingerprint of what a config does to the data (not of the key);
+    ``named``: the rules of its ``tables`` (pgclone.sharing.decisions)."""
     described = {
         "version": scrub.RULES_VERSION,
         "scrub": sorted((asdict(rules) for rules in scrubbed), key=json.dumps),
         "subset": sorted((asdict(root) for root in subset), key=json.dumps),
     }
+    if named:  # absent otherwise: a config without 'tables' keeps its digest
+        described["tables"] = sorted((asdict(rules) for rules in named), key=json.dumps)
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()

@@ -138,6 +138,7 @@ class Plan:
     # (table, column, FROM, expression, column) of the sql rules, checked before a dump
     outputs: tuple[tuple[str, str, sql.Composable, sql.Composable, scrub.Column], ...]
     digest: str  # of the rules and the subset (pgclone.sharing.sections.digest)
+    decisions: str = ""  # of the decisions on every column (pgclone.sharing.review)
 
 
 def make_plan(
@@ -159,6 +160,8 @@ def make_plan(
     fks, cut = relations.edges(cursor, asked, found, tables, fks, path, excluded)
     models = [r.model for r in asked.subset] + [r.model for r in asked.scrub or ()]
     oids = _model_tables(cursor, models, path)
+    raw = _named_rules(cursor, asked, oids)  # the rules of 'tables', their oids added
+    scrubbed = (*(asked.scrub or ()), *raw)
     for label, oid in oids.items():
         if oid not in found.tables and oid not in excluded:
             raise ConfigurationError(
@@ -177,8 +180,8 @@ def make_plan(
     steps = _steps(tables, fks, kinds, keeps)
     leaves = graph.leaves(steps, kinds, read={fk.parent for fk in cut})
     nulls = relations.nulled(cut, kinds, keeps)
-    heirs = _heirs(cursor, [oids[field.model] for field in asked.scrub or ()])
-    rules = _table_rules(found, asked.scrub or (), oids, excluded, heirs)
+    heirs = _heirs(cursor, [oids[field.model] for field in scrubbed])
+    rules = _table_rules(found, scrubbed, oids, excluded, heirs)
     planned = [
         _planned(table, kinds.get(oid, "whole"), rules.get(oid, {}), leaves.get(oid), nulls)
         for oid, table in tables.items()
@@ -193,7 +196,7 @@ def make_plan(
         steps=graph.ordered([step for step in steps if step.output not in leaves]),
         outputs=tuple(output for _, outputs in planned for output in outputs),
         digest=references.digest(
-            sharing.digest(asked.scrub or (), asked.subset), asked.references, asked.null_keys
+            sharing.digest(asked.scrub or (), asked.subset, raw), asked.references, asked.null_keys
         ),
     )
 
@@ -366,6 +369,26 @@ def _model_tables(cursor: driver.Cursor, labels: list[str], path: list[str]) -> 
     return {label: oids[table] for label, table in tables.items()}
 
 
+def _named_rules(
+    cursor: driver.Cursor, asked: sharing.Sharing, oids: dict[str, int]
+) -> list[sharing.FieldRules]:
+    """The rules of the config's ``tables`` (but ``keep``: it changes nothing), as
+    rules of a "model" named ``schema.table``, whose oid is added to ``oids``."""
+    named = [t for t in asked.decisions.tables if t.columns]
+    found_oids = catalog.resolve(cursor, [(t.schema, t.name) for t in named], [])
+    found = []
+    for table in named:
+        if (table.schema, table.name) not in found_oids:
+            raise ConfigurationError(f"'tables' names {table.label}: no such table.")
+        oids[table.label] = found_oids[(table.schema, table.name)]
+        found += [
+            sharing.FieldRules(table.label, column, column, rules)
+            for column, rules in table.columns
+            if rules != sharing.KEEP
+        ]
+    return found
+
+
 def _table_rules(
     found: catalog.Catalog, scrubbed: tuple, oids: dict, excluded: set, heirs: dict[int, list[int]]
 ) -> dict:
@@ -398,6 +421,8 @@ def _table_rules(
             if column is None:
                 raise ConfigurationError(f"{where}: no such column in the database: run migrate.")
             if field.column in found.key_columns(table_oid):
+                if field.rules == sharing.KEEP:  # a key is copied as it is: nothing to do
+                    continue
                 raise ConfigurationError(
                     f"{where}: the column is part of a key; it can't be scrubbed."
                 )

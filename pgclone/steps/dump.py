@@ -23,15 +23,12 @@ from pgclone.archive import container_writer, containers, streams
 from pgclone.engine import jobs, runner, workflow
 from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
 from pgclone.humanize import human_bytes
-from pgclone.models import Job, JobStep
-from pgclone.pg import postgres, privileges, programs, search_path, table_counts
-from pgclone.sharing import exclusions, planned_dump, sections, subset
-from pgclone.steps import routing
+from pgclone.models import Job
+from pgclone.pg import postgres, privileges, programs, table_counts
+from pgclone.sharing import planned_dump, sections, subset
+from pgclone.steps import leaving_out, routing
 from pgclone.storage import Storage, keys, signing, storage_for
 
-# The job tables of the dumped database are never copied: history belongs to
-# each environment, not to the data.
-OWN_TABLES = (Job._meta.db_table, JobStep._meta.db_table)
 logger = logging.getLogger("pgclone")
 
 
@@ -94,24 +91,21 @@ class _Archive:
 
 def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
     conn = postgres.conn_info(job.database_alias).for_job(job.pk)
-    left_out, cascaded = exclusions.excluded_tables(list(asked.exclude_models))
-    # Django's names, in the schemas where the project's sessions find them.
-    path = search_path.project_path(conn)  # read once: the plan finds its models there too
-    excluded = sorted(search_path.qualify(conn, {*left_out, *OWN_TABLES}, path).values())
-    # Tables Django does not know (made by raw SQL) may reference those too.
-    referencing = postgres.tables_referencing(conn, excluded)
     # This worker's config: its scrub and subset apply (none when it is not defined here).
-    sharing = configs.retention_of(asked.config or job.config_name).sharing
+    config_name = asked.config or job.config_name
+    sharing = configs.retention_of(config_name).sharing
+    out = leaving_out.left_out(conn, asked.exclude_models, sharing)
+    referencing = out.referencing
     plan = None
     if sharing.planned:  # refused here, before anything is written
-        plan = planned_dump.make_plan(conn, sharing, [*excluded, *referencing], path)
+        plan = planned_dump.make_plan(conn, sharing, out.tables, out.path, config=config_name)
         programs.require_program("psql")  # its sessions copy the planned tables
     return _Prepared(
         conn=conn,
         key=keys.make_key(conn.name, job.config_name, timezone.now()),
-        left_out=[*left_out, *(postgres.display_name(*table) for table in referencing)],
-        excluded=[*excluded, *referencing],
-        cascaded=[*cascaded, *(postgres.display_name(*table) for table in referencing)],
+        left_out=[*out.names, *(postgres.display_name(*table) for table in referencing)],
+        excluded=out.tables,
+        cascaded=[*out.cascaded, *(postgres.display_name(*table) for table in referencing)],
         sharing=sharing,
         plan=plan,
         server_version=postgres.server_version(conn),

@@ -21,7 +21,7 @@ from pgclone.models import Job
 from pgclone.pg import postgres, table_counts
 from pgclone.pg.driver import sql
 from pgclone.sharing import planned_dump, plans, subset
-from tests.helpers import psql, wait_for
+from tests.helpers import deciding, psql, wait_for
 from tests.integration.test_subset import SAFE, shop  # noqa: F401 (fixture)
 from tests.testapp.models import Author, Book, Tag
 
@@ -34,7 +34,7 @@ SCRUBBED = ("name", "email", "notes", "profile::text", "ip::text")
 @pytest.fixture
 def parallel(settings, monkeypatch) -> list[tuple]:
     """Every scrubbed table copied in JOBS sessions; the ranges copied, as they start."""
-    settings.PGCLONE_DUMP_CONFIGS = {"scrubbed": {"scrub": SAFE["scrub"]}}
+    settings.PGCLONE_DUMP_CONFIGS = {"scrubbed": deciding({"scrub": SAFE["scrub"]})}
     settings.PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
     settings.PGCLONE_DUMP_JOBS = JOBS
     monkeypatch.setattr(parallel_copy, "MIN_BYTES", 0)

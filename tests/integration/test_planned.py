@@ -24,6 +24,7 @@ from pgclone import api
 from pgclone.archive import containers
 from pgclone.models import Job
 from tests.helpers import (
+    deciding,
     fingerprint,
     make_dump,
     pgclone_databases,
@@ -39,18 +40,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 IDENTITY = pyrage.x25519.Identity.generate()
 RECIPIENT = str(IDENTITY.to_public())
-SAFE_CONFIG = {
-    "scrub": {
-        **SAFE["scrub"],
-        "auth.User": {
-            "email": "email",
-            "first_name": "first_name",
-            "last_name": "last_name",
-            "password": "unusable_password",
+SAFE_CONFIG = deciding(
+    {
+        "scrub": {
+            **SAFE["scrub"],
+            "auth.User": {
+                "email": "email",
+                "first_name": "first_name",
+                "last_name": "last_name",
+                "password": "unusable_password",
+            },
         },
-    },
-    "subset": SAFE["subset"],
-}
+        "subset": SAFE["subset"],
+    }
+)
 DUMP_CONFIGS = {
     "safe": SAFE_CONFIG,
     "sealed": {**SAFE_CONFIG, "encryption_recipients": [RECIPIENT]},

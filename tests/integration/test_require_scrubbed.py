@@ -101,10 +101,11 @@ def refused_before_queueing(kind: str) -> Job:
 
 def edit_manifest(location: str, key: str, *, keep_signature: bool) -> None:
     """What a storage writer without the signing key can do: say "scrubbed" in a
-    manifest, with its old signature or none."""
+    manifest (with the plan a scrubbed dump records), with its old signature or none."""
     path = Path(location) / f"{key}.json"
     manifest = json.loads(path.read_text())
     manifest["scrubbed"] = True
+    manifest["plan"] = {"tables": ["public.testapp_customer"]}
     if not keep_signature:
         del manifest["signature"], manifest["signing_key_id"]
     path.write_text(json.dumps(manifest))

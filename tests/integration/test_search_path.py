@@ -176,8 +176,8 @@ def test_no_shadow_runs_in_any_job_made_as_a_superuser(
     shadowed, target, outbox, local_location, settings
 ):
     settings.PGCLONE_DUMP_CONFIGS = {
-        "scrubbed": {"scrub": SAFE_CONFIG["scrub"]},
-        "subset": {"subset": SAFE_CONFIG["subset"], "scrub": SAFE_CONFIG["scrub"]},
+        "scrubbed": {"scrub": SAFE_CONFIG["scrub"], "tables": SAFE_CONFIG["tables"]},
+        "subset": SAFE_CONFIG,
     }
     settings.PGCLONE_ALLOW_SUPERUSER_RESTORE = True  # the trial restores as a superuser too
     jobs = {

@@ -19,6 +19,10 @@ SECRET = "a-long-random-secret-for-scrubbed-dumps"
 
 
 def manifest(**fields: Any) -> dict[str, Any]:
+    """A manifest; ``scrubbed=True`` with the plan a scrubbed dump records (a table
+    pgclone wrote: pgclone.payloads.counts_as_scrubbed)."""
+    if fields.get("scrubbed") is True:
+        fields.setdefault("plan", {"tables": ["public.shop_customer"]})
     return {
         "key": str(KEY),
         "database": KEY.database,
@@ -59,7 +63,11 @@ def test_a_manifest_that_says_scrubbed_without_a_signature_is_refused(
 
 
 def test_scrubbed_written_into_a_signed_manifest_breaks_its_signature(strict: Any) -> None:
-    edited = {**signing.sign(manifest(scrubbed=False)), "scrubbed": True}
+    edited = {
+        **signing.sign(manifest(scrubbed=False)),
+        "scrubbed": True,
+        "plan": {"tables": ["public.shop_customer"]},
+    }
     refusal = requirement.dump_refusal(KEY, edited)
     assert "is not signed with PGCLONE_SIGNING_KEY" in refusal
     assert "signature does not match" in refusal

@@ -1,20 +1,17 @@
-"""The scrub and subset sections of dump configs, the personal-field guess,
-scrub-check and W017: parsed and checked at startup, no database needed."""
+"""The scrub and subset sections of dump configs: parsed and checked at
+startup, no database needed (what they decide on a database's columns:
+tests/unit/test_deciding.py, tests/integration/test_decisions.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 
 import pytest
-from django.contrib.auth.models import User
-from django.core.management import CommandError, call_command
 
 from pgclone import configs
-from pgclone.checks import check_scrub_rules, check_settings
-from pgclone.sharing import personal, scrub
+from pgclone.checks import check_settings
+from pgclone.sharing import scrub
 from pgclone.sharing import sections as sharing
-from tests.testapp.models import Customer, OrderItem
 
 SAFE = {
     "scrub": {
@@ -109,47 +106,6 @@ def test_the_key_defaults_to_one_derived_from_the_secret_key(settings):
     assert derived != settings.SECRET_KEY and len(derived) == 64
     settings.PGCLONE_SCRUB_KEY = "set apart"
     assert conf.scrub_key() == "set apart"
-
-
-def test_personal_fields_are_guessed_from_type_and_name():
-    def personal_names(model):
-        return {f.name for f in model._meta.concrete_fields if personal.looks_personal(f)}
-
-    assert personal_names(User) == {"password", "first_name", "last_name", "email"}
-    assert personal_names(Customer) == {"email", "phone", "ip"}
-    assert personal_names(OrderItem) == set()
-
-
-def test_scrub_check_and_w017_list_what_a_scrubbing_config_leaves(settings):
-    settings.PGCLONE_DUMP_CONFIGS = {"safe": SAFE, "plain": {}}
-    out = io.StringIO()
-    with pytest.raises(CommandError) as failed:
-        call_command("pgclone", "scrub-check", stdout=out)
-    assert failed.value.returncode == 1
-    listed = out.getvalue().splitlines()
-    assert "safe: auth.User.first_name (CharField)" in listed
-    assert "safe: testapp.Customer.email (EmailField)" in listed
-    assert not any(line.startswith("plain:") or ".User.email " in line for line in listed)
-    (warning,) = check_scrub_rules()
-    assert warning.id == "pgclone.W017" and "auth.User.first_name (CharField)" in warning.msg
-
-    rules = {}
-    for field in personal.personal_fields():
-        rules.setdefault(field.model, {})[field.field] = "keep"
-    settings.PGCLONE_DUMP_CONFIGS = {"safe": {"scrub": rules}, "plain": {}}
-    out = io.StringIO()
-    call_command("pgclone", "scrub-check", stdout=out)
-    assert "Every personal-looking field has a scrub rule. Checked: safe." in out.getvalue()
-    assert check_scrub_rules() == []
-
-
-def test_scrub_check_of_one_config_that_does_not_scrub_lists_everything(settings):
-    settings.PGCLONE_DUMP_CONFIGS = {"plain": {"exclude_models": ["testapp.Customer"]}}
-    out = io.StringIO()
-    with pytest.raises(CommandError):
-        call_command("pgclone", "scrub-check", "--config", "plain", stdout=out)
-    assert "plain: auth.User.email (EmailField)" in out.getvalue()
-    assert "testapp.Customer" not in out.getvalue()  # its rows are left out
 
 
 def test_a_dump_with_scrub_or_subset_is_accepted(settings):

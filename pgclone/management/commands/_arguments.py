@@ -195,10 +195,19 @@ def _keygen(add_parser: Callable[..., CommandParser]) -> None:
 def _scrub_check(add_parser: Callable[..., CommandParser]) -> None:
     scrub_check = add_parser(
         "scrub-check",
-        help="List personal-looking fields that scrubbing configs leave as they are "
-        "(exit status 1 if any).",
+        help="List the columns that can hold personal or secret data and that the "
+        "scrubbing configs decide nothing for (exit status 1 if any).",
     )
     scrub_check.add_argument("--config", help="Only this dump config, scrubbing or not.")
+    scrub_check.add_argument(
+        "--database", help="The database alias whose tables are checked (default: default)."
+    )
+    scrub_check.add_argument(
+        "--skeleton",
+        action="store_true",
+        help="Print the config's 'scrub' and 'tables' sections with a decision for each "
+        "undecided column, to paste and review (needs --config).",
+    )
 
 
 def _prune(add_parser: Callable[..., CommandParser]) -> None:

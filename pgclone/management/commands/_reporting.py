@@ -12,10 +12,9 @@ from typing import Any
 
 from django.utils import timezone
 
-from pgclone import health, humanize
+from pgclone import health, humanize, payloads
 from pgclone.models import Job
 from pgclone.payloads import Manifest
-from pgclone.sharing import requirement
 from pgclone.storage.base import DumpInfo
 
 
@@ -62,7 +61,7 @@ def flags(info: DumpInfo) -> str:
         found.append("rows-excluded")
     if manifest and manifest.encrypted:
         found.append("encrypted")
-    if manifest and requirement.counts_as_scrubbed(info.manifest):
+    if manifest and payloads.counts_as_scrubbed(manifest):
         found.append("scrubbed")
     if manifest and manifest.subset:
         found.append("subset")
@@ -172,3 +171,23 @@ def keygen_explanation(recipient: str) -> str:
         "every machine that dumps, next to the recipients already there while older dumps "
         "need their keys."
     )
+
+
+def scrub_check_lines(found: Sequence[Any]) -> list[str]:
+    """``scrub-check``'s lines: per config, the undecided columns, then what is
+    decided without a word of the config (emptied, kept by pgclone or by type)."""
+    lines = []
+    for checked in found:
+        name, review = checked.config, checked.review
+        lines += [f"{name}: undecided: {named}" for named in review.undecided]
+        lines += [f"{name}: copied empty (holds credentials): {t}" for t in checked.emptied]
+        lines += [f"{name}: kept (Django's, from the code): {t}" for t in review.kept_by_pgclone]
+        by_table: dict[str, list[str]] = {}
+        for named in review.kept_by_default:
+            column = named.column
+            by_table.setdefault(f"{column.schema}.{column.table}", []).append(column.name)
+        lines += [
+            f"{name}: kept by default (no text in their types): {table}: {', '.join(columns)}"
+            for table, columns in by_table.items()
+        ]
+    return lines

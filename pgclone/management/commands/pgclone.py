@@ -317,18 +317,29 @@ class Command(BaseCommand):
         self.stderr.write(reporting.keygen_explanation(recipient))
 
     def handle_scrub_check(self, options: dict[str, Any]) -> None:
-        found = api.scrub_check(options["config"])
-        lines = [f"{name}: {field}" for name, fields in found.items() for field in fields]
-        for line in lines:
-            self.stdout.write(line)
-        if lines:
+        if options["skeleton"] and not options["config"]:
+            raise CommandError("--skeleton needs --config NAME: the config to complete.")
+        found = api.scrub_check(
+            options["config"], database=options["database"], skeleton=options["skeleton"]
+        )
+        if options["skeleton"]:
+            (checked,) = found
+            self.stdout.write(checked.skeleton or "# Every column is decided: nothing to add.")
+        else:
+            for line in reporting.scrub_check_lines(found):
+                self.stdout.write(line)
+        undecided = sum(len(checked.review.undecided) for checked in found)
+        if undecided:
             raise CommandError(
-                f"{len(lines)} personal-looking field(s) have no scrub rule: give each a rule "
-                "('keep' keeps it as it is) or exclude its model.",
+                f"{undecided} column(s) that can hold personal or secret data are undecided: "
+                "give each a scrub rule ('keep' keeps it as it is), keep or leave out its table "
+                "by name ('tables', 'exclude_tables'), or exclude its model. A scrubbed dump "
+                "is refused until then.",
                 returncode=1,
             )
-        checked = ", ".join(found) or "none (no dump config has a 'scrub' section)"
-        self.stdout.write(f"Every personal-looking field has a scrub rule. Checked: {checked}.")
+        if not options["skeleton"]:
+            checked_names = ", ".join(c.config for c in found) or "none (no config has 'scrub')"
+            self.stdout.write(f"Every column is decided. Checked: {checked_names}.")
 
     def handle_sweep(self, options: dict[str, Any]) -> None:
         swept = api.sweep()
