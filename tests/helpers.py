@@ -233,6 +233,7 @@ PROJECT_TEXT_COLUMNS = {
     "testapp_book": ("title",),
     "testapp_customer": ("email", "ip", "name", "notes", "phone", "profile"),
     "testapp_mark": ("note",),
+    "testapp_note": ("object_id",),
     "testapp_product": ("name",),
     "testapp_secret": ("value",),
     "testapp_tag": ("name",),
