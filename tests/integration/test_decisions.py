@@ -254,7 +254,15 @@ def test_an_empty_scrub_section_or_a_new_column_is_refused_naming_the_columns(
     assert "- testapp.Customer.email (character varying(254))\n" in job.error
     assert "- public.legacy_contacts.email (text)\n" in job.error
 
-    decided = deciding(README, {"public.legacy_contacts": {"email": "email"}})
+    ruled = {**README, "scrub": {**README["scrub"], "admin.LogEntry": {"object_repr": "text"}}}
+    ruled["scrub"]["testapp.Customer"] = {
+        **README["scrub"]["testapp.Customer"],
+        "profile": [
+            {"rule": "email", "path": ["contact", "email"]},
+            {"rule": "phone", "path": ["contact", "phone"]},
+        ],
+    }  # what the leak proof would find otherwise: emails in the profiles, a name in the log
+    decided = deciding(ruled, {"public.legacy_contacts": {"email": "email"}})
     settings.PGCLONE_DUMP_CONFIGS = {"decided": decided}
     psql("ALTER TABLE testapp_customer ADD COLUMN nickname text", test_database_name)
     try:
