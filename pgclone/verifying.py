@@ -157,12 +157,7 @@ def verify_leaks(storage: Storage, key: keys.DumpKey, alias: str = "default") ->
     proof = leak_proof.Proof(search)
     router = planned_restore.Router(proof.open_stream)
     with storage.open(key) as source:
-        try:
-            streams.decompress(source, router.write, **checks)
-        except BaseException:
-            router.abort()
-            raise
-        router.finish()
+        planned_restore.read(router, source, checks)
     if proof.found.hits:
         raise LeakFound(proof.found.message(f"Dump {key}"))
     same_rules = (parsed.plan or {}).get("digest") == plan.digest

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from pgclone.archive import containers, custom_archive
+from pgclone.archive import containers, custom_archive, planned_restore
 from pgclone.exceptions import LeakFound
 from pgclone.sharing import leaks
 
@@ -126,16 +126,6 @@ class RestSink:
     abort = close
 
 
-class _Discard:
-    def write(self, data: bytes) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    abort = close
-
-
 class Proof:
     """One search over one container's data, and what it found."""
 
@@ -154,7 +144,7 @@ class Proof:
             return CopySink(self, label, list(table["columns"]))
         if stream == containers.REST:
             return RestSink(self)
-        return _Discard()
+        return planned_restore.Discard()
 
 
 class Tee:

@@ -248,7 +248,7 @@ class Router:
             sink.abort()
 
 
-def _read(router: Router, source: Any, checks: dict[str, Any]) -> None:
+def read(router: Router, source: Any, checks: dict[str, Any]) -> None:
     try:
         streams.decompress(source, router.write, **checks)
     except BaseException:
@@ -280,7 +280,7 @@ def restore_streamed(
         return copies[-1]
 
     router = Router(open_stream)
-    _read(router, source, checks)
+    read(router, source, checks)
     return sum(copy.rows for copy in copies)
 
 
@@ -292,7 +292,7 @@ def unpack(source: Any, workdir: Path, checks: dict[str, Any]) -> dict[str, Any]
         return FileSink(workdir / stream.replace("/", "-"))
 
     router = Router(open_stream)
-    _read(router, source, checks)
+    read(router, source, checks)
     return router.plan
 
 
@@ -360,15 +360,15 @@ def read_archives(
     def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
         if table is None:
             return ProgramSink(readers, programs.child_environment())
-        return _Discard()
+        return Discard()
 
     router = Router(open_stream)
-    _read(router, source, checks)
+    read(router, source, checks)
     return router.plan
 
 
-class _Discard:
-    """A planned table's rows, read (and checked) but not needed."""
+class Discard:
+    """A stream's rows, read (and checked) but not needed."""
 
     def write(self, data: bytes) -> None:
         pass

@@ -28,7 +28,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db import connection, models
+from django.db import connection
 
 from pgclone.exceptions import ConfigurationError
 from pgclone.sharing import sections
@@ -126,26 +126,13 @@ def _end(value: Any, where: str, table: bool, source: bool) -> End:
     model = sections.model_of(label, where)
     if field_name is None:
         return End(value, model=model._meta.label)
-    field = _field(model, field_name, where)
+    field = sections.column_field(model, field_name, where, kept=True)
     if path and field.get_internal_type() != "JSONField":
         raise ConfigurationError(
             f"{where}: {model._meta.label}.{field.name} is no JSON field: '->key' reads "
             "a key of a JSONField."
         )
     return End(value, model=model._meta.label, column=field.column, path=path)
-
-
-def _field(model: type[models.Model], name: str, where: str) -> models.Field:
-    try:
-        field = model._meta.get_field(name)
-    except Exception as exc:  # FieldDoesNotExist
-        names = ", ".join(f.name for f in model._meta.concrete_fields)
-        raise ConfigurationError(
-            f"{where}: {model._meta.label} has no field {name!r}; its fields are {names}."
-        ) from exc
-    if not getattr(field, "concrete", False) or field.column is None:
-        raise ConfigurationError(f"{where}: {name!r} is not a column of {model._meta.label}.")
-    return field
 
 
 def _check_types(source: End, target: End, where: str) -> None:
@@ -193,7 +180,9 @@ def _null_key(item: Any, where: str) -> End:
         end = _end(item["table"], f"{where}['table']", True, True)
     elif isinstance(item, str):
         end = _end(item, where, False, True)
-        field = _field(sections.model_of(end.model, where), item.rsplit(".", 1)[-1], where)
+        field = sections.column_field(
+            sections.model_of(end.model, where), item.rsplit(".", 1)[-1], where, kept=True
+        )
         if not (field.many_to_one and field.concrete):
             raise ConfigurationError(
                 f"{where}: {item} is no foreign key; 'null_keys' names foreign keys."

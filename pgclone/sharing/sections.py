@@ -90,7 +90,7 @@ def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...] | None:
         at = f"{where}[{label!r}]"
         for name, spec in _mapping(fields, at, "field names to rules").items():
             rules = scrub.parse(spec, f"{at}[{name!r}]")
-            field = _field(model, name, at, kept=rules == KEEP)
+            field = column_field(model, name, at, kept=rules == KEEP)
             problem = scrub.problem(rules, column_of(field))
             if problem:
                 raise ConfigurationError(f"{at}[{name!r}]: {problem}.")
@@ -98,7 +98,10 @@ def parse_scrub(value: Any, where: str) -> tuple[FieldRules, ...] | None:
     return tuple(found)
 
 
-def _field(model: type[models.Model], name: Any, where: str, kept: bool) -> models.Field:
+def column_field(
+    model: type[models.Model], name: Any, where: str, kept: bool = False
+) -> models.Field:
+    """The concrete field ``name`` of ``model``; unless ``kept``, not a key."""
     try:
         field = model._meta.get_field(name)
     except Exception as exc:  # FieldDoesNotExist, or a name that is no string
