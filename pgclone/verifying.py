@@ -29,8 +29,8 @@ from pgclone.exceptions import (
     LeakFound,
     NoMatchingIdentity,
 )
-from pgclone.pg import postgres, programs, search_path
-from pgclone.sharing import leaks, planned_dump
+from pgclone.pg import postgres, programs
+from pgclone.sharing import leaks, left_out, planned_dump
 from pgclone.storage import Storage, keys, signing
 
 Table = tuple[str, str]  # (schema, name)
@@ -151,7 +151,8 @@ def verify_leaks(storage: Storage, key: keys.DumpKey, alias: str = "default") ->
             "here: --leaks takes the columns to sample from its rules."
         )
     conn = postgres.conn_info(alias)
-    plan = planned_dump.make_plan(conn, sharing, [], search_path.project_path(conn))
+    out = left_out.left_out(conn, tuple(parsed.exclude_models), sharing)
+    plan = planned_dump.make_plan(conn, sharing, out.tables, out.path)
     with postgres.connect(conn) as connection, connection.cursor() as cursor:
         search = leaks.Search(leaks.sample(cursor, plan, kept=False))
     proof = leak_proof.Proof(search)

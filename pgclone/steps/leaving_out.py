@@ -13,42 +13,9 @@ from dataclasses import dataclass
 
 from pgclone import conf, configs
 from pgclone.exceptions import PgCloneError
-from pgclone.models import Job, JobStep
-from pgclone.pg import postgres, search_path
-from pgclone.sharing import credentials, deciding, exclusions, planned_dump, review, sections
-
-# The job tables of the dumped database are never copied: history belongs to
-# each environment, not to the data.
-OWN_TABLES = (Job._meta.db_table, JobStep._meta.db_table)
-
-
-@dataclass(frozen=True)
-class LeftOut:
-    path: list[str]  # the schemas where the project finds its tables
-    excluded: list[tuple[str, str]]  # (schema, table), but those referencing them
-    referencing: list[tuple[str, str]]  # the tables referencing those (raw SQL's too)
-    names: list[str]  # as the manifest names them, but ``referencing``
-    cascaded: list[str]  # models left out because they reference excluded ones
-
-    @property
-    def tables(self) -> list[tuple[str, str]]:
-        return [*self.excluded, *self.referencing]
-
-
-def left_out(
-    conn: postgres.ConnInfo, exclude_models: tuple[str, ...], sharing: sections.Sharing
-) -> LeftOut:
-    models, cascaded = exclusions.excluded_tables(list(exclude_models))
-    # Django's names, in the schemas where the project's sessions find them.
-    path = search_path.project_path(conn)  # read once: the plan finds its models there too
-    excluded = sorted(search_path.qualify(conn, {*models, *OWN_TABLES}, path).values())
-    # Tables left out by name: exclude_tables, and the credentials a scrubbed dump empties.
-    named = [t for t in planned_dump.left_out(conn, sharing) if t not in excluded]
-    excluded = sorted({*excluded, *named})
-    # Tables Django does not know (made by raw SQL) may reference those too.
-    referencing = postgres.tables_referencing(conn, excluded)
-    names = [*models, *(postgres.display_name(*table) for table in named)]
-    return LeftOut(path, excluded, referencing, names, cascaded)
+from pgclone.pg import postgres
+from pgclone.sharing import credentials, deciding, review
+from pgclone.sharing.left_out import OWN_TABLES, LeftOut, left_out  # noqa: F401 (used here)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,22 @@ README = {
     },
     "subset": {"testapp.Order": {"percent": 10}},
 }
+# README with rules for what the leak proof finds otherwise in this project: the
+# customers' emails in their JSON profiles, a customer's name in the admin log.
+RULED = {
+    **README,
+    "scrub": {
+        **README["scrub"],
+        "testapp.Customer": {
+            **README["scrub"]["testapp.Customer"],
+            "profile": [
+                {"rule": "email", "path": ["contact", "email"]},
+                {"rule": "phone", "path": ["contact", "phone"]},
+            ],
+        },
+        "admin.LogEntry": {"object_repr": "text"},
+    },
+}
 RAW_TABLES = """
     CREATE TABLE authtoken_token (
         key varchar(40) PRIMARY KEY,
@@ -254,15 +270,7 @@ def test_an_empty_scrub_section_or_a_new_column_is_refused_naming_the_columns(
     assert "- testapp.Customer.email (character varying(254))\n" in job.error
     assert "- public.legacy_contacts.email (text)\n" in job.error
 
-    ruled = {**README, "scrub": {**README["scrub"], "admin.LogEntry": {"object_repr": "text"}}}
-    ruled["scrub"]["testapp.Customer"] = {
-        **README["scrub"]["testapp.Customer"],
-        "profile": [
-            {"rule": "email", "path": ["contact", "email"]},
-            {"rule": "phone", "path": ["contact", "phone"]},
-        ],
-    }  # what the leak proof would find otherwise: emails in the profiles, a name in the log
-    decided = deciding(ruled, {"public.legacy_contacts": {"email": "email"}})
+    decided = deciding(RULED, {"public.legacy_contacts": {"email": "email"}})
     settings.PGCLONE_DUMP_CONFIGS = {"decided": decided}
     psql("ALTER TABLE testapp_customer ADD COLUMN nickname text", test_database_name)
     try:
@@ -286,7 +294,7 @@ def manifest_of(job: Job, location: str) -> dict:
 def test_a_credential_table_is_kept_only_by_name_and_never_one_keyed_by_its_secret(
     attacked, settings, local_location, test_database_name
 ):
-    base = deciding(README, {"public.legacy_contacts": "keep"})
+    base = deciding(RULED, {"public.legacy_contacts": "keep"})
     sessions = {**base, "tables": {**base["tables"], "public.django_session": "keep"}}
     job = dumped(settings, {"s": sessions}, "s")
     assert job.status == Job.Status.FAILED

@@ -6,7 +6,7 @@ stored dump against the source's current values."""
 from __future__ import annotations
 
 import json
-import secrets
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 
 from pgclone.models import Job
 from pgclone.storage import storage_for
-from tests.helpers import psql
+from tests.helpers import deciding, psql
 from tests.integration.test_subset import shop  # noqa: F401 (fixture)
 from tests.processes import own_queue, start_worker, stop_worker
 from tests.testapp.models import Author, Customer
@@ -39,9 +39,14 @@ RULES = {
     "testapp.Product": {"name": "keep"},
     "testapp.Tag": {"name": "keep"},
 }
+# A table made by raw SQL (no model), there for every test: a config decides it by name.
+RAW_TABLE = f"raw_contacts_{os.environ['PGCLONE_TEST_SESSION']}"
+DECIDED = {f"public.{RAW_TABLE}": "keep"}
 DUMP_CONFIGS = {
-    "scrubbed": {"scrub": RULES},
-    "scrubbed_subset": {"scrub": RULES, "subset": {"testapp.Order": {"percent": 10}}},
+    "scrubbed": deciding({"scrub": RULES}, DECIDED),
+    "scrubbed_subset": deciding(
+        {"scrub": RULES, "subset": {"testapp.Order": {"percent": 10}}}, DECIDED
+    ),
 }
 
 
@@ -56,10 +61,10 @@ def leaks_worker(tmp_path_factory, test_database_name, moto_server) -> Iterator[
     stop_worker(worker)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def raw_table(test_database_name: str) -> Iterator[str]:
-    """A table made by raw SQL (no model), with a text column."""
-    name = f"raw_contacts_{secrets.token_hex(4)}"
+    """A table made by raw SQL (no model), with a text column: empty at each test."""
+    name = RAW_TABLE
     psql(f"CREATE TABLE public.{name} (id int PRIMARY KEY, contact text)", test_database_name)
     yield name
     psql(f"DROP TABLE IF EXISTS public.{name}", test_database_name)
@@ -127,12 +132,14 @@ def test_a_clean_scrubbed_dump_records_its_proof_in_the_job_and_manifest(
     assert result.returncode == 0, result.stdout + result.stderr
     proof = job.result["leak_proof"]
     # Kept rows only: some of the 200 customers' names, emails, notes, ips, JSON values.
-    assert 0 < proof["sample"] < 5 * 200 and proof["columns"] == 8
+    assert (
+        0 < proof["sample"] < 5 * 200 and proof["columns"] == 9
+    )  # and auth_user.password, unusable by default
     assert proof["result"] == "passed" and proof["seconds"] >= 0
     manifest = job.result["manifest"]
-    assert manifest["leak_proof"] == {"sample": proof["sample"], "columns": 8, "result": "passed"}
+    assert manifest["leak_proof"] == {"sample": proof["sample"], "columns": 9, "result": "passed"}
     message = job.steps.get(name="dump").message
-    assert f"no leak found ({proof['sample']} original values of 8 scrubbed columns" in message
+    assert f"no leak found ({proof['sample']} original values of 9 scrubbed columns" in message
 
 
 def test_short_values_and_rule_outputs_are_no_leak(
