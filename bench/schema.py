@@ -104,7 +104,8 @@ def fill_statements(units: int) -> list[list[str]]:
     return [
         [
             f"""INSERT INTO customers SELECT g,
-                initcap({_word("a")}) || ' ' || initcap({_word("b")}),
+                initcap({_word("a")}) || ' ' || chr(65 + (g % 26)::int) || '. '
+                    || initcap({_word("b")}),
                 'user' || g || '@' || left(md5(g::text), 8) || '.example.com',
                 (ARRAY['DE','FR','US','GB','NL','ES','IT','PL'])[1 + floor(random() * 8)::int],
                 now() - random() * interval '1000 days',

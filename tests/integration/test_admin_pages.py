@@ -123,7 +123,9 @@ def test_an_active_job_cant_be_deleted_and_a_finished_one_can(
         picked = f"input[name=_selected_action][value='{job.pk}']"
         browser.find_element(By.CSS_SELECTOR, picked).click()
     Select(browser.find_element(By.NAME, "action")).select_by_value("delete_selected")
+    listing = browser.find_element(By.ID, "content")
     browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+    wait.until(seen.staleness_of(listing))  # the answer, not the list it was asked from
     content = wait.until(seen.presence_of_element_located((By.ID, "content"))).text
     refused = f"Restore job {str(active.pk)[:8]} is pending: a job can be deleted once it has ended"
     assert refused in content

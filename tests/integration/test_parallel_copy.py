@@ -485,7 +485,7 @@ def test_a_planned_dump_s_pg_dumps_give_way_to_a_migration_queued_before_them(
     but the pg_dumps waits behind the ALTER TABLE, which waits for the main
     session, which waits for the pg_dumps' output. They give way within
     seconds: the dump fails, naming why, and the ALTER runs."""
-    settings.PGCLONE_DUMP_CONFIGS = {"scrubbed": {"scrub": SAFE["scrub"]}}
+    settings.PGCLONE_DUMP_CONFIGS = {"scrubbed": deciding({"scrub": SAFE["scrub"]})}
     thread, altered = migration("testapp_address", test_database_name)
 
     def start_migration() -> None:
