@@ -109,11 +109,12 @@ def write_raw_file(bench: Bench) -> Path:
     return raw_file
 
 
-def pg_dump_floor(bench: Bench) -> None:
-    """``pg_dump -Fc -Z0 > /dev/null``: no dump is faster, so it is the floor."""
+def pg_dump_floor(bench: Bench, label: str = "floor") -> None:
+    """``pg_dump -Fc -Z0 > /dev/null``: no dump is faster, so it is the floor
+    (recorded as ``{label}_dump_s``: each round that compares with it runs its own)."""
     argv = ["pg_dump", "-Fc", "-Z0", "-d", bench.db["data"]]
     with open(os.devnull, "wb") as null:
-        bench.record("floor_dump_s", bench.run(argv, name="floor_dump", stdout=null))
+        bench.record(f"{label}_dump_s", bench.run(argv, name=f"{label}_dump", stdout=null))
 
 
 def pg_restore_jobs(bench: Bench, raw_file: Path) -> None:

@@ -17,8 +17,9 @@ DUMPS = (("sharing_plain", "default"), ("scrubbed", "scrubbed"), ("subset", "sub
 
 
 def sharing_round(bench: Bench, main: Worker) -> None:
-    """Plain, scrubbed and subset dumps, alternately; then the plain and the subset's
-    restores. Records their sizes and what the subset kept per table."""
+    """Plain, scrubbed and subset dumps and the ``pg_dump -Fc -Z0`` floor, alternately;
+    then the plain and the subset's restores. Records their sizes and what the
+    subset kept per table."""
     keys: dict[str, str] = {}
     results: dict[str, dict] = {}
     sizes = bench.extra.setdefault("sizes", {})
@@ -48,7 +49,12 @@ def sharing_round(bench: Bench, main: Worker) -> None:
             memory=f"{label}_restore_1x",
         )  # fmt: skip
 
-    bench.alternate([(f"{label} dump", dump(label, config)) for label, config in DUMPS])
+    bench.alternate(
+        [
+            *((f"{label} dump", dump(label, config)) for label, config in DUMPS),
+            ("pg_dump floor (sharing)", lambda: contenders.pg_dump_floor(bench, "sharing_floor")),
+        ]
+    )
     bench.extra["subset_rows"] = kept_rows(results["subset"], results["sharing_plain"])
     bench.alternate(
         [

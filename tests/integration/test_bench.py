@@ -22,6 +22,8 @@ CONTENDERS = (
     "sharing_plain_dump_s",
     "scrubbed_dump_s",
     "subset_dump_s",
+    "sharing_floor_dump_s",
+    "scrubbed_proof_s",
     "sharing_plain_restore_s",
     "subset_restore_s",
     "swap_gap_ms",
