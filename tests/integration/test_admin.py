@@ -238,7 +238,7 @@ def test_the_restore_form_counts_the_accounts_of_a_copy_and_says_who_kept_it(
         for which in ("previous", "current")
     }
 
-    counted = "is_active and is_staff accounts counted in"
+    counted = "accounts with is_staff and is_active and password usable, counted in"
     assert f"0 ({counted} {TARGET}__previous)" in pages["previous"]  # the target had none
     assert f"1 ({counted} {TARGET}__current)" in pages["current"]  # the dump's active one
     made = f"kept by restore job {str(restored.pk)[:8]} on "
