@@ -1,6 +1,7 @@
 """The admin's pages as their users meet them, in headless Chromium at 1400 and 800 px:
-the restore form's facts and its refusal of a restore that would lock everyone out,
-active jobs kept from deletion, a job no worker takes, a long error."""
+the dumps page on the admin's index, the restore form's facts and its refusal of a
+restore that would lock everyone out, active jobs kept from deletion, a job no worker
+takes, a long error."""
 
 from __future__ import annotations
 
@@ -52,7 +53,11 @@ def test_the_restore_form_shows_the_facts_and_refuses_to_lock_everyone_out(
 
     for width in (WIDE, NARROW):
         at_width(browser, width)
-        browser.get(f"{live_server.url}/admin/pgclone/job/dumps/")
+        browser.get(f"{live_server.url}/admin/")
+        entry = browser.find_element(By.LINK_TEXT, "Dumps in storage")  # beside Jobs
+        assert fits(browser), f"the admin's index scrolls sideways at {width} px"
+        browser.save_screenshot(str(ARTIFACTS / f"index-{width}.png"))
+        entry.click()
         row = wait.until(seen.presence_of_element_located((By.XPATH, f"//tr[td/code='{key}']")))
         button = row.find_element(By.CSS_SELECTOR, "a.button")
         assert fits(browser), f"the dumps page scrolls sideways at {width} px"
