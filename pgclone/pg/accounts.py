@@ -73,6 +73,8 @@ class SignIn:
 
 @dataclass(frozen=True)
 class Counted:
+    """What counting found in a user table's rows."""
+
     can_sign_in: int
     unusable_password: int  # the accounts that could sign in but for their password
 

@@ -88,6 +88,16 @@ def test_a_dump_counts_the_active_staff_accounts_with_a_usable_password(local_lo
     }
 
 
+def test_a_dump_that_leaves_the_users_out_holds_no_account(local_location):
+    staff("admin")
+
+    job = api.dump(exclude_models=["auth.User"], inline=True)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    recorded = manifest_of(local_location, job.dump_key)["accounts"]
+    assert recorded["count"] == 0 and recorded["unusable_password"] == 0
+
+
 def test_a_dump_whose_only_staff_account_is_inactive_shows_0_and_is_refused(
     local_location, test_database_name
 ):
