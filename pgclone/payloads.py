@@ -138,6 +138,10 @@ class Manifest:
     plan: dict[str, Any] | None = None
     # A scrubbed dump's leak proof: {"sample", "columns", "result"}; None before it was made.
     leak_proof: dict[str, Any] | None = None
+    # The accounts of the user table the dump holds that could sign in to the admin:
+    # {"table", "condition", "count", "unusable_password"} (counts None: not counted);
+    # None in a project without django.contrib.auth and in dumps made before it was counted.
+    accounts: dict[str, Any] | None = None
     version: int = VERSION
     # Fields this version doesn't know (a newer pgclone's): kept, and signed, as they are.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -160,7 +164,7 @@ class Manifest:
         data["exclude_models"] = list(self.exclude_models)
         data["excluded_tables"] = list(self.excluded_tables)
         optional = ("signature", "signing_key_id", "raw_size", "tables", "encryption")
-        for name in (*optional, "plaintext_sha256", "plan", "leak_proof"):
+        for name in (*optional, "plaintext_sha256", "plan", "leak_proof", "accounts"):
             if data[name] is None:
                 del data[name]  # as manifests without them were written
         return {**self.extra, **data}

@@ -6,6 +6,7 @@ on which the user types the name of the database to overwrite. Every action
 calls the same ``pgclone.api`` as the management command. The restore form
 shows what it restores, and refuses a restore into the admin's own database
 that would leave no account able to sign in (the command line still may).
+The dumps page is listed on the admin's index beside Jobs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pgclone.admin import offers, pages
 from pgclone.admin.forms import DumpNowForm, RestoreForm, facts, reversible_by_default
 from pgclone.admin.status import job_status, reversible
 from pgclone.exceptions import PgCloneError
-from pgclone.models import Job
+from pgclone.models import DumpsInStorage, Job
 
 logger = logging.getLogger("pgclone")
 
@@ -280,3 +281,31 @@ class JobAdmin(admin.ModelAdmin):
             "allowed": allowed,
         }
         return TemplateResponse(request, "admin/pgclone/restore.html", context)
+
+
+@admin.register(DumpsInStorage)
+class DumpsInStorageAdmin(admin.ModelAdmin):
+    """The dumps page on the admin's index, beside Jobs, for whoever may view jobs:
+    its link leads to the page (which the jobs list links to as well)."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("pgclone.view_job")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list:
+        info = self.opts.app_label, self.opts.model_name
+        view = self.admin_site.admin_view(self.changelist_view)
+        return [path("", view, name="{}_{}_changelist".format(*info))]
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return redirect("admin:pgclone_dumps")

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import FieldDoesNotExist
 from django.db import router
 from django.utils import timezone
 
@@ -193,18 +192,6 @@ def runs_the_admin(alias: str) -> bool:
         return False
 
 
-def _sign_in_columns() -> list[str]:
-    """The columns that must be true for an account to sign in to the admin."""
-    model = get_user_model()
-    found = []
-    for name in ("is_active", "is_staff"):
-        try:
-            found.append(model._meta.get_field(name).column)
-        except FieldDoesNotExist:
-            continue
-    return found
-
-
 @dataclass(frozen=True)
 class Accounts:
     """Accounts that could sign in to the admin after the restore."""
@@ -217,8 +204,40 @@ class Accounts:
         return self.how if self.count is None else f"{self.count} ({self.how})"
 
 
+def _counted(found: accounts.Counted, what: str, scrubbed: bool = False) -> Accounts:
+    """``found``, said with the accounts that lack only a usable password."""
+    how = what
+    if found.unusable_password:
+        more = found.unusable_password
+        how += f"; {more} more would, but {'its' if more == 1 else 'their'} password is unusable"
+        if scrubbed:
+            how += " (a scrubbed dump makes every password unusable unless its config keeps them)"
+    return Accounts(found.can_sign_in, how)
+
+
+def _condition(condition: object) -> str:
+    parts = condition if isinstance(condition, list) else []
+    return " and ".join(str(part) for part in parts) or "no condition"
+
+
 def accounts_in_dump(manifest: Manifest) -> Accounts:
-    """From the manifest's table counts: the rows of the user table."""
+    """What the dump step counted in the dump (manifest's ``accounts``); from the
+    table counts of a dump made before, the rows of the user table."""
+    recorded = manifest.accounts
+    if recorded is None:
+        return _rows_in_dump(manifest)
+    if not isinstance(recorded, dict):
+        return Accounts(None, "unknown: the manifest's accounts can't be read")
+    table, condition = recorded.get("table"), _condition(recorded.get("condition"))
+    what = f"accounts of {table} with {condition}, counted in the dump when it was made"
+    count, unusable = recorded.get("count"), recorded.get("unusable_password") or 0
+    if not all(type(number) is int for number in (count, unusable)):
+        return Accounts(None, f"unknown: the dump could not count the accounts of {table}")
+    found = accounts.Counted(count, unusable)
+    return _counted(found, what, payloads.counts_as_scrubbed(manifest))
+
+
+def _rows_in_dump(manifest: Manifest) -> Accounts:
     table = get_user_model()._meta.db_table
     if manifest.tables is None:
         return Accounts(None, "unknown: the dump is older than its manifest's table counts")
@@ -227,21 +246,27 @@ def accounts_in_dump(manifest: Manifest) -> Accounts:
         return Accounts(0, f"the dump has no {table} table, or none with rows")
     if rows[0] is None:
         return Accounts(None, f"unknown: the dump recorded no count of {table}")
-    return Accounts(int(rows[0]), f"rows of {table}, from the dump's table counts")
+    return Accounts(
+        int(rows[0]),
+        f"rows of {table}, from the dump's table counts: the dump is older than pgclone's "
+        "count of the accounts that could sign in",
+    )
 
 
 def accounts_in_copy(alias: str, target: str) -> Accounts:
-    """Counted in the database itself: active staff accounts."""
+    """Counted in the database itself, as in a dump."""
     live = postgres.conn_info(alias)
     name = target[1:]
     if name in databases.COPY_SUFFIXES:
         name = databases.copy_name(live.name, name)
-    columns = _sign_in_columns()
+    users = accounts.user_model()
+    if users is None:
+        return Accounts(None, "unknown: this project has no user model")
     try:
-        found = accounts.count(live.with_name(name), get_user_model()._meta.db_table, columns)
+        found = accounts.count(live.with_name(name), users)
     except PgCloneError as exc:
         return Accounts(None, f"unknown: {exc}")
-    return Accounts(found, f"{' and '.join(columns) or 'all'} accounts counted in {name}")
+    return _counted(found, f"accounts with {_condition(users.condition)}, counted in {name}")
 
 
 def lockout_problem(target: str, alias: str, found: Accounts) -> str:
@@ -252,7 +277,8 @@ def lockout_problem(target: str, alias: str, found: Accounts) -> str:
     return (
         f"Refused: restoring {target} into {name!r}, the database this admin runs on, "
         f"would leave no account that can sign in to the admin ({found.how}). Restore "
-        "a dump or copy that holds an active staff account, or restore this one from "
-        f"the command line (`manage.py pgclone restore {target} --database {alias}`) "
-        "and create an account there afterwards (`manage.py createsuperuser`)."
+        "a dump or copy that holds an active staff account with a usable password, or "
+        "restore this one from the command line (`manage.py pgclone restore "
+        f"{target} --database {alias}`) and afterwards create an account there "
+        "(`manage.py createsuperuser`) or set a password (`manage.py changepassword`)."
     )

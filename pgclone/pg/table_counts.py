@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgclone.humanize import human_count
-from pgclone.pg import driver, postgres
+from pgclone.pg import accounts, driver, postgres
 from pgclone.pg.driver import sql
 
 logger = logging.getLogger("pgclone")
@@ -105,6 +105,11 @@ class Snapshot:
         the dump leaves out, ``excluded`` as (schema, name), have 0."""
         left_out = set(excluded)
         return count_tables(self._connection, exact_below=EXACT_BELOW, excluded=left_out)
+
+    def count_accounts(self, users: accounts.SignIn) -> accounts.Counted | None:
+        """The accounts of the user table that could sign in, as the dump sees them."""
+        with self._connection.cursor() as cursor:
+            return accounts.count_rows(cursor, users)
 
 
 def count_database(conn: postgres.ConnInfo) -> list[TableCount]:

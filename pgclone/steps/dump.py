@@ -24,7 +24,7 @@ from pgclone.engine import jobs, runner, workflow
 from pgclone.exceptions import JobCancelled, PgCloneError, StorageError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
-from pgclone.pg import postgres, privileges, programs, table_counts
+from pgclone.pg import accounts, postgres, privileges, programs, table_counts
 from pgclone.sharing import planned_dump, sections, subset
 from pgclone.steps import leaving_out, routing
 from pgclone.storage import Storage, keys, signing, storage_for
@@ -69,6 +69,16 @@ class _Prepared:
     plan: subset.Plan | None
     server_version: str
     estimate: int
+    users: accounts.SignIn | None  # the user table and who could sign in; None without one
+
+    @property
+    def planned_users(self) -> subset.PlannedTable | None:
+        """The user table, when the plan writes its rows (scrubbed, a subset of them)."""
+        if self.users is None or self.plan is None:
+            return None
+        users = (self.users.schema, self.users.table)
+        planned = planned_dump.planned_tables(self.plan)
+        return next((table for table in planned if (table.schema, table.name) == users), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +87,10 @@ class _Written:
     tables: list[table_counts.TableCount]
     rows: dict[tuple[str, str], int]  # the rows of the tables a plan wrote
     proof: dict[str, Any] | None = None  # the leak proof's sample, result and time
+    accounts: dict[str, Any] | None = None  # the manifest's: who could sign in to the admin
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Archive:
     """What the dump stores, and the rows of the tables pgclone wrote itself
     (complete once ``stream`` is read to its end)."""
@@ -87,6 +98,8 @@ class _Archive:
     stream: Any
     rows: dict[tuple[str, str], int]
     source: Any = None  # a planned dump's container: its leak proof, once read
+    # The accounts among the user table's rows the plan wrote, once the block is left.
+    accounts: accounts.Counted | None = None
 
 
 def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
@@ -110,7 +123,16 @@ def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
         plan=plan,
         server_version=postgres.server_version(conn),
         estimate=postgres.table_bytes(conn),
+        users=_users(conn, out.path),
     )
+
+
+def _users(conn: postgres.ConnInfo, path: list[str]) -> accounts.SignIn | None:
+    users = accounts.user_model()
+    if users is None:  # no django.contrib.auth: nobody signs in to an admin
+        return None
+    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+        return accounts.locate(cursor, users, path)
 
 
 def _write(
@@ -129,6 +151,9 @@ def _write(
             concurrent.futures.ThreadPoolExecutor(1, "pgclone-count") as counter,
         ):
             counting = counter.submit(snapshot.count_tables, prepared.excluded)
+            accounting = None
+            if _counted_in_snapshot(prepared):
+                accounting = counter.submit(snapshot.count_accounts, prepared.users)
             try:
                 with _archive(conn, snapshot.id, prepared, job.config_name) as archive:
                     stats = streams.compress(
@@ -142,6 +167,7 @@ def _write(
                 snapshot.cancel()  # the count too: nobody waits for it
                 raise
             tables = _with_rows_written(counting.result(), archive.rows)
+            found = accounting.result() if accounting is not None else archive.accounts
         handle = upload.close()
     except BaseException as exc:
         not_discarded = _abort(job, upload)
@@ -152,7 +178,27 @@ def _write(
     jobs.update_result(job, staged=handle)  # from here on, cleanup can discard it
     progress.flush()
     proof = getattr(archive.source, "proof", None)
-    return _Written(stats, tables, dict(archive.rows), proof)
+    return _Written(stats, tables, dict(archive.rows), proof, _accounts(prepared, found))
+
+
+def _counted_in_snapshot(prepared: _Prepared) -> bool:
+    """Whether the dump's accounts are counted in its snapshot: when pg_dump
+    writes the user table's rows as they are (the rows a plan wrote are counted
+    once written, and rows left out are none)."""
+    users = prepared.users
+    if users is None or prepared.planned_users is not None:
+        return False
+    return (users.schema, users.table) not in prepared.excluded
+
+
+def _accounts(prepared: _Prepared, found: accounts.Counted | None) -> dict[str, Any] | None:
+    """The manifest's ``accounts``: None without a user model."""
+    users = prepared.users
+    if users is None:
+        return None
+    if (users.schema, users.table) in prepared.excluded:
+        found = accounts.NONE  # its rows are left out of the dump
+    return users.record(found)
 
 
 def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written: _Written) -> None:
@@ -165,6 +211,7 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
         pg_dump_version=programs.tool_version("pg_dump"),
         excluded_tables=prepared.left_out,
         tables=[table.to_dict() for table in written.tables],
+        accounts=written.accounts,
         **stats,
     )
     if plan is not None:
@@ -213,17 +260,21 @@ def _archive(
         with programs.spawn(argv, env=conn.env()) as proc:
             yield _Archive(proc.stdout, {})
         return
-    with (
-        planned_dump.checked(conn, snapshot, plan) as cursor,
-        planned_dump.pg_dumps(  # they read the catalog while the kept rows are found
-            conn, snapshot=snapshot, plan=plan, exclude_table_data=excluded
-        ) as started,
-        container_writer.container(
-            conn, snapshot=snapshot, cursor=cursor, plan=plan, config_name=config_name,
-            started=started,
-        ) as source,
-    ):  # fmt: skip
-        yield _Archive(source, source.rows, source)
+    with planned_dump.checked(conn, snapshot, plan) as cursor:
+        with (
+            planned_dump.pg_dumps(  # they read the catalog while the kept rows are found
+                conn, snapshot=snapshot, plan=plan, exclude_table_data=excluded
+            ) as started,
+            container_writer.container(
+                conn, snapshot=snapshot, cursor=cursor, plan=plan, config_name=config_name,
+                started=started,
+            ) as source,
+        ):  # fmt: skip
+            archive = _Archive(source, source.rows, source)
+            yield archive
+        planned = prepared.planned_users
+        if planned is not None:  # its rows as written: in the snapshot, with the kept rows
+            archive.accounts = accounts.count_rows(cursor, prepared.users, planned.select)
 
 
 def _with_rows_written(
@@ -289,6 +340,7 @@ def upload(job: Job) -> None:
         subset=bool(result.get("subset")),
         plan=result.get("plan"),
         leak_proof=_manifest_proof(result.get("leak_proof")),
+        accounts=result.get("accounts"),
     ).to_dict()
     manifest = signing.sign(manifest)  # with PGCLONE_SIGNING_KEY: covers sha256 and sizes
     storage.complete(handle, manifest)

@@ -238,7 +238,7 @@ def test_the_restore_form_counts_the_accounts_of_a_copy_and_says_who_kept_it(
         for which in ("previous", "current")
     }
 
-    counted = "is_active and is_staff accounts counted in"
+    counted = "accounts with is_staff and is_active and password usable, counted in"
     assert f"0 ({counted} {TARGET}__previous)" in pages["previous"]  # the target had none
     assert f"1 ({counted} {TARGET}__current)" in pages["current"]  # the dump's active one
     made = f"kept by restore job {str(restored.pk)[:8]} on "
@@ -246,3 +246,19 @@ def test_the_restore_form_counts_the_accounts_of_a_copy_and_says_who_kept_it(
     assert made in pages["current"] and "as that restore left it" in pages["current"]
     for page in pages.values():  # an undo or a redo keeps the copies unless unticked
         assert 'id="id_reversible" checked' in page
+
+
+def test_the_admin_index_lists_the_dumps_page_for_whoever_may_view_jobs():
+    link = reverse("admin:pgclone_dumpsinstorage_changelist")
+    viewer = client_for(staff("viewer"))
+    starter = User.objects.create_user("starter", password="pw", is_staff=True)
+    starter.user_permissions.set(Permission.objects.filter(codename="dump_database"))
+    outsider = client_for(starter)  # a pgclone permission, but not view_job
+
+    for page in (reverse("admin:index"), reverse("admin:app_list", args=["pgclone"])):
+        listed = viewer.get(page).content.decode()
+        assert f'<a href="{link}">Dumps in storage</a>' in listed, page
+        assert f'<a href="{reverse("admin:pgclone_job_changelist")}">Jobs</a>' in listed
+        assert "Dumps in storage" not in outsider.get(page).content.decode(), page
+    assert viewer.get(link).url == DUMPS
+    assert outsider.get(link).status_code == 403

@@ -1,13 +1,14 @@
 """The admin's pages as their users meet them, in headless Chromium at 1400 and 800 px:
-the restore form's facts and its refusal of a restore that would lock everyone out,
-active jobs kept from deletion, a job no worker takes, a long error."""
+the dumps page on the admin's index, the restore form's facts and its refusal of a
+restore that would lock everyone out, active jobs kept from deletion, a job no worker
+takes, a long error."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 
 from pgclone import api
 from pgclone.engine import jobs
@@ -43,14 +44,20 @@ def test_the_restore_form_shows_the_facts_and_refuses_to_lock_everyone_out(
     from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.select import Select
 
-    key = make_dump("nobody-signs-in", local_location)  # the test database has no users yet
+    # The dump's only staff account is inactive; the operator is made after it.
+    User.objects.create_user("former", password="s3cret-pass", is_staff=True, is_active=False)
+    key = make_dump("nobody-signs-in", local_location)
     operator()
     wait = waiting(browser, 30)
     log_in(browser, live_server, wait, "operator")
 
     for width in (WIDE, NARROW):
         at_width(browser, width)
-        browser.get(f"{live_server.url}/admin/pgclone/job/dumps/")
+        browser.get(f"{live_server.url}/admin/")
+        entry = browser.find_element(By.LINK_TEXT, "Dumps in storage")  # beside Jobs
+        assert fits(browser), f"the admin's index scrolls sideways at {width} px"
+        browser.save_screenshot(str(ARTIFACTS / f"index-{width}.png"))
+        entry.click()
         row = wait.until(seen.presence_of_element_located((By.XPATH, f"//tr[td/code='{key}']")))
         button = row.find_element(By.CSS_SELECTOR, "a.button")
         assert fits(browser), f"the dumps page scrolls sideways at {width} px"
@@ -66,7 +73,8 @@ def test_the_restore_form_shows_the_facts_and_refuses_to_lock_everyone_out(
     accounts = browser.find_element(By.ID, "pgclone-accounts").text
     assert (
         f"after a restore into {test_database_name}, the database this admin runs on: "
-        "0 (rows of auth_user, from the dump's table counts)"
+        "0 (accounts of public.auth_user with is_staff and is_active and password usable, "
+        "counted in the dump when it was made)"
     ) in accounts
     assert browser.find_element(By.NAME, "reversible").is_selected()  # the admin's own database
     label = browser.find_element(By.CSS_SELECTOR, "label[for=id_confirm]").text
@@ -86,7 +94,9 @@ def test_the_restore_form_shows_the_facts_and_refuses_to_lock_everyone_out(
     )
     assert "manage.py pgclone restore" in refusal.text
     assert fits(browser), "the restore form scrolls sideways at 800 px"
+    browser.execute_script("arguments[0].scrollIntoView()", refusal)
     browser.save_screenshot(str(ARTIFACTS / "restore-refused-800.png"))
+    browser.execute_script("window.scrollTo(0, 0)")
     at_width(browser, WIDE)
     browser.save_screenshot(str(ARTIFACTS / "restore-refused-1400.png"))
     assert not Job.objects.filter(kind=Job.Kind.RESTORE).exists()

@@ -63,3 +63,23 @@ def test_fields_a_newer_pgclone_adds_are_kept_and_stay_signed(settings):
     assert read.extra == {"encrypted": {"recipients": ["age1…"]}} and read.signed
     assert read.to_dict() == from_newer  # nothing lost or changed: the signature still holds
     signing.check(keys.parse_key(read.key), read.to_dict())
+
+
+def test_the_accounts_count_is_kept_and_signed_and_older_manifests_read_as_before(settings):
+    settings.PGCLONE_SIGNING_KEY = "k" * 32
+    written = Manifest(
+        key="shop/20260101T000000.000000Z.default.dump", database="shop", config="default",
+        created="2026-01-01T00:00:00+00:00", size=10, sha256="0" * 64, raw_size=20,
+    ).to_dict()  # fmt: skip
+    older = signing.sign(written)  # as a pgclone that did not count the accounts signed it
+    accounts = {"table": "public.auth_user", "condition": ["is_staff"], "count": 2}
+    counted = signing.sign({**written, "accounts": accounts})
+
+    assert "accounts" not in written and Manifest.from_dict(older).accounts is None
+    assert Manifest.from_dict(older).to_dict() == older  # no "accounts": null added
+    assert Manifest.from_dict(counted).accounts == accounts
+    assert Manifest.from_dict(counted).to_dict() == counted
+    for manifest in (older, counted):
+        signing.check(keys.parse_key(manifest["key"]), Manifest.from_dict(manifest).to_dict())
+    raised = {**counted, "accounts": {**accounts, "count": 3}}
+    assert signing.signature_of(raised) is signing.Signature.MISMATCH
