@@ -96,10 +96,26 @@ def decrypt(stored: bytes, stats: dict[str, Any], identities: list[Any] | None =
     return bytes(out)
 
 
+def _zstd_frames_in(stored: bytes) -> list[int]:
+    """Where a zstd frame of the dump starts in ``stored``: the magic number alone
+    turns up by chance in a few MB of ciphertext (about once in 4 GB), so each
+    place it does is decoded, and counts only when it gives the dump's bytes."""
+    found, at = [], stored.find(ZSTD_MAGIC)
+    while at != -1:
+        try:
+            decoded = zstandard.ZstdDecompressor().decompressobj().decompress(stored[at:])
+        except zstandard.ZstdError:
+            decoded = b""
+        if decoded and DATA.startswith(decoded[:64]):
+            found.append(at)
+        at = stored.find(ZSTD_MAGIC, at + 1)
+    return found
+
+
 def test_round_trip_stores_neither_rows_nor_zstd_frames():
     stored, stats = within(30, encrypted_dump)
 
-    assert b"row of the dump" not in stored and ZSTD_MAGIC not in stored
+    assert b"row of the dump" not in stored and not _zstd_frames_in(stored)
     assert stats["size"] == len(stored) and stats["encryption"] == {
         "method": "age",
         "recipients": [RECIPIENT],
