@@ -89,7 +89,10 @@ def checked(
     """A cursor in ``snapshot`` and the plan, checked (ConfigurationError for
     what would fail it); :func:`pgclone.sharing.plans.prepare` next. No plan:
     a plain dump's, of the tables in the snapshot but ``exclude``'s."""
-    with table_counts.snapshot_transaction(conn, snapshot) as cursor:
+    with (
+        table_counts.snapshot_transaction(conn, snapshot) as cursor,
+        programs.session_among_children(cursor.connection),  # a cancelled job cancels it
+    ):
         if plan is None:
             left_out = set(exclude)
             tables = catalog.data_tables(cursor)
