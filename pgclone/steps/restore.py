@@ -307,7 +307,7 @@ def _restore_parallel(
         planned = manifest.format in containers.FORMATS
         with storage.open(key) as source:
             if planned:
-                unpacked.mkdir()
+                unpacked.mkdir(mode=0o700)  # whatever the umask, as its files are 0600
                 plan = planned_restore.unpack(source, unpacked, checks)
             else:
                 with open_private(unpacked) as out:
