@@ -99,7 +99,10 @@ def restore_by_hand(dump_bytes: bytes, database: str) -> subprocess.CompletedPro
         key.write_bytes(dump_bytes)
         env = {**os.environ, "KEY": str(key), "NEW": database, "PGHOST": "127.0.0.1",
                "PGUSER": "postgres"}  # fmt: skip
-        script = "set -euo pipefail\n" + by_hand_restore_script()
+        # -e as a user's shell goes: a pipeline's status is its last program's. tar stops
+        # at the end-of-archive blocks and may exit, done, before zstd wrote the zeros
+        # after them: zstd's SIGPIPE, silent, would fail a pipefail shell.
+        script = "set -eu\n" + by_hand_restore_script()
         done = subprocess.run(
             ["bash", "-c", script], cwd=folder, env=env, capture_output=True, text=True
         )
