@@ -22,7 +22,7 @@ def check_client_tools(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
             hint="Install the PostgreSQL client tools on every machine that runs pgclone jobs.",
             id="pgclone.W001",
         )
-        for program in ("pg_dump", "pg_restore")
+        for program in ("pg_dump", "pg_restore", "psql")
         if shutil.which(program) is None
     ]
 

@@ -52,6 +52,7 @@ def verify(storage: Storage, key: keys.DumpKey) -> dict[str, Any]:
     signing.check(key, manifest)
     decryption = {}
     parsed = payloads.Manifest.from_dict(manifest)
+    containers.refuse_unknown(parsed.format, f"Dump {key}")  # read as nothing it is not
     if parsed.encrypted:
         try:
             identities = encryption.identities_for(parsed.recipients, f"Dump {key}")
@@ -96,8 +97,9 @@ def verify(storage: Storage, key: keys.DumpKey) -> dict[str, Any]:
 def _verify_planned(
     storage: Storage, key: keys.DumpKey, manifest: dict[str, Any], decryption: dict[str, Any]
 ) -> dict[str, Any]:
-    """A planned dump's container: its pg_dump archives read as a plain dump's
-    archive is; the planned tables' rows are in it, beside the archives."""
+    """A dump's container: its pg_dump archives read as a pg_dump archive is;
+    the copied tables' rows are in it, beside the archives (a planned dump's
+    are listed, with the rows its plan wrote)."""
     checks = {
         "expected_sha256": manifest.get("sha256"),
         "expected_raw_size": manifest.get("raw_size"),
@@ -111,11 +113,12 @@ def _verify_planned(
         listing_text, schema_text = output_text(listing), output_text(schema)
     planned = [(table["schema"], table["name"]) for table in plan["tables"]]
     check_restorable(key, listing_text, schema_text, planned)
-    rows = (manifest.get("plan") or {}).get("rows") or {}
+    checked = {**manifest, "looked_inside": True, "archive_entries": archive_entries(listing_text)}
+    if not manifest.get("plan"):  # a plain dump's container: every table as it is
+        return checked
+    rows = manifest["plan"].get("rows") or {}
     return {
-        **manifest,
-        "looked_inside": True,
-        "archive_entries": archive_entries(listing_text),
+        **checked,
         "planned_tables": {
             postgres.display_name(*table): rows.get(postgres.display_name(*table))
             for table in planned

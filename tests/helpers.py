@@ -62,15 +62,52 @@ def scratch_database() -> Iterator[str]:
 
 
 def restore_into(dump_bytes: bytes, database: str) -> None:
-    """Decompress a pgclone dump and pg_restore it (the check users can do by hand)."""
+    """Restore a pgclone dump into ``database`` as users can by hand: a container
+    with the documented commands (:func:`restore_by_hand`), an older plain dump
+    decompressed into pg_restore."""
     import zstandard
 
     raw = zstandard.ZstdDecompressor().decompressobj().decompress(dump_bytes)
+    if not raw.startswith(b"PGDMP"):
+        restore_by_hand(dump_bytes, database)
+        return
     subprocess.run(
         ["pg_restore", "-h", "127.0.0.1", "-U", "postgres", "--no-owner", "--exit-on-error",
          "-d", database],
         input=raw, capture_output=True, check=True,
     )  # fmt: skip
+
+
+BY_HAND_MARKER = "<!-- by-hand-restore:"
+
+
+def by_hand_restore_script() -> str:
+    """The by-hand restore of a container, as docs/how-it-works.md writes it."""
+    text = (ROOT / "docs" / "how-it-works.md").read_text()
+    after = text[text.index(BY_HAND_MARKER) :]
+    return after.split("```sh\n", 1)[1].split("\n```", 1)[0]
+
+
+def restore_by_hand(dump_bytes: bytes, database: str) -> subprocess.CompletedProcess:
+    """Run the documented by-hand restore of a container (zstd, tar, psql,
+    pg_restore; no pgclone code) on ``dump_bytes`` into ``database``, in a
+    folder of its own, removed after."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pgclone-by-hand-") as folder:
+        key = Path(folder) / "dump"
+        key.write_bytes(dump_bytes)
+        env = {**os.environ, "KEY": str(key), "NEW": database, "PGHOST": "127.0.0.1",
+               "PGUSER": "postgres"}  # fmt: skip
+        # -e as a user's shell goes: a pipeline's status is its last program's. tar stops
+        # at the end-of-archive blocks and may exit, done, before zstd wrote the zeros
+        # after them: zstd's SIGPIPE, silent, would fail a pipefail shell.
+        script = "set -eu\n" + by_hand_restore_script()
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=folder, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done
 
 
 def clone_database(source: str, name: str) -> None:

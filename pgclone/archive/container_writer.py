@@ -1,16 +1,20 @@
-"""The container of a planned dump, written while the dump step reads it.
+"""The container of a dump, written while the dump step reads it.
 
 :func:`container` starts :class:`Writer`'s thread, which writes the tar
 (:mod:`pgclone.archive.containers`) into a :class:`ContainerPipe` that the dump step reads
-and compresses: pg_dump's pre-data archive; then, all at once, each planned
-table's ``COPY (SELECT …) TO STDOUT`` and pg_dump's archive of the rest's
-data, their members interleaved as they come; then pg_dump's post-data
-archive. Three producer threads make the data streams' members: the rest's
-pg_dump output; the main session, which hands itself the scrub key, finds the
-kept rows (:func:`pgclone.sharing.plans.prepare`), hands each subset table to a psql
-session of its own as soon as its kept rows are final and copies the tables
-left; and the psql sessions that copy a big table scrubbed whole in block
-ranges (:mod:`pgclone.archive.parallel_copy`). Each method of :class:`Writer` says
+and compresses: pg_dump's pre-data archive; then, all at once, each copied
+table's ``COPY … TO STDOUT`` (a planned table's ``COPY (SELECT …)``, a plain
+dump's table as it is) and pg_dump's archive of the rest's data, their
+members interleaved as they come, each stream ended by its ``end`` member;
+then pg_dump's post-data archive. Three producer threads make the data
+streams' members: the rest's pg_dump output; the main session, which (in a
+planned dump) hands itself the scrub key, finds the kept rows
+(:func:`pgclone.sharing.plans.prepare`), hands each subset table to a psql
+session of its own as soon as its kept rows are final, and copies the
+tables left under ``parallel_copy.PSQL_BYTES``; and ``PGCLONE_DUMP_JOBS`` psql
+sessions at once that copy the bigger tables, a big one in block ranges
+(:mod:`pgclone.archive.parallel_copy`), each session taking the next range
+when done with one. Each method of :class:`Writer` says
 which thread runs it.
 """
 
@@ -142,7 +146,7 @@ class ContainerPipe:
 class _Stream:
     """One stream's members, handed to ``put`` with its prefix (the thread
     writing the tar numbers them); at least one, so that an empty stream is
-    there too."""
+    there too, then its end (``None``: the tar's ``end`` member)."""
 
     def __init__(self, put: Any, prefix: str) -> None:
         self._put = put
@@ -156,6 +160,7 @@ class _Stream:
     def close(self) -> None:
         if self._empty:
             self.member(b"")
+        self._put((self._prefix, None))
 
 
 @contextlib.contextmanager
@@ -211,7 +216,8 @@ class Writer:
         self.encoding = cursor.fetchone()[0]
         self.source = ContainerPipe()
         self.children = programs.current_children()  # a cancelled job kills them too
-        self.jobs, self.key = conf.dump_jobs(), conf.scrub_key()
+        self.jobs = conf.dump_jobs()
+        self.key = None if plan.copies_all else conf.scrub_key()  # a plain dump needs none
         self.creates = dict(plan.setup)  # the TEMP tables of kept rows, by table
         self.sessions = parallel_copy.Sessions()
         self.members: queue.Queue = queue.Queue(maxsize=QUEUE_MEMBERS)
@@ -277,6 +283,9 @@ class Writer:
                     continue
                 if stream is None:
                     running -= 1
+                    continue
+                if data is None:
+                    tar.member(containers.end_of(stream), b"")
                     continue
                 count = counts.get(stream, 0)
                 tar.member(f"{stream}/{count:06d}", data)
@@ -438,10 +447,67 @@ class Writer:
     # The ranges' producer ("pgclone-copy-ranges") -------------------------------------
 
     def copy_in_ranges(self, ranged: list[tuple[int, subset.PlannedTable, list[bytes]]]) -> None:
-        """The tables psql sessions copy: one after another, each in its ranges at once."""
+        """The tables psql sessions copy, in ``jobs`` sessions at once: each of
+        their threads takes the next range (a whole table, or a block range of a
+        big one; the biggest tables first) once it is done with one."""
+        work: queue.SimpleQueue = queue.SimpleQueue()
         for index, table, scripts in ranged:
-            stream = _Stream(self.put, containers.table_prefix(index))
-            self.source.rows[table.schema, table.name] = parallel_copy.copy_table(
-                self.conn, scripts=scripts, write_member=stream.member, sessions=self.sessions
+            copied = _Copied(table, _Stream(self.put, containers.table_prefix(index)), len(scripts))
+            for script in scripts:
+                work.put((copied, script))
+        failures: list[BaseException] = []
+        threads = [
+            threading.Thread(
+                target=self.copy_ranges, args=(work, failures), name=f"pgclone-ranges-{n}",
+                daemon=True,
             )
-            stream.close()
+            for n in range(min(self.jobs, work.qsize()))
+        ]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise first_cause(failures) or failures[0]
+
+    # Each range thread ("pgclone-ranges-N") ------------------------------------------
+
+    def copy_ranges(self, work: queue.SimpleQueue, failures: list[BaseException]) -> None:
+        """Ranges copied one after another, each by a psql session, until none
+        is left; a table's stream ends with its last range. A failure stops
+        every session."""
+        programs.adopt_children(self.children)
+        try:
+            while True:
+                try:
+                    copied, script = work.get_nowait()
+                except queue.Empty:
+                    return
+                rows = parallel_copy.copy_table(
+                    self.conn, scripts=[script], write_member=copied.stream.member,
+                    sessions=self.sessions,
+                )  # fmt: skip
+                if copied.add(rows):
+                    copied.stream.close()
+                    self.source.rows[copied.table.schema, copied.table.name] = copied.rows
+        except BaseException as exc:  # raised by copy_in_ranges, once all stopped
+            failures.append(exc)
+            self.sessions.cancel()
+
+
+class _Copied:
+    """A table psql sessions copy in ranges, maybe several at once: its
+    stream, its rows so far and the ranges not copied yet."""
+
+    def __init__(self, table: subset.PlannedTable, stream: _Stream, ranges: int) -> None:
+        self.table, self.stream = table, stream
+        self.rows = 0
+        self._left = ranges
+        self._lock = threading.Lock()
+
+    def add(self, rows: int) -> bool:
+        """A range's rows; whether it was the last range."""
+        with self._lock:
+            self.rows += rows
+            self._left -= 1
+            return self._left == 0

@@ -1,17 +1,22 @@
-"""The container of a planned (scrubbed and/or subset) dump: a tar stream.
+"""The container of every dump: a tar stream.
 
-A planned dump can't be one pg_dump archive: the planned tables' rows come
-from ``COPY (SELECT …) TO STDOUT`` in pgclone's own sessions. So it is a tar
-stream (format ``pgclone-plan-2``) whose streams come in the order a restore
-needs them, so that one pass over it restores it:
+Each table's rows come from ``COPY … TO STDOUT`` in pgclone's own sessions,
+several at once in the dump's snapshot (a plain dump's tables as they are, a
+planned dump's scrubbed and/or subset tables as its plan selects them). So a
+dump is a tar stream (format ``pgclone-container-3``) whose streams come in
+the order a restore needs them, so that one pass over it restores it:
 
-- ``plan.json``: the planned tables (schema, name, columns, member prefix),
-  the config and the plan's digest;
+- ``plan.json``: the tables whose rows are members (schema, name, columns,
+  member prefix), the config and, for a planned dump, the plan's digest;
 - ``pre-data/NNNNNN``: ``pg_dump --format=custom --section=pre-data``;
-- ``data/TTTT/NNNNNN``: the COPY text of planned table ``TTTT``, and
-  ``rest/NNNNNN``: ``pg_dump --format=custom --section=data`` without the
-  planned tables' rows; the members of these streams are interleaved, in
-  the order they were produced (all at once);
+- ``data/TTTT/NNNNNN``: the COPY text of table ``TTTT``, and
+  ``rest/NNNNNN``: ``pg_dump --format=custom --section=data`` without those
+  tables' rows (the other tables' rows: a planned dump's tables it writes
+  as they are, tables of extensions; sequences' values, large objects); the
+  members of these streams are interleaved, in the order they were
+  produced (all at once), and each of them ends with an empty member
+  ``data/TTTT/end`` or ``rest/end``, so that a restore ends that table's
+  COPY (and its session) there, not once every table's rows are in;
 - ``post-data/NNNNNN``: ``pg_dump --format=custom --section=post-data``,
   once every data stream has ended.
 
@@ -26,9 +31,17 @@ are written in whatever order they come. The restore concatenates them into
 one COPY, which takes rows in any order. Both ends hold a few members in
 memory.
 
-Format ``pgclone-plan-1`` (older dumps, still restored) had each stream's
-members together, and no ``post-data``: its ``rest`` came last, with
-``--section=data --section=post-data``.
+Older formats, still restored: ``pgclone-plan-2``, planned dumps only,
+the same members without the ``end`` ones (its data streams end when
+``post-data`` starts); ``pgclone-plan-1`` had each stream's members
+together, and no ``post-data``: its ``rest`` came last, with ``--section=data
+--section=post-data``. A plain dump was one ``pg_dump --format=custom``
+archive (``postgresql-custom``).
+
+The format was renamed rather than numbered ``pgclone-plan-3``: it is no
+longer a planned dump's alone. The number goes on from the plan formats; a
+worker older than it refuses it in ``fetch``, naming it, as it refuses any
+format it doesn't know.
 """
 
 from __future__ import annotations
@@ -40,21 +53,38 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pgclone.exceptions import DumpDamaged
+from pgclone.exceptions import DumpDamaged, PgCloneError
 
-FORMAT = "pgclone-plan-2"
+FORMAT = "pgclone-container-3"
+PLAN_FORMAT = "pgclone-plan-2"
 LEGACY_FORMAT = "pgclone-plan-1"
-FORMATS = (LEGACY_FORMAT, FORMAT)
+FORMATS = (LEGACY_FORMAT, PLAN_FORMAT, FORMAT)
+CUSTOM = "postgresql-custom"  # one pg_dump archive: plain dumps made before the container
+READABLE = (CUSTOM, *FORMATS)
 MEMBER_SIZE = 1024 * 1024
 BLOCK = tarfile.BLOCKSIZE
 PLAN = "plan.json"
 PRE_DATA = "pre-data"
 REST = "rest"
 POST_DATA = "post-data"
+END = "end"  # the last member of a data stream, empty (FORMAT)
 
 
 def table_prefix(index: int) -> str:
     return f"data/{index:04d}"
+
+
+def end_of(stream: str) -> str:
+    return f"{stream}/{END}"
+
+
+def refuse_unknown(format_name: str, what: str) -> None:
+    """Raise PgCloneError, naming the format, unless this pgclone reads it."""
+    if format_name not in READABLE:
+        raise PgCloneError(
+            f"{what} is of format {format_name!r}, which this pgclone can't read (it reads "
+            f"{', '.join(READABLE)}): upgrade pgclone on the workers."
+        )
 
 
 def stream_of(member: str) -> str:
@@ -220,7 +250,10 @@ def read_plan(data: bytes) -> dict[str, Any]:
         plan = json.load(io.BytesIO(data))
     except (ValueError, RecursionError) as exc:
         raise DumpDamaged(f"The dump is damaged: its {PLAN} is no JSON ({exc}).") from exc
-    if not isinstance(plan, dict) or plan.get("format") not in FORMATS:
+    if not isinstance(plan, dict) or not isinstance(plan.get("format"), str):
+        raise DumpDamaged(f"The dump is damaged: its {PLAN} names no format.")
+    if plan["format"] not in FORMATS:
+        refuse_unknown(plan["format"], f"The dump's {PLAN}")
         raise DumpDamaged(f"The dump's {PLAN} is of none of the formats {', '.join(FORMATS)}.")
     tables = plan.get("tables")
     if not isinstance(tables, list) or not all(_is_table(table) for table in tables):

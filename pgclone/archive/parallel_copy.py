@@ -1,16 +1,18 @@
-"""Copying a big scrubbed table with psql, in several sessions at once.
+"""Copying big tables with psql, in several sessions at once.
 
-The scrub rules run in the server, row by row, and one backend uses one CPU:
-a scrubbed table's COPY is bound by it. And a driver's COPY costs a Python
+One backend uses one CPU: a table's COPY is bound by it (a scrubbed table's
+the more, its rules running row by row). And a driver's COPY costs a Python
 call per row, which on a 2-CPU machine takes much of the CPU the server needs.
-So a *whole* planned table (scrubbed, no part of a subset: it needs none of
-the main session's TEMP tables) of at least ``PSQL_BYTES`` is copied by
-``psql``, whose output is read in big pieces; from ``MIN_BYTES`` (and
-PostgreSQL 14, for TID Range Scans) it is split into block ranges, each read
-by ``COPY (SELECT … WHERE t.ctid >= … AND t.ctid < …) TO STDOUT`` in a psql
-session of its own. Each session imports the dump's snapshot and gets the
-scrub key as COPY data on psql's stdin. Every tuple lives in one block, so
-the ranges hold each row of the snapshot once.
+So a *whole* table (a plain dump's, or a planned one scrubbed and no part of
+a subset: it needs none of the main session's TEMP tables) of at least
+``PSQL_BYTES`` is copied by ``psql``, whose output is read in big pieces; from
+``MIN_BYTES`` (and PostgreSQL 14, for TID Range Scans) it is split into block
+ranges of about ``RANGE_BYTES`` (at least as many as the dump's sessions),
+each read by ``COPY (SELECT … WHERE t.ctid >= … AND t.ctid < …) TO STDOUT`` in
+a psql session of its own, the dump's ``PGCLONE_DUMP_JOBS`` sessions taking
+them in turn. Each session imports the dump's snapshot and, in a planned
+dump, gets the scrub key as COPY data on psql's stdin. Every tuple lives in
+one block, so the ranges hold each row of the snapshot once.
 
 Each session's output is cut at its last newline into members of whole rows
 and put on a bounded queue; the thread that started them hands them on to
@@ -35,7 +37,8 @@ from pgclone.pg import driver, postgres, programs
 from pgclone.pg.driver import sql
 from pgclone.sharing import plans, scrub, subset
 
-MIN_BYTES = 64 * 1024 * 1024  # copied in several sessions from this size
+MIN_BYTES = 64 * 1024 * 1024  # copied in block ranges from this size
+RANGE_BYTES = 256 * 1024 * 1024  # about the most a range holds: a session takes the next soon
 # The main session holds ACCESS SHARE on the tables these sessions read (see
 # planned_dump.lock): a session waits for its own only behind another session's
 # exclusive request, which waits for the dump. It gives way (fails) at once.
@@ -96,7 +99,8 @@ def block_ranges(blocks: int, jobs: int) -> list[Range]:
 def ranges_of(cursor: driver.Cursor, table: subset.PlannedTable, jobs: int) -> list[Range]:
     """The ranges ``table`` is copied in, one psql session each: none when the
     main session copies it (a subset table, a small heap), one for a mid-sized
-    heap, up to ``jobs`` from ``MIN_BYTES`` (from PostgreSQL 14: TID Range Scans)."""
+    heap, from ``MIN_BYTES`` (from PostgreSQL 14: TID Range Scans) one per
+    ``RANGE_BYTES`` and at least ``jobs``."""
     if table.reads:  # it reads kept rows: copied once they are found
         return []
     cursor.execute(
@@ -109,13 +113,13 @@ def ranges_of(cursor: driver.Cursor, table: subset.PlannedTable, jobs: int) -> l
         return []
     if size < MIN_BYTES or server < MIN_SERVER:
         return [(0, None)]
-    return block_ranges(size // block_size, jobs)
+    return block_ranges(size // block_size, max(jobs, -(-size // RANGE_BYTES)))
 
 
 def range_copy_statement(table: subset.PlannedTable, first: int, end: int | None) -> sql.Composable:
     """``table.copy_statement()`` of the rows in blocks ``first`` to ``end`` (excluded)."""
     if (first, end) == (0, None):
-        return sql.SQL("COPY ({}) TO STDOUT").format(table.select)
+        return table.copy_statement()
     where = sql.SQL("t.ctid >= {}::tid").format(sql.Literal(f"({first},0)"))
     if end is not None:
         below = sql.SQL("t.ctid < {}::tid").format(sql.Literal(f"({end},0)"))
@@ -127,7 +131,7 @@ def scripts(
     cursor: driver.Cursor,
     *,
     snapshot: str,
-    key: str,
+    key: str | None,
     table: subset.PlannedTable,
     ranges: list[Range],
 ) -> list[bytes]:
@@ -193,7 +197,9 @@ def psql_argv(conn: postgres.ConnInfo) -> list[str]:
             "--file=-", f"--dbname={conn.conninfo()}"]  # fmt: skip
 
 
-def _script(cursor: driver.Cursor, snapshot: str, key: str, statement: sql.Composable) -> bytes:
+def _script(
+    cursor: driver.Cursor, snapshot: str, key: str | None, statement: sql.Composable
+) -> bytes:
     """What psql runs: a transaction in ``snapshot``, the scrub key set as
     :func:`pgclone.sharing.plans.set_key` sets it (COPY data on psql's stdin: in no
     statement's text, argument or environment variable), then the COPY."""
@@ -201,10 +207,14 @@ def _script(cursor: driver.Cursor, snapshot: str, key: str, statement: sql.Compo
 
 
 def opening(
-    cursor: driver.Cursor, snapshot: str, key: str, settings: tuple[sql.Composable, ...] = ()
+    cursor: driver.Cursor,
+    snapshot: str,
+    key: str | None,
+    settings: tuple[sql.Composable, ...] = (),
 ) -> bytes:
     """A psql script's start: the transaction in ``snapshot``, ``settings``
-    (statements, as :data:`pgclone.sharing.plans.SETTINGS`) for it, and the scrub key."""
+    (statements, as :data:`pgclone.sharing.plans.SETTINGS`) for it, and the scrub
+    key (None: a plain dump's session, which needs none)."""
     create, copy, read, drop = plans.KEY_STATEMENTS
     lines = [
         "BEGIN ISOLATION LEVEL REPEATABLE READ;",
@@ -213,13 +223,9 @@ def opening(
             f"{statement.as_string(cursor)};"
             for statement in (*plans.set_statements([("lock_timeout", LOCK_WAIT)]), *settings)
         ),
-        f"{create};",
-        f"{copy};",
-        scrub.key_setting(key),
-        "\\.",
-        f"{read};",
-        f"{drop};",
     ]
+    if key is not None:
+        lines += [f"{create};", f"{copy};", scrub.key_setting(key), "\\.", f"{read};", f"{drop};"]
     return ("\n".join(lines) + "\n").encode()
 
 

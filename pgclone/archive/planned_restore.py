@@ -1,16 +1,18 @@
-"""Restoring a planned dump's container (:mod:`pgclone.archive.containers`), and reading
+"""Restoring a dump's container (:mod:`pgclone.archive.containers`), and reading
 it for ``verify``.
 
 The streams arrive in restore order, and each goes where a restore needs it
 as it arrives: the pre-data archive to ``pg_restore`` (tables, types,
-functions; no index or constraint yet); then, all at once, each planned
-table's COPY text to ``COPY … FROM STDIN`` in a session of its own and the
-rest's data archive to ``pg_restore`` (the other tables' rows, sequences);
-then the post-data archive to ``pg_restore``: indexes and constraints, which
-check every foreign key once all the rows are in. (A ``pgclone-plan-1``
-container has its streams one after another, its rest archive last, with
-the post-data.) Where a plain dump is unpacked for ``pg_restore --jobs``, so
-is a container: one file per stream.
+functions; no index or constraint yet); then, as they come, each table's
+COPY text to ``COPY … FROM STDIN`` in a session of its own (ended at the
+stream's ``end`` member) and the rest's data archive to ``pg_restore`` (the
+other tables' rows, sequences, large objects); then the post-data archive to
+``pg_restore``: indexes and constraints, which check every foreign key once
+all the rows are in. (A ``pgclone-plan-2`` container has no ``end``
+members: its data streams end when the post-data starts; a
+``pgclone-plan-1`` container has its streams one after another, its rest
+archive last, with the post-data.) Where a plain dump is unpacked for
+``pg_restore --jobs``, so is a container: one file per stream.
 """
 
 from __future__ import annotations
@@ -138,12 +140,14 @@ class FileSink:
 
 class Router:
     """Parses the container handed to ``write`` and routes each stream's members
-    to a sink of its own (``open_stream(name, table)``, ``table`` for a planned
+    to a sink of its own (``open_stream(name, table)``, ``table`` for a
     table's stream), as they come.
 
-    In a ``pgclone-plan-2`` container the data streams (the planned tables'
-    and ``rest``) are open at once, their members interleaved; the pre-data's
-    sink is closed when the first of them starts, and theirs when
+    The data streams (the tables' and ``rest``) are open at once, their
+    members interleaved; the pre-data's sink is closed when the first of them
+    starts. In a ``pgclone-container-3`` container each data stream's sink is
+    closed at its ``end`` member (every one must have come when ``post-data``
+    starts); in a ``pgclone-plan-2`` container, all of them when
     ``post-data`` starts. In a ``pgclone-plan-1`` container each stream is
     whole, so its sink is closed when the next stream starts. A stream that
     starts again once closed, or that comes after a later phase began, is
@@ -159,6 +163,7 @@ class Router:
         self._plan_bytes = bytearray()
         self._sinks: dict[str, Any] = {}  # the open ones, in the order they opened
         self._chunks: dict[str, int] = {}  # each stream's members so far
+        self._ended: set[str] = set()  # the data streams whose end member came
         self._phase = 0
         self._failed: BaseException | None = None
         self._reader = containers.TarReader(self._member)
@@ -183,6 +188,8 @@ class Router:
             return self._plan_bytes.extend
         if self.plan is None:
             self.plan = containers.read_plan(bytes(self._plan_bytes))
+        if name == containers.end_of(stream) and self.plan["format"] == containers.FORMAT:
+            return self._end(stream)
         count = self._chunks.get(stream, 0)
         if name != f"{stream}/{count:06d}":  # a member missing, repeated or out of order
             raise DumpDamaged(
@@ -195,12 +202,30 @@ class Router:
         phase = self._phase_of(stream, tables)
         if stream in self.streams or phase < self._phase:
             raise DumpDamaged(f"The dump is damaged: member {name!r} comes out of order.")
+        if phase == 3 and self.plan["format"] == containers.FORMAT:
+            self._require_ended()
         if phase > self._phase or self.plan["format"] == containers.LEGACY_FORMAT:
             self._close_sinks()
         self._phase = phase
         self.streams.append(stream)
         self._sinks[stream] = self._open(stream, tables.get(stream))
         return self._sinks[stream].write
+
+    def _end(self, stream: str) -> Callable[[bytes], Any]:
+        """A data stream's ``end`` member: its sink is closed (it must be open)."""
+        if stream not in self._sinks or self._phase != 2:
+            raise DumpDamaged(f"The dump is damaged: {stream!r} ends where it is not open.")
+        self._sinks.pop(stream).close()
+        self._ended.add(stream)
+        return _empty
+
+    def _require_ended(self) -> None:
+        for stream in self.streams:
+            if stream != containers.PRE_DATA and stream not in self._ended:
+                raise DumpDamaged(
+                    f"The dump is damaged: stream {stream!r} has no end member before the "
+                    "post-data."
+                )
 
     def _phase_of(self, stream: str, tables: dict[str, Any]) -> int:
         """Where ``stream`` comes: the streams of a later phase start once the
@@ -246,6 +271,12 @@ class Router:
         sinks, self._sinks = list(self._sinks.values()), {}
         for sink in sinks:
             sink.abort()
+
+
+def _empty(data: bytes) -> None:
+    """An ``end`` member's bytes: there are none."""
+    if data:
+        raise DumpDamaged("The dump is damaged: an end member holds bytes.")
 
 
 def read(router: Router, source: Any, checks: dict[str, Any]) -> None:

@@ -88,6 +88,25 @@ _TABLES = """
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\\_toast%'
 """
+# The tables whose rows a plain dump copies itself, biggest first (as last
+# vacuumed or analysed): those whose
+# rows pg_dump's data section writes (as _DATA_COLUMNS finds them), but those
+# without a column COPY can name. An extension's own tables are left to
+# pg_dump, which writes the rows of its configuration tables, with their filter.
+_DATA_TABLES = """
+    SELECT c.oid::bigint, n.nspname, c.relname,
+           ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                   AND a.attgenerated = '' ORDER BY a.attnum)
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r' AND c.relpersistence IN ('p', 'u')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                      WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                        AND d.objid = c.oid AND d.deptype = 'e')
+    ORDER BY c.relpages DESC, n.nspname, c.relname  -- pg_relation_size would wait for a lock
+"""
 _COLUMNS = """
     SELECT a.attrelid::bigint, a.attname, pg_catalog.format_type(a.atttypid, NULL),
            CASE WHEN a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND a.atttypmod > 4
@@ -168,6 +187,13 @@ _FOREIGN_KEYS = """
     WHERE con.contype = 'f' AND con.conrelid = ANY (%s::oid[]) AND con.confrelid = ANY (%s::oid[])
     ORDER BY con.conrelid, con.conname
 """
+
+
+def data_tables(cursor: driver.Cursor) -> list[tuple[int, str, str, tuple[str, ...]]]:
+    """(oid, schema, name, columns) of each table a plain dump copies itself."""
+    cursor.execute(_DATA_TABLES)
+    found = cursor.fetchall()
+    return [(oid, schema, name, tuple(columns)) for oid, schema, name, columns in found if columns]
 
 
 def read(cursor: driver.Cursor) -> Catalog:

@@ -109,6 +109,31 @@ def adopt_children(children: set[subprocess.Popen]) -> None:
     _threads.children = children
 
 
+class _Session:
+    """A server session among a step's children: killing it (a cancelled job)
+    cancels its running statement, which fails the step as a killed program does."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):  # the session may be gone already
+            self._connection.cancel()
+
+
+@contextlib.contextmanager
+def session_among_children(connection: Any) -> Iterator[None]:
+    """While the block runs, ``connection``'s statements are cancelled with this
+    thread's programs (a dump's main session waiting for a lock, or copying)."""
+    children = current_children()
+    session = _Session(connection)
+    children.add(session)
+    try:
+        yield
+    finally:
+        children.discard(session)
+
+
 def require_program(program: str, env: dict[str, str] | None = None) -> None:
     """Raise ConfigurationError unless ``program`` is on the PATH of ``env``
     (this process's environment when None)."""

@@ -1,9 +1,12 @@
-"""Preparing a planned dump (a config with ``scrub`` and/or ``subset``).
+"""Preparing a dump's container: a planned dump's (a config with ``scrub``
+and/or ``subset``), or a plain dump's.
 
-The dump step opens the snapshot as for any dump; here, the plan is made
-from the catalog (:func:`make_plan`), a session imports the snapshot, locks
-the planned tables and checks the plan (:func:`checked`: nothing starts when
-it would fail), and pg_dump's three archives are started (:func:`programs`).
+The dump step opens the snapshot; here, a planned dump's plan is made from
+the catalog (:func:`make_plan`), a session imports the snapshot (where a
+plain dump's plan is read: every table copied as it is), locks the tables
+whose rows pgclone writes and checks the plan (:func:`checked`: nothing
+starts when it would fail), and pg_dump's three archives are started
+(:func:`pg_dumps`).
 :mod:`pgclone.archive.container_writer` then writes the container from them. The
 scrubbing COPYs are bound by the server, the rest's pg_dump by compressing
 its output: on two CPUs they overlap. PostgreSQL does the scrubbing and the
@@ -21,7 +24,7 @@ from typing import Any
 
 from pgclone import conf
 from pgclone.exceptions import LOCKED_HINT, ConfigurationError, TableLocked, UndecidedColumns
-from pgclone.pg import driver, postgres, programs, table_counts
+from pgclone.pg import catalog, driver, postgres, programs, table_counts
 from pgclone.pg.driver import sql
 from pgclone.sharing import plans, review, scrub, sections, subset
 
@@ -77,10 +80,23 @@ def tool_major(version: str) -> int:
 
 
 @contextlib.contextmanager
-def checked(conn: postgres.ConnInfo, snapshot: str, plan: subset.Plan) -> Iterator[Any]:
-    """A cursor in ``snapshot`` with the plan checked (ConfigurationError for
-    what would fail it); :func:`pgclone.sharing.plans.prepare` next."""
-    with table_counts.snapshot_transaction(conn, snapshot) as cursor:
+def checked(
+    conn: postgres.ConnInfo,
+    snapshot: str,
+    plan: subset.Plan | None,
+    exclude: list[tuple[str, str]] = (),
+) -> Iterator[tuple[Any, subset.Plan]]:
+    """A cursor in ``snapshot`` and the plan, checked (ConfigurationError for
+    what would fail it); :func:`pgclone.sharing.plans.prepare` next. No plan:
+    a plain dump's, of the tables in the snapshot but ``exclude``'s."""
+    with (
+        table_counts.snapshot_transaction(conn, snapshot) as cursor,
+        programs.session_among_children(cursor.connection),  # a cancelled job cancels it
+    ):
+        if plan is None:
+            left_out = set(exclude)
+            tables = catalog.data_tables(cursor)
+            plan = subset.plain_plan([t for t in tables if (t[1], t[2]) not in left_out])
         lock(cursor, plan)
         problems = plans.check(cursor, plan)
         if problems:
@@ -88,7 +104,7 @@ def checked(conn: postgres.ConnInfo, snapshot: str, plan: subset.Plan) -> Iterat
                 "The dump's plan can't run on this database:\n"
                 + "\n".join(f"- {problem}" for problem in problems)
             )
-        yield cursor
+        yield cursor, plan
 
 
 def lock(cursor: driver.Cursor, plan: subset.Plan) -> None:
@@ -107,7 +123,7 @@ def lock(cursor: driver.Cursor, plan: subset.Plan) -> None:
         cursor.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(names))
     except driver.errors.LockNotAvailable as exc:
         raise TableLocked(
-            f"Could not lock the tables to scrub or subset within "
+            f"Could not lock the tables to copy within "
             f"{postgres.LOCK_WAIT_SECONDS} s. {LOCKED_HINT}"
         ) from exc
     # The bound stays: a `where` or an sql rule may read other tables, whose locks
@@ -150,12 +166,13 @@ def pg_dumps(
     plan: subset.Plan,
     exclude_table_data: list[tuple[str, str]],
 ) -> Iterator[Programs]:
-    """pg_dump of the pre-data, of the rest's data (without the planned tables'
-    rows) and of the post-data, all in ``snapshot``; waited for on leaving (a
-    failed one raises CommandFailed), killed if the block raises."""
+    """pg_dump of the pre-data, of the rest's data (without the rows pgclone
+    writes) and of the post-data, all in ``snapshot``; waited for on leaving (a
+    failed one raises CommandFailed), killed if the block raises. A plain
+    dump's keep what a plain pg_dump writes (large objects, statistics)."""
     common = {
         "snapshot": snapshot,
-        "extra": tool_flags(),
+        "extra": [] if plan.copies_all else tool_flags(),
         "lock_wait_seconds": PG_DUMP_LOCK_WAIT_SECONDS,
     }
     pre_data = postgres.pg_dump_argv(conn, sections=["pre-data"], **common)
@@ -196,5 +213,6 @@ def describe(asked: sections.Sharing, plan: subset.Plan) -> dict[str, Any]:
 
 
 def planned_tables(plan: subset.Plan) -> list[subset.PlannedTable]:
-    """The tables whose rows pgclone writes: the others' pg_dump writes as they are."""
-    return [table for table in plan.tables if table.transformed]
+    """The tables whose rows pgclone writes (a plain dump's: all): the others'
+    pg_dump writes as they are."""
+    return [table for table in plan.tables if plan.copies_all or table.transformed]

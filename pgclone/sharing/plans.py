@@ -47,6 +47,10 @@ SESSION = (
     ("enable_indexscan", "off"),
     # as pg_dump: a row security policy fails the dump, never filters its rows
     ("row_security", "off"),
+    # as pg_dump: no timeout of the role's or the database's cuts a long COPY
+    # short, nor ends the main session while it waits for the others
+    ("statement_timeout", "0"),
+    ("idle_in_transaction_session_timeout", "0"),
     *COPY_TEXT,
 )
 # The client encoding of the dump's sessions: the database's (a DO prints nothing).
@@ -192,6 +196,8 @@ def prepare(
     """
     for statement in SETTINGS:  # before the session's first TEMP table
         cursor.execute(statement)
+    if plan.copies_all:  # a plain dump's: nothing to scrub, nothing to keep
+        return
     set_key(cursor, conf.scrub_key() if key is None else key)
     for _, statement in plan.setup:
         cursor.execute(statement)

@@ -53,6 +53,7 @@ class PlannedTable:
     # each scrubbed column's rules, and the condition on ``t`` of the rows kept (None: all)
     rules: tuple[tuple[str, tuple[scrub.Rule, ...]], ...] = ()
     rows: sql.Composable | None = None
+    stored: bool = False  # a plain dump's: its rows as they are (``COPY table TO STDOUT``)
 
     @property
     def transformed(self) -> bool:
@@ -60,7 +61,18 @@ class PlannedTable:
         return self.kind != "whole" or bool(self.scrubbed) or bool(self.nulled)
 
     def copy_statement(self) -> sql.Composable:
+        if self.stored:  # cheaper than COPY (SELECT …): no projection of each row
+            columns = sql.SQL(", ").join(map(sql.Identifier, self.columns))
+            table = sql.Identifier(self.schema, self.name)
+            return sql.SQL("COPY {} ({}) TO STDOUT").format(table, columns)
         return sql.SQL("COPY ({}) TO STDOUT").format(self.select)
+
+
+def stored_table(oid: int, schema: str, name: str, columns: tuple[str, ...]) -> PlannedTable:
+    """A table a plain dump copies as it is (its own rows, not its heirs')."""
+    values = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns)
+    select = sql.SQL("SELECT {} FROM {} AS t").format(values, only(schema, name))
+    return PlannedTable(oid, schema, name, columns, select, "whole", stored=True)
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,15 @@ class Plan:
     outputs: tuple[tuple[str, str, sql.Composable, sql.Composable, scrub.Column], ...]
     digest: str  # of the rules and the subset (pgclone.sharing.sections.digest)
     decisions: str = ""  # of the decisions on every column (pgclone.sharing.review)
+    # a plain dump's: pgclone copies every table of ``tables`` as it is, and needs
+    # no scrub key; a planned dump's copies those it transforms
+    copies_all: bool = False
+
+
+def plain_plan(tables: list[tuple[int, str, str, tuple[str, ...]]]) -> Plan:
+    """The plan of a plain dump: ``tables`` (oid, schema, name, columns) copied as they are."""
+    stored = tuple(stored_table(*table) for table in tables)
+    return Plan(stored, roots=(), setup=(), steps=(), outputs=(), digest="", copies_all=True)
 
 
 def make_plan(

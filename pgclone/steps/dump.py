@@ -1,8 +1,9 @@
 """The dump workflow: pre_dump → dump → upload (declared at the end).
 
-``dump`` streams pg_dump through zstd into storage, staged where nobody sees
-it; ``upload`` publishes it (writes its manifest, the commit marker) and
-applies the retention rules.
+``dump`` streams the dump's container (pg_dump's schema archives, each
+table's rows copied by parallel sessions in one snapshot) through zstd into
+storage, staged where nobody sees it; ``upload`` publishes it (writes its
+manifest, the commit marker) and applies the retention rules.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def pre_dump(job: Job) -> None:
 
 
 def dump(job: Job) -> None:
-    """Stream pg_dump through zstd into storage, staged (not visible yet)."""
+    """Stream the dump's container through zstd into storage, staged (not visible yet)."""
     asked = payloads.dump_options(job)
     storage = storage_for(asked.storage_location)
     if job.result.get("staged"):  # a redelivered step: start again from scratch
@@ -66,7 +67,7 @@ class _Prepared:
     excluded: list[tuple[str, str]]  # those and the tables referencing them, qualified
     cascaded: list[str]  # what the message says was left out with them
     sharing: sections.Sharing  # the config's scrub and subset, as this worker defines it
-    plan: subset.Plan | None
+    plan: subset.Plan | None  # a planned dump's (a plain dump's is read in its snapshot)
     server_version: str
     estimate: int
     users: accounts.SignIn | None  # the user table and who could sign in; None without one
@@ -97,7 +98,7 @@ class _Archive:
 
     stream: Any
     rows: dict[tuple[str, str], int]
-    source: Any = None  # a planned dump's container: its leak proof, once read
+    source: Any = None  # the container: a scrubbed dump's leak proof, once read
     # The accounts among the user table's rows the plan wrote, once the block is left.
     accounts: accounts.Counted | None = None
 
@@ -112,7 +113,7 @@ def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
     plan = None
     if sharing.planned:  # refused here, before anything is written
         plan = planned_dump.make_plan(conn, sharing, out.tables, out.path, config=config_name)
-        programs.require_program("psql")  # its sessions copy the planned tables
+    programs.require_program("psql")  # its sessions copy the big tables
     return _Prepared(
         conn=conn,
         key=keys.make_key(conn.name, job.config_name, timezone.now()),
@@ -214,12 +215,13 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
         accounts=written.accounts,
         **stats,
     )
+    jobs.update_result(job, format=containers.FORMAT)
     if plan is not None:
         described = planned_dump.describe(prepared.sharing, plan)
         described["plan"]["rows"] = {
             postgres.display_name(*table): rows for table, rows in written.rows.items()
         }
-        jobs.update_result(job, format=containers.FORMAT, **described)
+        jobs.update_result(job, **described)
     if written.proof is not None:
         jobs.update_result(job, leak_proof=written.proof)
     message = (
@@ -252,15 +254,9 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
 def _archive(
     conn: postgres.ConnInfo, snapshot: str, prepared: _Prepared, config_name: str
 ) -> Iterator[_Archive]:
-    """What the dump stores, to be read to its end inside the block: pg_dump's
-    archive, or a planned dump's container."""
-    plan, excluded = prepared.plan, prepared.excluded
-    if plan is None:
-        argv = postgres.pg_dump_argv(conn, exclude_table_data=excluded, snapshot=snapshot)
-        with programs.spawn(argv, env=conn.env()) as proc:
-            yield _Archive(proc.stdout, {})
-        return
-    with planned_dump.checked(conn, snapshot, plan) as cursor:
+    """What the dump stores, to be read to its end inside the block: its container."""
+    excluded = prepared.excluded
+    with planned_dump.checked(conn, snapshot, prepared.plan, excluded) as (cursor, plan):
         with (
             planned_dump.pg_dumps(  # they read the catalog while the kept rows are found
                 conn, snapshot=snapshot, plan=plan, exclude_table_data=excluded
@@ -280,7 +276,8 @@ def _archive(
 def _with_rows_written(
     tables: list[table_counts.TableCount], written: dict[tuple[str, str], int]
 ) -> list[table_counts.TableCount]:
-    """The planned tables hold the rows their COPY wrote, not the table's."""
+    """The tables pgclone copied hold the rows their COPY wrote (a planned
+    table's, not the table's), counted exactly."""
     return [
         dataclasses.replace(table, rows=written[key], exact=True)
         if (key := (table.schema, table.name)) in written

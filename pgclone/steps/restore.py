@@ -50,7 +50,7 @@ from pgclone.steps.restore_swap import (
 from pgclone.storage import Storage, keys, signing, storage_for
 from pgclone.storage.local import LocalStorage, open_private
 
-FORMATS = (payloads.Manifest.format, *containers.FORMATS)
+FORMATS = containers.READABLE
 
 
 def ensure_allowed(job: Job) -> None:
@@ -276,8 +276,9 @@ def _restore_streamed(
     if progress:
         progress.flush()
     if manifest.format in containers.FORMATS:
+        copied = "the planned tables" if manifest.plan else "the tables"
         return (
-            f"Streamed {key} into {target.name}: pg_restore, COPY of the planned tables "
+            f"Streamed {key} into {target.name}: pg_restore, COPY of {copied} "
             f"({rows} rows), pg_restore."
         )
     return f"Streamed {key} into {target.name} with pg_restore."
@@ -306,7 +307,7 @@ def _restore_parallel(
         planned = manifest.format in containers.FORMATS
         with storage.open(key) as source:
             if planned:
-                unpacked.mkdir()
+                unpacked.mkdir(mode=0o700)  # whatever the umask, as its files are 0600
                 plan = planned_restore.unpack(source, unpacked, checks)
             else:
                 with open_private(unpacked) as out:

@@ -424,3 +424,58 @@ def test_a_plan_1_container_still_restores(tmp_path, unpacked):
         )
         foreign_keys = "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
         assert psql(foreign_keys, into) == "1"
+
+
+@pytest.mark.parametrize("unpacked", [False, True], ids=["streamed", "unpacked"])
+def test_a_plan_2_container_still_restores(tmp_path, unpacked):
+    """A pgclone-plan-2 container (its data streams interleaved, no end
+    members, post-data apart), assembled from real pg_dump archives as the
+    writer of that format wrote them: rows and foreign key restored."""
+    from pgclone.archive import planned_restore
+    from pgclone.pg import postgres
+
+    table = {"schema": "public", "name": "planned", "columns": ["id", "label"]}
+    with scratch_database() as source, scratch_database() as into:
+        psql(
+            "CREATE TABLE planned (id int PRIMARY KEY, label text);"
+            "CREATE TABLE other (id int PRIMARY KEY, planned_id int REFERENCES planned);"
+            "INSERT INTO planned VALUES (1, 'one'), (2, 'two'), (3, 'three');"
+            "INSERT INTO other VALUES (10, 1), (20, 2)",
+            source,
+        )
+        out = io.BytesIO()
+        tar = containers.TarWriter(out.write)
+        tar.json(
+            containers.PLAN,
+            {"format": containers.PLAN_FORMAT, "tables": [{**table, "member": "data/0000"}]},
+        )
+        rest = pg_dump(source, "--section=data", "--exclude-table-data=planned")
+        for name, data in (
+            ("pre-data/000000", pg_dump(source, "--section=pre-data")),
+            ("data/0000/000000", b"1\tone\n2\ttwo\n"),
+            ("rest/000000", rest[:100]),
+            ("data/0000/000001", b"3\tthree\n"),
+            ("rest/000001", rest[100:]),
+            ("post-data/000000", pg_dump(source, "--section=post-data")),
+        ):
+            tar.member(name, data)
+        tar.close()
+        stored = io.BytesIO(zstandard.ZstdCompressor().compress(out.getvalue()))
+        checks = {"expected_sha256": None, "on_progress": lambda _: None}
+        conn = postgres.conn_info().with_name(into)
+
+        if unpacked:
+            plan = planned_restore.unpack(stored, tmp_path, checks)
+            rows = planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2)
+        else:
+            rows = planned_restore.restore_streamed(stored, conn, checks)
+
+        assert rows == 3
+        assert psql("SELECT string_agg(label, ',' ORDER BY id) FROM planned", into) == (
+            "one,two,three"
+        )
+        assert psql("SELECT count(*) FROM other JOIN planned ON planned.id = planned_id", into) == (
+            "2"
+        )
+        foreign_keys = "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+        assert psql(foreign_keys, into) == "1"

@@ -358,7 +358,10 @@ def test_pg_restore_error_fails_with_its_message(
     manifest_path = Path(f"{path}.json")
     manifest = json.loads(manifest_path.read_text())
     manifest.update(
-        size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest(), raw_size=len(raw)
+        size=len(garbage),
+        sha256=hashlib.sha256(garbage).hexdigest(),
+        raw_size=len(raw),
+        format="postgresql-custom",  # as a plain dump made before the container says
     )
     manifest_path.write_text(json.dumps(manifest))
 

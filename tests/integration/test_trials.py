@@ -85,6 +85,7 @@ def rebuild_without_rows(location: str, key: str, table: str) -> None:
     manifest_path = Path(location) / f"{key}.json"
     manifest = json.loads(manifest_path.read_text())
     manifest.update(size=len(data), raw_size=len(archive), sha256=hashlib.sha256(data).hexdigest())
+    manifest["format"] = "postgresql-custom"  # one pg_dump archive, as dumps were
     manifest_path.write_text(json.dumps(manifest))
 
 

@@ -109,7 +109,11 @@ def test_an_unpacked_dump_is_its_owners_only(scratch, held, any_umask, local_loc
     job, found = restore_held(key, held, scratch)
 
     assert job.status == Job.Status.SUCCEEDED, job.error
-    (folder, unpacked) = sorted(found)  # the plain dump, before pg_restore --jobs=2 read it
-    assert unpacked == f"{folder}dump" and found[unpacked] == 0o600 and found[folder] == 0o700
+    # The container, one file a stream, before pg_restore --jobs=2 and the COPYs read them.
+    (folder,) = [path for path in found if path.endswith("/") and path.count("/") == 1]
+    files = {path: mode for path, mode in found.items() if not path.endswith("/")}
+    assert found[folder] == 0o700 and found[f"{folder}dump/"] == 0o700
+    assert f"{folder}dump/pre-data" in files and set(files.values()) == {0o600}
+    assert set(found) == {folder, f"{folder}dump/", *files}
     assert "pg_restore --jobs=2" in job.steps.get(name="restore_temp").message
     assert authors(target) == ["unpacked-0600"]

@@ -67,3 +67,23 @@ def test_a_failed_program_s_error_keeps_its_first_lines_and_its_last():
     assert "due to statement timeout" in message and "the end" in message
     assert "[...]" in message and len(message) < 7000
     assert "gave way" in message  # a LOCK TABLE that timed out
+
+
+def test_a_session_among_a_step_s_children_is_cancelled_when_they_are_killed():
+    from pgclone.pg import programs
+
+    class Connection:
+        cancelled = 0
+
+        def cancel(self) -> None:
+            self.cancelled += 1
+
+    connection = Connection()
+    children = programs.current_children()
+    with programs.session_among_children(connection):
+        for child in list(children):  # what a cancelled job's heartbeat does
+            child.kill()
+    assert connection.cancelled == 1
+    for child in list(children):  # once the block is left, no longer
+        child.kill()
+    assert connection.cancelled == 1

@@ -1,6 +1,7 @@
 """The restore's Router: each stream of a container to a sink of its own, the
-data streams of a pgclone-plan-2 container open at once, and a pgclone-plan-1
-container's one stream after another."""
+data streams of a pgclone-container-3 container each closed at its end member,
+those of a pgclone-plan-2 container open at once till the post-data, and a
+pgclone-plan-1 container's one stream after another."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from pgclone.archive import containers
 from pgclone.archive.planned_restore import Router
-from pgclone.exceptions import DumpDamaged
+from pgclone.exceptions import DumpDamaged, PgCloneError
 
 TABLES = [
     {"schema": "public", "name": name, "columns": ["id"], "member": containers.table_prefix(i)}
@@ -75,7 +76,7 @@ INTERLEAVED = [
 
 @pytest.mark.parametrize("piece", [1, 512, 100_000])
 def test_interleaved_data_streams_each_reach_their_sink_in_order(piece):
-    sinks, log = route(container(INTERLEAVED), piece)
+    sinks, log = route(container(INTERLEAVED, containers.PLAN_FORMAT), piece)
 
     assert {stream: bytes(sink.data) for stream, sink in sinks.items()} == {
         "pre-data": b"P0P1",
@@ -103,19 +104,81 @@ def test_interleaved_data_streams_each_reach_their_sink_in_order(piece):
 def test_a_data_stream_after_post_data_began_is_damage():
     members = [*INTERLEAVED[:9], ("post-data/000000", b"Q0"), ("data/0000/000002", b"a2\n")]
     with pytest.raises(DumpDamaged, match="out of order"):
-        route(container(members))
+        route(container(members, containers.PLAN_FORMAT))
 
 
 def test_a_new_data_stream_after_post_data_began_is_damage():
     members = [m for m in INTERLEAVED if not m[0].startswith("data/0001")]
     members.append(("data/0001/000000", b"b0\n"))
     with pytest.raises(DumpDamaged, match="out of order"):
-        route(container(members))
+        route(container(members, containers.PLAN_FORMAT))
 
 
 def test_a_plan_2_container_without_post_data_is_damaged():
     with pytest.raises(DumpDamaged, match="no 'post-data'"):
-        route(container(INTERLEAVED[:9]))
+        route(container(INTERLEAVED[:9], containers.PLAN_FORMAT))
+
+
+ENDED = [
+    ("pre-data/000000", b"P0"),
+    ("data/0000/000000", b"a0\n"),
+    ("rest/000000", b"R0"),
+    ("data/0000/000001", b"a1\n"),
+    ("data/0000/end", b""),
+    ("data/0001/000000", b"b0\n"),
+    ("rest/000001", b"R1"),
+    ("rest/end", b""),
+    ("data/0001/end", b""),
+    ("post-data/000000", b"Q0"),
+]
+
+
+@pytest.mark.parametrize("piece", [1, 512, 100_000])
+def test_each_data_stream_of_a_container_3_closes_at_its_end(piece):
+    sinks, log = route(container(ENDED), piece)
+
+    assert {stream: bytes(sink.data) for stream, sink in sinks.items()} == {
+        "pre-data": b"P0",
+        "data/0000": b"a0\na1\n",
+        "data/0001": b"b0\n",
+        "rest": b"R0R1",
+        "post-data": b"Q0",
+    }
+    # A table's COPY (its session) ends at its end member, not with the last table's.
+    assert log == [
+        ("open", "pre-data"),
+        ("close", "pre-data"),
+        ("open", "data/0000"),
+        ("open", "rest"),
+        ("close", "data/0000"),
+        ("open", "data/0001"),
+        ("close", "rest"),
+        ("close", "data/0001"),
+        ("open", "post-data"),
+        ("close", "post-data"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([m for m in ENDED if m[0] != "rest/end"], "'rest' has no end member"),
+        ([*ENDED[:5], ("data/0000/000002", b"a2\n"), *ENDED[5:]], "out of order"),
+        ([*ENDED[:5], ("data/0000/end", b""), *ENDED[5:]], "ends where it is not open"),
+        ([("pre-data/end", b""), *ENDED], "ends where it is not open"),
+        ([*ENDED[:4], ("data/0000/end", b"x"), *ENDED[5:]], "an end member holds bytes"),
+    ],
+    ids=["an end missing", "a member after its end", "two ends", "pre-data ended",
+         "an end with bytes"],
+)  # fmt: skip
+def test_a_container_3_whose_streams_end_wrongly_is_damaged(members, message):
+    with pytest.raises(DumpDamaged, match=message):
+        route(container(members))
+
+
+def test_a_container_of_a_format_to_come_is_refused_by_name():
+    with pytest.raises(PgCloneError, match=r"format 'pgclone-container-4'.*upgrade pgclone"):
+        route(container(ENDED, "pgclone-container-4"))
 
 
 def test_a_plan_1_container_routes_one_stream_after_another():
