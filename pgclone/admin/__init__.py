@@ -43,6 +43,32 @@ START_PERMISSION = {
 }
 
 
+def _require(request: HttpRequest, permission: str) -> None:
+    if not request.user.has_perm(f"pgclone.{permission}"):
+        raise PermissionDenied
+
+
+def _start_job(request: HttpRequest, start: Any, *args: Any, **kwargs: Any) -> HttpResponse | None:
+    """Start a job for this user; its page, or None (with the error shown) if refused."""
+    try:
+        job = start(*args, requested_by=f"{request.user.get_username()} (admin)", **kwargs)
+    except PgCloneError as exc:
+        messages.error(request, str(exc))
+        return None
+    messages.success(request, f"{job.kind.capitalize()} job {job.pk} started.")
+    return redirect("admin:pgclone_job_change", job.pk)
+
+
+def _moved(name: str) -> Any:
+    """The dumps pages' first addresses, under the jobs: kept for bookmarks."""
+
+    def view(request: HttpRequest) -> HttpResponse:
+        query = request.META.get("QUERY_STRING", "")
+        return redirect(reverse(name) + (f"?{query}" if query else ""))
+
+    return view
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     # Few, narrow columns: the list fits a 1280 px window beside the admin's sidebars.
@@ -151,8 +177,8 @@ class JobAdmin(admin.ModelAdmin):
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view
         return [
-            path("dumps/", wrap(self.dumps_view), name="pgclone_dumps"),
-            path("dumps/restore/", wrap(self.restore_view), name="pgclone_restore"),
+            path("dumps/", _moved("admin:pgclone_dumps")),
+            path("dumps/restore/", _moved("admin:pgclone_restore")),
             path("<uuid:job_id>/status/", wrap(self.status_view), name="pgclone_job_status"),
             path("<uuid:job_id>/cancel/", wrap(self.cancel_view), name="pgclone_job_cancel"),
             *super().get_urls(),
@@ -170,22 +196,6 @@ class JobAdmin(admin.ModelAdmin):
             extra["undo_url"] = self._undo_url(request, job)
         return super().change_view(request, object_id, *args, extra_context=extra, **kwargs)
 
-    def _require(self, request: HttpRequest, permission: str) -> None:
-        if not request.user.has_perm(f"pgclone.{permission}"):
-            raise PermissionDenied
-
-    def _start_job(
-        self, request: HttpRequest, start: Any, *args: Any, **kwargs: Any
-    ) -> HttpResponse | None:
-        """Start a job for this user; its page, or None (with the error shown) if refused."""
-        try:
-            job = start(*args, requested_by=f"{request.user.get_username()} (admin)", **kwargs)
-        except PgCloneError as exc:
-            messages.error(request, str(exc))
-            return None
-        messages.success(request, f"{job.kind.capitalize()} job {job.pk} started.")
-        return redirect("admin:pgclone_job_change", job.pk)
-
     def _undo_url(self, request: HttpRequest, job: Job) -> str:
         """The restore form for ``:previous``, when this restore left one to go back to."""
         if not (reversible(job) and job.status == Job.Status.SUCCEEDED):
@@ -202,7 +212,7 @@ class JobAdmin(admin.ModelAdmin):
 
     def cancel_view(self, request: HttpRequest, job_id: Any) -> HttpResponse:
         job = api.job(job_id)
-        self._require(request, START_PERMISSION[job.kind])
+        _require(request, START_PERMISSION[job.kind])
         if request.method != "POST":
             return redirect("admin:pgclone_job_change", job.pk)
         try:
@@ -218,17 +228,47 @@ class JobAdmin(admin.ModelAdmin):
         return redirect("admin:pgclone_job_change", job.pk)
 
     def status_view(self, request: HttpRequest, job_id: Any) -> JsonResponse:
-        self._require(request, "view_job")
+        _require(request, "view_job")
         return JsonResponse(job_status(api.job(job_id)))
 
+
+@admin.register(DumpsInStorage)
+class DumpsInStorageAdmin(admin.ModelAdmin):
+    """The dumps page on the admin's index, beside Jobs, for whoever may view jobs:
+    the page and the restore form live at its address (the jobs list links to
+    them as well)."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("pgclone.view_job")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list:
+        # The pages live under this entry's address, so that the sidebar marks
+        # it (not Jobs) as the current one.
+        wrap = self.admin_site.admin_view
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("", wrap(self.dumps_view), name="pgclone_dumps"),
+            path("", wrap(self.dumps_view), name="{}_{}_changelist".format(*info)),
+            path("restore/", wrap(self.restore_view), name="pgclone_restore"),
+        ]
+
     def dumps_view(self, request: HttpRequest) -> HttpResponse:
-        self._require(request, "view_job")
+        _require(request, "view_job")
         can_dump = request.user.has_perm("pgclone.dump_database")
         form = DumpNowForm(request.POST or None, initial={"config": "default"})
         if request.method == "POST":
-            self._require(request, "dump_database")
+            _require(request, "dump_database")
             if form.is_valid():
-                started = self._start_job(
+                started = _start_job(
                     request,
                     api.dump,
                     config=form.cleaned_data["config"],
@@ -247,7 +287,7 @@ class JobAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/pgclone/dumps.html", context)
 
     def restore_view(self, request: HttpRequest) -> HttpResponse:
-        self._require(request, "restore_database")
+        _require(request, "restore_database")
         key = request.POST.get("key") or request.GET.get("key", "")
         alias = request.POST.get("database") or request.GET.get("database", "default")
         initial = {
@@ -259,7 +299,7 @@ class JobAdmin(admin.ModelAdmin):
         form = RestoreForm(request.POST or None, initial=initial, alias=alias)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
-            started = self._start_job(
+            started = _start_job(
                 request,
                 api.restore,
                 data["key"],
@@ -281,31 +321,3 @@ class JobAdmin(admin.ModelAdmin):
             "allowed": allowed,
         }
         return TemplateResponse(request, "admin/pgclone/restore.html", context)
-
-
-@admin.register(DumpsInStorage)
-class DumpsInStorageAdmin(admin.ModelAdmin):
-    """The dumps page on the admin's index, beside Jobs, for whoever may view jobs:
-    its link leads to the page (which the jobs list links to as well)."""
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm("pgclone.view_job")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def get_urls(self) -> list:
-        info = self.opts.app_label, self.opts.model_name
-        view = self.admin_site.admin_view(self.changelist_view)
-        return [path("", view, name="{}_{}_changelist".format(*info))]
-
-    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        return redirect("admin:pgclone_dumps")

@@ -260,5 +260,13 @@ def test_the_admin_index_lists_the_dumps_page_for_whoever_may_view_jobs():
         assert f'<a href="{link}">Dumps in storage</a>' in listed, page
         assert f'<a href="{reverse("admin:pgclone_job_changelist")}">Jobs</a>' in listed
         assert "Dumps in storage" not in outsider.get(page).content.decode(), page
-    assert viewer.get(link).url == DUMPS
+    assert link == DUMPS
+    page = viewer.get(link).content.decode()
+    # The sidebar marks the dumps entry as the page shown, not Jobs.
+    assert '<tr class="model-dumpsinstorage current-model">' in page
+    assert '<tr class="model-job">' in page
     assert outsider.get(link).status_code == 403
+    # The pages' first addresses, under the jobs, lead to them still.
+    moved = viewer.get("/admin/pgclone/job/dumps/restore/?key=K&database=default")
+    assert moved.url == reverse("admin:pgclone_restore") + "?key=K&database=default"
+    assert viewer.get("/admin/pgclone/job/dumps/").url == DUMPS

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.urls import reverse
 
 from pgclone.models import Job
 from pgclone.pg import databases
@@ -54,7 +55,8 @@ def start_restore(
     from selenium.webdriver.support import expected_conditions as seen
 
     browser.get(f"{live_server.url}/admin/pgclone/job/")
-    browser.find_element(By.CSS_SELECTOR, ".object-tools a[href$='/dumps/']").click()
+    dumps = reverse("admin:pgclone_dumps")
+    browser.find_element(By.CSS_SELECTOR, f".object-tools a[href='{dumps}']").click()
     row = wait.until(seen.presence_of_element_located((By.XPATH, f"//tr[td/code='{key}']")))
     row.find_element(By.CSS_SELECTOR, "a.button").click()
     confirm_restore(browser, wait, database, name, reversible=reversible)
@@ -134,7 +136,7 @@ def test_restore_from_the_dumps_page_and_watch_it_finish(
     assert authors(databases.copy_name(TARGET, "previous")) == ["from-the-browser"]
     assert authors(databases.copy_name(TARGET, "current")) == ["target-only"]
     undo = Job.objects.filter(kind=Job.Kind.RESTORE).latest("created_at")
-    browser.get(f"{live_server.url}/admin/pgclone/job/dumps/")
+    browser.get(live_server.url + reverse("admin:pgclone_dumps"))
     copies = {
         row.get_attribute("data-target"): row.text
         for row in browser.find_elements(By.CSS_SELECTOR, "#pgclone-copies tr[data-alias=target]")

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.urls import reverse
 
 from pgclone import api
 from pgclone.engine import jobs
@@ -161,7 +162,7 @@ def test_a_job_no_worker_takes_says_where_it_waits(
     wait = waiting(browser, 40)
     log_in(browser, live_server, wait, "operator")
     at_width(browser, WIDE)
-    browser.get(f"{live_server.url}/admin/pgclone/job/dumps/")
+    browser.get(live_server.url + reverse("admin:pgclone_dumps"))
     browser.find_element(By.CSS_SELECTOR, "#pgclone-dump-now input[type=submit]").click()
     job = wait.until(lambda _: Job.objects.filter(kind=Job.Kind.DUMP).first())
     try:
