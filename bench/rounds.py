@@ -134,6 +134,15 @@ def s3_dump(bench: Bench, main: Worker) -> str:
     return job["key"]
 
 
+def restore_only_round(bench: Bench, main: Worker) -> None:
+    """The restore round alone (``--only restore``): its file and dumps made first."""
+    raw_file = contenders.write_raw_file(bench)
+    job = contenders.pgclone_job(
+        bench, "pgclone_dump", ["dump", "--database", "data"], main, memory="pgclone_dump_1x"
+    )
+    restore_round(bench, main, {"local": job["key"], "s3": s3_dump(bench, main)}, raw_file)
+
+
 def one_table_round(bench: Bench, main: Worker) -> None:
     """A database whose one table (the events) holds most of the data:
     pgclone's restore, which can load a table's ranges in several sessions,
@@ -293,6 +302,7 @@ def execute_all(bench: Bench) -> None:
 # The rounds ``python -m bench --only ROUND`` runs alone (those that need no other's results).
 ONE_ROUND = {
     "dump": dump_round,
+    "restore": restore_only_round,
     "one_table": one_table_round,
     "encryption": encryption_round,
     "sharing": sharing_round,
