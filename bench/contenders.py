@@ -8,6 +8,7 @@ django-pgclone, the third kind, is in ``bench/django_pgclone.py``.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -99,12 +100,13 @@ def pgclone_job(
 # the raw tools ----------------------------------------------------------------
 
 
-def write_raw_file(bench: Bench) -> Path:
-    """An uncompressed custom-format dump of ``data``, what the raw restores read."""
-    raw_file = bench.work / "raw.dump"
+def write_raw_file(bench: Bench, role: str = "data") -> Path:
+    """An uncompressed custom-format dump of the run's ``role`` database, what
+    the raw restores read."""
+    raw_file = bench.work / f"raw-{role}.dump"
     bench.run(
-        ["pg_dump", "-Fc", "-Z0", "-f", str(raw_file), "-d", bench.db["data"]],
-        name="raw_file",
+        ["pg_dump", "-Fc", "-Z0", "-f", str(raw_file), "-d", bench.db[role]],
+        name=f"raw_file_{role}",
     )
     return raw_file
 
@@ -117,8 +119,29 @@ def pg_dump_floor(bench: Bench, label: str = "floor") -> None:
         bench.record(f"{label}_dump_s", bench.run(argv, name=f"{label}_dump", stdout=null))
 
 
-def pg_restore_jobs(bench: Bench, raw_file: Path) -> None:
-    """``createdb`` + ``pg_restore -j 2`` of the uncompressed file (its drop untimed)."""
+def pg_directory_dump(bench: Bench, *, compress: bool) -> None:
+    """``pg_dump -Fd -j 2 -Z0`` into a folder: pg_dump's own parallel dump, a
+    session per table; with ``compress``, followed by ``zstd -3 -T2`` of its
+    files (what pgclone's dump does in one pass). Recorded as ``pg_dump_dir_s``
+    or ``pg_dump_dir_zstd_s`` (with its size); the folder's removal untimed."""
+    folder = bench.work / "directory-dump"
+    shutil.rmtree(folder, ignore_errors=True)
+    argv = ["pg_dump", "-Fd", "-j", "2", "-Z0", "-f", str(folder), "-d", bench.db["data"]]
+    seconds = bench.run(argv, name="pg_dump_dir")
+    label = "pg_dump_dir"
+    if compress:
+        files = sorted(str(path) for path in folder.iterdir())
+        seconds += bench.run(["zstd", "-3", "-T2", "-q", "--rm", *files], name="pg_dump_dir_zstd")
+        label = "pg_dump_dir_zstd"
+        size = sum(path.stat().st_size for path in folder.iterdir())
+        bench.extra.setdefault("sizes", {})[label] = size
+    bench.record(f"{label}_s", seconds)
+    shutil.rmtree(folder)
+
+
+def pg_restore_jobs(bench: Bench, raw_file: Path, label: str = "raw_restore") -> None:
+    """``createdb`` + ``pg_restore -j 2`` of the uncompressed file (its drop untimed),
+    recorded as ``{label}_s``."""
     started = time.perf_counter()
     name = bench.new_database("raw")
     argv = [
@@ -132,8 +155,8 @@ def pg_restore_jobs(bench: Bench, raw_file: Path) -> None:
         name,
         str(raw_file),
     ]
-    bench.run(argv, name="raw_restore")
-    bench.record("raw_restore_s", time.perf_counter() - started)
+    bench.run(argv, name=label)
+    bench.record(f"{label}_s", time.perf_counter() - started)
     drop_database(name)
 
 

@@ -76,20 +76,22 @@ def _fill(name: str, statements: list[str], errors: list[BaseException]) -> None
         errors.append(exc)
 
 
-def build_database(name: str, size: int) -> dict[str, Any]:
-    """Create ``name`` and fill it to about ``size`` bytes, server-side.
+def build_database(name: str, size: int, shape: str = "shop") -> dict[str, Any]:
+    """Create ``name`` and fill it to about ``size`` bytes, server-side, its
+    tables sized as ``schema.SHAPES[shape]`` says.
 
     The tables are filled by concurrent sessions (``schema.fill_statements``
     groups the work), then indexed, as a restore would.
     """
-    units = max((size - schema.EMPTY_DATABASE_BYTES) // schema.BYTES_PER_UNIT, 500)
+    shaped = schema.SHAPES[shape]
+    units = max((size - schema.EMPTY_DATABASE_BYTES) // shaped.bytes_per_unit, 500)
     started = time.perf_counter()
     create_database(name)
     execute(schema.TABLES, name)
     errors: list[BaseException] = []
     threads = [
         threading.Thread(target=_fill, args=(name, group, errors))
-        for group in schema.fill_statements(units)
+        for group in schema.fill_statements(units, shaped)
     ]
     for thread in threads:
         thread.start()
@@ -103,10 +105,17 @@ def build_database(name: str, size: int) -> dict[str, Any]:
             cur.execute(statement)
         cur.execute("SELECT sum(n_live_tup)::bigint FROM pg_stat_user_tables")
         rows = cur.fetchone()[0]
+        cur.execute(
+            "SELECT max(pg_total_relation_size(relid))::float8 "
+            "/ sum(pg_total_relation_size(relid)) FROM pg_stat_user_tables"
+        )
+        largest_share = cur.fetchone()[0]
     built = {
         "name": name,
         "units": units,
+        "shape": shape,
         "rows": rows,
+        "largest_table_share": round(largest_share, 3),
         "bytes": database_size(name),
         "build_seconds": round(time.perf_counter() - started, 1),
     }

@@ -21,7 +21,8 @@ from bench.sharing_round import sharing_round
 
 
 def dump_round(bench: Bench, main: Worker) -> str:
-    """pgclone's dump (and each variant's) against the floor and django-pgclone;
+    """pgclone's dump (and each variant's) against the floor, pg_dump's own
+    parallel dump (``-Fd -j 2``, alone and followed by zstd) and django-pgclone;
     the key of pgclone's last dump, for the restore round."""
     keys: dict[str, str] = {}
 
@@ -42,6 +43,8 @@ def dump_round(bench: Bench, main: Worker) -> str:
     runs = [
         ("pgclone dump", pgclone_dump(main, "pgclone_dump")),
         ("pg_dump floor", lambda: contenders.pg_dump_floor(bench)),
+        ("pg_dump -Fd -j 2", lambda: contenders.pg_directory_dump(bench, compress=False)),
+        ("pg_dump -Fd -j 2 + zstd", lambda: contenders.pg_directory_dump(bench, compress=True)),
     ]
     for worker in bench.workers[1:]:
         runs.append((f"pgclone dump {worker.label}", pgclone_dump(worker, f"dump[{worker.label}]")))
@@ -52,10 +55,13 @@ def dump_round(bench: Bench, main: Worker) -> str:
     return keys["pgclone_dump"]
 
 
-def restore_round(bench: Bench, main: Worker, key: str, raw_file: Path) -> None:
-    """pgclone's restore from local storage against ``pg_restore -j 2`` and django-pgclone."""
+def restore_round(bench: Bench, main: Worker, keys: dict[str, str], raw_file: Path) -> None:
+    """pgclone's restore from local storage and from S3 (``keys``: each one's
+    dump) against ``pg_restore -j 2`` of a local uncompressed file, a
+    single-stream ``pg_restore`` fed from a pipe and django-pgclone, alternately."""
+    s3_worker = bench.with_settings(main, "s3", s3_storage(bench))
 
-    def pgclone(worker: Worker, label: str) -> Callable[[], None]:
+    def pgclone(worker: Worker, label: str, key: str) -> Callable[[], None]:
         return lambda: contenders.pgclone_job(
             bench,
             label,
@@ -65,13 +71,14 @@ def restore_round(bench: Bench, main: Worker, key: str, raw_file: Path) -> None:
         )
 
     runs = [
-        ("pgclone restore", pgclone(main, "pgclone_restore")),
+        ("pgclone restore", pgclone(main, "pgclone_restore", keys["local"])),
+        ("pgclone restore from S3", pgclone(s3_worker, "s3_restore", keys["s3"])),
         ("pg_restore -j 2", lambda: contenders.pg_restore_jobs(bench, raw_file)),
+        ("pg_restore | single stream", lambda: contenders.pg_restore_stream(bench, raw_file)),
     ]
     for worker in bench.workers[1:]:
-        runs.append(
-            (f"pgclone restore {worker.label}", pgclone(worker, f"restore[{worker.label}]"))
-        )
+        label = f"restore[{worker.label}]"
+        runs.append((f"pgclone restore {worker.label}", pgclone(worker, label, keys["local"])))
     if bench.legacy_python and bench.extra.get("legacy_key"):
         bench.new_database("legacy")
         runs.append(("django-pgclone restore", lambda: django_pgclone.restore(bench)))
@@ -117,29 +124,54 @@ def s3_storage(bench: Bench) -> dict[str, str]:
     return {"PGCLONE_STORAGE_LOCATION": f"s3://{bench.bucket}/dumps"}
 
 
-def s3_round(bench: Bench, main: Worker, raw_file: Path) -> None:
-    """A restore streamed from S3 against a single-stream ``pg_restore`` from a pipe."""
+def s3_dump(bench: Bench, main: Worker) -> str:
+    """A dump to S3 (moto), for the restore round (one sample of ``s3_dump_s``)."""
     s3_worker = bench.with_settings(main, "s3", s3_storage(bench))
-    job = contenders.pgclone_job(  # a dump to restore from (it counts as a sample too)
+    job = contenders.pgclone_job(
         bench, "s3_dump", ["dump", "--database", "data"], s3_worker, memory="s3_dump_1x"
+    )
+    bench.extra["s3_key"] = job["key"]
+    return job["key"]
+
+
+def restore_only_round(bench: Bench, main: Worker) -> None:
+    """The restore round alone (``--only restore``): its file and dumps made first."""
+    raw_file = contenders.write_raw_file(bench)
+    job = contenders.pgclone_job(
+        bench, "pgclone_dump", ["dump", "--database", "data"], main, memory="pgclone_dump_1x"
+    )
+    restore_round(bench, main, {"local": job["key"], "s3": s3_dump(bench, main)}, raw_file)
+
+
+def one_table_round(bench: Bench, main: Worker) -> None:
+    """A database whose one table (the events) holds most of the data:
+    pgclone's restore, which can load a table's ranges in several sessions,
+    against ``pg_restore -j 2``, which loads a table in one."""
+    role = "one_table"
+    bench.databases.add(bench.db[role])
+    bench.extra[role] = build_database(bench.db[role], bench.size, shape="one_big_table")
+    raw_file = contenders.write_raw_file(bench, role)
+    job = contenders.pgclone_job(
+        bench, "one_table_dump", ["dump", "--database", role], main, memory="one_table_dump_1x"
     )
 
     def restore() -> None:
         contenders.pgclone_job(
-            bench,
-            "s3_restore",
-            ["restore", job["key"], "--database", "target"],
-            s3_worker,
-            memory="s3_restore_1x",
-        )
+            bench, "one_table_restore", ["restore", job["key"], "--database", "target"], main,
+            memory="one_table_restore_1x",
+        )  # fmt: skip
 
     bench.alternate(
         [
-            ("pgclone restore from S3", restore),
-            ("pg_restore | single stream", lambda: contenders.pg_restore_stream(bench, raw_file)),
+            ("pgclone restore, one big table", restore),
+            (
+                "pg_restore -j 2, one big table",
+                lambda: contenders.pg_restore_jobs(bench, raw_file, label="one_table_raw_restore"),
+            ),
         ]
     )
-    bench.extra["s3_key"] = job["key"]
+    drop_database(bench.db[role])
+    raw_file.unlink()
 
 
 def local_round(bench: Bench, main: Worker) -> None:
@@ -254,11 +286,11 @@ def execute_all(bench: Bench) -> None:
             ONE_ROUND[bench.only](bench, main)
         else:
             raw_file = contenders.write_raw_file(bench)
-            key = dump_round(bench, main)
-            restore_round(bench, main, key, raw_file)
+            keys = {"local": dump_round(bench, main), "s3": s3_dump(bench, main)}
+            restore_round(bench, main, keys, raw_file)
             encryption_round(bench, main)
             sharing_round(bench, main)
-            s3_round(bench, main, raw_file)
+            one_table_round(bench, main)
             local_round(bench, main)
             swap_round(bench, main)
             overhead_round(bench, main)
@@ -269,6 +301,9 @@ def execute_all(bench: Bench) -> None:
 
 # The rounds ``python -m bench --only ROUND`` runs alone (those that need no other's results).
 ONE_ROUND = {
+    "dump": dump_round,
+    "restore": restore_only_round,
+    "one_table": one_table_round,
     "encryption": encryption_round,
     "sharing": sharing_round,
     "swap": swap_round,

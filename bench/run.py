@@ -4,11 +4,13 @@ Builds a shop database of the given size, then measures, each contender
 several times and alternately in one run:
 
 - dump: pgclone (``manage.py pgclone dump --wait`` through a real Celery
-  worker), the floor ``pg_dump -Fc -Z0 > /dev/null``, django-pgclone 3.8;
-- restore: pgclone from local storage, raw ``pg_restore -j 2`` of an
-  uncompressed file into a new database, django-pgclone's restore;
-- restore streamed from S3 (moto) against a raw single-stream ``pg_restore``
-  fed from a local pipe;
+  worker), the floor ``pg_dump -Fc -Z0 > /dev/null``, ``pg_dump -Fd -j 2
+  -Z0`` alone and followed by ``zstd -3`` of its files, django-pgclone 3.8;
+- restore: pgclone from local storage and from S3 (moto), raw ``pg_restore
+  -j 2`` of an uncompressed file into a new database, a single-stream
+  ``pg_restore`` fed from a pipe, django-pgclone's restore;
+- a database whose one table holds most of the data: pgclone's restore
+  against ``pg_restore -j 2``;
 - local restore (``restore :NAME``) against ``CREATE DATABASE ... TEMPLATE ...
   STRATEGY FILE_COPY``;
 - the longest gap a client reconnecting every 5 ms sees during restores;

@@ -4,9 +4,13 @@
 Text mixes words from a small vocabulary (compressible, like prose) with md5
 hex (like tokens and ids, barely compressible); numbers and timestamps are
 random. ``units`` is the number of orders; every other table scales with it.
+A shape (``SHAPES``) says how many events there are per order: one in the
+shop, ten where one table, the event log, holds most of the data.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 WORDS = [
     "alpha",
@@ -62,9 +66,29 @@ WORDS = [
     "wooden",
 ]
 # Bytes on disk (tables + indexes) per unit, and of an empty database, measured
-# on PostgreSQL 15.
+# on PostgreSQL 15: order items 349, events 275, orders 243, customers 31, products 6.
 BYTES_PER_UNIT = 900
+EVENT_BYTES = 275
 EMPTY_DATABASE_BYTES = 7_500_000
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How the bench database's bytes are shared between its tables."""
+
+    events_per_unit: int
+
+    @property
+    def bytes_per_unit(self) -> int:
+        return BYTES_PER_UNIT + (self.events_per_unit - 1) * EVENT_BYTES
+
+
+SHAPES = {
+    "shop": Shape(events_per_unit=1),
+    # events ~81% of the bytes: a restore that loads a table in one session
+    # (pg_restore -j) waits for that table whatever its jobs.
+    "one_big_table": Shape(events_per_unit=10),
+}
 
 
 def _word(_: str = "") -> str:
@@ -96,11 +120,14 @@ CREATE TABLE events (
 """
 
 
-def fill_statements(units: int) -> list[list[str]]:
-    """Groups of INSERTs; the groups are independent and can run concurrently."""
+def fill_statements(units: int, shape: Shape = SHAPES["shop"]) -> list[list[str]]:
+    """Groups of INSERTs; the groups are independent and can run concurrently
+    (a shape with many events has them split between the two)."""
     customers = max(units // 10, 10)
     products = max(units // 100, 10)
     items = units * 3
+    events = units * shape.events_per_unit
+    half = events // 2 if shape.events_per_unit > 1 else 0
     return [
         [
             f"""INSERT INTO customers SELECT g,
@@ -130,6 +157,7 @@ def fill_statements(units: int) -> list[list[str]]:
                     'zip', lpad(floor(random() * 99999)::int::text, 5, '0'),
                     'city', initcap({_word("g")}), 'tracking', md5(random()::text))
               FROM generate_series(1, {units}) AS g, {_VOCAB}""",
+            *([_events(1, half, customers)] if half else []),
         ],
         [
             f"""INSERT INTO order_items SELECT g, 1 + (g - 1) / 3,
@@ -137,7 +165,13 @@ def fill_statements(units: int) -> list[list[str]]:
                 1 + floor(random() * 5)::int, round((random() * 500 + 1)::numeric, 2),
                 CASE WHEN random() < 0.2 THEN round((random() * 30)::numeric, 2) END
               FROM generate_series(1, {items}) AS g""",
-            f"""INSERT INTO events SELECT g, now() - random() * interval '365 days',
+            _events(half + 1, events, customers),
+        ],
+    ]
+
+
+def _events(first: int, last: int, customers: int) -> str:
+    return f"""INSERT INTO events SELECT g, now() - random() * interval '365 days',
                 (ARRAY['view','click','cart','checkout','login'])[1 + floor(random() * 5)::int],
                 1 + floor(random() * {customers})::bigint,
                 jsonb_build_object('session', md5(random()::text),
@@ -146,9 +180,7 @@ def fill_statements(units: int) -> list[list[str]]:
                         'curl/8.5.0'])[1 + floor(random() * 3)::int],
                     'ms', floor(random() * 2000)::int),
                 CASE WHEN random() < 0.5 THEN {_words(6)} END
-              FROM generate_series(1, {units}) AS g, {_VOCAB}""",
-        ],
-    ]
+              FROM generate_series({first}, {last}) AS g, {_VOCAB}"""
 
 
 INDEXES = [

@@ -31,7 +31,7 @@ from pgclone.archive import encryption
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PREFIX = "pgclone_bench_"
-ROLES = ("jobs", "data", "data3x", "target", "empty", "raw", "copy", "legacy")
+ROLES = ("jobs", "data", "data3x", "one_table", "target", "empty", "raw", "copy", "legacy")
 
 
 @dataclass
@@ -97,6 +97,7 @@ class Bench:
             BENCH_JOBS_DB=self.db["jobs"],
             BENCH_DATA_DB=self.db["data"],
             BENCH_DATA3X_DB=self.db["data3x"],
+            BENCH_ONE_TABLE_DB=self.db["one_table"],
             BENCH_TARGET_DB=self.db["target"],
             BENCH_EMPTY_DB=self.db["empty"],
             BENCH_QUEUE=f"pgclone-bench-{self.session}",

@@ -37,6 +37,7 @@ DATABASES = pgconnection.configure(
         "target": _db(os.environ.get("BENCH_TARGET_DB", "pgclone_bench_target")),
         "empty": _db(os.environ.get("BENCH_EMPTY_DB", "pgclone_bench_empty")),
         "data3x": _db(os.environ.get("BENCH_DATA3X_DB", "pgclone_bench_data3x")),
+        "one_table": _db(os.environ.get("BENCH_ONE_TABLE_DB", "pgclone_bench_one_table")),
     }
 )
 

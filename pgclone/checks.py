@@ -52,7 +52,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         errors.append(checks.Error(str(exc), id="pgclone.E002"))
     # Every named config, parsed as a job would: a mistake shows at startup.
     errors += [checks.Error(problem, id="pgclone.E003") for problem in configs.check_configs()]
-    return errors + _security_setting_errors()
+    return errors + _security_setting_errors() + _jobs_errors()
+
+
+def _jobs_errors() -> list[checks.CheckMessage]:
+    """The jobs settings, which a dump or restore would otherwise fail on mid-job."""
+    found = []
+    for name, check_id in (
+        (conf.DUMP_JOBS_SETTING, "pgclone.E014"),
+        (conf.RESTORE_JOBS_SETTING, "pgclone.E015"),
+    ):
+        problem = conf.jobs_problem(name, conf.as_set(name))
+        if problem:
+            found.append(checks.Error(problem, hint=conf.jobs_hint(name), id=check_id))
+    return found
 
 
 def _security_setting_errors() -> list[checks.CheckMessage]:

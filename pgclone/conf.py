@@ -11,6 +11,8 @@ from typing import Any
 
 from django.conf import settings
 
+from pgclone.exceptions import SettingInvalid
+
 DEFAULT_STORAGE_LOCATION = ".pgclone/"
 DEFAULT_RESTORE_CONFIG = {"pre_swap_hooks": ["migrate"]}
 
@@ -170,14 +172,56 @@ def zstd_level() -> int:
     return int(_get("PGCLONE_ZSTD_LEVEL", 3))
 
 
+# More sessions than this is a mistake, not a machine: each is a server connection
+# held for the whole step (PostgreSQL allows 100 by default, which Django, the swap
+# and the other workers share), and past a few dozen the disks bound a copy anyway.
+MAX_JOBS = 64
+DUMP_JOBS_SETTING = "PGCLONE_DUMP_JOBS"
+RESTORE_JOBS_SETTING = "PGCLONE_RESTORE_JOBS"
+
+
+def jobs_problem(name: str, value: Any) -> str | None:
+    """What is wrong with the value of a jobs setting (None: nothing, or unset),
+    in the words of its system check and of the error a job fails with."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{name} is {value!r} (a {type(value).__name__}), not a whole number of sessions."
+    if value < 1:
+        return f"{name} is {value}: a job needs at least 1 session."
+    if value > MAX_JOBS:
+        return (
+            f"{name} is {value}: more than {MAX_JOBS} sessions, each a server connection "
+            "held for the whole step."
+        )
+    return None
+
+
+def jobs_hint(name: str) -> str:
+    return (
+        f"Set {name} to a whole number from 1 to {MAX_JOBS} (an int, not a string: "
+        f"int(os.environ[...]) if it comes from the environment), or remove it for the default."
+    )
+
+
+def _jobs(name: str, default: int) -> int:
+    value = _get(name, None)
+    problem = jobs_problem(name, value)
+    if problem:
+        raise SettingInvalid(f"{problem} {jobs_hint(name)}")
+    return default if value is None else value
+
+
 def restore_jobs() -> int:
-    """Parallel pg_restore jobs for restores from local storage (1 streams instead)."""
-    return int(_get("PGCLONE_RESTORE_JOBS", min(os.cpu_count() or 1, 4)))
+    """Sessions a restore loads the data with at once, and pg_restore's ``--jobs``
+    for the indexes and constraints (system check pgclone.E015 says a value is bad)."""
+    return _jobs(RESTORE_JOBS_SETTING, min(os.cpu_count() or 1, 4))
 
 
 def dump_jobs() -> int:
-    """Sessions that COPY a big scrubbed table at once in a planned dump (1: one session)."""
-    return max(1, int(_get("PGCLONE_DUMP_JOBS", 2)))
+    """Sessions a dump copies tables (and ranges of big ones) with at once, and the
+    threads zstd compresses the dump on (system check pgclone.E014 says a value is bad)."""
+    return _jobs(DUMP_JOBS_SETTING, 2)
 
 
 def temp_dir() -> str | None:

@@ -6,6 +6,8 @@ already says something useful; pass a message to be more precise.
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
 
 class PgCloneError(Exception):
     """pgclone failed."""
@@ -16,6 +18,10 @@ class PgCloneError(Exception):
 
 class ConfigurationError(PgCloneError):
     """pgclone is misconfigured: check the PGCLONE_* settings."""
+
+
+class SettingInvalid(ConfigurationError, ImproperlyConfigured):
+    """A PGCLONE_* setting has a value pgclone can't use: `manage.py check` says which."""
 
 
 class ExtensionUnavailable(ConfigurationError):

@@ -171,3 +171,9 @@ if os.environ.get("PGCLONE_TEST_BEAT_SCHEDULE"):
             "kwargs": {"config": "kept"},
         }
     }
+# tests/integration/test_bad_input.py's workers and commands run with bad values
+# of these (JSON: "0", "true", "\"4\"").
+if "PGCLONE_TEST_DUMP_JOBS" in os.environ:
+    PGCLONE_DUMP_JOBS = json.loads(os.environ["PGCLONE_TEST_DUMP_JOBS"])
+if "PGCLONE_TEST_RESTORE_JOBS" in os.environ:
+    PGCLONE_RESTORE_JOBS = json.loads(os.environ["PGCLONE_TEST_RESTORE_JOBS"])

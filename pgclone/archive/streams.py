@@ -20,6 +20,10 @@ CHUNK_SIZE = 1024 * 1024
 WRITE_QUEUE = 4
 PIPE_SIZE = 1024 * 1024
 COMPRESSION = "zstd"
+# zstd's jobs when compressing on threads. Its own choice at level 3 (8 MiB)
+# held 58 MB of RSS at 2 threads on a dump's container, 1 MiB 11 MB (one
+# thread: 6 MB), for the same CPU time and a 0.3% smaller dump.
+JOB_SIZE = 1024 * 1024
 
 
 def compress(
@@ -29,15 +33,22 @@ def compress(
     level: int,
     on_progress: Callable[[int], Any],
     recipients: Sequence[str] = (),
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Read ``source`` to its end, writing zstd-compressed bytes to ``upload``,
     encrypted with age to ``recipients`` when there are any.
+
+    With ``threads`` above 1, zstd compresses on that many threads of its own
+    while this one reads; with 1, in this thread (one worker thread of zstd's
+    would cost ~30% more CPU in 1 MiB jobs for no parallelism). Either way
+    the dump is one standard frame with its checksum, which ``zstd -d`` and
+    :func:`decompress` read as before.
 
     Returns the sizes and the SHA-256 of what was stored, which restores and
     ``verify`` check before trusting the dump; for an encrypted dump also the
     SHA-256 of the zstd stream (checked once decrypted) and its recipients.
     """
-    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+    compressor = _compressor(level, threads).compressobj()
     encrypting = (
         age_streams.Encrypting(upload.write, encryption.encrypt_to(recipients))
         if recipients
@@ -76,6 +87,15 @@ def compress(
         "plaintext_sha256": digest.hexdigest(),
         "encryption": encryption.describe(recipients),
     }
+
+
+def _compressor(level: int, threads: int) -> zstandard.ZstdCompressor:
+    if threads <= 1:
+        return zstandard.ZstdCompressor(level=level, write_checksum=True)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, write_checksum=1, threads=threads, job_size=JOB_SIZE
+    )
+    return zstandard.ZstdCompressor(compression_params=params)
 
 
 class _Hashing:

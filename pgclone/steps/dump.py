@@ -163,6 +163,7 @@ def _write(
                         level=conf.zstd_level(),
                         on_progress=progress.add,
                         recipients=asked.encryption_recipients,
+                        threads=conf.dump_jobs(),
                     )
             except BaseException:
                 snapshot.cancel()  # the count too: nobody waits for it

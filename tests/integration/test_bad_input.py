@@ -17,7 +17,15 @@ import pytest
 from pgclone import api
 from pgclone.exceptions import InvalidInput
 from pgclone.models import Job
-from tests.helpers import ROOT, clone_database, make_dump, psql, wait_for
+from tests.helpers import (
+    ROOT,
+    clone_database,
+    fingerprint,
+    make_dump,
+    pgclone_databases,
+    psql,
+    wait_for,
+)
 from tests.integration.test_admin import DUMPS, client_for, staff
 from tests.processes import own_queue, start_worker, stop_worker, worker_env
 
@@ -346,3 +354,70 @@ def test_a_worker_on_other_databases_says_so_in_one_line(
     assert password not in output
     job.refresh_from_db()
     assert job.status == Job.Status.PENDING  # the worker could not touch it
+
+
+# Bad values of the jobs settings ------------------------------------------------------
+
+
+def test_a_worker_with_a_bad_dump_jobs_value_fails_the_dump_saying_what_to_write(
+    settings, local_location, test_database_name, moto_server, tmp_path
+):
+    queue = own_queue("bad-jobs")
+    settings.PGCLONE_CELERY_QUEUE = queue
+    worker = start_worker(
+        test_database_name,
+        tmp_path / "worker.log",
+        moto=moto_server,
+        queue=queue,
+        env={"PGCLONE_TEST_DUMP_JOBS": "0"},
+    )
+    try:
+        job = api.dump()
+        wait_for(
+            lambda: Job.objects.get(pk=job.pk).is_finished, timeout=120, what="the dump to end"
+        )
+        output = worker.output()  # before stopping it: a task cut short logs its own
+    finally:
+        stop_worker(worker)
+
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert job.error.startswith(
+        "PGCLONE_DUMP_JOBS is 0: a job needs at least 1 session. "
+        "Set PGCLONE_DUMP_JOBS to a whole number from 1 to 64"
+    ), job.error
+    assert "Traceback" not in output, output[-3000:]
+    assert not list(Path(local_location).rglob("*.*")), "the dump left files behind"
+
+
+def test_a_restore_whose_worker_reads_a_bad_restore_jobs_value_fails_saying_so(
+    local_location, target, settings
+):
+    key = make_dump("never", local_location)
+    before = fingerprint(target)
+
+    def bad_value(job):
+        settings.PGCLONE_RESTORE_JOBS = True  # as if the worker's settings said so
+
+    job = api.restore(key, database="target", inline=True, on_start=bad_value)
+
+    assert job.status == Job.Status.FAILED
+    assert job.error.startswith(
+        "PGCLONE_RESTORE_JOBS is True (a bool), not a whole number of sessions. "
+        "Set PGCLONE_RESTORE_JOBS to a whole number from 1 to 64"
+    ), job.error
+    assert fingerprint(target) == before
+    assert pgclone_databases() == []
+
+
+def test_a_command_with_a_bad_restore_jobs_value_refuses_to_start(pgclone_cli, local_location):
+    Job.objects.all().delete()
+
+    result = pgclone_cli("dump", location=local_location, env={"PGCLONE_TEST_RESTORE_JOBS": '"4"'})
+
+    assert result.returncode == 2, result.stdout + result.stderr  # refused: nothing ran
+    assert "(pgclone.E015) PGCLONE_RESTORE_JOBS is '4' (a str), not a whole number" in (
+        result.stderr
+    )
+    assert "HINT: Set PGCLONE_RESTORE_JOBS to a whole number from 1 to 64" in result.stderr
+    assert not Job.objects.exists()
