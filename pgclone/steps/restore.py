@@ -405,9 +405,10 @@ def pre_swap(job: Job) -> None:
 
 
 def cleanup(job: Job) -> list[str]:
-    """After a failure before the swap: drop the temporary databases and the
-    unpacked dump (once the swap has happened the temporary name no longer
-    exists). Returns what was removed, and what is left for another host."""
+    """After a failure before the swap: drop the temporary databases (once the
+    swap has happened the temporary name no longer exists) and the restore's
+    scratch folder (a container's post-data archive, an older dump unpacked).
+    Returns what was removed, and what is left for another host."""
     removed = []
     temp = job.result.get("temp_database")
     live = live_conn(job)
@@ -424,12 +425,12 @@ def cleanup(job: Job) -> list[str]:
     if unpacked:
         if unpacked["host"] == socket.gethostname():
             shutil.rmtree(unpacked["path"], ignore_errors=True)
-            removed.append(f"the unpacked dump in {unpacked['path']}")
+            removed.append(f"the restore's scratch folder {unpacked['path']}")
             jobs.update_result(job, unpacked=None)
         else:
             removed.append(
-                f"(the unpacked dump in {unpacked['path']} on {unpacked['host']} is removed "
-                "by the next sweep or worker start there)"
+                f"(the restore's scratch folder {unpacked['path']} on {unpacked['host']} is "
+                "removed by the next sweep or worker start there)"
             )
     return removed
 

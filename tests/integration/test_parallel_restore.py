@@ -35,6 +35,7 @@ from tests.helpers import (
     psql,
     replace_dump_bytes,
     s3_client,
+    scratch_database,
     wait_for,
 )
 from tests.processes import own_queue, start_worker, stop_worker
@@ -232,6 +233,76 @@ def test_a_worker_killed_in_the_middle_of_the_parallel_load_leaves_nothing(
     wait_for(lambda: job_sessions(job) == 0, what="the job's sessions to end")
     assert pgclone_databases() == [] and list(folder.iterdir()) == []
     assert contents(bulk) == before
+
+
+def pg_dump(database: str, *args: str) -> bytes:
+    argv = ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "-Fc", "-d", database, *args]
+    return subprocess.run(argv, stdout=subprocess.PIPE, check=True).stdout
+
+
+def test_a_tables_members_load_in_any_session_and_a_bad_row_stops_them_all(tmp_path):
+    """A container assembled from real pg_dump archives, a table's rows in three
+    members between another table's and the rest's: every row in, the foreign
+    key built after them; then a member with a row of the wrong type fails the
+    restore with the server's words, and no session is left."""
+    from pgclone.archive import containers, parallel_restore
+    from pgclone.pg import postgres
+
+    tables = [
+        {"schema": "public", "name": name, "columns": columns, "member": f"data/000{i}"}
+        for i, (name, columns) in enumerate([("planned", ["id", "label"]), ("other", ["id"])])
+    ]
+    with scratch_database() as source, scratch_database() as into:
+        psql(
+            "CREATE TABLE planned (id int PRIMARY KEY, label text);"
+            "CREATE TABLE other (id int PRIMARY KEY REFERENCES planned);"
+            "CREATE SEQUENCE counter; SELECT setval('counter', 41)",
+            source,
+        )
+        rest = pg_dump(source, "--section=data", "-T", "planned", "-T", "other")
+
+        def container(second: bytes) -> io.BytesIO:
+            out = io.BytesIO()
+            tar = containers.TarWriter(out.write)
+            tar.json(containers.PLAN, {"format": containers.FORMAT, "tables": tables})
+            for name, data in (
+                ("pre-data/000000", pg_dump(source, "--section=pre-data")),
+                ("data/0000/000000", b"1\tone\n2\ttwo\n"),
+                ("rest/000000", rest),
+                ("data/0001/000000", b"1\n3\n"),
+                ("data/0000/000001", second),
+                ("rest/end", b""),
+                ("data/0000/000002", b"4\tfour\n"),
+                ("data/0000/end", b""),
+                ("data/0001/end", b""),
+                ("post-data/000000", pg_dump(source, "--section=post-data")),
+            ):
+                tar.member(name, data)
+            tar.close()
+            return io.BytesIO(zstandard.ZstdCompressor().compress(out.getvalue()))
+
+        checks = {"expected_sha256": None, "on_progress": lambda _: None}
+        conn = postgres.conn_info().with_name(into)
+        work = tmp_path / "work"
+        work.mkdir(mode=0o700)
+
+        restore = parallel_restore.ParallelRestore(conn, 2, work)
+        assert restore.run(container(b"3\tthree\n"), checks) == 6
+        assert restore.loaded() == len(b"1\tone\n2\ttwo\n1\n3\n3\tthree\n4\tfour\n")
+        assert psql("SELECT string_agg(label, ',' ORDER BY id) FROM planned", into) == (
+            "one,two,three,four"
+        )
+        assert psql("SELECT last_value FROM counter", into) == "41"
+        assert psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", into) == "1"
+        files = [(path.name, path.stat().st_mode & 0o777) for path in work.iterdir()]
+        assert files == [("post-data", 0o600)]  # the one file: the post-data archive
+
+        psql("DROP TABLE other, planned; DROP SEQUENCE counter", into)
+        restore = parallel_restore.ParallelRestore(conn, 2, work)
+        with pytest.raises(Exception, match="invalid input syntax for type integer"):
+            restore.run(container(b"three\tthree\n"), checks)
+        assert psql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{into}'") == "0"
+        assert psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", into) == "0"
 
 
 # Damaged members --------------------------------------------------------------------
