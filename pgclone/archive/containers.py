@@ -194,10 +194,17 @@ class RowMembers:
 
 class TarReader:
     """Parses a tar stream handed over in pieces (``write``): each member's bytes
-    go to the function ``open_member(name)`` returns for it."""
+    go to the function ``open_member(name)`` returns for it; ``member_ended()``,
+    when given, is called once each member's last byte is handed over (a restore
+    hands on whole members only, never one a truncated dump cut short)."""
 
-    def __init__(self, open_member: Callable[[str], Callable[[bytes], Any]]) -> None:
+    def __init__(
+        self,
+        open_member: Callable[[str], Callable[[bytes], Any]],
+        member_ended: Callable[[], Any] | None = None,
+    ) -> None:
         self._open = open_member
+        self._ended_member = member_ended
         self._header = bytearray()
         self._sink: Callable[[bytes], Any] | None = None
         self._remaining = 0
@@ -212,6 +219,8 @@ class TarReader:
                 self._sink(bytes(view[:take]))
                 self._remaining -= take
                 view = view[take:]
+                if not self._remaining and self._ended_member:
+                    self._ended_member()
             elif self._padding:
                 take = min(self._padding, len(view))
                 self._padding -= take
@@ -239,6 +248,8 @@ class TarReader:
             )
         self._sink = self._open(info.name)
         self._remaining, self._padding = info.size, -info.size % BLOCK
+        if not info.size and self._ended_member:
+            self._ended_member()
 
     def close(self) -> None:
         if not self.ended:

@@ -11,13 +11,13 @@ other tables' rows, sequences, large objects); then the post-data archive to
 all the rows are in. (A ``pgclone-plan-2`` container has no ``end``
 members: its data streams end when the post-data starts; a
 ``pgclone-plan-1`` container has its streams one after another, its rest
-archive last, with the post-data.) Where a plain dump is unpacked for
-``pg_restore --jobs``, so is a container: one file per stream.
+archive last, with the post-data.) That is how containers of those two older
+formats are restored; a ``pgclone-container-3`` container's rows load in
+several sessions at once (:mod:`pgclone.archive.parallel_restore`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import subprocess
@@ -26,33 +26,19 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pgclone.archive import containers, restore_lists, streams
+from pgclone.archive import containers, copy_pool, restore_lists, streams
 from pgclone.exceptions import DumpDamaged
 from pgclone.pg import driver, extensions, postgres, programs
-from pgclone.pg.driver import sql
-from pgclone.sharing import plans
 from pgclone.storage.local import open_private
-
-
-def copy_in_statement(table: dict[str, Any]) -> sql.Composable:
-    return sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table["schema"], table["name"]),
-        sql.SQL(", ").join(map(sql.Identifier, table["columns"])),
-    )
 
 
 def copy_from(
     cursor: driver.Cursor, table: dict[str, Any], source: Any, plan: dict[str, Any]
 ) -> int:
     """A planned table's COPY text into it, read with the settings it was written
-    with (plans.COPY_TEXT, and the encoding ``plan.json`` records: the source
-    database's; older containers don't say, and keep the session's); its rows."""
-    settings = [*plans.COPY_TEXT]
-    if isinstance(plan.get("encoding"), str):
-        settings.append(("client_encoding", plan["encoding"]))
-    for statement in plans.set_statements(settings, local=False):
-        cursor.execute(statement)
-    return driver.copy_from(cursor, copy_in_statement(table), source)
+    with (:func:`pgclone.archive.copy_pool.copy_settings`); its rows."""
+    copy_pool.copy_settings(cursor, plan)
+    return driver.copy_from(cursor, copy_pool.copy_in_statement(table), source)
 
 
 class ProgramSink:
@@ -154,19 +140,31 @@ class Router:
     damage.
 
     A sink's failure stops the routing, not the reading: the dump is still read
-    to its end so that its checksums are checked first (``finish`` raises it)."""
+    to its end so that its checksums are checked first (``finish`` raises it);
+    with ``stop_reading`` it is raised at once, which stops the reading too (a
+    parallel restore does not read on through a dump it can't restore).
 
-    def __init__(self, open_stream: Callable[[str, dict[str, Any] | None], Any]) -> None:
+    A sink may have ``member_ended()``: called once each of its members has
+    all come."""
+
+    def __init__(
+        self,
+        open_stream: Callable[[str, dict[str, Any] | None], Any],
+        *,
+        stop_reading: bool = False,
+    ) -> None:
         self.plan: dict[str, Any] | None = None
         self.streams: list[str] = []
         self._open = open_stream
+        self._stop_reading = stop_reading
+        self._current: Any = None  # the sink of the member being read
         self._plan_bytes = bytearray()
         self._sinks: dict[str, Any] = {}  # the open ones, in the order they opened
         self._chunks: dict[str, int] = {}  # each stream's members so far
         self._ended: set[str] = set()  # the data streams whose end member came
         self._phase = 0
         self._failed: BaseException | None = None
-        self._reader = containers.TarReader(self._member)
+        self._reader = containers.TarReader(self._member, self._member_ended)
 
     def write(self, data: bytes) -> None:
         if self._failed is not None:
@@ -179,10 +177,18 @@ class Router:
         except DumpDamaged:
             raise
         except BaseException as exc:
+            if self._stop_reading:
+                raise
             self._failed = exc
             self.abort()
 
+    def _member_ended(self) -> None:
+        ended = getattr(self._current, "member_ended", None)
+        if ended is not None:
+            ended()
+
     def _member(self, name: str) -> Callable[[bytes], Any]:
+        self._current = None
         stream = containers.stream_of(name)
         if name == containers.PLAN and not self.streams:
             return self._plan_bytes.extend
@@ -197,7 +203,8 @@ class Router:
             )
         self._chunks[stream] = count + 1
         if stream in self._sinks:
-            return self._sinks[stream].write
+            self._current = self._sinks[stream]
+            return self._current.write
         tables = {t["member"]: t for t in self.plan["tables"]}
         phase = self._phase_of(stream, tables)
         if stream in self.streams or phase < self._phase:
@@ -208,8 +215,8 @@ class Router:
             self._close_sinks()
         self._phase = phase
         self.streams.append(stream)
-        self._sinks[stream] = self._open(stream, tables.get(stream))
-        return self._sinks[stream].write
+        self._sinks[stream] = self._current = self._open(stream, tables.get(stream))
+        return self._current.write
 
     def _end(self, stream: str) -> Callable[[bytes], Any]:
         """A data stream's ``end`` member: its sink is closed (it must be open)."""
@@ -313,71 +320,6 @@ def restore_streamed(
     router = Router(open_stream)
     read(router, source, checks)
     return sum(copy.rows for copy in copies)
-
-
-def unpack(source: Any, workdir: Path, checks: dict[str, Any]) -> dict[str, Any]:
-    """Unpack the container to one file per stream in ``workdir`` (checking the
-    dump as it goes); returns its plan."""
-
-    def open_stream(stream: str, table: dict[str, Any] | None) -> FileSink:
-        return FileSink(workdir / stream.replace("/", "-"))
-
-    router = Router(open_stream)
-    read(router, source, checks)
-    return router.plan
-
-
-def restore_unpacked(
-    workdir: Path,
-    plan: dict[str, Any],
-    target: postgres.ConnInfo,
-    jobs: int,
-    installed: extensions.Installed | None = None,
-) -> int:
-    """Restore an unpacked container: pre-data; then all the rows at once, with
-    up to ``jobs`` sessions: the planned tables' COPYs, one session each, beside
-    ``pg_restore --jobs`` of the rest's data; then the indexes and constraints
-    with ``pg_restore --jobs``. ``installed``: as for :func:`restore_streamed`.
-    Returns the planned tables' rows."""
-    edit = (installed or extensions.Installed.inspect(target)).edit
-    pre_data = str(workdir / containers.PRE_DATA)
-    restore_lists.run(
-        postgres.pg_restore_argv(target, path=pre_data), path=pre_data, env=target.env(), edit=edit
-    )
-
-    def copy_in(table: dict[str, Any]) -> int:
-        path = workdir / table["member"].replace("/", "-")
-        with (
-            postgres.connect(target) as connection,
-            connection.cursor() as cursor,
-            open(path, "rb") as data,
-        ):
-            return copy_from(cursor, table, data, plan)
-
-    # The archives have no TABLE entries (they are pre-data's), so pg_restore
-    # --jobs would not know that a foreign key waits for its tables' rows: all
-    # the data first, then the indexes and constraints (a pgclone-plan-1
-    # container's rest holds both sections).
-    def archive(name: str, section: str) -> None:
-        path = str(workdir / name)
-        argv = postgres.pg_restore_argv(target, jobs=jobs, path=path)
-        argv = [*argv[:-1], f"--section={section}", path]
-        restore_lists.run(argv, path=path, env=target.env(), edit=edit)
-
-    children = programs.current_children()  # pg_restore, started in a pool thread
-
-    def in_pool(function: Callable[..., Any], *args: Any) -> Any:
-        programs.adopt_children(children)
-        return function(*args)
-
-    with concurrent.futures.ThreadPoolExecutor(max(jobs, 1)) as pool:
-        data = pool.submit(in_pool, archive, containers.REST, "data")
-        copies = [pool.submit(in_pool, copy_in, table) for table in plan["tables"]]
-        rows = sum(copy.result() for copy in copies)  # the first failure is raised
-        data.result()
-    legacy = plan.get("format") == containers.LEGACY_FORMAT
-    archive(containers.REST if legacy else containers.POST_DATA, "post-data")
-    return rows
 
 
 def read_archives(

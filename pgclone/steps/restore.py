@@ -21,7 +21,14 @@ from typing import Any
 from django.conf import settings
 
 from pgclone import conf, hooks, payloads
-from pgclone.archive import containers, encryption, planned_restore, restore_lists, streams
+from pgclone.archive import (
+    containers,
+    encryption,
+    parallel_restore,
+    planned_restore,
+    restore_lists,
+    streams,
+)
 from pgclone.engine import jobs, runner, workflow
 from pgclone.exceptions import DumpNotFound, InvalidInput, PgCloneError, RestoreRefused
 from pgclone.humanize import human_bytes
@@ -211,10 +218,17 @@ def restore_temp(job: Job) -> None:
 
 
 def _unpacks(storage: Storage, manifest: payloads.Manifest) -> bool:
-    """A local dump is unpacked to a file for a parallel pg_restore (which
-    needs a file it can seek in); a dump in S3 is streamed, and so is an
-    encrypted one: unpacked, it would lie on this disk decrypted."""
-    return isinstance(storage, LocalStorage) and conf.restore_jobs() > 1 and not manifest.encrypted
+    """A plain dump made before the container (one pg_dump archive), in local
+    storage, is unpacked to a file for a parallel pg_restore (which needs a
+    file it can seek in); in S3 it is streamed, and so is an encrypted one:
+    unpacked, it would lie on this disk decrypted. A container is never
+    unpacked (:func:`_restore_in_sessions`)."""
+    return (
+        manifest.format == containers.CUSTOM
+        and isinstance(storage, LocalStorage)
+        and conf.restore_jobs() > 1
+        and not manifest.encrypted
+    )
 
 
 def _check_template(job: Job) -> str | None:
@@ -253,6 +267,8 @@ def _checks(key: keys.DumpKey, manifest: payloads.Manifest, on_progress: Any) ->
 def _restore_streamed(
     job: Job, storage: Storage, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
+    if manifest.format == containers.FORMAT:
+        return _restore_in_sessions(job, storage, key, manifest, target)
     installed = _create_temp(job, target.name)
     raw_size = manifest.raw_size or 0
     with (
@@ -288,11 +304,52 @@ def _ignore(_: int) -> None:
     """Bytes read, when the server reports the restore's own progress."""
 
 
+def _restore_in_sessions(
+    job: Job, storage: Storage, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
+) -> str:
+    """A container, from any storage, encrypted or not, read once: its rows
+    loaded by PGCLONE_RESTORE_JOBS sessions at once, then its indexes and
+    constraints built by ``pg_restore --jobs``. The one file written is its
+    post-data archive (no table data), in a folder of the job's own, recorded
+    so that whoever cleans up after a lost worker removes it."""
+    sessions = max(1, conf.restore_jobs())
+    workdir = Path(tempfile.mkdtemp(prefix=unpack_prefix(job.pk), dir=conf.temp_dir()))
+    jobs.update_result(job, unpacked={"host": socket.gethostname(), "path": str(workdir)})
+    try:
+        installed = _create_temp(job, target.name)
+        restore = parallel_restore.ParallelRestore(target, sessions, workdir, installed)
+        with (
+            RestoreWatch(
+                job.pk, live_conn(job), target.name, manifest.raw_size or 0, loaded=restore.loaded
+            ) as watch,
+            storage.open(key) as source,
+        ):
+            progress = None if watch.active else runner.Progress(job.pk, total=manifest.size)
+            checks = _checks(key, manifest, progress.add if progress else _ignore)
+            rows = restore.run(source, checks)
+        if progress:
+            progress.flush()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        jobs.update_result(job, unpacked=None)
+    copied = "the planned tables" if manifest.plan else "the tables"
+    return (
+        f"Restored {key} into {target.name}: pg_restore of the schema, COPY of {copied} "
+        f"in {restore.sessions} {_plural(restore.sessions, 'session')} ({rows} rows), "
+        f"pg_restore --jobs={sessions}."
+    )
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else f"{word}s"
+
+
 def _restore_parallel(
     job: Job, storage: LocalStorage, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
-    """Unpack (checking the dump: nothing is created from a damaged one), then
-    create the temporary database and restore into it with several jobs."""
+    """A plain dump made before the container: unpack it (checking it: nothing
+    is created from a damaged one), then create the temporary database and
+    restore into it with several jobs."""
     workdir = Path(tempfile.mkdtemp(prefix=unpack_prefix(job.pk), dir=conf.temp_dir()))
     # Recorded so that whoever cleans up after a lost worker knows where to look.
     jobs.update_result(job, unpacked={"host": socket.gethostname(), "path": str(workdir)})
@@ -348,9 +405,10 @@ def pre_swap(job: Job) -> None:
 
 
 def cleanup(job: Job) -> list[str]:
-    """After a failure before the swap: drop the temporary databases and the
-    unpacked dump (once the swap has happened the temporary name no longer
-    exists). Returns what was removed, and what is left for another host."""
+    """After a failure before the swap: drop the temporary databases (once the
+    swap has happened the temporary name no longer exists) and the restore's
+    scratch folder (a container's post-data archive, an older dump unpacked).
+    Returns what was removed, and what is left for another host."""
     removed = []
     temp = job.result.get("temp_database")
     live = live_conn(job)
@@ -367,12 +425,12 @@ def cleanup(job: Job) -> list[str]:
     if unpacked:
         if unpacked["host"] == socket.gethostname():
             shutil.rmtree(unpacked["path"], ignore_errors=True)
-            removed.append(f"the unpacked dump in {unpacked['path']}")
+            removed.append(f"the restore's scratch folder {unpacked['path']}")
             jobs.update_result(job, unpacked=None)
         else:
             removed.append(
-                f"(the unpacked dump in {unpacked['path']} on {unpacked['host']} is removed "
-                "by the next sweep or worker start there)"
+                f"(the restore's scratch folder {unpacked['path']} on {unpacked['host']} is "
+                "removed by the next sweep or worker start there)"
             )
     return removed
 

@@ -10,6 +10,11 @@ tables plus those under way) against the dump's uncompressed size, labelled
 bytes a COPY loads after the last sample before it ends are not counted, so a
 fast restore of few tables shows less than it did. On older servers nothing is
 sampled: the step shows the progress of reading the dump only.
+
+A container's rows are loaded by pgclone's own sessions, each running many
+COPYs one after another (a run of a table's members each): a sample would
+miss most of them. Its restore counts the bytes its sessions sent
+(``loaded``), and the samples say only which phase it is in.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pgclone.engine import jobs, threads
@@ -35,8 +41,16 @@ INDEXES = "SELECT count(*) FROM pg_stat_progress_create_index WHERE datname = %s
 class RestoreWatch:
     """Records ``pg_restore``'s progress into ``database`` on ``job_id`` while in use."""
 
-    def __init__(self, job_id: Any, server: postgres.ConnInfo, database: str, total: int) -> None:
+    def __init__(
+        self,
+        job_id: Any,
+        server: postgres.ConnInfo,
+        database: str,
+        total: int,
+        loaded: Callable[[], int] | None = None,
+    ) -> None:
         self.job_id = job_id
+        self.counted = loaded  # the bytes loaded so far, counted by the restore itself
         self.server = server.with_name("postgres")
         self.database = database
         self.total = total
@@ -82,6 +96,6 @@ class RestoreWatch:
         (building,) = databases.execute(connection, INDEXES, [self.database])[0]
         copying = sum(done for _, done in now.values())
         label = INDEXING if building and not now else LOADING
-        done = min(self.loaded + copying, self.total)
+        done = min(self.counted() if self.counted else self.loaded + copying, self.total)
         with contextlib.suppress(Exception):  # the job row's database may be busy: next time
             jobs.record_progress(self.job_id, done, self.total, label=label)

@@ -133,7 +133,8 @@ def test_an_encrypted_dump_stores_no_row_and_restores_with_an_identity_file(
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"this worker holds the identity of {A}" in result.stdout
-    assert f"Streamed {key} into " in result.stdout  # never unpacked decrypted
+    # Loaded in parallel sessions straight from the stream: never on disk decrypted.
+    assert f"Restored {key} into " in result.stdout and "COPY of the tables in " in result.stdout
     assert authors(target) == ["sealed-row-ann"]
     no_secret_in(result.stdout, result.stderr, job_records(), file_worker.worker.output())
 
@@ -149,7 +150,7 @@ def test_rotated_recipients_restore_from_s3_with_the_identity_in_the_environment
     result = restore(pgclone_cli, s3_location, key, env_worker.env)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Streamed" in result.stdout and f"identity of {B}" in result.stdout
+    assert "COPY of the tables in " in result.stdout and f"identity of {B}" in result.stdout
     assert authors(target) == ["rotated"]
     no_secret_in(result.stdout, result.stderr, job_records(), env_worker.worker.output())
 

@@ -197,7 +197,7 @@ def test_a_reversible_restore_streamed_from_s3_and_its_undo(geo_live, on_geo_wor
     job = ended(api.restore(key, database="geo", reversible=True, pre_swap_hooks=[]))
 
     assert job.status == Job.Status.SUCCEEDED, job.error
-    assert job.steps.get(name="restore_temp").message.startswith("Streamed")
+    assert "COPY of the tables in " in job.steps.get(name="restore_temp").message
     assert_restored(geo_live)
     previous = databases.copy_name(geo_live, "previous")
     assert places(previous) == {1: PLACES[1]}  # what was live before
@@ -221,7 +221,7 @@ def test_a_trial_restore_passes(geo_live, on_geo_worker, local_location):
 
 
 @pytest.mark.parametrize("location", ["local_location", "s3_location"])
-def test_a_planned_dump_of_it_restores_unpacked_and_streamed(
+def test_a_planned_dump_of_it_restores_from_local_storage_and_s3(
     geo_live, on_geo_worker, location, request
 ):
     request.getfixturevalue(location)

@@ -56,7 +56,7 @@ def column(table: str, name: str, database: str) -> list[str]:
 
 
 @pytest.mark.matrix  # COPY out differs by driver
-@pytest.mark.parametrize("restore_jobs", [1, 2], ids=["streamed", "unpacked"])
+@pytest.mark.parametrize("restore_jobs", [1, 2], ids=["one-session", "two-sessions"])
 def test_a_table_copied_in_ranges_restores_every_row_once_scrubbed(
     shop,  # noqa: F811 (the fixture imported above)
     parallel,

@@ -1,6 +1,6 @@
 """Scrubbed and subset dumps end to end: made by a real worker (pg_dump, the plan's
 COPYs in the dump's snapshot), stored, verified, and restored through a worker
-(unpacked for pg_restore --jobs, and streamed from S3, encrypted)."""
+(from local storage and from S3, encrypted, in parallel COPY sessions)."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def assert_scrubbed_and_subset(source: str, target: str) -> None:
 
 
 @pytest.mark.matrix  # COPY out and in differ by driver
-def test_a_safe_dump_is_scrubbed_subset_verified_and_restores_unpacked(
+def test_a_safe_dump_is_scrubbed_subset_verified_and_restores_in_parallel(
     planned_worker, pgclone_cli, local_location, target, users, test_database_name
 ):
     key = dump(pgclone_cli, planned_worker, local_location, "safe")
@@ -210,6 +210,7 @@ def test_a_safe_dump_is_scrubbed_subset_verified_and_restores_unpacked(
     result = restore(pgclone_cli, planned_worker, local_location, key, "--config", "no_hooks")
 
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "COPY of the planned tables in " in result.stdout
     assert "pg_restore --jobs=" in result.stdout
     assert_scrubbed_and_subset(test_database_name, target)
     assert pgclone_databases() == []
@@ -237,7 +238,7 @@ def test_an_encrypted_safe_dump_streams_from_s3(
     result = restore(pgclone_cli, planned_worker, s3_location, key)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "COPY of the planned tables" in result.stdout  # streamed, not unpacked
+    assert "COPY of the planned tables in " in result.stdout  # from S3, in parallel too
     assert_scrubbed_and_subset(test_database_name, target)
     assert pgclone_databases() == []
 
@@ -321,60 +322,15 @@ def test_the_admin_shows_what_a_dump_did_to_the_data(settings, local_location, u
     assert '<td class="pgclone-data">-</td>' in rows[plain]
 
 
-def test_an_unpacked_restore_loads_the_planned_rows_beside_the_rest_and_stops_on_a_bad_one(
-    tmp_path,
-):
-    """restore_unpacked's COPYs run in threads beside pg_restore --jobs: rows from
-    both arrive, and a COPY that fails (a row of the wrong type, written by hand)
-    fails the restore with the server's message once the rest is done."""
-    from pgclone.archive import planned_restore
-    from pgclone.pg import postgres
-
-    tables = {"schema": "public", "name": "planned", "columns": ["id", "label"]}
-    with scratch_database() as source, scratch_database() as into:
-        psql(
-            "CREATE TABLE planned (id int PRIMARY KEY, label text);"
-            "CREATE TABLE other (id int PRIMARY KEY, planned_id int REFERENCES planned);"
-            "INSERT INTO planned VALUES (1, 'one'), (2, 'two');"
-            "INSERT INTO other VALUES (10, 1), (20, 2)",
-            source,
-        )
-        for member, sections, exclude in (
-            (containers.PRE_DATA, ["pre-data"], []),
-            (containers.REST, ["data"], ["--exclude-table-data=planned"]),
-            (containers.POST_DATA, ["post-data"], []),
-        ):
-            archive = pg_dump(source, *(f"--section={s}" for s in sections), *exclude)
-            (tmp_path / member).write_bytes(archive)
-        data = tmp_path / containers.table_prefix(0).replace("/", "-")
-        plan = {"format": containers.FORMAT, "tables": [{**tables, "member": "data/0000"}]}
-        conn = postgres.conn_info().with_name(into)
-
-        data.write_bytes(b"1\tone\n2\ttwo\n")
-        assert planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2) == 2
-        assert (
-            psql("SELECT count(*) FROM planned JOIN other ON other.planned_id = planned.id", into)
-            == "2"
-        )
-
-        psql("DROP TABLE other, planned", into)
-        data.write_bytes(b"1\tone\nnot a number\ttwo\n")
-        with pytest.raises(Exception, match="invalid input syntax for type integer"):
-            planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2)
-        assert psql("SELECT count(*) FROM other", into) == "2"  # the rest's data went in
-        assert psql("SELECT count(*) FROM planned", into) == "0"
-
-
 def pg_dump(database: str, *args: str) -> bytes:
     argv = ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "-Fc", "-d", database, *args]
     return subprocess.run(argv, stdout=subprocess.PIPE, check=True).stdout
 
 
-@pytest.mark.parametrize("unpacked", [False, True], ids=["streamed", "unpacked"])
-def test_a_plan_1_container_still_restores(tmp_path, unpacked):
+def test_a_plan_1_container_still_restores():
     """A pgclone-plan-1 container (each stream whole, the rest's data and
     post-data in one archive, last), assembled from real pg_dump archives:
-    its rows and its foreign key are restored, streamed and unpacked."""
+    its rows and its foreign key are restored, streamed."""
     from pgclone.archive import planned_restore
     from pgclone.pg import postgres
 
@@ -407,13 +363,7 @@ def test_a_plan_1_container_still_restores(tmp_path, unpacked):
         checks = {"expected_sha256": None, "on_progress": lambda _: None}
         conn = postgres.conn_info().with_name(into)
 
-        if unpacked:
-            plan = planned_restore.unpack(stored, tmp_path, checks)
-            modes = {path.stat().st_mode & 0o777 for path in tmp_path.iterdir()}
-            assert modes == {0o600}  # each stream's file, its owner's only
-            rows = planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2)
-        else:
-            rows = planned_restore.restore_streamed(stored, conn, checks)
+        rows = planned_restore.restore_streamed(stored, conn, checks)
 
         assert rows == 3
         assert psql("SELECT string_agg(label, ',' ORDER BY id) FROM planned", into) == (
@@ -426,8 +376,7 @@ def test_a_plan_1_container_still_restores(tmp_path, unpacked):
         assert psql(foreign_keys, into) == "1"
 
 
-@pytest.mark.parametrize("unpacked", [False, True], ids=["streamed", "unpacked"])
-def test_a_plan_2_container_still_restores(tmp_path, unpacked):
+def test_a_plan_2_container_still_restores():
     """A pgclone-plan-2 container (its data streams interleaved, no end
     members, post-data apart), assembled from real pg_dump archives as the
     writer of that format wrote them: rows and foreign key restored."""
@@ -464,11 +413,7 @@ def test_a_plan_2_container_still_restores(tmp_path, unpacked):
         checks = {"expected_sha256": None, "on_progress": lambda _: None}
         conn = postgres.conn_info().with_name(into)
 
-        if unpacked:
-            plan = planned_restore.unpack(stored, tmp_path, checks)
-            rows = planned_restore.restore_unpacked(tmp_path, plan, conn, jobs=2)
-        else:
-            rows = planned_restore.restore_streamed(stored, conn, checks)
+        rows = planned_restore.restore_streamed(stored, conn, checks)
 
         assert rows == 3
         assert psql("SELECT string_agg(label, ',' ORDER BY id) FROM planned", into) == (

@@ -78,7 +78,8 @@ def test_round_trip_from_s3_by_database_name(celery_worker, pgclone_cli, s3_loca
     result = restore_cli(pgclone_cli, s3_location, database)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Streamed" in result.stdout  # from S3, pg_restore reads a stream
+    # From S3 as from a local folder: read once, the rows loaded by parallel sessions.
+    assert "COPY of the tables in " in result.stdout and "pg_restore --jobs=" in result.stdout
     assert authors(target) == ["new"]
 
 
@@ -294,20 +295,20 @@ def flip_middle(data: bytes) -> bytes:
     return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
 
 
-def test_corrupt_bytes_are_caught_while_unpacking(
+def test_corrupt_bytes_in_local_storage_are_caught_before_anything_is_created(
     celery_worker, pgclone_cli, local_location, unchanged_target
 ):
     key = make_dump("never", local_location)
     damage(local_location, key, flip_middle)
 
     result = restore_cli(pgclone_cli, local_location, key)
-    # Unpacking it for the parallel restore finds the damage, before the
-    # temporary database is created.
+    # A local file is read twice: its checksum first, before the temporary
+    # database is created (from S3, as it streams, before the swap).
     job = assert_refused(result, code=1, message="The dump is damaged")
-    unpack = job.steps.get(name="restore_temp")
-    assert unpack.status == JobStep.Status.FAILED
-    assert "The dump is damaged" in unpack.message
-    assert job.steps.get(name="swap").status == JobStep.Status.SKIPPED
+    fetch = job.steps.get(name="fetch")
+    assert fetch.status == JobStep.Status.FAILED
+    assert "The dump is damaged" in fetch.message
+    assert job.steps.get(name="restore_temp").status == JobStep.Status.SKIPPED
     assert pgclone_databases() == []
 
 

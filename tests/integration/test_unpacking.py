@@ -1,28 +1,35 @@
 """What a restore from local storage leaves on the worker's disk meanwhile.
 
-A parallel restore unpacks the dump into PGCLONE_TEMP_DIR (pg_restore --jobs
-needs a file it can seek in). An encrypted dump is never unpacked: decrypted
-there, it would outlive a killed worker until the next sweep, readable by
-whoever can read that folder. Any file unpacked is its owner's only (0600),
-whatever the process's umask.
+A container (every dump since pgclone-container-3), encrypted or not, is
+never unpacked: its rows go from the stream to the COPY sessions, and the one
+file written is its post-data archive (indexes, constraints: no row), for
+pg_restore --jobs. A plain dump made before the container is still unpacked
+into PGCLONE_TEMP_DIR for pg_restore --jobs (which needs a file it can seek
+in), unless it is encrypted. Whatever is written is its owner's only (0600,
+in a 0700 folder), whatever the process's umask.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyrage
 import pytest
 
 from pgclone import api
+from pgclone.archive import restore_lists
 from pgclone.engine import threads
 from pgclone.models import Job
 from pgclone.steps import restore as restore_steps
 from tests.faults import pause_before
 from tests.helpers import authors, make_dump, wait_for
+from tests.integration.test_old_dumps import FIXTURES
+from tests.integration.test_old_dumps import KEY as OLD_KEY
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,7 +38,7 @@ KEY = pyrage.x25519.Identity.generate()
 
 @pytest.fixture
 def scratch(tmp_path: Path, settings) -> Path:
-    """PGCLONE_TEMP_DIR of its own; restores unpack (two jobs), without hooks."""
+    """PGCLONE_TEMP_DIR of its own; restores with two jobs, without hooks."""
     folder = tmp_path / "scratch"
     folder.mkdir(mode=0o700)
     settings.PGCLONE_TEMP_DIR = str(folder)
@@ -40,14 +47,9 @@ def scratch(tmp_path: Path, settings) -> Path:
     return folder
 
 
-@pytest.fixture
-def held(tmp_path: Path, monkeypatch) -> Path:
-    """Restores stop just before the temporary database is created (after an
-    unpacking, before pg_restore) until the returned path exists."""
-    release = tmp_path / "release"
-    monkeypatch.setattr(
-        restore_steps, "_create_temp", pause_before(restore_steps._create_temp, release)
-    )
+def held_before(monkeypatch, module: Any, name: str, release: Path) -> Path:
+    """Restores stop before the first call of ``module.name`` until ``release`` exists."""
+    monkeypatch.setattr(module, name, pause_before(getattr(module, name), release))
     return release
 
 
@@ -59,10 +61,10 @@ def any_umask() -> Iterator[None]:
     os.umask(previous)
 
 
-def restore_held(key: str, release: Path, folder: Path) -> tuple[Job, dict[str, int]]:
+def restore_held(key: str, release: Path, folder: Path) -> tuple[Job, dict[str, int], bytes]:
     """Restore ``key`` inline (in a thread); while it is held, what ``folder``
-    holds (folders' names end with "/") and their modes. Returns the ended job
-    and those."""
+    holds (folders' names end with "/") and their modes, and the bytes of its
+    post-data archive if there is one. Returns the ended job and those."""
     ended: list[Job] = []
     worker = threads.start(
         lambda: ended.append(api.restore(key, database="target", inline=True)), name="restore"
@@ -75,45 +77,52 @@ def restore_held(key: str, release: Path, folder: Path) -> tuple[Job, dict[str, 
             )
             for path in folder.rglob("*")
         }
+        post_data = b"".join(path.read_bytes() for path in folder.rglob("post-data"))
     finally:
         release.touch()
         worker.join(timeout=120)
     (job,) = ended
-    return job, found
+    return job, found, post_data
 
 
-def test_an_encrypted_dump_is_restored_streamed_never_unpacked(
-    scratch, held, local_location, target, settings, tmp_path
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_a_container_leaves_only_its_post_data_archive_its_owners_only(
+    encrypted, scratch, any_umask, monkeypatch, local_location, target, settings, tmp_path
 ):
-    settings.PGCLONE_ENCRYPTION_RECIPIENTS = [str(KEY.to_public())]
-    key = make_dump("sealed-and-streamed", local_location)
+    if encrypted:
+        settings.PGCLONE_ENCRYPTION_RECIPIENTS = [str(KEY.to_public())]
+    key = make_dump("never-on-disk", local_location)
     settings.PGCLONE_ENCRYPTION_RECIPIENTS = []
     identity = tmp_path / "restore.agekey"
     identity.write_text(f"{KEY}\n")
     identity.chmod(0o600)
     settings.PGCLONE_ENCRYPTION_IDENTITIES = [str(identity)]
+    # Held once every row is in, before pg_restore --jobs reads the post-data archive.
+    release = held_before(monkeypatch, restore_lists, "run", tmp_path / "release")
 
-    job, found = restore_held(key, held, scratch)
+    job, found, post_data = restore_held(key, release, scratch)
 
     assert job.status == Job.Status.SUCCEEDED, job.error
-    assert found == {}  # nothing decrypted on this disk, while it restored
+    (folder,) = [path for path in found if path.endswith("/")]
+    assert found == {folder: 0o700, f"{folder}post-data": 0o600}
+    assert post_data.startswith(b"PGDMP") and b"never-on-disk" not in post_data  # no row
     assert list(scratch.iterdir()) == []
     message = job.steps.get(name="restore_temp").message
-    assert message.startswith(f"Streamed {key} into ") and "--jobs" not in message
-    assert authors(target) == ["sealed-and-streamed"]
+    assert "COPY of the tables in 2 sessions" in message and "pg_restore --jobs=2" in message
+    assert authors(target) == ["never-on-disk"]
 
 
-def test_an_unpacked_dump_is_its_owners_only(scratch, held, any_umask, local_location, target):
-    key = make_dump("unpacked-0600", local_location)
+def test_a_plain_dump_from_before_the_container_is_unpacked_its_owners_only(
+    scratch, any_umask, monkeypatch, local_location, target, tmp_path
+):
+    shutil.copytree(FIXTURES, local_location, dirs_exist_ok=True)
+    release = held_before(monkeypatch, restore_steps, "_create_temp", tmp_path / "release")
 
-    job, found = restore_held(key, held, scratch)
+    job, found, _ = restore_held(OLD_KEY, release, scratch)
 
     assert job.status == Job.Status.SUCCEEDED, job.error
-    # The container, one file a stream, before pg_restore --jobs=2 and the COPYs read them.
-    (folder,) = [path for path in found if path.endswith("/") and path.count("/") == 1]
-    files = {path: mode for path, mode in found.items() if not path.endswith("/")}
-    assert found[folder] == 0o700 and found[f"{folder}dump/"] == 0o700
-    assert f"{folder}dump/pre-data" in files and set(files.values()) == {0o600}
-    assert set(found) == {folder, f"{folder}dump/", *files}
+    (folder,) = [path for path in found if path.endswith("/")]
+    assert found == {folder: 0o700, f"{folder}dump": 0o600}  # pg_dump's archive, for --jobs
+    assert list(scratch.iterdir()) == []
     assert "pg_restore --jobs=2" in job.steps.get(name="restore_temp").message
-    assert authors(target) == ["unpacked-0600"]
+    assert authors(target) == ["written by pgclone 0.2.0.dev0 before the restructure"]

@@ -56,6 +56,36 @@ def test_the_reader_routes_members_whatever_the_pieces(monkeypatch, piece):
     assert bytes(got["pre-data"]) == bytes(range(256)) * 3 and bytes(got["rest"]) == b"end"
 
 
+@pytest.mark.parametrize("piece", [1, 511, 4096])
+def test_the_reader_says_when_each_member_has_all_come(piece):
+    """What a parallel restore relies on to hand on whole members only: the
+    bytes of a member, then its end; a member cut short never ends."""
+    out = io.BytesIO()
+    tar = containers.TarWriter(out.write)
+    for name, data in (("data/0000/000000", b"a\n" * 300), ("data/0000/end", b"")):
+        tar.member(name, data)
+    tar.close()
+    data = out.getvalue()
+    log: list[tuple[str, int]] = []
+
+    def open_member(name: str):
+        log.append((name, 0))
+        return lambda chunk: log.append(("bytes", len(chunk)))
+
+    reader = containers.TarReader(open_member, lambda: log.append(("ended", 0)))
+    for start in range(0, len(data), piece):
+        reader.write(data[start : start + piece])
+    reader.close()
+
+    ends = [i for i, (what, _) in enumerate(log) if what == "ended"]
+    assert [log[i - 1][0] for i in ends] == ["bytes", "data/0000/end"]
+    assert sum(size for what, size in log[: ends[0]] if what == "bytes") == 600
+    cut = []
+    reader = containers.TarReader(lambda name: lambda chunk: None, lambda: cut.append(1))
+    reader.write(data[: 512 + 300])
+    assert cut == []
+
+
 def test_a_truncated_container_is_damaged():
     data = written({"rest": b"x" * 1000}, 100)
     reader = containers.TarReader(lambda name: lambda chunk: None)
