@@ -87,6 +87,7 @@ class RestoreOptions:
     source: Source | None = None
     require_scrubbed: bool = False  # refuse a dump whose manifest does not say "scrubbed"
     storage_location: str = ""
+    keep_copy: bool = False  # keep a copy of the loaded dump once the job succeeded
     version: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,12 +31,13 @@ from pgclone.pg import (
     driver,
     extensions,
     job_tables,
+    kept_copies,
     ownership,
     postgres,
     privileges,
 )
 from pgclone.sharing import requirement
-from pgclone.steps import routing
+from pgclone.steps import kept, routing
 from pgclone.steps.restore_progress import RestoreWatch
 from pgclone.steps.restore_swap import (
     current_staging,
@@ -185,6 +186,7 @@ def restore_temp(job: Job) -> None:
     source = asked.source
     with databases.maintenance(live) as connection:
         drop_own(connection, temp, job)  # left by an earlier attempt of this step
+    copied = False
     if not source.is_dump:
         with databases.maintenance(live) as connection:
             refuse_foreign_copy(connection, source, job)
@@ -192,15 +194,18 @@ def restore_temp(job: Job) -> None:
             ownership.set_mark(connection, temp, job.pk, live.name)
         job_tables.clear_job_tables(live, temp)
         message = f"Copied {source.name!r} into {temp}."
-    else:
+    else:  # a copy of the dump's kept copy, if it has a usable one
+        copied, message = kept.copy_kept(job, temp)
+    if source.is_dump and not copied:
         storage = storage_for(asked.storage_location)
         key = keys.parse_key(source.key)
         manifest = payloads.manifest_of(job)
         target = live.with_name(temp)
         if _unpacks(storage, manifest):
-            message = _restore_parallel(job, storage, key, manifest, target)
+            message += _restore_parallel(job, storage, key, manifest, target)
         else:
-            message = _restore_streamed(job, storage, key, manifest, target)
+            message += _restore_streamed(job, storage, key, manifest, target)
+        message += kept.keep_pending(job, temp)  # before the live database's settings
     # The pre-swap hooks must see the database as it will be once in place:
     # with the live database's search_path and other settings.
     with databases.maintenance(live) as connection:
@@ -356,7 +361,7 @@ def cleanup(job: Job) -> list[str]:
     live = live_conn(job)
     with databases.maintenance(live) as connection:
         if temp and not swapped_already(connection, job):
-            for name in (temp, current_staging(job)):
+            for name in (temp, current_staging(job), kept_copies.pending_name(job.pk)):
                 why = ownership.reason(connection, name, live.name, job.pk)
                 if why:
                     removed.append(f"(not {name}, which is not pgclone's: {why})")
@@ -385,7 +390,7 @@ WORKFLOW = workflow.Workflow(
         workflow.Step("pre_swap", pre_swap),
         # Stopping half-way through the swap would be the one way to leave things
         # worse than either finishing or not starting.
-        workflow.Step("swap", swap, cancellable=False),
+        workflow.Step("swap", kept.confirming(swap), cancellable=False),
     ),
     cleanup=cleanup,
     precondition=ensure_allowed,
