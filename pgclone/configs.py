@@ -40,7 +40,7 @@ DUMP_KEYS = {
     "tables",
     "exclude_tables",
 }
-RESTORE_KEYS = {"pre_swap_hooks", "reversible", "require_scrubbed", "keep_copy"}
+RESTORE_KEYS = {"pre_swap_hooks", "reversible", "require_scrubbed", "keep_copy", "create_missing"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class RestoreConfig:
     reversible: bool = False
     require_scrubbed: bool = False
     keep_copy: bool = False  # keep a copy of what the dump restored to (pgclone.steps.kept)
+    create_missing: bool = False  # create the alias's database when it does not exist
 
 
 def _named(setting: str, configs: Any, name: str | None, allowed: set[str]) -> tuple[str, dict]:
@@ -164,6 +165,7 @@ def restore_config(name: str | None = None) -> RestoreConfig:
         reversible=bool(config.get("reversible", False)),
         require_scrubbed=bool(config.get("require_scrubbed", False)),
         keep_copy=bool(config.get("keep_copy", False)),
+        create_missing=bool(config.get("create_missing", False)),
     )
 
 

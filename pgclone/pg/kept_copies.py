@@ -147,10 +147,18 @@ def comment(connection: driver.Connection, name: str, text: str) -> None:
 
 def confirm(connection: driver.Connection, pending: str, name: str, mark: KeptMark) -> None:
     """Give ``pending`` the kept mark and its kept name, both or neither."""
+    rename_commented(connection, pending, name, mark.text())
+
+
+def rename_commented(connection: driver.Connection, name: str, to: str, text: str | None) -> None:
+    """Rename ``name`` to ``to`` and set its comment (None: none), in one transaction."""
     connection.autocommit = False
     try:
-        comment(connection, pending, mark.text())
-        databases.rename(connection, pending, name)
+        execute(
+            connection,
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(text)),
+        )
+        databases.rename(connection, name, to)
         connection.commit()  # type: ignore[attr-defined]
     except BaseException:
         with contextlib.suppress(driver.Error):

@@ -26,6 +26,7 @@ from pgclone.engine import jobs, runner
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
 from pgclone.pg import databases, driver, kept_copies, ownership
+from pgclone.steps import copying
 from pgclone.steps.restore_swap import drop_own, live_conn
 
 logger = logging.getLogger("pgclone")
@@ -74,6 +75,8 @@ def _names(job: Job) -> tuple[str, str, str]:
 def copy_kept(job: Job, temp: str) -> tuple[bool, str]:
     """Make ``temp`` a copy of the dump's kept copy if there is a usable one.
     Returns whether it did, and what to say (why a copy there was not used)."""
+    if job.kind != Job.Kind.RESTORE:  # a trial restore proves the dump: it loads it
+        return False, ""
     key, location, name = _names(job)
     live = live_conn(job)
     with databases.maintenance(live) as connection:
@@ -109,8 +112,8 @@ def _unlike(connection: driver.Connection, found: kept_copies.Found, job: Job) -
 def keep_pending(job: Job, temp: str) -> str:
     """When the config asks for it: copy what ``temp`` holds now (the dump as
     loaded) under the job's pending name, closed to everyone else."""
-    if not payloads.restore_options(job).keep_copy:
-        return ""
+    if job.kind != Job.Kind.RESTORE or not payloads.restore_options(job).keep_copy:
+        return ""  # a trial restore keeps its copy once it has compared (keep_proved)
     live = live_conn(job)
     pending = kept_copies.pending_name(job.pk)
     with databases.maintenance(live) as connection:
@@ -122,11 +125,12 @@ def keep_pending(job: Job, temp: str) -> str:
 
 
 def confirming(step: runner.StepFunction) -> runner.StepFunction:
-    """``step`` (the last one), then, once the job is recorded succeeded, the
-    pending copy made the kept one before whatever ``step`` left to do."""
+    """``step`` (the swap; a copy's own end for ``copy``), then, once the job is
+    recorded succeeded, the pending copy made the kept one before whatever
+    ``step`` left to do."""
 
     def run(job: Job) -> Callable[[], Any]:
-        afterwards = step(job)
+        afterwards = copying.finish(job) if payloads.restore_options(job).copy_to else step(job)
 
         def then() -> None:
             try:

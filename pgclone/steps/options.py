@@ -69,4 +69,5 @@ def resolve_restore_options(
         reversible=bool(reversible or configured.reversible),
         require_scrubbed=configured.require_scrubbed,
         keep_copy=configured.keep_copy,
+        create_missing=configured.create_missing,
     )

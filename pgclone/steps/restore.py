@@ -37,7 +37,7 @@ from pgclone.pg import (
     privileges,
 )
 from pgclone.sharing import requirement
-from pgclone.steps import kept, routing
+from pgclone.steps import copying, kept, routing
 from pgclone.steps.restore_progress import RestoreWatch
 from pgclone.steps.restore_swap import (
     current_staging,
@@ -66,6 +66,7 @@ def fetch(job: Job) -> None:
     """Check the source before any database is created."""
     asked = payloads.restore_options(job)
     source = asked.source
+    copying.refuse_missing(job)
     if asked.reversible:
         with databases.maintenance(live_conn(job)) as connection:
             refuse_foreign_copies(connection, job)
@@ -207,9 +208,9 @@ def restore_temp(job: Job) -> None:
             message += _restore_streamed(job, storage, key, manifest, target)
         message += kept.keep_pending(job, temp)  # before the live database's settings
     # The pre-swap hooks must see the database as it will be once in place:
-    # with the live database's search_path and other settings.
+    # with the live database's search_path and other settings (a copy is the dump's own).
     with databases.maintenance(live) as connection:
-        carried = databases.carry_over(connection, live.name, temp)
+        carried = [] if asked.copy_to else databases.carry_over(connection, live.name, temp)
     if carried:
         message += " Kept the live database's " + ", ".join(carried) + "."
     jobs.set_step_message(job, "restore_temp", message)

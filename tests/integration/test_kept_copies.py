@@ -233,3 +233,68 @@ def test_the_oldest_kept_copies_go_beyond_the_limit(local_location, kept, settin
     assert second.status == Job.Status.SUCCEEDED, second.error
     assert kept_name(second) in kept_databases() and kept_name(first) not in kept_databases()
     assert f"dropped the older {kept_name(first)}" in swap_message(second)
+
+
+@pytest.fixture
+def new_names(kept) -> Iterator[list[str]]:
+    """Names for the databases ``copy`` makes; dropped afterwards."""
+    session = os.environ["PGCLONE_TEST_SESSION"]
+    names = [f"kept_copy_{session}_{n}" for n in range(2)]
+    yield names
+    for name in names:
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_copy_makes_the_kept_copy_first_then_copies_it(
+    celery_worker, pgclone_cli, local_location, new_names
+):
+    key = make_dump("ann", local_location)
+    first, second = new_names
+
+    def copy(name):
+        return pgclone_cli("copy", key, name, "--wait", location=local_location)
+
+    made = copy(first)
+
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "Copy succeeded in" in made.stdout and f"database {first!r} holds {key}" in made.stdout
+    assert "with pg_restore" in made.stdout and "No hooks configured" in made.stdout
+    assert authors(first) == ["ann"] and psql(MARKS, first) == ""
+    seen = catalog(first)
+    assert seen["owner"] == "postgres" and seen["connections"] == "t" and seen["comment"] == ""
+    job = Job.objects.get(database_name=first)
+    name = kept_name(job)
+    wait_for(lambda: name in kept_databases(), what="the copy kept")
+    assert authors(TARGET) == ["target-only"]  # the alias's database is not touched
+
+    again = copy(second)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"from the kept copy {name} of {key}" in again.stdout
+    assert authors(second) == ["ann"] and catalog(second)["comment"] == ""
+    assert kept_databases().count(name) == 1
+    refused = copy(second)
+    assert refused.returncode == 2 and f"Database {second!r} exists already" in refused.stderr
+    assert pgclone_databases() == []
+
+
+def test_a_missing_database_is_created_only_when_the_config_says_create_missing(
+    local_location, kept, settings
+):
+    settings.PGCLONE_RESTORE_CONFIGS = {
+        "default": {"pre_swap_hooks": []},
+        "create": {"pre_swap_hooks": [], "create_missing": True},
+    }
+    key = make_dump("ann", local_location)
+    psql(f'DROP DATABASE "{TARGET}" WITH (FORCE)')
+    exists = f"SELECT count(*) FROM pg_database WHERE datname = '{TARGET}'"
+
+    with pytest.raises(RestoreRefused, match="does not say create_missing: true"):
+        api.restore(key, database="target", inline=True)
+    assert psql(exists) == "0"
+
+    job = api.restore(key, config="create", database="target", inline=True)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert authors(TARGET) == ["ann"]
+    assert pgclone_databases() == []
