@@ -13,6 +13,7 @@ cleanup and the sweep drop it otherwise, as they drop the temporary database.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from django.utils import timezone
 
 from pgclone import conf, payloads
 from pgclone.engine import jobs, runner
+from pgclone.exceptions import PgCloneError
 from pgclone.humanize import human_bytes
 from pgclone.models import Job
 from pgclone.pg import databases, driver, kept_copies, ownership
@@ -114,6 +116,32 @@ def keep_pending(job: Job, temp: str) -> str:
     loaded) under the job's pending name, closed to everyone else."""
     if job.kind != Job.Kind.RESTORE or not payloads.restore_options(job).keep_copy:
         return ""  # a trial restore keeps its copy once it has compared (keep_proved)
+    return _keep_pending(job, temp)
+
+
+def keep_proved(step: runner.StepFunction) -> runner.StepFunction:
+    """A trial restore's ``compare`` (``step``), then, when the config asks for
+    it, a copy of what it proved, kept only if the trial then passes. Failing
+    to make it fails nothing: the step says so."""
+
+    @functools.wraps(step)
+    def run(job: Job) -> None:
+        step(job)
+        if not payloads.restore_options(job).keep_copy:
+            return
+        try:
+            note = _keep_pending(job, job.result["temp_database"])
+        except PgCloneError as exc:
+            note = f" Not kept: {exc}"
+        except driver.Error as exc:
+            note = f" Not kept: {str(exc).strip()}"
+        message = job.steps.get(name="compare").message
+        jobs.set_step_message(job, "compare", message + "." + note)
+
+    return run
+
+
+def _keep_pending(job: Job, temp: str) -> str:
     live = live_conn(job)
     pending = kept_copies.pending_name(job.pk)
     with databases.maintenance(live) as connection:
@@ -154,8 +182,9 @@ def _confirm_and_say(job: Job) -> None:
         logger.exception("pgclone job %s: keeping a copy failed", job.pk)
         note = f"warning: the copy was not kept: {runner.describe_error(exc).strip()}"
         _drop_pending(job)
-    step = job.steps.get(name="swap")
-    jobs.set_step_message(job, "swap", f"{step.message}; {note}")
+    last = "record" if job.kind == Job.Kind.VERIFY else "swap"
+    step = job.steps.get(name=last)
+    jobs.set_step_message(job, last, f"{step.message}; {note}")
 
 
 def confirm(job: Job) -> str:

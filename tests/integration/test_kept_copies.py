@@ -298,3 +298,34 @@ def test_a_missing_database_is_created_only_when_the_config_says_create_missing(
     assert job.status == Job.Status.SUCCEEDED, job.error
     assert authors(TARGET) == ["ann"]
     assert pgclone_databases() == []
+
+
+def test_a_passed_trial_keeps_the_copy_it_proved_and_a_failed_one_keeps_none(
+    local_location, kept, settings
+):
+    settings.PGCLONE_RESTORE_CONFIGS = {
+        "keep": {"keep_copy": True, "pre_swap_hooks": ["migrate"]},
+        "failing": {"keep_copy": True, "pre_swap_hooks": ["testapp_fail"]},
+    }
+    key = make_dump("ann", local_location)
+
+    failed = api.trial_restore(key, config="failing", inline=True)
+
+    assert failed.status == Job.Status.FAILED
+    assert kept_databases() == [] and pgclone_databases() == []
+
+    trial = api.trial_restore(key, config="keep", inline=True)
+
+    assert trial.status == Job.Status.SUCCEEDED, trial.error
+    name = kept_name(trial)
+    assert "kept as" in trial.steps.get(name="compare").message
+    assert f"kept a copy of {key} as {name}" in trial.steps.get(name="record").message
+    assert kept_databases() == [name] and catalog(name)["connections"] == "f"
+    assert inside(name, "SELECT count(*) FROM django_migrations") != "0"
+
+    restored = api.restore(key, config="keep", database="target", inline=True)
+
+    assert restored.status == Job.Status.SUCCEEDED, restored.error
+    assert f"from the kept copy {name}" in restored.steps.get(name="restore_temp").message
+    assert authors(TARGET) == ["ann"]
+    assert pgclone_databases() == []
