@@ -24,7 +24,7 @@ from pgclone.exceptions import (
 from pgclone.models import Job
 from pgclone.pg import job_tables, postgres, privileges
 from pgclone.sharing import requirement
-from pgclone.steps import copying, leaving_out, options, workflow_for
+from pgclone.steps import copying, kept, leaving_out, options, workflow_for
 
 # Re-exported: the command and the admin list what `restore :…` can copy through the API.
 from pgclone.steps.sources import local_sizes as local_sizes
@@ -317,6 +317,12 @@ def dump_infos(database: str | None = None) -> list[DumpInfo]:
     if database is not None:
         keys.validate_database_name(database)
     return get_storage().infos(database)
+
+
+def kept_copies(database: str = "default") -> list[Any]:
+    """pgclone's kept copies on ``database``'s server, oldest first: each one's
+    name, size and dump (``kept_copies.Found``)."""
+    return kept.copies_on(postgres.conn_info(database))
 
 
 def database_names() -> list[str]:

@@ -24,13 +24,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from pgclone.pg import databases, driver
+from django.conf import settings
+
+from pgclone.pg import databases, driver, postgres
 from pgclone.pg.databases import execute
 from pgclone.pg.driver import sql
 
-PREFIX = "pgclone_kept_"
+logger = logging.getLogger("pgclone")
+
+PREFIX = databases.KEPT_PREFIX
 PENDING_SUFFIX = "_kept"
 MARK_PREFIX = "pgclone kept: "
 DIGEST_HEX = 40  # 13 + 40 = 53 bytes, within PostgreSQL's 63
@@ -201,3 +207,45 @@ def clone_note(server_version_num: int, file_copy_method: str | None) -> str:
     if server_version_num >= 180000 and (file_copy_method or "").strip().lower() == "clone":
         return " (cloned: file_copy_method = clone)"
     return ""
+
+
+# On every server of the project ----------------------------------------------------
+
+
+def on_servers(
+    conns: list[postgres.ConnInfo], act: Callable[[driver.Connection], list[str]]
+) -> list[str]:
+    """``act`` on each of those servers; one that can't be reached is logged, not fatal."""
+    done = []
+    for conn in conns:
+        try:
+            with databases.maintenance(conn) as connection:
+                done += act(connection)
+        except Exception as exc:
+            logger.warning("pgclone: could not look at kept copies on %s: %s", conn.host, exc)
+    return done
+
+
+def servers() -> list[postgres.ConnInfo]:
+    """One connection of each PostgreSQL server the project's aliases name."""
+    found: dict[tuple[str, str], postgres.ConnInfo] = {}
+    for alias, config in settings.DATABASES.items():
+        if config.get("ENGINE") in postgres.POSTGRES_ENGINES:
+            conn = postgres.conn_info(alias)
+            found.setdefault((conn.host, conn.port), conn)
+    return list(found.values())
+
+
+def drop_copies_of(location: str, deleted: list[str]) -> list[str]:
+    """A kept copy goes with its dump: drop pgclone's copies of the ``deleted`` keys."""
+    doomed = {kept_name(location, key) for key in deleted}
+
+    def act(connection: driver.Connection) -> list[str]:
+        dropped = []
+        for found in all_kept(connection):
+            if found.name in doomed and not refusal(found):
+                databases.drop(connection, found.name)
+                dropped.append(found.name)
+        return dropped
+
+    return on_servers(servers(), act) if doomed else []

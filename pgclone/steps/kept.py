@@ -24,12 +24,12 @@ from django.utils import timezone
 
 from pgclone import conf, payloads
 from pgclone.engine import jobs, runner
-from pgclone.exceptions import PgCloneError
-from pgclone.humanize import human_bytes
+from pgclone.exceptions import DumpNotFound, PgCloneError
 from pgclone.models import Job
-from pgclone.pg import databases, driver, kept_copies, ownership
+from pgclone.pg import databases, driver, kept_copies, ownership, postgres
 from pgclone.steps import copying
 from pgclone.steps.restore_swap import drop_own, live_conn
+from pgclone.storage import Storage, keys
 
 logger = logging.getLogger("pgclone")
 
@@ -248,7 +248,29 @@ def evict(connection: driver.Connection) -> list[str]:
     return dropped
 
 
-def describe(found: kept_copies.Found) -> str:
-    """A kept copy as ``ls --local --long`` shows it."""
-    mark = found.mark
-    return f"{found.name}  {human_bytes(found.size)}  {mark.key if mark else '?'}"
+def drop_orphans(storage: Storage) -> list[str]:
+    """For the sweep: drop pgclone's kept copies of dumps at ``storage`` that are
+    gone from it (removed by other means than prune). Copies of other storage
+    locations are left to the limits: their storage is not this project's now."""
+
+    def act(connection: driver.Connection) -> list[str]:
+        dropped = []
+        for found in kept_copies.all_kept(connection):
+            mark = found.mark
+            if kept_copies.refusal(found) or mark.location != storage.location:
+                continue
+            try:
+                storage.complete_manifest(keys.parse_key(mark.key))
+            except DumpNotFound:
+                databases.drop(connection, found.name)
+                dropped.append(found.name)
+        return dropped
+
+    return kept_copies.on_servers(kept_copies.servers(), act)
+
+
+def copies_on(conn: postgres.ConnInfo) -> list[kept_copies.Found]:
+    """pgclone's kept copies on ``conn``'s server, oldest first (``ls --local --long``)."""
+    with databases.maintenance(conn) as connection:
+        ours = [f for f in kept_copies.all_kept(connection) if not kept_copies.refusal(f)]
+    return sorted(ours, key=lambda found: found.mark.made if found.mark else "")

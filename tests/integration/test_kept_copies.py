@@ -4,17 +4,21 @@ by the next restore of the same dump; on the real services."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
-from pgclone import api, payloads
+from pgclone import api, payloads, sweeping
 from pgclone.exceptions import RestoreRefused
 from pgclone.models import Job
 from pgclone.pg import kept_copies
+from pgclone.steps import restore as restore_steps
 from tests.helpers import TARGET, authors, fingerprint, make_dump, pgclone_databases, psql, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -329,3 +333,60 @@ def test_a_passed_trial_keeps_the_copy_it_proved_and_a_failed_one_keeps_none(
     assert f"from the kept copy {name}" in restored.steps.get(name="restore_temp").message
     assert authors(TARGET) == ["ann"]
     assert pgclone_databases() == []
+
+
+def test_a_kept_copy_goes_with_its_dump_and_ls_local_long_shows_it(
+    pgclone_cli, local_location, kept, settings
+):
+    settings.PGCLONE_DUMP_CONFIGS = {"default": {"keep_last": 1}}
+    old_key = make_dump("ann", local_location)
+    old = api.restore(old_key, config="keep", database="target", inline=True)
+    assert old.status == Job.Status.SUCCEEDED, old.error
+    old_name = kept_name(old)
+
+    listed = pgclone_cli("ls", "--local", "--long", "--database", "target", location=local_location)
+
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith(old_name)]
+    assert old_key in row and ("KiB" in row or "MiB" in row)
+    assert f":{old_name}" not in listed.stdout  # not a source for `restore :NAME`
+
+    new_key = make_dump("bob", local_location)  # its upload applies retention: keep_last 1
+    assert [str(key) for key in api.ls()] == [new_key]
+    assert old_name not in kept_databases()  # the copy went with its dump
+
+    new = api.restore(new_key, config="keep", database="target", inline=True)
+    assert new.status == Job.Status.SUCCEEDED, new.error
+    new_name = kept_name(new)
+    assert new_name in kept_databases()
+    for path in (Path(local_location) / new_key, Path(f"{Path(local_location) / new_key}.json")):
+        path.unlink()  # removed by other means than prune
+
+    api.sweep()
+
+    assert new_name not in kept_databases()
+
+
+def test_the_sweep_drops_the_copy_of_a_job_that_died_half_way(local_location, kept, settings):
+    from tests.celery_app import app
+    from tests.processes import own_queue
+
+    settings.PGCLONE_CELERY_QUEUE = queue = own_queue("nobody")
+    try:
+        key = make_dump("ann", local_location)
+        job = api.restore(key, config="keep", database="target")
+        for step in ("fetch", "restore_temp"):  # a worker ran these, then was never seen again
+            assert restore_steps.WORKFLOW.run(step, job.pk)
+        pending = kept_copies.pending_name(job.pk)
+        assert pending in psql("SELECT string_agg(datname, ' ') FROM pg_database").split()
+        assert catalog(pending)["connections"] == "f"
+
+        ended = sweeping.sweep(now=timezone.now() + dt.timedelta(hours=7))
+
+        assert [found.pk for found in ended] == [job.pk]
+        assert pending not in psql("SELECT string_agg(datname, ' ') FROM pg_database").split()
+        assert kept_name(job) not in kept_databases() and pgclone_databases() == []
+        assert authors(TARGET) == ["target-only"]
+    finally:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)

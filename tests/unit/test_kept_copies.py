@@ -61,3 +61,16 @@ def test_keep_copy_is_a_restore_config_key(settings):
     settings.PGCLONE_RESTORE_CONFIGS = {"ci": {"keep_copy": True}}
     assert configs.restore_config("ci").keep_copy is True
     assert configs.restore_config("default").keep_copy is False
+
+
+def test_the_limits_are_checked(settings):
+    from pgclone.steps import kept
+
+    assert kept.check_settings() == []  # 5 copies, no bound on bytes
+    settings.PGCLONE_KEPT_COPIES = -1
+    settings.PGCLONE_KEPT_COPIES_BYTES = "10GB"
+    found = {message.id: message.msg for message in kept.check_settings()}
+    assert "PGCLONE_KEPT_COPIES must be a whole number of at least 0" in found["pgclone.E050"]
+    assert "PGCLONE_KEPT_COPIES_BYTES must be a whole number of at least 1" in found["pgclone.E051"]
+    settings.PGCLONE_KEPT_COPIES, settings.PGCLONE_KEPT_COPIES_BYTES = 0, 10 * 2**30
+    assert kept.check_settings() == []

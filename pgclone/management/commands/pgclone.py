@@ -205,6 +205,7 @@ class Command(BaseCommand):
             sources = api.local_sources(options["database"])
             if options["long"]:
                 lines = reporting.local_table(sources, api.local_sizes(options["database"]))
+                lines += reporting.kept_table(api.kept_copies(options["database"]))
             else:
                 lines = [t if t == f":{name}" else f"{t}  ({name})" for t, name in sources]
         elif options["only_db_names"]:
