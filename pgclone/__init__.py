@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "cancel",
+    "copy",
     "database_names",
     "dump",
     "job",

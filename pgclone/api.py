@@ -24,7 +24,7 @@ from pgclone.exceptions import (
 from pgclone.models import Job
 from pgclone.pg import job_tables, postgres, privileges
 from pgclone.sharing import requirement
-from pgclone.steps import leaving_out, options, workflow_for
+from pgclone.steps import copying, kept, leaving_out, options, workflow_for
 
 # Re-exported: the command and the admin list what `restore :…` can copy through the API.
 from pgclone.steps.sources import local_sizes as local_sizes
@@ -139,6 +139,54 @@ def restore(
         )
         storage = get_storage()
         resolved = dataclasses.replace(resolved, source=resolve_source(target, live.name))
+        _refuse_unscrubbed(storage, resolved)
+        copying.refuse_missing_database(live, database, resolved)
+    return starting.launch(
+        job, resolved, storage, inline=inline, on_start=on_start, dump_key=resolved.source.key
+    )
+
+
+def copy(
+    target: str,
+    new_name: str,
+    *,
+    config: str | None = None,
+    database: str = "default",
+    requested_by: str | None = None,
+    inline: bool = False,
+    on_start: Callable[[Job], Any] | None = None,
+) -> Job:
+    """Start a copy of dump ``target`` (a key, or a database name for its newest
+    dump) into a new database ``new_name`` on the ``database`` alias's server:
+    from the dump's kept copy in template time, or loaded (and a copy kept) when
+    there is none. Owned by the role pgclone connects as; no hooks, no swap.
+    The dump's checks are a restore's (``config`` may require scrubbed dumps)."""
+    live = postgres.conn_info(database)
+    job = starting.new_job(
+        Job.Kind.RESTORE,
+        database=database,
+        database_name=new_name,
+        config=config,
+        requested={"target": target, "config": config, "copy_to": new_name},
+        requested_by=requested_by,
+        refused=None if conf.allow_restore() else RestoreRefused(),
+        on_conflict=lambda: RestoreRefused(f"A copy into {new_name!r} is already under way."),
+    )
+    with starting.failing(job):
+        privileges.refuse_privileged(live)
+        copying.check_new_name(live, new_name)
+        resolved = options.resolve_restore_options(config=config, database=database)
+        resolved = dataclasses.replace(
+            resolved,
+            source=resolve_source(target, live.name),
+            pre_swap_hooks=(),
+            reversible=False,
+            keep_copy=True,
+            copy_to=new_name,
+        )
+        if not resolved.source.is_dump:
+            raise InvalidInput(f"{target!r} is a database, not a dump: copy takes a dump.")
+        storage = get_storage()
         _refuse_unscrubbed(storage, resolved)
     return starting.launch(
         job, resolved, storage, inline=inline, on_start=on_start, dump_key=resolved.source.key
@@ -269,6 +317,12 @@ def dump_infos(database: str | None = None) -> list[DumpInfo]:
     if database is not None:
         keys.validate_database_name(database)
     return get_storage().infos(database)
+
+
+def kept_copies(database: str = "default") -> list[Any]:
+    """pgclone's kept copies on ``database``'s server, oldest first: each one's
+    name, size and dump (``kept_copies.Found``)."""
+    return kept.copies_on(postgres.conn_info(database))
 
 
 def database_names() -> list[str]:

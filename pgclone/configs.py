@@ -40,7 +40,7 @@ DUMP_KEYS = {
     "tables",
     "exclude_tables",
 }
-RESTORE_KEYS = {"pre_swap_hooks", "reversible", "require_scrubbed"}
+RESTORE_KEYS = {"pre_swap_hooks", "reversible", "require_scrubbed", "keep_copy", "create_missing"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ class RestoreConfig:
     pre_swap_hooks: tuple[str, ...] = tuple(conf.DEFAULT_RESTORE_CONFIG["pre_swap_hooks"])
     reversible: bool = False
     require_scrubbed: bool = False
+    keep_copy: bool = False  # keep a copy of what the dump restored to (pgclone.steps.kept)
+    create_missing: bool = False  # create the alias's database when it does not exist
 
 
 def _named(setting: str, configs: Any, name: str | None, allowed: set[str]) -> tuple[str, dict]:
@@ -162,6 +164,8 @@ def restore_config(name: str | None = None) -> RestoreConfig:
         pre_swap_hooks=tuple(hooks.normalize(hook_list, f"{where}['pre_swap_hooks']")),
         reversible=bool(config.get("reversible", False)),
         require_scrubbed=bool(config.get("require_scrubbed", False)),
+        keep_copy=bool(config.get("keep_copy", False)),
+        create_missing=bool(config.get("create_missing", False)),
     )
 
 

@@ -87,6 +87,9 @@ class RestoreOptions:
     source: Source | None = None
     require_scrubbed: bool = False  # refuse a dump whose manifest does not say "scrubbed"
     storage_location: str = ""
+    keep_copy: bool = False  # keep a copy of the loaded dump once the job succeeded
+    create_missing: bool = False  # create the alias's database if it does not exist
+    copy_to: str = ""  # `copy KEY NEWNAME`: the new database; no hooks, no swap
     version: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:

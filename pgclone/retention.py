@@ -3,7 +3,8 @@
 A dump config may say ``keep_last`` (keep the newest N dumps) and/or
 ``keep_days`` (keep dumps younger than that); a dump either rule keeps is
 kept. Whatever the rules say, the newest dump of each database and config is
-never deleted, nor a dump that a pending or running restore uses. Only
+never deleted, nor a dump that a pending or running restore uses. A dump's
+kept copies (``pgclone.pg.kept_copies``) are dropped with it. Only
 complete pgclone dumps that can be used are considered: nothing else in the
 storage is ever touched. A dump whose manifest is damaged or refused where it
 is stored (``signing.examine``: a wrong or missing signature, another key's
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from pgclone import configs
 from pgclone.models import Job
+from pgclone.pg import kept_copies
 from pgclone.storage import Storage, keys
 from pgclone.storage.base import DumpInfo
 
@@ -95,6 +97,8 @@ def prune(storage: Storage, *, database: str | None = None, config: str | None =
     pruning = review(storage, database=database, config=config)
     for key in pruning.deleted:
         storage.delete(key)
+    # A kept copy goes with its dump.
+    kept_copies.drop_copies_of(storage.location, [str(key) for key in pruning.deleted])
     for line in pruning.left_alone_lines():
         logger.warning("pgclone retention: %s", line)
     return pruning

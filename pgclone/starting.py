@@ -96,7 +96,7 @@ def sweep_quietly() -> None:
     from pgclone import sweeping
 
     try:
-        sweeping.sweep()
+        sweeping.sweep(stored=False)
     except Exception as exc:
         logger.warning("pgclone: the stale-job sweep failed: %s", exc)
 

@@ -42,15 +42,19 @@ from pgclone.models import Job
 from pgclone.pg import databases, ownership, postgres
 from pgclone.pg import swap as swapping
 from pgclone.steps import dump as dump_steps
+from pgclone.steps import kept as kept_steps
 from pgclone.steps import restore as restore_steps
 from pgclone.steps import workflow_for
+from pgclone.storage import get_storage
 
 logger = logging.getLogger("pgclone")
 
 
-def sweep(now: dt.datetime | None = None) -> list[Job]:
+def sweep(now: dt.datetime | None = None, *, stored: bool = True) -> list[Job]:
     """Re-open what swaps left closed, end the jobs whose worker was lost or
-    that waited too long, clean up after them; return the jobs ended."""
+    that waited too long, clean up after them; return the jobs ended.
+    ``stored``: also drop kept copies whose dump is gone from the storage (which
+    reads the storage: the sweep before each new job leaves that out)."""
     now = now or timezone.now()
     reopen_closed_databases()
     ended = [job for job in _lost_jobs(now) if _end_lost(job, now)]
@@ -58,6 +62,8 @@ def sweep(now: dt.datetime | None = None) -> list[Job]:
         reopen_closed_databases()  # what their sessions, now ended, kept closed
     ended += [job for job in _waiting_too_long(now) if _end_waiting(job, now)]
     _drop_orphan_databases()
+    if stored:
+        _drop_orphan_kept_copies()
     _remove_orphan_unpacked_dumps()
     dump_steps.discard_leftover_uploads()
     return ended
@@ -219,6 +225,17 @@ def _drop_orphan_databases() -> None:
                         databases.drop(connection, name)
         except Exception as exc:  # one unreachable server must not stop the sweep
             logger.warning("pgclone: could not look for leftovers on %s: %s", conn.host, exc)
+
+
+def _drop_orphan_kept_copies() -> None:
+    """Kept copies whose dump is gone from the storage (removed by other means)."""
+    try:
+        dropped = kept_steps.drop_orphans(get_storage())
+    except Exception as exc:  # the storage unreachable: nothing is dropped
+        logger.warning("pgclone: could not look for kept copies of removed dumps: %s", exc)
+        return
+    for name in dropped:
+        logger.info("pgclone: dropped %s, the kept copy of a dump no longer stored", name)
 
 
 def _remove_orphan_unpacked_dumps() -> None:

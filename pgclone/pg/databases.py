@@ -20,6 +20,7 @@ from pgclone.pg.driver import errors, sql
 MAX_IDENTIFIER_BYTES = 63
 TEMP_PREFIX = "pgclone_tmp_"
 OLD_PREFIX = "pgclone_old_"
+KEPT_PREFIX = "pgclone_kept_"  # pgclone.pg.kept_copies: copied by restores of their dump only
 COPY_SUFFIXES = {"previous": "__previous", "current": "__current"}
 JOB_TABLES = ("pgclone_job", "pgclone_jobstep")
 
@@ -124,13 +125,15 @@ def leftover_databases(connection: driver.Connection) -> list[str]:
 
 
 def local_databases(conn: postgres.ConnInfo) -> list[str]:
-    """Databases on the server that a restore can copy (not templates, not temporaries)."""
+    """Databases on the server that a restore can copy (not templates, not temporaries,
+    not kept copies)."""
     with maintenance(conn) as connection:
         rows = execute(
             connection,
             "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' "
-            "AND datname NOT LIKE %s AND datname NOT LIKE %s ORDER BY datname",
-            [prefix.replace("_", "\\_") + "%" for prefix in (TEMP_PREFIX, OLD_PREFIX)],
+            "AND datname NOT LIKE %s AND datname NOT LIKE %s AND datname NOT LIKE %s "
+            "ORDER BY datname",
+            [prefix.replace("_", "\\_") + "%" for prefix in (TEMP_PREFIX, OLD_PREFIX, KEPT_PREFIX)],
         )
     return [row[0] for row in rows]
 

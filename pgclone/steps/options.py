@@ -68,4 +68,6 @@ def resolve_restore_options(
         pre_swap_hooks=tuple(pre_swap_hooks),
         reversible=bool(reversible or configured.reversible),
         require_scrubbed=configured.require_scrubbed,
+        keep_copy=configured.keep_copy,
+        create_missing=configured.create_missing,
     )

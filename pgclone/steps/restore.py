@@ -38,12 +38,13 @@ from pgclone.pg import (
     driver,
     extensions,
     job_tables,
+    kept_copies,
     ownership,
     postgres,
     privileges,
 )
 from pgclone.sharing import requirement
-from pgclone.steps import routing
+from pgclone.steps import copying, kept, routing
 from pgclone.steps.restore_progress import RestoreWatch
 from pgclone.steps.restore_swap import (
     current_staging,
@@ -72,6 +73,7 @@ def fetch(job: Job) -> None:
     """Check the source before any database is created."""
     asked = payloads.restore_options(job)
     source = asked.source
+    copying.refuse_missing(job)
     if asked.reversible:
         with databases.maintenance(live_conn(job)) as connection:
             refuse_foreign_copies(connection, job)
@@ -192,6 +194,7 @@ def restore_temp(job: Job) -> None:
     source = asked.source
     with databases.maintenance(live) as connection:
         drop_own(connection, temp, job)  # left by an earlier attempt of this step
+    copied = False
     if not source.is_dump:
         with databases.maintenance(live) as connection:
             refuse_foreign_copy(connection, source, job)
@@ -199,19 +202,22 @@ def restore_temp(job: Job) -> None:
             ownership.set_mark(connection, temp, job.pk, live.name)
         job_tables.clear_job_tables(live, temp)
         message = f"Copied {source.name!r} into {temp}."
-    else:
+    else:  # a copy of the dump's kept copy, if it has a usable one
+        copied, message = kept.copy_kept(job, temp)
+    if source.is_dump and not copied:
         storage = storage_for(asked.storage_location)
         key = keys.parse_key(source.key)
         manifest = payloads.manifest_of(job)
         target = live.with_name(temp)
         if _unpacks(storage, manifest):
-            message = _restore_parallel(job, storage, key, manifest, target)
+            message += _restore_parallel(job, storage, key, manifest, target)
         else:
-            message = _restore_streamed(job, storage, key, manifest, target)
+            message += _restore_streamed(job, storage, key, manifest, target)
+        message += kept.keep_pending(job, temp)  # before the live database's settings
     # The pre-swap hooks must see the database as it will be once in place:
-    # with the live database's search_path and other settings.
+    # with the live database's search_path and other settings (a copy is the dump's own).
     with databases.maintenance(live) as connection:
-        carried = databases.carry_over(connection, live.name, temp)
+        carried = [] if asked.copy_to else databases.carry_over(connection, live.name, temp)
     if carried:
         message += " Kept the live database's " + ", ".join(carried) + "."
     jobs.set_step_message(job, "restore_temp", message)
@@ -414,7 +420,7 @@ def cleanup(job: Job) -> list[str]:
     live = live_conn(job)
     with databases.maintenance(live) as connection:
         if temp and not swapped_already(connection, job):
-            for name in (temp, current_staging(job)):
+            for name in (temp, current_staging(job), kept_copies.pending_name(job.pk)):
                 why = ownership.reason(connection, name, live.name, job.pk)
                 if why:
                     removed.append(f"(not {name}, which is not pgclone's: {why})")
@@ -443,7 +449,7 @@ WORKFLOW = workflow.Workflow(
         workflow.Step("pre_swap", pre_swap),
         # Stopping half-way through the swap would be the one way to leave things
         # worse than either finishing or not starting.
-        workflow.Step("swap", swap, cancellable=False),
+        workflow.Step("swap", kept.confirming(swap), cancellable=False),
     ),
     cleanup=cleanup,
     precondition=ensure_allowed,

@@ -23,7 +23,7 @@ from pgclone.engine import jobs, workflow
 from pgclone.exceptions import CommandFailed, DumpDamaged, HookFailed
 from pgclone.models import Job
 from pgclone.pg import databases, privileges, table_counts
-from pgclone.steps import restore
+from pgclone.steps import kept, restore
 from pgclone.steps.restore_swap import drop_own, live_conn
 from pgclone.storage import keys, signing, storage_for
 
@@ -116,9 +116,9 @@ WORKFLOW = workflow.Workflow(
     steps=(
         workflow.Step("fetch", _recorded(restore.fetch)),
         workflow.Step("restore_temp", _recorded(restore.restore_temp)),
-        workflow.Step("compare", _recorded(compare)),
+        workflow.Step("compare", _recorded(kept.keep_proved(compare))),
         workflow.Step("pre_swap", _recorded(restore.pre_swap)),
-        workflow.Step("record", record),
+        workflow.Step("record", kept.confirming(record)),
     ),
     cleanup=cleanup,
     precondition=ensure_allowed,

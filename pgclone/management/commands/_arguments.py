@@ -79,6 +79,26 @@ def _restore(add_parser: Callable[..., CommandParser]) -> None:
     add_run_mode(restore)
 
 
+def _copy(add_parser: Callable[..., CommandParser]) -> None:
+    copy = add_parser(
+        "copy",
+        help="Create a new database from a dump's kept copy (kept first if there is none): "
+        "owned by the role pgclone connects as, no hooks, no swap.",
+    )
+    copy.add_argument("target", help="A dump key, or a database name (its newest dump).")
+    copy.add_argument("new_name", metavar="NEWNAME", help="The database to create.")
+    copy.add_argument(
+        "--config",
+        help="A name from PGCLONE_RESTORE_CONFIGS whose dump checks apply (default: default).",
+    )
+    copy.add_argument(
+        "--database",
+        default="default",
+        help="Alias whose server and role the copy uses (default: default).",
+    )
+    add_run_mode(copy)
+
+
 def _ls(add_parser: Callable[..., CommandParser]) -> None:
     ls = add_parser("ls", help="List complete dumps in storage.")
     ls.add_argument("db_name", nargs="?", help="Only this database's dumps.")
@@ -221,6 +241,7 @@ def _prune(add_parser: Callable[..., CommandParser]) -> None:
 SUBCOMMANDS = (
     _dump,
     _restore,
+    _copy,
     _ls,
     _jobs,
     _show,

@@ -120,6 +120,17 @@ def local_table(sources: Sequence[tuple[str, str]], sizes: dict[str, int | None]
     return table(rows)
 
 
+def kept_table(copies: Sequence[Any]) -> list[str]:
+    """``ls --local --long``: pgclone's kept copies (``kept_copies.Found``), oldest first."""
+    if not copies:
+        return []
+    rows = [("KEPT COPY", "SIZE", "KEPT", "DUMP")]
+    for found in copies:
+        mark = found.mark
+        rows.append((found.name, humanize.human_bytes(found.size), mark.made, mark.key))
+    return ["", *table(rows)]
+
+
 def dump_key_line(job: Job) -> str:
     """A dump that did not succeed wrote no dump: its key names nothing in storage."""
     if not job.dump_key:

@@ -82,6 +82,15 @@ class Command(BaseCommand):
         }
         self._start(api.restore, request, options)
 
+    def handle_copy(self, options: dict[str, Any]) -> None:
+        request = {
+            "target": options["target"],
+            "new_name": options["new_name"],
+            "config": options["config"],
+            "database": options["database"],
+        }
+        self._start(api.copy, request, options)
+
     def _confirm(self, target: str, alias: str) -> None:
         """As the admin does: the database's name, typed, before it is replaced."""
         name = postgres.conn_info(alias).name
@@ -151,6 +160,8 @@ class Command(BaseCommand):
     def _describe(job: Job) -> str:
         if job.kind == Job.Kind.VERIFY:
             return f"Trial restore of {job.dump_key}"
+        if job.options.get("copy_to"):
+            return f"Copy of {job.dump_key} into {job.database_name!r}"
         return f"{job.kind.capitalize()} of database {job.database_name or job.database_alias!r}"
 
     def _report(self, job: Job) -> None:
@@ -165,6 +176,11 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Trial restore succeeded in {took}: {job.dump_key} restored into a scratch "
                 f"database (dropped since). {compared}. Recorded beside the dump."
+            )
+            return
+        if job.status == Job.Status.SUCCEEDED and job.options.get("copy_to"):
+            self.stdout.write(
+                f"Copy succeeded in {took}: database {job.database_name!r} holds {job.dump_key}"
             )
             return
         if job.status == Job.Status.SUCCEEDED:
@@ -189,6 +205,7 @@ class Command(BaseCommand):
             sources = api.local_sources(options["database"])
             if options["long"]:
                 lines = reporting.local_table(sources, api.local_sizes(options["database"]))
+                lines += reporting.kept_table(api.kept_copies(options["database"]))
             else:
                 lines = [t if t == f":{name}" else f"{t}  ({name})" for t, name in sources]
         elif options["only_db_names"]:
