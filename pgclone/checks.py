@@ -12,6 +12,7 @@ from pgclone import conf, configs
 from pgclone.engine.celery_app import celery_app_problem
 from pgclone.exceptions import ConfigurationError, PgCloneError
 from pgclone.pg import postgres
+from pgclone.steps import kept
 
 
 @checks.register("pgclone")
@@ -171,6 +172,11 @@ MINIMUM_DRIVERS = {"psycopg2": (2, 9, 9), "psycopg": (3, 1, 8)}
 
 def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+@checks.register("pgclone")
+def check_kept_copies(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    return kept.check_settings()
 
 
 @checks.register("pgclone")

@@ -49,11 +49,8 @@ def compress(
     SHA-256 of the zstd stream (checked once decrypted) and its recipients.
     """
     compressor = _compressor(level, threads).compressobj()
-    encrypting = (
-        age_streams.Encrypting(upload.write, encryption.encrypt_to(recipients))
-        if recipients
-        else None
-    )
+    to = encryption.encrypt_to(recipients) if recipients else None
+    encrypting = age_streams.Encrypting(upload.write, to) if to else None
     sink = encrypting or upload
     digest = hashlib.sha256()
     raw_size = size = 0
