@@ -160,8 +160,6 @@ PGCLONE_DUMP_CONFIGS = {
 }
 # tests/integration/test_parallel_restore.py's workers restore with these.
 PGCLONE_TEMP_DIR = os.environ.get("PGCLONE_TEST_TEMP_DIR") or None
-if os.environ.get("PGCLONE_TEST_RESTORE_JOBS"):
-    PGCLONE_RESTORE_JOBS = int(os.environ["PGCLONE_TEST_RESTORE_JOBS"])
 PGCLONE_RESTORE_CONFIGS = json.loads(os.environ.get("PGCLONE_TEST_RESTORE_CONFIGS", "{}"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TIME_ZONE = "UTC"

@@ -353,8 +353,8 @@ def _plural(count: int, word: str) -> str:
 def _restore_parallel(
     job: Job, storage: LocalStorage, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
-    """A plain dump made before the container: unpack it (checking it: nothing
-    is created from a damaged one), then create the temporary database and
+    """A plain dump made before the container (one pg_dump archive): unpack it
+    (checking it: nothing is created from a damaged one), then create the temporary database and
     restore into it with several jobs."""
     workdir = Path(tempfile.mkdtemp(prefix=unpack_prefix(job.pk), dir=conf.temp_dir()))
     # Recorded so that whoever cleans up after a lost worker knows where to look.
@@ -366,26 +366,14 @@ def _restore_parallel(
             )
         unpacked = workdir / "dump"
         progress = runner.Progress(job.pk, total=manifest.size, label="unpacking the dump")
-        checks = _checks(key, manifest, progress.add)
-        planned = manifest.format in containers.FORMATS
-        with storage.open(key) as source:
-            if planned:
-                unpacked.mkdir(mode=0o700)  # whatever the umask, as its files are 0600
-                plan = planned_restore.unpack(source, unpacked, checks)
-            else:
-                with open_private(unpacked) as out:
-                    streams.decompress(source, out.write, **checks)
+        with storage.open(key) as source, open_private(unpacked) as out:
+            streams.decompress(source, out.write, **_checks(key, manifest, progress.add))
         progress.flush()
         installed = _create_temp(job, target.name)
         with RestoreWatch(job.pk, live_conn(job), target.name, manifest.raw_size or 0):
-            if planned:
-                planned_restore.restore_unpacked(
-                    unpacked, plan, target, conf.restore_jobs(), installed
-                )
-            else:
-                path = str(unpacked)
-                argv = postgres.pg_restore_argv(target, jobs=conf.restore_jobs(), path=path)
-                restore_lists.run(argv, path=path, env=target.env(), edit=installed.edit)
+            path = str(unpacked)
+            argv = postgres.pg_restore_argv(target, jobs=conf.restore_jobs(), path=path)
+            restore_lists.run(argv, path=path, env=target.env(), edit=installed.edit)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         jobs.update_result(job, unpacked=None)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -39,7 +40,7 @@ from tests.helpers import (
     wait_for,
 )
 from tests.processes import own_queue, start_worker, stop_worker
-from tests.testapp.models import Author, Secret
+from tests.testapp.models import Secret
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -350,16 +351,17 @@ def limited_role():
     psql(f"DROP ROLE {LIMITED_ROLE}")
 
 
-def test_a_role_without_createdb(local_location, limited_role, test_database_name):
+def test_a_role_without_createdb(local_location, limited_role, target, monkeypatch):
     key = make_dump("never", local_location)
-    Author.objects.create(name="still here")
-    before = fingerprint(test_database_name)
+    # The restore target, an existing database, seen by a role that may not create one.
+    monkeypatch.setitem(settings.DATABASES["limited"], "NAME", target)
+    before = fingerprint(target)
 
     job = api.restore(key, database="limited", inline=True)
 
     assert job.status == Job.Status.FAILED
     assert "permission denied to create database" in job.error
-    assert fingerprint(test_database_name) == before and pgclone_databases() == []
+    assert fingerprint(target) == before and pgclone_databases() == []
 
 
 @pytest.fixture

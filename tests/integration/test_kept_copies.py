@@ -91,7 +91,7 @@ def test_the_second_restore_copies_the_kept_copy_and_runs_its_hooks_on_the_new_d
 
     first, job = restore()
     name = kept_name(job)
-    assert "with pg_restore" in first.stdout and "kept copy" not in first.stdout
+    assert "pg_restore of the schema" in first.stdout and "kept copy" not in first.stdout
     wait_for(lambda: "kept a copy" in swap_message(job), what="the copy kept")
     assert f"kept a copy of {key} as {name}" in swap_message(job)
     # pgclone's own, closed, not a template, no CONNECT for PUBLIC, marked with the dump.
@@ -203,7 +203,7 @@ def test_a_database_of_the_kept_name_made_by_another_role_is_never_used_nor_drop
     assert job.status == Job.Status.SUCCEEDED, job.error
     loaded = job.steps.get(name="restore_temp").message
     assert f"Did not use {name!r} as the kept copy of {key}: it is owned by {tenant.name}" in loaded
-    assert "with pg_restore" in loaded
+    assert "pg_restore of the schema" in loaded
     assert authors(TARGET) == ["ann"]
     message = wait_for(lambda: "kept no copy" in swap_message(job) and swap_message(job))
     assert f"a database {name!r} exists and is not pgclone's" in message
@@ -262,7 +262,7 @@ def test_copy_makes_the_kept_copy_first_then_copies_it(
 
     assert made.returncode == 0, made.stdout + made.stderr
     assert "Copy succeeded in" in made.stdout and f"database {first!r} holds {key}" in made.stdout
-    assert "with pg_restore" in made.stdout and "No hooks configured" in made.stdout
+    assert "pg_restore of the schema" in made.stdout and "No hooks configured" in made.stdout
     assert authors(first) == ["ann"] and psql(MARKS, first) == ""
     seen = catalog(first)
     assert seen["owner"] == "postgres" and seen["connections"] == "t" and seen["comment"] == ""
