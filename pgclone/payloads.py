@@ -134,6 +134,9 @@ class Manifest:
     # An encrypted dump: {"method": "age", "recipients": [public keys]}; None when plain.
     encryption: dict[str, Any] | None = None
     plaintext_sha256: str | None = None  # of the zstd stream age encrypted
+    # A container's pre-data archive (the SQL that creates its tables, functions…):
+    # checked before it runs, as a dump read from S3 is checked whole only at its end.
+    pre_data_sha256: str | None = None
     # A planned dump (format pgclone-plan-2, or -1 before): what its config did to the data, and
     # its plan ({"digest", "scrub_key_id", "tables", "rows"}; never the key).
     scrubbed: bool = False
@@ -167,7 +170,8 @@ class Manifest:
         data["exclude_models"] = list(self.exclude_models)
         data["excluded_tables"] = list(self.excluded_tables)
         optional = ("signature", "signing_key_id", "raw_size", "tables", "encryption")
-        for name in (*optional, "plaintext_sha256", "plan", "leak_proof", "accounts"):
+        later = ("plaintext_sha256", "plan", "leak_proof", "accounts", "pre_data_sha256")
+        for name in (*optional, *later):
             if data[name] is None:
                 del data[name]  # as manifests without them were written
         return {**self.extra, **data}

@@ -96,6 +96,7 @@ class ContainerPipe:
     def __init__(self, depth: int = SOURCE_WRITES) -> None:
         self.rows: dict[tuple[str, str], int] = {}
         self.proof: dict[str, Any] | None = None  # the leak proof's, once it passed
+        self.pre_data_sha256: str | None = None  # of the pre-data archive, once written
         self.error: BaseException | None = None
         self._items: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = False  # by the reader: the writer stops
@@ -269,8 +270,10 @@ class Writer:
         running = len(threads)
         failed_at = None
         try:
-            tar.copy(containers.PRE_DATA, self.started.pre_data.stdout)
+            pre_data = containers.Hashed(self.started.pre_data.stdout)
+            tar.copy(containers.PRE_DATA, pre_data)
             programs.ended(self.started.pre_data)
+            self.source.pre_data_sha256 = pre_data.hexdigest()
             while running:
                 if self.failures:  # what stopped the dump, not what stopping it caused
                     failed_at = failed_at or time.monotonic()

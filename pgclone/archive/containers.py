@@ -46,6 +46,7 @@ format it doesn't know.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -123,6 +124,22 @@ class TarWriter:
     def close(self) -> None:
         """The end-of-archive marker, padded to a whole record as tar writes it."""
         self._write(bytes(tarfile.RECORDSIZE))
+
+
+class Hashed:
+    """A readable whose bytes are hashed (SHA-256) as they are read."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._digest.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 class Chunks:

@@ -89,6 +89,7 @@ class _Written:
     rows: dict[tuple[str, str], int]  # the rows of the tables a plan wrote
     proof: dict[str, Any] | None = None  # the leak proof's sample, result and time
     accounts: dict[str, Any] | None = None  # the manifest's: who could sign in to the admin
+    pre_data_sha256: str | None = None  # the container's pre-data archive's
 
 
 @dataclasses.dataclass
@@ -180,7 +181,8 @@ def _write(
     jobs.update_result(job, staged=handle)  # from here on, cleanup can discard it
     progress.flush()
     proof = getattr(archive.source, "proof", None)
-    return _Written(stats, tables, dict(archive.rows), proof, _accounts(prepared, found))
+    pre_data = getattr(archive.source, "pre_data_sha256", None)
+    return _Written(stats, tables, dict(archive.rows), proof, _accounts(prepared, found), pre_data)
 
 
 def _counted_in_snapshot(prepared: _Prepared) -> bool:
@@ -214,6 +216,7 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
         excluded_tables=prepared.left_out,
         tables=[table.to_dict() for table in written.tables],
         accounts=written.accounts,
+        pre_data_sha256=written.pre_data_sha256,
         **stats,
     )
     jobs.update_result(job, format=containers.FORMAT)
@@ -339,6 +342,7 @@ def upload(job: Job) -> None:
         plan=result.get("plan"),
         leak_proof=_manifest_proof(result.get("leak_proof")),
         accounts=result.get("accounts"),
+        pre_data_sha256=result.get("pre_data_sha256"),
     ).to_dict()
     manifest = signing.sign(manifest)  # with PGCLONE_SIGNING_KEY: covers sha256 and sizes
     storage.complete(handle, manifest)

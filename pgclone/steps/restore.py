@@ -110,12 +110,17 @@ def fetch(job: Job) -> None:
     checked = "complete"
     if _unpacks(storage, manifest):
         checked = "complete (its checksum is checked as it is unpacked)"
-    elif isinstance(storage, LocalStorage):
+    elif isinstance(storage, LocalStorage) or not manifest.pre_data_sha256:
         # Reading a local file twice is cheap: check it before creating anything.
-        # A dump from S3 is checked as it streams, before the swap.
+        # From S3, a container whose manifest names its pre-data's SHA-256 is
+        # checked as it streams (the SQL it holds runs only once checked, its
+        # rows are swapped in only once the whole dump is); any other dump
+        # holds SQL that would run before its end: it is read twice.
         with storage.open(key) as source:
             streams.verify(source, manifest.sha256)
         checked = "its checksum verified"
+        if not isinstance(storage, LocalStorage):
+            checked += " (read whole before anything of it runs)"
     jobs.update_result(job, manifest=stored)
     size = human_bytes(manifest.size)
     jobs.set_step_message(job, "fetch", f"{key} ({size}) found, {checked}.{decryptable}")
@@ -323,7 +328,9 @@ def _restore_in_sessions(
     jobs.update_result(job, unpacked={"host": socket.gethostname(), "path": str(workdir)})
     try:
         installed = _create_temp(job, target.name)
-        restore = parallel_restore.ParallelRestore(target, sessions, workdir, installed)
+        restore = parallel_restore.ParallelRestore(
+            target, sessions, workdir, installed, pre_data_sha256=manifest.pre_data_sha256
+        )
         with (
             RestoreWatch(
                 job.pk, live_conn(job), target.name, manifest.raw_size or 0, loaded=restore.loaded

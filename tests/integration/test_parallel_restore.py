@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,8 +295,9 @@ def test_a_tables_members_load_in_any_session_and_a_bad_row_stops_them_all(tmp_p
         )
         assert psql("SELECT last_value FROM counter", into) == "41"
         assert psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", into) == "1"
-        files = [(path.name, path.stat().st_mode & 0o777) for path in work.iterdir()]
-        assert files == [("post-data", 0o600)]  # the one file: the post-data archive
+        files = sorted((path.name, path.stat().st_mode & 0o777) for path in work.iterdir())
+        # The archives of SQL, kept till they are checked; never a table's rows.
+        assert files == [("post-data", 0o600), ("pre-data", 0o600), ("rest", 0o600)]
 
         psql("DROP TABLE other, planned; DROP SEQUENCE counter", into)
         restore = parallel_restore.ParallelRestore(conn, 2, work)
@@ -385,6 +387,114 @@ def test_a_member_whose_checksum_is_wrong_fails_before_the_swap(
 
     assert "The dump is damaged: its SHA-256 is" in job.error
     assert job.steps.get(name="restore_temp").status == JobStep.Status.FAILED
+    assert_left_nothing(job, target, scratch)
+
+
+# A storage writer's SQL ----------------------------------------------------------------
+
+PADDING = "p" * 120  # a comment on a table, in the pre-data: SQL of the length to replace
+
+
+@pytest.fixture
+def commented(test_database_name: str) -> Iterator[None]:
+    psql(f"COMMENT ON TABLE testapp_author IS '{PADDING}'", test_database_name)
+    yield
+    psql("COMMENT ON TABLE testapp_author IS NULL", test_database_name)
+
+
+@pytest.fixture
+def planted() -> Iterator[str]:
+    """The name of the database the planted SQL would create; dropped if it did."""
+    name = f"pgclone_planted_{os.urandom(4).hex()}"
+    yield name
+    psql(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def plant(stored: bytes, database: str) -> bytes:
+    """The stored dump with the comment's statement in its pre-data replaced by
+    ``CREATE DATABASE``, at the same length (pg_restore runs each entry's SQL as
+    it finds it), recompressed and padded with a zstd skippable frame to the
+    size the manifest records: a change only the dump's checksums can reveal."""
+
+    def change(raw: bytes) -> bytes:
+        comment = f"COMMENT ON TABLE public.testapp_author IS '{PADDING}';".encode()
+        assert raw.count(comment) == 1
+        statement = f"CREATE DATABASE {database} /*".encode()
+        statement += b"x" * (len(comment) - len(statement) - 3) + b"*/;"
+        return raw.replace(comment, statement)
+
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored)).read()
+    changed = zstandard.ZstdCompressor(level=19, write_checksum=True).compress(change(raw))
+    room = len(stored) - len(changed) - 8
+    assert room >= 0
+    return changed + b"\x50\x2a\x4d\x18" + room.to_bytes(4, "little") + bytes(room)
+
+
+def replace_object(moto_server: str, location: str, key: str, change: Any) -> dict[str, Any]:
+    """Put ``change(the stored dump)`` in its place in S3; its manifest, as stored."""
+    bucket, prefix = location.removeprefix("s3://").split("/", 1)
+    client = s3_client(moto_server)
+    stored = client.get_object(Bucket=bucket, Key=f"{prefix}/{key}")["Body"].read()
+    changed = change(stored)
+    assert len(changed) == len(stored)
+    client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=changed)
+    return json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/{key}.json")["Body"].read())
+
+
+def database_exists(name: str) -> bool:
+    return psql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == "1"
+
+
+def test_sql_a_storage_writer_puts_in_the_pre_data_never_runs(
+    s3_location, moto_server, target, scratch, settings, commented, planted
+):
+    """Someone who can write to the bucket, without the signing key, changes a
+    dump's pre-data so that restoring it creates a database. The dump's SHA-256
+    is known only once it is all read; the pre-data's, which the signed
+    manifest names, is checked before pg_restore runs any of it."""
+    settings.PGCLONE_SIGNING_KEY = "pre-data test key"
+    key = make_dump("planted", s3_location)
+
+    manifest = replace_object(moto_server, s3_location, key, lambda data: plant(data, planted))
+    job = api.restore(key, database="target", inline=True, pre_swap_hooks=[])
+
+    assert manifest["signature"] and manifest["pre_data_sha256"]
+    assert not database_exists(planted)
+    assert "The dump is damaged: its pre-data archive's SHA-256 is" in job.error
+    assert "Nothing of it was run" in job.error
+    assert_left_nothing(job, target, scratch)
+
+
+def test_a_dump_whose_manifest_names_no_pre_data_checksum_is_read_whole_first(
+    s3_location, moto_server, target, scratch, settings, commented, planted
+):
+    """A dump made before manifests named their pre-data's SHA-256 (the field
+    left out, the manifest signed again as that pgclone signed it): from S3 it
+    is read whole and checked in fetch, before anything is created or run."""
+    from pgclone.storage import signing
+
+    settings.PGCLONE_SIGNING_KEY = "pre-data test key"
+    key = make_dump("older", s3_location)
+    bucket, prefix = s3_location.removeprefix("s3://").split("/", 1)
+    client = s3_client(moto_server)
+    name = f"{prefix}/{key}.json"
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=name)["Body"].read())
+    older = {k: v for k, v in manifest.items() if k not in ("pre_data_sha256", "signature")}
+    client.put_object(Bucket=bucket, Key=name, Body=json.dumps(signing.sign(older)))
+
+    job = api.restore(key, database="target", inline=True, pre_swap_hooks=[])  # untouched
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert "(read whole before anything of it runs)" in job.steps.get(name="fetch").message
+    assert authors(target) == ["older"]
+    psql("TRUNCATE testapp_author CASCADE", target)
+    psql("INSERT INTO testapp_author (name) VALUES ('target-only')", target)
+
+    replace_object(moto_server, s3_location, key, lambda data: plant(data, planted))
+    job = api.restore(key, database="target", inline=True, pre_swap_hooks=[])
+
+    assert "The dump is damaged" in job.error and "SHA-256" in job.error
+    assert job.steps.get(name="fetch").status == JobStep.Status.FAILED
+    assert not database_exists(planted)
     assert_left_nothing(job, target, scratch)
 
 

@@ -83,3 +83,20 @@ def test_the_accounts_count_is_kept_and_signed_and_older_manifests_read_as_befor
         signing.check(keys.parse_key(manifest["key"]), Manifest.from_dict(manifest).to_dict())
     raised = {**counted, "accounts": {**accounts, "count": 3}}
     assert signing.signature_of(raised) is signing.Signature.MISMATCH
+
+
+def test_the_pre_data_checksum_is_signed_and_older_manifests_read_without_it(settings):
+    settings.PGCLONE_SIGNING_KEY = "k" * 32
+    fields = {
+        "key": "shop/20260101T000000.000000Z.default.dump", "database": "shop",
+        "config": "default", "created": "2026-01-01T00:00:00+00:00", "size": 10,
+        "sha256": "0" * 64,
+    }  # fmt: skip
+    older = signing.sign(Manifest(**fields).to_dict())
+    named = signing.sign(Manifest(**fields, pre_data_sha256="1" * 64).to_dict())
+
+    assert "pre_data_sha256" not in older and Manifest.from_dict(older).pre_data_sha256 is None
+    assert Manifest.from_dict(older).to_dict() == older
+    assert Manifest.from_dict(named).pre_data_sha256 == "1" * 64
+    changed = {**named, "pre_data_sha256": "2" * 64}  # a storage writer's, for its own SQL
+    assert signing.signature_of(changed) is signing.Signature.MISMATCH
