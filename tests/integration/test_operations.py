@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,31 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=20)
 
 
+def drain(worker) -> None:
+    """Beat stopped, what it enqueued is dropped and the worker finishes what it
+    took: a scheduled dump still running when the test ends holds locks that the
+    test's flush of the database waits for, while the dump waits for that flush
+    to record its progress."""
+    from celery import Celery
+
+    from tests.celery_app import app
+
+    control = Celery(broker=app.conf.broker_url, set_as_current=False)
+    try:
+        with control.connection_for_write() as connection:
+            connection.default_channel.queue_purge(os.environ["PGCLONE_TEST_QUEUE"])
+
+        def idle() -> bool:
+            inspect = control.control.inspect(destination=[worker.name], timeout=1)
+            busy = [*((inspect.active() or {}).get(worker.name) or [])]
+            busy += (inspect.reserved() or {}).get(worker.name) or []
+            return not busy and not Job.objects.filter(status__in=Job.ACTIVE).exists()
+
+        wait_for(idle, timeout=120, what="the worker to end the scheduled dumps it took")
+    finally:
+        control.close()
+
+
 def scheduled_dumps_succeed(worker) -> list[Job]:
     done = Job.objects.filter(
         kind=Job.Kind.DUMP, requested_by="celery beat", status=Job.Status.SUCCEEDED
@@ -184,6 +210,7 @@ def test_beat_schedule_in_settings_enqueues_dump_jobs(celery_worker, test_databa
         jobs = wait_for(lambda: scheduled_dumps_succeed(celery_worker), timeout=60, what="dumps")
     finally:
         stop(beat)
+        drain(celery_worker)
     assert {job.config_name for job in jobs} == {"kept"}
     storage = storage_for(celery_worker.storage)
     assert {job.dump_key for job in jobs} & {str(k) for k in storage.list_keys()}
@@ -213,6 +240,7 @@ def test_django_celery_beat_periodic_task_enqueues_dump_jobs(
         jobs = wait_for(lambda: scheduled_dumps_succeed(celery_worker), timeout=60, what="dumps")
     finally:
         stop(beat)
+        drain(celery_worker)
     assert all(job.config_name == "kept" for job in jobs)
     storage = storage_for(celery_worker.storage)
     for key in storage.list_keys():
