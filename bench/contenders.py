@@ -7,17 +7,19 @@ django-pgclone, the third kind, is in ``bench/django_pgclone.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from psycopg2 import sql
 
 from bench.harness import wait_for
-from bench.postgres import drop_database, execute
+from bench.postgres import connect, drop_database, execute
 from bench.probes import SwapProbe
 from bench.session import Bench, Worker
 from pgclone.pg import databases
@@ -70,12 +72,14 @@ def pgclone_job(
     *,
     probe: bool = False,
     memory: str | None = None,
+    then: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """``manage.py pgclone ARGS --wait`` through ``worker``: a user's wait, end to end.
 
     Records ``<name>_s`` (the command), ``<name>_job_s`` (the job alone), the
     worker's memory peaks under ``<memory or name>_…_mb`` and, with ``probe``,
-    the swap gap a reconnecting client saw.
+    the swap gap a reconnecting client saw. ``then`` runs as soon as the
+    command has returned, before the worker's drop of the replaced database.
     """
     worker.sampler.reset()
     prober = SwapProbe(bench.db["target"]) if probe else None
@@ -83,6 +87,8 @@ def pgclone_job(
         seconds = bench.manage(*args, "--wait", worker=worker, name=name)
     finally:
         gap = prober.stop() if prober else None
+    if then is not None:
+        then()
     job = last_job(bench)
     wait_for_drops(job)
     bench.record(f"{name}_s", seconds)
@@ -189,3 +195,71 @@ def template_copy(bench: Bench) -> None:
     name = bench.new_database("copy", template=bench.db["data"])
     bench.record("template_copy_s", time.perf_counter() - started)
     drop_database(name)
+
+
+# kept copies ------------------------------------------------------------------
+
+
+def kept_copy_of(bench: Bench, job: dict[str, Any]) -> str:
+    """The kept copy ``job`` (a restore with ``keep_copy``) made: its worker
+    renames it into place once the job is recorded succeeded, before it drops
+    the replaced database (which ``pgclone_job`` waited for)."""
+    rows = execute(
+        sql.SQL(
+            "SELECT j.result->>'kept_copy', s.message FROM pgclone_job j "
+            "JOIN pgclone_jobstep s ON s.job_id = j.id AND s.name = 'swap' WHERE j.id = {}"
+        ).format(sql.Literal(job["id"])),
+        bench.db["jobs"],
+    )
+    name, message = rows[0]
+    if not name:
+        raise RuntimeError(f"job {job['id']} kept no copy: {message}")
+    return name
+
+
+def restore_temp_step(bench: Bench, job: dict[str, Any], name: str) -> str:
+    """Record how long ``job``'s ``restore_temp`` step took (the load, or the
+    FILE_COPY of a kept copy) as ``{name}_restore_temp_s``; its message."""
+    rows = execute(
+        sql.SQL(
+            "SELECT message, extract(epoch FROM finished_at - started_at) FROM pgclone_jobstep "
+            "WHERE job_id = {} AND name = 'restore_temp'"
+        ).format(sql.Literal(job["id"])),
+        bench.db["jobs"],
+    )
+    message, seconds = rows[0]
+    bench.record(f"{name}_restore_temp_s", float(seconds))
+    return message
+
+
+def require_kept_copy_used(bench: Bench, job: dict[str, Any], kept: str, name: str) -> None:
+    """A restore timed as one from the kept copy must have copied it (the server
+    is shared: another's eviction could have dropped it)."""
+    message = restore_temp_step(bench, job, name)
+    if f"from the kept copy {kept} " not in message:
+        raise RuntimeError(f"job {job['id']} did not restore from {kept}: {message}")
+
+
+def checkpoint(bench: Bench, label: str) -> None:
+    """``psql -c CHECKPOINT``, recorded as ``{label}_s``."""
+    argv = ["psql", "-X", "-d", "postgres", "-c", "CHECKPOINT"]
+    bench.record(f"{label}_s", bench.run(argv, name=label))
+
+
+def file_copy(bench: Bench, template: str) -> None:
+    """``psql -c 'CREATE DATABASE … TEMPLATE template STRATEGY FILE_COPY'`` (its drop
+    untimed), recorded as ``kept_file_copy_s``: what a copy of a kept copy costs at best."""
+    name = bench.db["copy"]
+    drop_database(name)
+    bench.databases.add(name)
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+        sql.Identifier(name), sql.Identifier(template)
+    )
+    argv = ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", _as_text(statement)]
+    bench.record("kept_file_copy_s", bench.run(argv, name="kept_file_copy"))
+    drop_database(name)
+
+
+def _as_text(statement: sql.Composable) -> str:
+    with contextlib.closing(connect()) as conn:
+        return statement.as_string(conn)

@@ -80,6 +80,29 @@ class Ratio(Measure):
 
 
 @dataclass(frozen=True)
+class RatioToSum(Measure):
+    """The median of one timing over the sum of others' medians: a whole against
+    the parts it should cost at most."""
+
+    of: str
+    parts: tuple[str, ...]
+
+    def __call__(self, m: Measured) -> float | None:
+        medians = [m.median(part) for part in self.parts]
+        if any(median is None for median in medians):
+            return None
+        return ratio(m.median(self.of), sum(medians))
+
+    def describe(self) -> str:
+        parts = " + ".join(f"median `{part}`" for part in self.parts)
+        return f"median `{self.of}` / ({parts})"
+
+    def detail(self, m: Measured) -> str:
+        parts = " + ".join(f"{fmt(m.median(part))} s" for part in self.parts)
+        return f"{fmt(m.median(self.of))} s vs {parts}"
+
+
+@dataclass(frozen=True)
 class WithoutPart(Measure):
     """A timing over itself less a part of it (the leak proof in a scrubbed dump):
     how much longer the whole is for that part."""

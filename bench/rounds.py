@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench import contenders, django_pgclone
 from bench.harness import log
+from bench.kept_round import kept_round
 from bench.postgres import build_database, drop_database, execute
 from bench.session import BENCH, Bench, Worker
 from bench.sharing_round import sharing_round
@@ -292,6 +293,7 @@ def execute_all(bench: Bench) -> None:
             sharing_round(bench, main)
             one_table_round(bench, main)
             local_round(bench, main)
+            kept_round(bench, main)
             swap_round(bench, main)
             overhead_round(bench, main)
             if bench.with_3x:
@@ -308,5 +310,6 @@ ONE_ROUND = {
     "sharing": sharing_round,
     "swap": swap_round,
     "overhead": overhead_round,
+    "kept": kept_round,
 }
 ROUNDS = tuple(ONE_ROUND)

@@ -13,6 +13,9 @@ several times and alternately in one run:
   against ``pg_restore -j 2``;
 - local restore (``restore :NAME``) against ``CREATE DATABASE ... TEMPLATE ...
   STRATEGY FILE_COPY``;
+- kept copies: a restore from a dump's kept copy against ``restore :NAME``,
+  the FILE_COPY it runs and the same restore without it; ``copy KEY
+  NEWNAME``; the first restore that keeps a copy;
 - the longest gap a client reconnecting every 5 ms sees during restores;
 - the worker's peak memory, at the default size and three times it;
 - fixed overhead: an empty database's dump, and enqueue-to-start latency.

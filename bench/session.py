@@ -27,6 +27,7 @@ from bench.harness import log
 from bench.postgres import create_database, drop_database, execute, pg_env
 from bench.probes import MemorySampler
 from pgclone.archive import encryption
+from pgclone.pg import kept_copies
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -67,6 +68,8 @@ class Bench:
         self.work = BENCH / ".work" / self.session
         self.logs = self.work / "logs"
         self.db = {role: f"{PREFIX}{self.session}_{role}" for role in ROLES}
+        # What ``copy KEY NEWNAME`` makes: a user's name (pgclone_ names are pgclone's).
+        self.copy_name = f"bench_{self.session}_copy"
         self.bucket = f"pgclone-bench-{self.session}"
         self.moto: str | None = None
         self.legacy_python: Path | None = None
@@ -242,13 +245,15 @@ class Bench:
         if self.keep_logs and self.logs.exists():
             with contextlib.suppress(OSError):
                 shutil.copytree(self.logs, self.keep_logs / f"logs-{self.session}")
-        leftovers: list[str] = []
+        leftovers: list[str] = [self.copy_name]
         with contextlib.suppress(Exception):
             rows = execute(
-                "SELECT result->>'temp_database' FROM pgclone_job WHERE result ? 'temp_database'",
+                "SELECT result->>'temp_database', result->>'kept_pending' FROM pgclone_job",
                 self.db["jobs"],
             )
-            leftovers = [row[0] for row in rows if row[0]]
+            leftovers += [name for row in rows for name in row if name]
+        with contextlib.suppress(Exception):
+            leftovers += self.kept_copies()
         for name in sorted({*self.databases, *leftovers, *self.db.values()}):
             if name.startswith(PREFIX) or name in leftovers:
                 with contextlib.suppress(Exception):
@@ -264,6 +269,19 @@ class Bench:
         shutil.rmtree(self.work, ignore_errors=True)
         with contextlib.suppress(OSError):
             (BENCH / ".work").rmdir()
+
+    def kept_copies(self) -> list[str]:
+        """pgclone's kept copies of this run's dumps (their mark names its storage)."""
+        rows = execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE datname LIKE 'pgclone\\_kept\\_%'"
+        )
+        ours = []
+        for name, comment in rows:
+            mark = kept_copies.read_mark(comment)
+            if mark and mark.location.startswith(str(self.work)):
+                ours.append(name)
+        return ours
 
     def remove_broker_keys(self) -> None:
         """What the Redis broker keeps of this run's queues (their bindings)."""

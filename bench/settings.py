@@ -79,8 +79,15 @@ PGCLONE_DUMP_CONFIGS = {
     },
     "subset": {"subset": {"shop.Customer": {"percent": 10}}},
 }
-# Restores without hooks: the bench measures pgclone, not `migrate`.
-PGCLONE_RESTORE_CONFIGS = {"default": {"pre_swap_hooks": []}}
+# Restores without hooks: the bench measures pgclone, not `migrate`. The kept
+# round's first restores keep a copy of what they loaded.
+PGCLONE_RESTORE_CONFIGS = {
+    "default": {"pre_swap_hooks": []},
+    "keep": {"pre_swap_hooks": [], "keep_copy": True},
+}
+# The server is shared (tests, other runs): the bench's kept copies must not
+# make it drop another's, oldest first, under the default limit of 5.
+PGCLONE_KEPT_COPIES = 1000
 # The bench builds its own databases as the server's superuser and restores
 # only dumps of them: allowed here, and the warning about it silenced.
 PGCLONE_ALLOW_SUPERUSER_RESTORE = True

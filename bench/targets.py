@@ -25,6 +25,7 @@ from bench.measures import (
     Median,
     Peak,
     Ratio,
+    RatioToSum,
     SizeRatio,
     WithoutPart,
     fmt,
@@ -115,6 +116,22 @@ def _local_restore_detail(m: Measured) -> str:
     return (
         f"{fmt(m.median('local_restore_s'))} s vs {fmt(copy)} s; the job "
         f"alone {fmt(job)} s ({fmt(ratio(job, copy))} x)"
+    )
+
+
+def _from_kept_detail(m: Measured) -> str:
+    whole, local = m.median("kept_from_restore_s"), m.median("kept_local_restore_s")
+    return (
+        f"{fmt(whole)} s vs {fmt(local)} s; without the kept copy "
+        f"{fmt(m.median('kept_plain_restore_s'))} s"
+    )
+
+
+def _from_kept_job_detail(m: Measured) -> str:
+    job, copy = m.median("kept_from_restore_job_s"), m.median("kept_file_copy_s")
+    return (
+        f"the job {fmt(job)} s vs {fmt(copy)} s; `restore :NAME`'s job "
+        f"{fmt(m.median('kept_local_restore_job_s'))} s"
     )
 
 
@@ -345,6 +362,53 @@ TARGETS: list[Target] = [
         1.2,
         "x",
         detail=_local_restore_detail,
+    ),
+    Target(
+        "restore from a kept copy / restore :NAME",
+        "`pgclone restore KEY --wait` of a dump whose kept copy exists, end to end, against "
+        "`pgclone restore :DATA --wait` of the same data, alternately in the kept round",
+        Ratio("kept_from_restore_s", "kept_local_restore_s"),
+        1.1,
+        "x",
+        detail=_from_kept_detail,
+    ),
+    Target(
+        "restore job from a kept copy / FILE_COPY",
+        "that restore's job alone against `psql -c 'CREATE DATABASE … TEMPLATE kept "
+        "STRATEGY FILE_COPY'` of the kept copy",
+        Ratio("kept_from_restore_job_s", "kept_file_copy_s"),
+        1.5,
+        "x",
+        detail=_from_kept_job_detail,
+    ),
+    Target(
+        "restore without a kept copy / restore from it",
+        "`pgclone restore KEY --wait` of a dump that has no kept copy against the same "
+        "restore of a dump of the same data that has one: how many times faster the copy is",
+        Ratio("kept_plain_restore_s", "kept_from_restore_s"),
+        8.0,
+        "x",
+        at_least=True,
+    ),
+    Target(
+        "copy KEY NEWNAME / FILE_COPY + start-up",
+        "`pgclone copy KEY NEWNAME --wait` of a dump whose kept copy exists against that "
+        "FILE_COPY plus a command's start-up (`manage.py pgclone jobs --limit 1`)",
+        RatioToSum("kept_copy_s", ("kept_file_copy_s", "kept_startup_s")),
+        1.2,
+        "x",
+    ),
+    Target(
+        "first restore keeping a copy / restore + CHECKPOINT + FILE_COPY",
+        "a restore with `keep_copy: true` of a dump without a kept copy against the same "
+        "restore without keeping plus a `CHECKPOINT` just after it and the FILE_COPY of "
+        "the kept copy",
+        RatioToSum(
+            "kept_first_restore_s",
+            ("kept_plain_restore_s", "kept_checkpoint_s", "kept_file_copy_s"),
+        ),
+        1.0,
+        "x",
     ),
     Target(
         "longest swap gap (max over restores)",

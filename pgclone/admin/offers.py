@@ -1,9 +1,11 @@
 """What the admin offers to restore: the dumps in storage and the copies on the
-server, each with who made it and when, and the refusal of a restore into the
-admin's own database that would leave no account able to sign in to it."""
+server, each with who made it and when, the dumps' kept copies, and the refusal
+of a restore into the admin's own database that would leave no account able to
+sign in to it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,11 +15,11 @@ from django.contrib.auth import get_user_model
 from django.db import router
 from django.utils import timezone
 
-from pgclone import api, conf, payloads
+from pgclone import api, conf, humanize, payloads
 from pgclone.exceptions import DumpNotFound, PgCloneError, RestoreRefused
 from pgclone.models import Job
 from pgclone.payloads import Manifest
-from pgclone.pg import accounts, databases, postgres
+from pgclone.pg import accounts, databases, kept_copies, postgres
 from pgclone.sharing import requirement
 from pgclone.storage import get_storage, keys
 from pgclone.storage.base import DumpInfo
@@ -177,6 +179,66 @@ def copies_offered() -> list[Copy]:
             for target in kept
         ]
         found += [Copy(alias, target, copy_label(target), "", None) for target in sources]
+    return found
+
+
+# The dumps' kept copies (``keep_copy: true``) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeptCopy:
+    """One of pgclone's kept copies, on the server of ``aliases``."""
+
+    aliases: tuple[str, ...]
+    found: kept_copies.Found
+
+    @property
+    def key(self) -> str:
+        return self.found.mark.key if self.found.mark else ""
+
+    @property
+    def size(self) -> str:
+        return humanize.human_bytes(self.found.size)
+
+    @property
+    def made(self) -> dt.datetime | None:
+        mark = self.found.mark
+        try:
+            return dt.datetime.fromisoformat(mark.made) if mark else None
+        except ValueError:
+            return None
+
+    @property
+    def age(self) -> str:
+        """How long ago it was kept: "3m ago"."""
+        made = self.made
+        return f"{humanize.human_age((timezone.now() - made).total_seconds())} ago" if made else "-"
+
+    @property
+    def servers(self) -> str:
+        return ", ".join(self.aliases)
+
+    def of(self, location: str) -> bool:
+        """Whether it is the copy of a dump of the storage at ``location``."""
+        return self.found.mark is not None and self.found.mark.location == location
+
+
+def kept_copies_on_servers() -> list[KeptCopy]:
+    """pgclone's kept copies on each server the project's aliases name, oldest
+    first, as ``ls --local --long`` lists them; a server that can't be reached
+    shows none."""
+    servers: dict[tuple[str, str], list[str]] = {}
+    for alias, _ in postgres_aliases():
+        conn = postgres.conn_info(alias)
+        servers.setdefault((conn.host, conn.port), []).append(alias)
+    found = []
+    for aliases in servers.values():
+        try:
+            copies = api.kept_copies(aliases[0])
+        except PgCloneError as exc:
+            logger.warning("pgclone admin: can't list the kept copies of %r: %s", aliases[0], exc)
+            continue
+        found += [KeptCopy(tuple(aliases), copy) for copy in copies]
     return found
 
 

@@ -75,10 +75,11 @@ def _health_lines(infos: list[DumpInfo]) -> list[tuple[str, SafeString]]:
     return lines
 
 
-def _row(info: DumpInfo, restorable: set[str]) -> dict[str, Any]:
+def _row(info: DumpInfo, restorable: set[str], kept: list[offers.KeptCopy]) -> dict[str, Any]:
     trial = health.trial_of(info)
     return {
         "info": info,
+        "kept": kept,
         "trial": trial,
         "trial_text": trial_text(trial),
         "data": ", ".join(offers.data_flags(info)) or "-",
@@ -89,16 +90,19 @@ def _row(info: DumpInfo, restorable: set[str]) -> dict[str, Any]:
 
 
 def dumps_context(can_restore: bool) -> dict[str, Any]:
-    """The dumps page: where the storage is, each database's health and dumps."""
+    """The dumps page: where the storage is, each database's health and dumps,
+    and the dumps' kept copies on the servers."""
     groups: dict[str, list] = {}
     storage_error, location, healths = "", conf.storage_location(), []
+    kept = offers.kept_copies_on_servers()
     try:
         storage = get_storage()
         location = storage.location  # resolved: the folder's full path
         infos = storage.infos()
         restorable = {str(info.key) for info in offers.restorable_dumps(infos)}
         for info in reversed(infos):
-            groups.setdefault(info.key.database, []).append(_row(info, restorable))
+            copies = [copy for copy in kept if copy.of(location) and copy.key == str(info.key)]
+            groups.setdefault(info.key.database, []).append(_row(info, restorable, copies))
         healths = _health_lines(infos)
     except PgCloneError as exc:
         storage_error = str(exc)
@@ -111,4 +115,5 @@ def dumps_context(can_restore: bool) -> dict[str, Any]:
         "max_age": health.DEFAULT_MAX_AGE,
         "can_restore": can_restore,
         "copies": [(copy, restore_url(copy.target, copy.alias)) for copy in copies],
+        "kept": [(copy, copy.of(location)) for copy in reversed(kept)],
     }

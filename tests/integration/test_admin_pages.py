@@ -1,20 +1,21 @@
 """The admin's pages as their users meet them, in headless Chromium at 1400 and 800 px:
-the dumps page on the admin's index, the restore form's facts and its refusal of a
-restore that would lock everyone out, active jobs kept from deletion, a job no worker
-takes, a long error."""
+the dumps page on the admin's index and the dumps' kept copies, the restore form's
+facts and its refusal of a restore that would lock everyone out, active jobs kept from
+deletion, a job no worker takes, a long error."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
-from pgclone import api
+from pgclone import api, humanize
 from pgclone.engine import jobs
 from pgclone.models import Job
-from tests.helpers import make_dump
+from tests.helpers import make_dump, psql
 from tests.integration.test_admin_browser import ARTIFACTS, log_in, operator, waiting
 from tests.processes import own_queue
 
@@ -101,6 +102,41 @@ def test_the_restore_form_shows_the_facts_and_refuses_to_lock_everyone_out(
     at_width(browser, WIDE)
     browser.save_screenshot(str(ARTIFACTS / "restore-refused-1400.png"))
     assert not Job.objects.filter(kind=Job.Kind.RESTORE).exists()
+
+
+def test_the_dumps_page_shows_which_dumps_have_a_kept_copy(
+    browser, live_server, local_location, target, settings
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+
+    settings.PGCLONE_RESTORE_CONFIGS = {"keep": {"keep_copy": True, "pre_swap_hooks": []}}
+    plain = make_dump("not-kept", local_location)
+    key = make_dump("kept-ann", local_location)
+    job = api.restore(key, config="keep", database="target", inline=True)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    name = job.result["kept_copy"]
+    try:
+        size = humanize.human_bytes(int(psql(f"SELECT pg_database_size('{name}')")))
+        operator()
+        wait = waiting(browser, 30)
+        log_in(browser, live_server, wait, "operator")
+        for width in (WIDE, NARROW):
+            at_width(browser, width)
+            browser.get(live_server.url + reverse("admin:pgclone_dumps"))
+            row = wait.until(seen.presence_of_element_located((By.XPATH, f"//tr[td/code='{key}']")))
+            shown = row.find_element(By.CSS_SELECTOR, "td.pgclone-kept").text
+            assert re.fullmatch(rf"{re.escape(size)}, kept \d+[sm] ago", shown), shown
+            other = browser.find_element(By.XPATH, f"//tr[td/code='{plain}']")
+            assert other.find_element(By.CSS_SELECTOR, "td.pgclone-kept").text == "-"
+            copy = browser.find_element(By.CSS_SELECTOR, f"#pgclone-kept tr[data-key='{key}']")
+            cells = [cell.text for cell in copy.find_elements(By.TAG_NAME, "td")]
+            assert cells[:3] == [name, key, size] and cells[3].endswith(" ago"), cells
+            assert "default" in cells[4] and "target" in cells[4]  # one server, both aliases
+            assert fits(browser), f"the dumps page scrolls sideways at {width} px"
+            browser.save_screenshot(str(ARTIFACTS / f"dumps-kept-{width}.png"))
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_an_active_job_cant_be_deleted_and_a_finished_one_can(

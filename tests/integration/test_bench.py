@@ -36,17 +36,42 @@ CONTENDERS = (
     "empty_dump_s",
     "enqueue_to_start_ms",
     "manage_py_startup_s",
+    "kept_plain_restore_s",
+    "kept_checkpoint_s",
+    "kept_first_restore_s",
+    "kept_from_restore_s",
+    "kept_from_restore_job_s",
+    "kept_local_restore_s",
+    "kept_file_copy_s",
+    "kept_copy_s",
+    "kept_startup_s",
 )
 
 
-def _bench_databases() -> set[str]:
+def _all_databases() -> set[str]:
     out = subprocess.run(
         ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SELECT datname FROM pg_database"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return {name for name in out.split() if name.startswith("pgclone_bench_")}
+    return set(out.split())
+
+
+def _bench_databases() -> set[str]:
+    return {name for name in _all_databases() if name.startswith("pgclone_bench_")}
+
+
+def _kept_copies_of(session: str) -> list[str]:
+    """The kept copies whose mark names that run's storage (its work folder)."""
+    query = (
+        "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+        "WHERE datname LIKE 'pgclone\\_kept\\_%'"
+    )
+    argv = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-AtF", "\t", "-c", query]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    work = f"/bench/.work/{session}/"
+    return [line.split("\t")[0] for line in out.splitlines() if work in line]
 
 
 def _processes_of(session: str) -> dict[int, bytes]:
@@ -102,5 +127,6 @@ def test_tiny_bench_writes_a_row_per_contender(tmp_path: Path) -> None:
     # run's count: another bench may run on the machine meanwhile.
     session = report["session"]
     assert {d for d in _bench_databases() - databases if f"_{session}_" in d} == set()
+    assert _kept_copies_of(session) == [] and f"bench_{session}_copy" not in _all_databases()
     assert _processes_of(session) == {}
     assert not (work / session).exists()
