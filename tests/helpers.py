@@ -199,7 +199,29 @@ def replace_dump_bytes(location: str, key: str, data: bytes) -> None:
     manifest_path = Path(f"{path}.json")
     manifest = json.loads(manifest_path.read_text())
     manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    if "pre_data_sha256" in manifest and not manifest.get("encryption"):
+        manifest["pre_data_sha256"] = pre_data_sha256(data)  # as its writer hashed it
     manifest_path.write_text(json.dumps(manifest))
+
+
+def pre_data_sha256(stored: bytes) -> str:
+    """The SHA-256 of a stored (plain) container's pre-data archive: its
+    ``pre-data/…`` members' bytes, in order."""
+    import hashlib
+    import io
+    import tarfile
+
+    import zstandard
+
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored)).read()
+    digest = hashlib.sha256()
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r|") as tar:
+        for member in tar:  # the plan, then the pre-data: read no further
+            if member.name.startswith("pre-data/"):
+                digest.update(tar.extractfile(member).read())
+            elif member.name != "plan.json":
+                break
+    return digest.hexdigest()
 
 
 # Restores in the integration tests -------------------------------------------------------

@@ -1,9 +1,10 @@
 """What a restore from local storage leaves on the worker's disk meanwhile.
 
 A container (every dump since pgclone-container-3), encrypted or not, is
-never unpacked: its rows go from the stream to the COPY sessions, and the one
-file written is its post-data archive (indexes, constraints: no row), for
-pg_restore --jobs. A plain dump made before the container is still unpacked
+never unpacked: its rows go from the stream to the COPY sessions, and the
+files written are its archives of SQL, run only once checked: pre-data
+(tables), rest (sequences' values) and post-data (indexes, constraints, for
+pg_restore --jobs), none with a row. A plain dump made before the container is still unpacked
 into PGCLONE_TEMP_DIR for pg_restore --jobs (which needs a file it can seek
 in), unless it is encrypted. Whatever is written is its owner's only (0600,
 in a 0700 folder), whatever the process's umask.
@@ -22,7 +23,7 @@ import pyrage
 import pytest
 
 from pgclone import api
-from pgclone.archive import restore_lists
+from pgclone.archive import parallel_restore
 from pgclone.engine import threads
 from pgclone.models import Job
 from pgclone.steps import restore as restore_steps
@@ -86,7 +87,7 @@ def restore_held(key: str, release: Path, folder: Path) -> tuple[Job, dict[str, 
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
-def test_a_container_leaves_only_its_post_data_archive_its_owners_only(
+def test_a_container_leaves_only_its_archives_of_sql_its_owners_only(
     encrypted, scratch, any_umask, monkeypatch, local_location, target, settings, tmp_path
 ):
     if encrypted:
@@ -98,13 +99,15 @@ def test_a_container_leaves_only_its_post_data_archive_its_owners_only(
     identity.chmod(0o600)
     settings.PGCLONE_ENCRYPTION_IDENTITIES = [str(identity)]
     # Held once every row is in, before pg_restore --jobs reads the post-data archive.
-    release = held_before(monkeypatch, restore_lists, "run", tmp_path / "release")
+    restore = parallel_restore.ParallelRestore
+    release = held_before(monkeypatch, restore, "_restore_post_data", tmp_path / "release")
 
     job, found, post_data = restore_held(key, release, scratch)
 
     assert job.status == Job.Status.SUCCEEDED, job.error
     (folder,) = [path for path in found if path.endswith("/")]
-    assert found == {folder: 0o700, f"{folder}post-data": 0o600}
+    archives = {f"{folder}{name}": 0o600 for name in ("pre-data", "rest", "post-data")}
+    assert found == {folder: 0o700, **archives}
     assert post_data.startswith(b"PGDMP") and b"never-on-disk" not in post_data  # no row
     assert list(scratch.iterdir()) == []
     message = job.steps.get(name="restore_temp").message
