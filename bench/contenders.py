@@ -27,17 +27,19 @@ from pgclone.pg import databases
 # pgclone ----------------------------------------------------------------------
 
 
-def last_job(bench: Bench) -> dict[str, Any]:
-    """The job the last command ran, from pgclone's own tables; fails unless it succeeded.
+def last_job(bench: Bench, worker: Worker) -> dict[str, Any]:
+    """The job the last command through ``worker`` ran, from pgclone's own
+    tables; fails unless it succeeded.
 
-    Its enqueue-to-start latency is recorded here, for every job alike.
+    Its enqueue-to-start latency is recorded here, for every job alike (a
+    baseline's apart, under its prefix: ``baseline_enqueue_to_start_ms``).
     """
     rows = execute(
         "SELECT j.id, j.status, j.dump_key, j.result, j.created_at, j.started_at, "
         "j.finished_at, "
         "(SELECT min(s.started_at) FROM pgclone_jobstep s WHERE s.job_id = j.id) "
         "FROM pgclone_job j ORDER BY j.created_at DESC LIMIT 1",
-        bench.db["jobs"],
+        worker.jobs_db,
     )
     job_id, status, key, result, created, started, finished, first_step = rows[0]
     if status != "succeeded":
@@ -50,7 +52,7 @@ def last_job(bench: Bench) -> dict[str, Any]:
     }
     if first_step:
         job["enqueue_to_start_ms"] = (first_step - created).total_seconds() * 1000
-        bench.record("enqueue_to_start_ms", job["enqueue_to_start_ms"])
+        bench.record(f"{worker.prefix}enqueue_to_start_ms", job["enqueue_to_start_ms"])
     return job
 
 
@@ -78,9 +80,11 @@ def pgclone_job(
 
     Records ``<name>_s`` (the command), ``<name>_job_s`` (the job alone), the
     worker's memory peaks under ``<memory or name>_…_mb`` and, with ``probe``,
-    the swap gap a reconnecting client saw. ``then`` runs as soon as the
+    the swap gap a reconnecting client saw; each name begins with the worker's
+    prefix (``baseline_`` for ``--baseline``'s). ``then`` runs as soon as the
     command has returned, before the worker's drop of the replaced database.
     """
+    name, memory = worker.prefix + name, worker.prefix + (memory or name)
     worker.sampler.reset()
     prober = SwapProbe(bench.db["target"]) if probe else None
     try:
@@ -89,17 +93,17 @@ def pgclone_job(
         gap = prober.stop() if prober else None
     if then is not None:
         then()
-    job = last_job(bench)
+    job = last_job(bench, worker)
     wait_for_drops(job)
     bench.record(f"{name}_s", seconds)
     bench.record(f"{name}_job_s", job["seconds"])
     if gap is not None:
-        bench.record("swap_gap_ms", gap)
+        bench.record(f"{worker.prefix}swap_gap_ms", gap)
         if "swap_window_ms" in job["result"]:
-            bench.record("swap_window_ms", job["result"]["swap_window_ms"])
+            bench.record(f"{worker.prefix}swap_window_ms", job["result"]["swap_window_ms"])
     peaks = dict(worker.sampler.peaks)
     for key, value in peaks.items():
-        bench.record(f"{memory or name}_{key}_mb", value / 1024**2)
+        bench.record(f"{memory}_{key}_mb", value / 1024**2)
     return job
 
 

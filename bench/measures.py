@@ -7,6 +7,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+# What ``--baseline``'s workers name their samples with (``baseline_``,
+# ``baseline2_``, …): no target reads them.
+BASELINE = "baseline"
+
 
 def fmt(value: float | None) -> str:
     """Three significant digits, whole numbers from 100 on, ``-`` for nothing measured."""
@@ -28,12 +32,15 @@ class Measured:
         return statistics.median(values) if values else None
 
     def peak(self, suffix: str, prefix: str = "") -> float | None:
-        """The largest sample of every measurement named ``prefix…suffix``."""
+        """The largest sample of every measurement named ``prefix…suffix``
+        (a baseline's, ``baseline…``, only when ``prefix`` names them)."""
         return max(
             (
                 v
                 for k, vs in self.samples.items()
-                if k.startswith(prefix) and k.endswith(suffix)
+                if k.startswith(prefix)
+                and k.endswith(suffix)
+                and (prefix.startswith(BASELINE) or not k.startswith(BASELINE))
                 for v in vs
             ),
             default=None,

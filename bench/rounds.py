@@ -49,6 +49,8 @@ def dump_round(bench: Bench, main: Worker) -> str:
     ]
     for worker in bench.workers[1:]:
         runs.append((f"pgclone dump {worker.label}", pgclone_dump(worker, f"dump[{worker.label}]")))
+    for worker in bench.baseline_workers:
+        runs.append((f"pgclone dump {worker.label}", pgclone_dump(worker, "pgclone_dump")))
     if bench.legacy_python:
         runs.append(("django-pgclone dump", legacy))
     bench.alternate(runs)
@@ -205,31 +207,42 @@ def swap_round(bench: Bench, main: Worker) -> None:
     it runs in restores of its own, not in the timed ones; a copy of
     ``data`` makes them short, and their swap is the same as any restore's."""
     for rep in range(max(bench.reps, 5)):
-        log(f"swap under a reconnecting client {rep + 1}")
-        contenders.pgclone_job(
-            bench,
-            "swap_restore",
-            ["restore", f":{bench.db['data']}", "--database", "target"],
-            main,
-            probe=True,
-            memory="local_restore_1x",
-        )
+        for worker in in_turn(bench, main, rep):
+            log(f"swap under a reconnecting client {rep + 1} ({worker.label})")
+            contenders.pgclone_job(
+                bench,
+                "swap_restore",
+                ["restore", f":{bench.db['data']}", "--database", "target"],
+                worker,
+                probe=True,
+                memory="local_restore_1x",
+            )
+
+
+def in_turn(bench: Bench, main: Worker, rep: int) -> list[Worker]:
+    """The main worker and the baselines' (``--baseline``), in an order that
+    rotates with ``rep``: the rounds that run alone compare them this way."""
+    workers = [main, *bench.baseline_workers]
+    shift = rep % len(workers)
+    return workers[shift:] + workers[:shift]
 
 
 def overhead_round(bench: Bench, main: Worker) -> None:
     """The fixed costs: a command's startup, and dumps of an empty database."""
     bench.new_database("empty")
-    for _ in range(max(bench.reps, 3)):
-        # What a command costs before any job: Python, Django, pgclone, the broker.
-        bench.record(
-            "manage_py_startup_s",
-            bench.manage("jobs", "--limit", "1", worker=main, name="startup"),
-        )
     for rep in range(max(bench.reps, 3)):
-        log(f"empty dump {rep + 1}")
-        contenders.pgclone_job(
-            bench, "empty_dump", ["dump", "--database", "empty"], main, memory="empty_dump"
-        )
+        for worker in in_turn(bench, main, rep):
+            # What a command costs before any job: Python, Django, pgclone, the broker.
+            bench.record(
+                f"{worker.prefix}manage_py_startup_s",
+                bench.manage("jobs", "--limit", "1", worker=worker, name="startup"),
+            )
+    for rep in range(max(bench.reps, 3)):
+        for worker in in_turn(bench, main, rep):
+            log(f"empty dump {rep + 1} ({worker.label})")
+            contenders.pgclone_job(
+                bench, "empty_dump", ["dump", "--database", "empty"], worker, memory="empty_dump"
+            )
 
 
 def triple_round(bench: Bench, main: Worker) -> None:
@@ -283,8 +296,11 @@ def execute_all(bench: Bench) -> None:
         for variant in bench.variants:
             label = ",".join(f"{k}={v}" for k, v in variant.items())
             bench.start_worker(stack, label, variant)
+        for checkout in bench.baselines:
+            bench.start_baseline(stack, checkout)
         if bench.only:
-            ONE_ROUND[bench.only](bench, main)
+            for name in bench.only:
+                ONE_ROUND[name](bench, main)
         else:
             raw_file = contenders.write_raw_file(bench)
             keys = {"local": dump_round(bench, main), "s3": s3_dump(bench, main)}
@@ -301,7 +317,7 @@ def execute_all(bench: Bench) -> None:
     bench.extra["total_seconds"] = round(time.perf_counter() - started, 1)
 
 
-# The rounds ``python -m bench --only ROUND`` runs alone (those that need no other's results).
+# The rounds ``python -m bench --only ROUND`` runs (those that need no other's results).
 ONE_ROUND = {
     "dump": dump_round,
     "restore": restore_only_round,

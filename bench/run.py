@@ -72,8 +72,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-legacy", action="store_true", help="skip django-pgclone 3.8")
     parser.add_argument(
         "--only",
+        action="append",
         choices=rounds.ROUNDS,
-        help="run this round only (the report marks the others' targets not measured)",
+        help="run this round only, or these if repeated, in the order given "
+        "(the report marks the others' targets not measured)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run the pgclone of this checkout (a folder holding pgclone/) on a worker "
+        "of its own, alternately with this one's, in the dump, swap and overhead rounds; "
+        "its samples are named baseline_… (a second one's baseline2_…)",
     )
     parser.add_argument(
         "--variant",
@@ -112,6 +124,14 @@ def parse_variants(texts: list[str]) -> list[dict[str, str]]:
     return variants
 
 
+def baseline_checkouts(paths: list[Path]) -> list[Path]:
+    """``--baseline``'s folders, if each holds a pgclone package."""
+    for path in paths:
+        if not (path / "pgclone" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline takes a checkout holding pgclone/, not {path}")
+    return paths
+
+
 def write_docs_table() -> int:
     """``--write-docs-table``: the docs state the limits ``bench/targets.py`` checks."""
     changed = targets.write_docs_table()
@@ -135,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         pool=args.pool,
         keep_logs=args.out if args.keep_logs else None,
         only=args.only,
+        baselines=baseline_checkouts(args.baseline),
     )
 
     def terminated(signum: int, frame: Any) -> None:

@@ -8,6 +8,7 @@ meet and ``cleanup`` can find all of it, even after a failure.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -44,6 +45,11 @@ class Worker:
     env: dict[str, str]
     process: subprocess.Popen
     sampler: MemorySampler
+    # A baseline's worker (``--baseline``) names its samples ``baseline_…``
+    # (``baseline2_…``, …) and keeps its jobs in a database of its own,
+    # migrated by its own code.
+    prefix: str = ""
+    jobs_db: str = ""
 
 
 @dataclass
@@ -55,7 +61,9 @@ class Bench:
     with_3x: bool
     variants: list[dict[str, str]]
     pool: str = "prefork"
-    only: str | None = None  # one round (bench.rounds.ROUNDS) rather than all
+    only: list[str] | None = None  # these rounds (bench.rounds.ROUNDS) rather than all
+    baselines: list[Path] = field(default_factory=list)  # other checkouts run beside this one
+    baseline_workers: list[Worker] = field(default_factory=list)
     keep_logs: Path | None = None
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     samples: dict[str, list[float]] = field(default_factory=dict)
@@ -179,11 +187,18 @@ class Bench:
             client.delete_bucket(Bucket=self.bucket)
 
     def start_worker(
-        self, stack: contextlib.ExitStack, label: str, settings: dict[str, str]
+        self,
+        stack: contextlib.ExitStack,
+        label: str,
+        settings: dict[str, str],
+        *,
+        prefix: str = "",
+        cwd: Path = ROOT,
     ) -> Worker:
-        """A worker on a queue of its own with these ``PGCLONE_*`` settings, its
-        memory sampled from the start; its idle memory is the first sample."""
-        number = len(self.workers)
+        """A worker on a queue of its own with these ``PGCLONE_*`` settings (or
+        environment), its memory sampled from the start; its idle memory is the
+        first sample."""
+        number = len(self.workers) + len(self.baseline_workers)
         queue = f"pgclone-bench-{self.session}-{number}"
         env = self.base_env(BENCH_QUEUE=queue, **settings)
         process = harness.start_celery_worker(
@@ -194,24 +209,59 @@ class Bench:
             pool=self.pool,
             env=env,
             log_path=self.logs / f"worker-{number}.log",
-            cwd=ROOT,
+            cwd=cwd,
         )
         sampler = MemorySampler(process.pid)
         stack.callback(sampler.stop)
         sampler.reset()
         time.sleep(1)
         for key, value in sampler.peaks.items():
-            self.record(f"idle_worker{number}_{key}_mb", value / 1024**2)
-        worker = Worker(label, queue, env, process, sampler)
-        self.workers.append(worker)
+            self.record(f"{prefix}idle_worker{number}_{key}_mb", value / 1024**2)
+        jobs_db = env["BENCH_JOBS_DB"]
+        worker = Worker(label, queue, env, process, sampler, prefix=prefix, jobs_db=jobs_db)
+        if not prefix:
+            self.workers.append(worker)
+        return worker
+
+    def start_baseline(self, stack: contextlib.ExitStack, checkout: Path) -> Worker:
+        """A worker running the pgclone of another checkout (``--baseline``) on
+        the same bench project: its package comes first on ``PYTHONPATH``
+        (through a folder holding only a link to it, so that the bench itself is
+        still this one), and its jobs go to a database its own migrations made."""
+        number = len(self.baseline_workers) + 1
+        prefix = "baseline_" if number == 1 else f"baseline{number}_"
+        shim = self.work / prefix.rstrip("_")
+        shim.mkdir()
+        (shim / "pgclone").symlink_to(checkout.resolve() / "pgclone")
+        self.db[f"{prefix}jobs"] = jobs = f"{PREFIX}{self.session}_{prefix}jobs"
+        env = {"PYTHONPATH": f"{shim}{os.pathsep}{ROOT}", "BENCH_JOBS_DB": jobs}
+        # ``python -m celery`` (and ``manage.py shell``) put their working
+        # folder first on sys.path: the worker runs in the shim.
+        show = "import pgclone; print(pgclone.__file__)"
+        for argv in (
+            [sys.executable, "-c", show],
+            [sys.executable, str(BENCH / "manage.py"), "shell", "-c", show],
+        ):
+            found = subprocess.run(
+                argv, env=self.base_env(**env), cwd=shim, capture_output=True, text=True,
+                check=True,
+            ).stdout.strip().splitlines()[-1]  # fmt: skip
+            if not Path(found).resolve().is_relative_to(checkout.resolve()):
+                raise RuntimeError(f"{prefix}: {argv[1]} would import {found}")
+        self.extra.setdefault("baselines", {})[prefix] = str(checkout.resolve())
+        self.databases.add(jobs)
+        create_database(jobs)
+        argv = [sys.executable, str(BENCH / "manage.py"), "migrate", "--verbosity", "0"]
+        self.run(argv, env=self.base_env(**env), name=f"migrate_{prefix}")
+        label = prefix.rstrip("_")
+        worker = self.start_worker(stack, label, env, prefix=prefix, cwd=shim)
+        self.baseline_workers.append(worker)
         return worker
 
     def with_settings(self, worker: Worker, label: str, settings: dict[str, str]) -> Worker:
         """The same worker (queue, process, sampler), its commands run with other
         settings: the S3 contenders' storage, say."""
-        return Worker(
-            label, worker.queue, {**worker.env, **settings}, worker.process, worker.sampler
-        )
+        return dataclasses.replace(worker, label=label, env={**worker.env, **settings})
 
     # rounds -------------------------------------------------------------------
 
@@ -246,12 +296,13 @@ class Bench:
             with contextlib.suppress(OSError):
                 shutil.copytree(self.logs, self.keep_logs / f"logs-{self.session}")
         leftovers: list[str] = [self.copy_name]
-        with contextlib.suppress(Exception):
-            rows = execute(
-                "SELECT result->>'temp_database', result->>'kept_pending' FROM pgclone_job",
-                self.db["jobs"],
-            )
-            leftovers += [name for row in rows for name in row if name]
+        for jobs in [db for role, db in self.db.items() if role.endswith("jobs")]:
+            with contextlib.suppress(Exception):
+                rows = execute(
+                    "SELECT result->>'temp_database', result->>'kept_pending' FROM pgclone_job",
+                    jobs,
+                )
+                leftovers += [name for row in rows for name in row if name]
         with contextlib.suppress(Exception):
             leftovers += self.kept_copies()
         for name in sorted({*self.databases, *leftovers, *self.db.values()}):

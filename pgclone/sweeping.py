@@ -23,6 +23,7 @@ silent, at every worker start, from ``manage.py pgclone sweep``, and as the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import shutil
@@ -56,12 +57,19 @@ def sweep(now: dt.datetime | None = None, *, stored: bool = True) -> list[Job]:
     ``stored``: also drop kept copies whose dump is gone from the storage (which
     reads the storage: the sweep before each new job leaves that out)."""
     now = now or timezone.now()
-    reopen_closed_databases()
-    ended = [job for job in _lost_jobs(now) if _end_lost(job, now)]
-    if ended:
-        reopen_closed_databases()  # what their sessions, now ended, kept closed
-    ended += [job for job in _waiting_too_long(now) if _end_waiting(job, now)]
-    _drop_orphan_databases()
+    with contextlib.ExitStack() as stack:
+        # One session per server for both looks at its catalog, opened when first
+        # needed: the sweep runs before every new job, and a session is a fork.
+        servers = [
+            (stack.enter_context(databases.Maintenance(conn)), names)
+            for conn, names in _servers().values()
+        ]
+        reopen_closed_databases(servers)
+        ended = [job for job in _lost_jobs(now) if _end_lost(job, now)]
+        if ended:
+            reopen_closed_databases(servers)  # what their sessions, now ended, kept closed
+        ended += [job for job in _waiting_too_long(now) if _end_waiting(job, now)]
+        _drop_orphan_databases(servers)
     if stored:
         _drop_orphan_kept_copies()
     _remove_orphan_unpacked_dumps()
@@ -80,13 +88,16 @@ def _servers() -> dict[tuple[str, str], tuple[postgres.ConnInfo, set[str]]]:
     return found
 
 
-def reopen_closed_databases() -> list[str]:
-    """Re-open the project's databases that a swap cut short left closed."""
+def reopen_closed_databases(servers: list[tuple[databases.Maintenance, set[str]]]) -> list[str]:
+    """Re-open the project's databases that a swap cut short left closed
+    (``servers``: each server's session and the project's databases on it)."""
     reopened = []
-    for conn, names in _servers().values():
+    for maintenance, names in servers:
+        conn = maintenance.conn
         try:
-            opened = swapping.reopen_abandoned(conn, names, _known_job)
+            opened = swapping.reopen_abandoned(conn, names, _known_job, maintenance.server)
         except Exception as exc:  # one unreachable server must not stop the sweep
+            maintenance.close("postgres")  # the next look opens a new one
             logger.warning("pgclone: could not check %s:%s for closed databases: %s",
                            conn.host, conn.port, exc)  # fmt: skip
             continue
@@ -205,26 +216,29 @@ def _end_waiting(job: Job, now: dt.datetime) -> bool:
 # What no active job owns ----------------------------------------------------------------------
 
 
-def _drop_orphan_databases() -> None:
+def _drop_orphan_databases(servers: list[tuple[databases.Maintenance, set[str]]]) -> None:
     """Drop temporary databases whose job here is over, on every server.
 
     A temporary database whose job is not in this job table is left alone:
     another environment sharing the server may own it; so is one that is not
     pgclone's (``pgclone.pg.ownership``): any role may create one of that name.
     """
-    for conn, lives in _servers().values():
+    for maintenance, lives in servers:
         try:
-            with databases.maintenance(conn) as connection:
-                names = databases.leftover_databases(connection)
-                found = ownership.look(connection, names, sorted(lives))
-                for name, database in found.items():
-                    if ownership.sweepable(database, lives, _known_job) and _owner_is_over(
-                        name.split("_")[2]
-                    ):
-                        logger.info("pgclone: dropping %s, left by a job that is over", name)
-                        databases.drop(connection, name)
+            connection = maintenance.server
+            names = databases.leftover_databases(connection)
+            found = ownership.look(connection, names, sorted(lives))
+            for name, database in found.items():
+                if ownership.sweepable(database, lives, _known_job) and _owner_is_over(
+                    name.split("_")[2]
+                ):
+                    logger.info("pgclone: dropping %s, left by a job that is over", name)
+                    databases.drop(connection, name)
         except Exception as exc:  # one unreachable server must not stop the sweep
-            logger.warning("pgclone: could not look for leftovers on %s: %s", conn.host, exc)
+            maintenance.close("postgres")
+            logger.warning(
+                "pgclone: could not look for leftovers on %s: %s", maintenance.conn.host, exc
+            )
 
 
 def _drop_orphan_kept_copies() -> None:

@@ -227,6 +227,18 @@ def connect(conn: ConnInfo) -> Iterator[Any]:
         connection.close()
 
 
+@contextlib.contextmanager
+def session(conn: ConnInfo, connection: Any = None) -> Iterator[Any]:
+    """``connection``, one of pgclone's to ``conn``'s database that the caller
+    keeps open (several catalog reads share it), or else a new one closed on
+    leaving."""
+    if connection is not None:
+        yield connection
+        return
+    with connect(conn) as opened:
+        yield opened
+
+
 def end_sessions(conn: ConnInfo) -> None:
     """End the server sessions opened under ``conn``'s application name.
 
@@ -242,13 +254,13 @@ def end_sessions(conn: ConnInfo) -> None:
         )
 
 
-def server_version(conn: ConnInfo) -> str:
-    with connect(conn) as connection, connection.cursor() as cursor:
+def server_version(conn: ConnInfo, connection: Any = None) -> str:
+    with session(conn, connection) as connection, connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         return cursor.fetchone()[0]
 
 
-def table_bytes(conn: ConnInfo) -> int:
+def table_bytes(conn: ConnInfo, connection: Any = None) -> int:
     """About how much table data (heap and TOAST, no indexes) pg_dump will read.
 
     Exact sizes need a lock on every table; when one is locked, the planner's
@@ -268,16 +280,20 @@ def table_bytes(conn: ConnInfo) -> int:
         "WHERE c.relkind IN ('r', 'm', 'p') "
         "AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
     )
-    with connect(conn) as connection, connection.cursor() as cursor:
+    with session(conn, connection) as connection, connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '200ms'")
         try:
             cursor.execute(exact)
         except driver.errors.LockNotAvailable:
             cursor.execute(estimate)
-        return int(cursor.fetchone()[0])
+        found = int(cursor.fetchone()[0])
+        cursor.execute("RESET lock_timeout")  # the session may serve others
+        return found
 
 
-def tables_referencing(conn: ConnInfo, tables: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def tables_referencing(
+    conn: ConnInfo, tables: Iterable[tuple[str, str]], connection: Any = None
+) -> list[tuple[str, str]]:
     """(schema, table) of every table whose rows must be left out with ``tables``'.
 
     That is every table with a foreign key to one of ``tables`` (schema, table), or to
@@ -308,7 +324,7 @@ def tables_referencing(conn: ConnInfo, tables: Iterable[tuple[str, str]]) -> lis
         WHERE r.relid NOT IN (SELECT relid FROM given WHERE relid IS NOT NULL)
         ORDER BY n.nspname, c.relname
     """
-    with connect(conn) as connection, connection.cursor() as cursor:
+    with session(conn, connection) as connection, connection.cursor() as cursor:
         tables = list(tables)
         cursor.execute(query, [[schema for schema, _ in tables], [name for _, name in tables]])
         return [(schema, name) for schema, name in cursor.fetchall()]

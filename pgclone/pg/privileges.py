@@ -77,12 +77,14 @@ def verdict(
     return None
 
 
-def superuser_dump_warning(conn: postgres.ConnInfo) -> str | None:
+def superuser_dump_warning(
+    conn: postgres.ConnInfo, connection: driver.Connection | None = None
+) -> str | None:
     """What to say when pgclone dumps ``conn``'s database as a role that is, or can
     become, a superuser (None otherwise): pg_dump runs none of the database's code
     and pins its search_path, as every pgclone session does, but a dump config's
     ``where`` and ``sql`` rules and the pre-dump hooks run with the role's rights."""
-    with postgres.connect(conn) as connection:
+    with postgres.session(conn, connection) as connection:
         rows = databases.execute(connection, _POWERFUL_MEMBERSHIPS, [[]])
     superusers = sorted({user for _, superuser, user in rows if superuser})
     if not superusers:

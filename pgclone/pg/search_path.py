@@ -115,15 +115,17 @@ def project_path(conn: postgres.ConnInfo, connection: driver.Connection | None =
     """The schemas where the project's sessions on ``conn``'s database find
     tables; ``connection``: one of pgclone's to that database, if open already."""
     setting = project_setting(conn)
-    if connection is not None:
-        with connection.cursor() as cursor:
-            return schemas(cursor, setting)
-    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+    with postgres.session(conn, connection) as connection, connection.cursor() as cursor:
         return schemas(cursor, setting)
 
 
-def qualify(conn: postgres.ConnInfo, names: Iterable[str], path: list[str]) -> dict[str, Qualified]:
+def qualify(
+    conn: postgres.ConnInfo,
+    names: Iterable[str],
+    path: list[str],
+    connection: driver.Connection | None = None,
+) -> dict[str, Qualified]:
     """(schema, table) of each of ``names`` (Django's ``db_table``) that exists in
     ``conn``'s database, found in the schemas of ``path`` (:func:`project_path`)."""
-    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+    with postgres.session(conn, connection) as connection, connection.cursor() as cursor:
         return {name: (schema, name) for name, (schema, _) in find(cursor, path, names).items()}

@@ -294,6 +294,7 @@ def reopen_abandoned(
     conn: postgres.ConnInfo,
     live_names: set[str],
     known_job: Callable[[str], bool | None] = lambda job: None,
+    connection: driver.Connection | None = None,
 ) -> list[str]:
     """Re-open the databases that a swap closed and could not re-open.
 
@@ -304,10 +305,11 @@ def reopen_abandoned(
     (``pgclone.pg.ownership``) and names one of ``live_names``; ``known_job(id)``
     says whether the job table holds that job (None: it can't be read). Returns
     the names re-opened. Needs nothing but the server's catalog, so it works
-    while the database holding the jobs is closed.
+    while the database holding the jobs is closed. ``connection``: one to the
+    server's ``postgres`` database, if the caller has one open.
     """
     reopened = []
-    with postgres.connect(conn.with_name("postgres")) as connection:
+    with postgres.session(conn.with_name("postgres"), connection) as connection:
         closed = {
             row[0]
             for row in execute(

@@ -8,6 +8,7 @@ step, ``scrub-check`` and ``verify --leaks``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pgclone.models import Job, JobStep
 from pgclone.pg import postgres, search_path
@@ -32,16 +33,24 @@ class LeftOut:
 
 
 def left_out(
-    conn: postgres.ConnInfo, exclude_models: tuple[str, ...], sharing: sections.Sharing
+    conn: postgres.ConnInfo,
+    exclude_models: tuple[str, ...],
+    sharing: sections.Sharing,
+    connection: Any = None,
 ) -> LeftOut:
+    """What a dump of ``conn``'s database leaves out; ``connection``: one of
+    pgclone's to it, if the caller has one open (else one is opened here)."""
     models, cascaded = exclusions.excluded_tables(list(exclude_models))
-    # Django's names, in the schemas where the project's sessions find them.
-    path = search_path.project_path(conn)  # read once: the plan finds its models there too
-    excluded = sorted(search_path.qualify(conn, {*models, *OWN_TABLES}, path).values())
-    # Tables left out by name: exclude_tables, and the credentials a scrubbed dump empties.
-    named = [t for t in planned_dump.left_out(conn, sharing) if t not in excluded]
-    excluded = sorted({*excluded, *named})
-    # Tables Django does not know (made by raw SQL) may reference those too.
-    referencing = postgres.tables_referencing(conn, excluded)
+    with postgres.session(conn, connection) as connection:
+        # Django's names, in the schemas where the project's sessions find them.
+        path = search_path.project_path(conn, connection)  # once: the plan finds models there
+        found = search_path.qualify(conn, {*models, *OWN_TABLES}, path, connection)
+        excluded = sorted(found.values())
+        # Tables left out by name: exclude_tables, and the credentials a scrubbed dump empties.
+        by_name = planned_dump.left_out(conn, sharing, connection)
+        named = [t for t in by_name if t not in excluded]
+        excluded = sorted({*excluded, *named})
+        # Tables Django does not know (made by raw SQL) may reference those too.
+        referencing = postgres.tables_referencing(conn, excluded, connection)
     names = [*models, *(postgres.display_name(*table) for table in named)]
     return LeftOut(path, excluded, referencing, names, cascaded)

@@ -35,13 +35,15 @@ def make_plan(
     exclude: list[Any],
     path: list[str],
     config: str = "",
+    connection: Any = None,
 ) -> subset.Plan:
     """The plan of ``asked``, from the catalog (the models' tables found in the
     schemas of ``path``); raises ConfigurationError for what the database
     contradicts in it, and UndecidedColumns, naming them, when ``asked`` scrubs
     and leaves a column undecided (``exclude``: the tables whose rows are left
-    out, as (schema, table))."""
-    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+    out, as (schema, table)); ``connection``: one of pgclone's to ``conn``'s
+    database, if the caller has one open."""
+    with postgres.session(conn, connection) as connection, connection.cursor() as cursor:
         if asked.scrub is None:  # a subset alone: it decides nothing on columns
             return subset.make_plan(cursor, asked, path=path, exclude=exclude)
         decided = review.decide(cursor, asked, path=path, left_out=exclude)
@@ -51,13 +53,15 @@ def make_plan(
         return dataclasses.replace(plan, decisions=decided.review.digest)
 
 
-def left_out(conn: postgres.ConnInfo, asked: sections.Sharing) -> list[tuple[str, str]]:
+def left_out(
+    conn: postgres.ConnInfo, asked: sections.Sharing, connection: Any = None
+) -> list[tuple[str, str]]:
     """(schema, table) of the tables whose rows a dump of ``asked`` leaves out by
     name: its ``exclude_tables`` and, for a scrubbed dump, the tables holding
     credentials it doesn't keep (pgclone.sharing.credentials)."""
     emptied = []
     if asked.scrub is not None:  # a plain dump reads no catalog for it
-        with postgres.connect(conn) as connection, connection.cursor() as cursor:
+        with postgres.session(conn, connection) as connection, connection.cursor() as cursor:
             emptied = review.emptied(cursor, asked)
     return sorted({*asked.decisions.exclude_tables, *emptied})
 

@@ -71,6 +71,7 @@ class _Prepared:
     server_version: str
     estimate: int
     users: accounts.SignIn | None  # the user table and who could sign in; None without one
+    warning: str | None  # privileges.superuser_dump_warning's
 
     @property
     def planned_users(self) -> subset.PlannedTable | None:
@@ -109,12 +110,28 @@ def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
     # This worker's config: its scrub and subset apply (none when it is not defined here).
     config_name = asked.config or job.config_name
     sharing = configs.retention_of(config_name).sharing
-    out = leaving_out.left_out(conn, asked.exclude_models, sharing)
+    # One session for the catalog reads before the dump: a session costs the
+    # server a process, and an empty database's dump is little more than these.
+    with postgres.connect(conn) as connection:
+        out = leaving_out.left_out(conn, asked.exclude_models, sharing, connection)
+        plan = None
+        if sharing.planned:  # refused here, before anything is written
+            plan = planned_dump.make_plan(
+                conn, sharing, out.tables, out.path, config=config_name, connection=connection
+            )
+        programs.require_program("psql")  # its sessions copy the big tables
+        return _prepared(job, conn, out, sharing, plan, connection)
+
+
+def _prepared(
+    job: Job,
+    conn: postgres.ConnInfo,
+    out: leaving_out.LeftOut,
+    sharing: sections.Sharing,
+    plan: subset.Plan | None,
+    connection: Any,
+) -> _Prepared:
     referencing = out.referencing
-    plan = None
-    if sharing.planned:  # refused here, before anything is written
-        plan = planned_dump.make_plan(conn, sharing, out.tables, out.path, config=config_name)
-    programs.require_program("psql")  # its sessions copy the big tables
     return _Prepared(
         conn=conn,
         key=keys.make_key(conn.name, job.config_name, timezone.now()),
@@ -123,17 +140,18 @@ def _prepare(job: Job, asked: payloads.DumpOptions) -> _Prepared:
         cascaded=[*out.cascaded, *(postgres.display_name(*table) for table in referencing)],
         sharing=sharing,
         plan=plan,
-        server_version=postgres.server_version(conn),
-        estimate=postgres.table_bytes(conn),
-        users=_users(conn, out.path),
+        server_version=postgres.server_version(conn, connection),
+        estimate=postgres.table_bytes(conn, connection),
+        users=_users(connection, out.path),
+        warning=privileges.superuser_dump_warning(conn, connection),
     )
 
 
-def _users(conn: postgres.ConnInfo, path: list[str]) -> accounts.SignIn | None:
+def _users(connection: Any, path: list[str]) -> accounts.SignIn | None:
     users = accounts.user_model()
     if users is None:  # no django.contrib.auth: nobody signs in to an admin
         return None
-    with postgres.connect(conn) as connection, connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         return accounts.locate(cursor, users, path)
 
 
@@ -249,8 +267,8 @@ def _record(job: Job, asked: payloads.DumpOptions, prepared: _Prepared, written:
             f". Also left out the rows of {', '.join(prepared.cascaded)}, which reference "
             "rows left out (pg_restore could not re-create their foreign keys otherwise)"
         )
-    if warning := privileges.superuser_dump_warning(prepared.conn):
-        message += f". Warning: {warning}"
+    if prepared.warning:
+        message += f". Warning: {prepared.warning}"
     jobs.set_step_message(job, "dump", message)
 
 

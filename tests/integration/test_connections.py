@@ -1,4 +1,4 @@
-"""How many PostgreSQL connections pgclone opens for the swap step.
+"""How many PostgreSQL connections pgclone opens for the swap step, and for a dump.
 
 Every connection pgclone opens itself goes through ``postgres.open_connection``;
 the test counts those made from the swap step's precondition to the end of
@@ -108,3 +108,25 @@ def test_the_swap_step_opens_a_handful_of_connections(
     total = sum(counted.values()) - 2 * counted["retries"]  # each retry: counted and opened
     print(f"swap step ({database}, reversible={reversible}): {total} connections: {dict(counted)}")
     assert total <= most, dict(counted)
+
+
+def test_a_dump_reads_the_catalog_before_it_in_one_session(monkeypatch, local_location):
+    # Before the dump: one pinned session for every catalog read (what is left
+    # out, the server's version, the size, the user table, the role's powers);
+    # during it: the snapshot's and the main session's. The project's
+    # search_path is read apart (a session of its own, unpinned) and not counted.
+    dumped = postgres.conn_info("default").name
+    opened: collections.Counter = collections.Counter()
+    real_open = postgres.open_connection
+
+    def open_connection(conn: postgres.ConnInfo) -> Any:
+        opened[conn.name] += 1
+        return real_open(conn)
+
+    monkeypatch.setattr(postgres, "open_connection", open_connection)
+
+    job = api.dump(inline=True)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    print(f"dump: {opened[dumped]} connections to the dumped database: {dict(opened)}")
+    assert opened[dumped] <= 3, dict(opened)
