@@ -273,7 +273,7 @@ TARGETS: list[Target] = [
     ),
     Target(
         "encrypted restore / plain restore",
-        "`pgclone restore KEY --wait` of an encrypted dump (decrypted as it is unpacked) "
+        "`pgclone restore KEY --wait` of an encrypted dump (decrypted as it streams) "
         "against the plain one's, alternately, from local storage",
         Ratio("encrypted_restore_s", "plain_restore_s"),
         1.1,
