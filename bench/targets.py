@@ -88,11 +88,12 @@ def _directory_dump_detail(m: Measured) -> str:
     )
 
 
-def _raw_restore_detail(label: str) -> Callable[[Measured], str]:
-    """The detail of a restore measured against ``pg_restore -j 2``: both ways of timing it."""
+def _raw_restore_detail(label: str, raw_sample: str = "raw_restore_s") -> Callable[[Measured], str]:
+    """The detail of a restore measured against ``pg_restore -j 2`` (``raw_sample``):
+    both ways of timing it."""
 
     def detail(m: Measured) -> str:
-        raw = m.median("raw_restore_s")
+        raw = m.median(raw_sample)
         job, whole = m.median(f"{label}_job_s"), m.median(f"{label}_s")
         return (
             f"the job {fmt(job)} s, end to end {fmt(whole)} s ({fmt(ratio(whole, raw))} x) "
@@ -100,15 +101,6 @@ def _raw_restore_detail(label: str) -> Callable[[Measured], str]:
         )
 
     return detail
-
-
-def _one_table_detail(m: Measured) -> str:
-    raw = m.median("one_table_raw_restore_s")
-    whole = m.median("one_table_restore_s")
-    return (
-        f"the job {fmt(m.median('one_table_restore_job_s'))} s, end to end {fmt(whole)} s "
-        f"({fmt(ratio(whole, raw))} x) vs {fmt(raw)} s"
-    )
 
 
 def _local_restore_detail(m: Measured) -> str:
@@ -252,7 +244,7 @@ TARGETS: list[Target] = [
         Ratio("one_table_restore_job_s", "one_table_raw_restore_s"),
         1.0,
         "x",
-        detail=_one_table_detail,
+        detail=_raw_restore_detail("one_table_restore", "one_table_raw_restore_s"),
     ),
     Target(
         "django-pgclone restore / pgclone restore",

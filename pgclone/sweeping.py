@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
@@ -61,8 +60,7 @@ def sweep(now: dt.datetime | None = None, *, stored: bool = True) -> list[Job]:
         # One session per server for both looks at its catalog, opened when first
         # needed: the sweep runs before every new job, and a session is a fork.
         servers = [
-            (stack.enter_context(databases.Maintenance(conn)), names)
-            for conn, names in _servers().values()
+            (stack.enter_context(databases.Maintenance(conn)), names) for conn, names in _servers()
         ]
         reopen_closed_databases(servers)
         ended = [job for job in _lost_jobs(now) if _end_lost(job, now)]
@@ -77,15 +75,12 @@ def sweep(now: dt.datetime | None = None, *, stored: bool = True) -> list[Job]:
     return ended
 
 
-def _servers() -> dict[tuple[str, str], tuple[postgres.ConnInfo, set[str]]]:
+def _servers() -> list[tuple[postgres.ConnInfo, set[str]]]:
     """Each PostgreSQL server of the project once, with its databases' names."""
-    found: dict[tuple[str, str], tuple[postgres.ConnInfo, set[str]]] = {}
-    for alias, config in settings.DATABASES.items():
-        if config.get("ENGINE") not in postgres.POSTGRES_ENGINES:
-            continue
-        conn = postgres.conn_info(alias)
-        found.setdefault((conn.host, conn.port), (conn, set()))[1].add(conn.name)
-    return found
+    return [
+        (conn, {postgres.conn_info(alias).name for alias in aliases})
+        for conn, aliases in postgres.aliases_by_server()
+    ]
 
 
 def reopen_closed_databases(servers: list[tuple[databases.Maintenance, set[str]]]) -> list[str]:

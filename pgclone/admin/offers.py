@@ -227,12 +227,8 @@ def kept_copies_on_servers() -> list[KeptCopy]:
     """pgclone's kept copies on each server the project's aliases name, oldest
     first, as ``ls --local --long`` lists them; a server that can't be reached
     shows none."""
-    servers: dict[tuple[str, str], list[str]] = {}
-    for alias, _ in postgres_aliases():
-        conn = postgres.conn_info(alias)
-        servers.setdefault((conn.host, conn.port), []).append(alias)
     found = []
-    for aliases in servers.values():
+    for _, aliases in postgres.aliases_by_server():
         try:
             copies = api.kept_copies(aliases[0])
         except PgCloneError as exc:

@@ -28,8 +28,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from django.conf import settings
-
 from pgclone.pg import databases, driver, postgres
 from pgclone.pg.databases import execute
 from pgclone.pg.driver import sql
@@ -228,12 +226,7 @@ def on_servers(
 
 def servers() -> list[postgres.ConnInfo]:
     """One connection of each PostgreSQL server the project's aliases name."""
-    found: dict[tuple[str, str], postgres.ConnInfo] = {}
-    for alias, config in settings.DATABASES.items():
-        if config.get("ENGINE") in postgres.POSTGRES_ENGINES:
-            conn = postgres.conn_info(alias)
-            found.setdefault((conn.host, conn.port), conn)
-    return list(found.values())
+    return [conn for conn, _ in postgres.aliases_by_server()]
 
 
 def drop_copies_of(location: str, deleted: list[str]) -> list[str]:

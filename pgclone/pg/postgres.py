@@ -125,6 +125,17 @@ def conn_info(alias: str = "default") -> ConnInfo:
     )
 
 
+def aliases_by_server() -> list[tuple[ConnInfo, list[str]]]:
+    """Each PostgreSQL server the project's aliases name, once: the connection
+    details of its first alias, and its aliases, in the order of settings.DATABASES."""
+    found: dict[tuple[str, str], tuple[ConnInfo, list[str]]] = {}
+    for alias, config in settings.DATABASES.items():
+        if config.get("ENGINE") in POSTGRES_ENGINES:
+            conn = conn_info(alias)
+            found.setdefault((conn.host, conn.port), (conn, []))[1].append(alias)
+    return list(found.values())
+
+
 def quote_conninfo_value(value: str) -> str:
     escaped = str(value).replace("\\", "\\\\").replace("'", "\\'")
     return f"'{escaped}'"

@@ -361,8 +361,8 @@ def _restore_parallel(
     job: Job, storage: LocalStorage, key: keys.DumpKey, manifest: payloads.Manifest, target: Any
 ) -> str:
     """A plain dump made before the container (one pg_dump archive): unpack it
-    (checking it: nothing is created from a damaged one), then create the temporary database and
-    restore into it with several jobs."""
+    (checking it: nothing is created from a damaged one), then create the
+    temporary database and restore into it with several jobs."""
     workdir = Path(tempfile.mkdtemp(prefix=unpack_prefix(job.pk), dir=conf.temp_dir()))
     # Recorded so that whoever cleans up after a lost worker knows where to look.
     jobs.update_result(job, unpacked={"host": socket.gethostname(), "path": str(workdir)})
