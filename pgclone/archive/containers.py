@@ -17,8 +17,12 @@ the order a restore needs them, so that one pass over it restores it:
   produced (all at once), and each of them ends with an empty member
   ``data/TTTT/end`` or ``rest/end``, so that a restore ends that table's
   COPY (and its session) there, not once every table's rows are in;
-- ``post-data/NNNNNN``: ``pg_dump --format=custom --section=post-data``,
-  once every data stream has ended.
+- ``post-data/NNNNNN``: ``pg_dump --format=custom --section=pre-data
+  --section=post-data``, once every data stream has ended, restored with
+  ``--section=post-data``: its pre-data entries are there so that
+  ``pg_restore --jobs`` knows the tables each foreign key locks (dumps
+  made before they were there have ``--section=post-data`` alone, and their
+  post-data is restored with one job).
 
 tar needs each member's size before its bytes, so a stream is written as
 consecutive members of at most about ``MEMBER_SIZE`` bytes, numbered per

@@ -144,10 +144,14 @@ class ParallelRestore:
         restore_lists.run(argv, path=str(path), env=self.target.env(), edit=self._edit)
 
     def _restore_post_data(self) -> None:
-        """Indexes and constraints, with ``jobs`` pg_restore jobs. The archive
-        has no TABLE entries (they are pre-data's), so pg_restore would not know
-        that a foreign key waits for its tables' rows: it runs once they are all in."""
+        """Indexes and constraints, with ``jobs`` pg_restore jobs, once every
+        row is in. The archive lists the tables too (not restored), so that
+        pg_restore never runs at once two foreign keys that lock the same
+        tables in turn (a deadlock); one made before it did gets one job."""
         path = str(self.post_data)
-        argv = postgres.pg_restore_argv(self.target, jobs=self.jobs, path=path)
+        env = self.target.env()
+        listed = restore_lists.listing(path, env)
+        jobs = self.jobs if restore_lists.names_tables(listed) else 1
+        argv = postgres.pg_restore_argv(self.target, jobs=jobs, path=path)
         argv = [*argv[:-1], "--section=post-data", path]
-        restore_lists.run(argv, path=path, env=self.target.env(), edit=self._edit)
+        restore_lists.run(argv, path=path, env=env, edit=self._edit, listed=listed)

@@ -331,9 +331,14 @@ def read_archives(
     readers = list(readers)
 
     def open_stream(stream: str, table: dict[str, Any] | None) -> Any:
-        if table is None:
-            return ProgramSink(readers, programs.child_environment())
-        return Discard()
+        if table is not None:
+            return Discard()
+        if stream == containers.POST_DATA:  # which lists the pre-data's entries too
+            return ProgramSink(
+                [([*argv, "--section=post-data"], out) for argv, out in readers],
+                programs.child_environment(),
+            )
+        return ProgramSink(readers, programs.child_environment())
 
     router = Router(open_stream)
     read(router, source, checks)

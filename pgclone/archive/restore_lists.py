@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,22 +30,39 @@ from pgclone.pg import programs
 
 Edit = Callable[[str], str]
 
+_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE ")  # a table's entry in pg_restore --list
+
 
 def with_list(argv: list[str], fd: int) -> list[str]:
     """``argv`` (a pg_restore) reading its list from the inherited descriptor ``fd``."""
     return [argv[0], f"--use-list=/dev/fd/{fd}", *argv[1:]]
 
 
-def run(argv: list[str], *, path: str, env: dict[str, str], edit: Edit) -> None:
+def listing(path: str, env: dict[str, str]) -> str:
+    """What ``pg_restore --list`` prints of the archive file ``path``."""
+    return programs.run(["pg_restore", "--list", path], env=env)
+
+
+def names_tables(listed: str) -> bool:
+    """Whether the archive whose ``listed`` this is has its tables' entries:
+    only then does ``pg_restore --jobs`` know what each post-data entry (a
+    foreign key: two tables) locks, and keep apart two that would deadlock."""
+    return any(_TABLE.match(line) for line in listed.splitlines())
+
+
+def run(
+    argv: list[str], *, path: str, env: dict[str, str], edit: Edit, listed: str | None = None
+) -> None:
     """Run ``argv``, a pg_restore of the archive file ``path``, with the list
-    ``edit`` makes of it."""
-    listing = programs.run(["pg_restore", "--list", path], env=env)
+    ``edit`` makes of it (of ``listed``, when it was already listed)."""
+    if listed is None:
+        listed = listing(path, env)
     # No name on disk: nothing is left behind if this process dies.
-    with tempfile.TemporaryFile(dir=conf.temp_dir()) as listed:
-        listed.write(edit(listing).encode())
-        listed.flush()
-        listed.seek(0)
-        fd = listed.fileno()
+    with tempfile.TemporaryFile(dir=conf.temp_dir()) as list_file:
+        list_file.write(edit(listed).encode())
+        list_file.flush()
+        list_file.seek(0)
+        fd = list_file.fileno()
         programs.run(with_list(argv, fd), env=env, pass_fds=(fd,))
 
 

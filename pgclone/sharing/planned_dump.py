@@ -189,7 +189,10 @@ def pg_dumps(
         ],
         **common,
     )
-    post_data = postgres.pg_dump_argv(conn, sections=["post-data"], **common)
+    # With the pre-data's entries in its table of contents (restored with
+    # --section=post-data), pg_restore --jobs knows which tables each foreign
+    # key locks and never runs two that could deadlock at once.
+    post_data = postgres.pg_dump_argv(conn, sections=["pre-data", "post-data"], **common)
     with (
         programs.spawn(pre_data, env=conn.env()) as first,
         programs.spawn(rest, env=conn.env()) as second,

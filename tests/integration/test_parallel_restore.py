@@ -307,6 +307,103 @@ def test_a_tables_members_load_in_any_session_and_a_bad_row_stops_them_all(tmp_p
         assert psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", into) == "0"
 
 
+# Every foreign key of the test database is ALTER TABLE … ADD … FOREIGN KEY;
+# this event trigger logs each one's start and end, and holds it at its start
+# for a moment, so that two pg_restore ran at once would overlap in the log.
+FOREIGN_KEY_LOG = """
+CREATE TABLE public.fk_log (pid int, at timestamptz, event text);
+CREATE FUNCTION public.fk_log() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_query() LIKE '%FOREIGN KEY%' THEN
+    INSERT INTO public.fk_log VALUES (pg_backend_pid(), clock_timestamp(), TG_EVENT);
+    IF TG_EVENT = 'ddl_command_start' THEN PERFORM pg_sleep(0.3); END IF;
+  END IF;
+END $$;
+CREATE EVENT TRIGGER fk_log_start ON ddl_command_start EXECUTE FUNCTION public.fk_log();
+CREATE EVENT TRIGGER fk_log_end ON ddl_command_end EXECUTE FUNCTION public.fk_log();
+"""
+
+
+def foreign_keys_at_once(database: str) -> int:
+    """How many times a foreign key started while another was being built."""
+    events = psql("SELECT event FROM fk_log ORDER BY at", database).split()
+    running = overlaps = 0
+    for event in events:
+        if event == "ddl_command_start":
+            overlaps += running > 0
+            running += 1
+        else:
+            running -= 1
+    assert running == 0 and len(events) == 2 * 3, events
+    return overlaps
+
+
+@pytest.mark.parametrize(
+    "post_data",
+    [["--section=pre-data", "--section=post-data"], ["--section=post-data"]],
+    ids=["as-pgclone-writes-it", "made-before-it-listed-the-tables"],
+)
+def test_foreign_keys_that_lock_the_same_tables_are_never_built_at_once(tmp_path, post_data):
+    """Three foreign keys lock ``parent`` and ``child`` (in turn): built by
+    four pg_restore jobs at once, two could each hold one table and wait for
+    the other (a CI run failed so, "deadlock detected"). pg_restore keeps them
+    apart only if the post-data archive lists the tables they lock; an archive
+    that does not (older dumps) is restored with one job."""
+    from pgclone.archive import containers, parallel_restore
+    from pgclone.pg import postgres
+
+    with scratch_database() as source, scratch_database() as into:
+        psql(
+            "CREATE TABLE parent (id int PRIMARY KEY, child_id int);"
+            "CREATE TABLE child (id int PRIMARY KEY, a int REFERENCES parent,"
+            " b int REFERENCES parent);"
+            "ALTER TABLE parent ADD FOREIGN KEY (child_id) REFERENCES child;"
+            "INSERT INTO child VALUES (1, NULL, NULL); INSERT INTO parent VALUES (1, 1);"
+            "UPDATE child SET a = 1, b = 1",
+            source,
+        )
+        psql(FOREIGN_KEY_LOG, into)
+        out = io.BytesIO()
+        tar = containers.TarWriter(out.write)
+        tar.json(containers.PLAN, {"format": containers.FORMAT, "tables": []})
+        tar.member("pre-data/000000", pg_dump(source, "--section=pre-data"))
+        tar.member("rest/000000", pg_dump(source, "--section=data"))
+        tar.member("rest/end", b"")
+        tar.member("post-data/000000", pg_dump(source, *post_data))
+        tar.close()
+        work = tmp_path / "work"
+        work.mkdir(mode=0o700)
+        conn = postgres.conn_info().with_name(into)
+
+        restore = parallel_restore.ParallelRestore(conn, 4, work)
+        restore.run(
+            io.BytesIO(zstandard.ZstdCompressor().compress(out.getvalue())),
+            {"expected_sha256": None, "on_progress": lambda _: None},
+        )
+
+        assert psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", into) == "3"
+        assert psql("SELECT a + b + child_id FROM child JOIN parent USING (id)", into) == "3"
+        assert foreign_keys_at_once(into) == 0
+
+
+def test_a_dumps_post_data_archive_lists_the_tables_its_foreign_keys_lock(local_location):
+    """What the test above needs of a dump pgclone writes: its post-data
+    archive lists the tables (pre-data entries, which a restore leaves out)."""
+    key = make_dump("listed", local_location)
+    raw = zstandard.ZstdDecompressor().stream_reader(
+        io.BytesIO((Path(local_location) / key).read_bytes())
+    )
+    with tarfile.open(fileobj=raw, mode="r|") as tar:
+        archive = b"".join(
+            tar.extractfile(member).read() for member in tar if member.name.startswith("post-data/")
+        )
+    listed = subprocess.run(
+        ["pg_restore", "--list"], input=archive, stdout=subprocess.PIPE, check=True
+    ).stdout.decode()
+    assert " TABLE public testapp_book " in listed
+    assert " FK CONSTRAINT public testapp_book " in listed
+
+
 # Damaged members --------------------------------------------------------------------
 
 
@@ -418,10 +515,11 @@ def plant(stored: bytes, database: str) -> bytes:
 
     def change(raw: bytes) -> bytes:
         comment = f"COMMENT ON TABLE public.testapp_author IS '{PADDING}';".encode()
-        assert raw.count(comment) == 1
+        # In the pre-data, and in the post-data's copy of its entries (never run).
+        assert raw.count(comment) == 2
         statement = f"CREATE DATABASE {database} /*".encode()
         statement += b"x" * (len(comment) - len(statement) - 3) + b"*/;"
-        return raw.replace(comment, statement)
+        return raw.replace(comment, statement, 1)  # the pre-data's: it comes first
 
     raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored)).read()
     changed = zstandard.ZstdCompressor(level=19, write_checksum=True).compress(change(raw))
