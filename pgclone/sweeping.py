@@ -39,7 +39,7 @@ from pgclone import conf
 from pgclone.engine import claims, jobs, runner
 from pgclone.humanize import human_seconds
 from pgclone.models import Job
-from pgclone.pg import databases, ownership, postgres
+from pgclone.pg import databases, kept_copies, ownership, postgres
 from pgclone.pg import swap as swapping
 from pgclone.steps import dump as dump_steps
 from pgclone.steps import kept as kept_steps
@@ -227,8 +227,13 @@ def _drop_orphan_databases(servers: list[tuple[databases.Maintenance, set[str]]]
                 if ownership.sweepable(database, lives, _known_job) and _owner_is_over(
                     name.split("_")[2]
                 ):
-                    logger.info("pgclone: dropping %s, left by a job that is over", name)
-                    databases.drop(connection, name)
+                    if kept_steps.confirm_left(name):
+                        logger.info("pgclone: %s, left by a job that succeeded, dealt with", name)
+                        continue
+                    with kept_copies.pending_lock(connection, name) as held:
+                        if held:  # else a worker is making it a kept copy
+                            logger.info("pgclone: dropping %s, left by a job that is over", name)
+                            databases.drop(connection, name)
         except Exception as exc:  # one unreachable server must not stop the sweep
             maintenance.close("postgres")
             logger.warning(

@@ -182,6 +182,17 @@ def update_result(job: Job, **values: Any) -> None:
     Job.objects.filter(pk=job.pk).update(result=job.result)
 
 
+def claim_result(job: Job, name: str, value: Any) -> bool:
+    """Set ``job.result[name]``, if it still is ``value``, to None; whether this
+    caller did: of two that race to act on it (a worker and the sweep), one does."""
+    job.refresh_from_db(fields=["result"])
+    result = {**job.result, name: None}
+    claimed = Job.objects.filter(pk=job.pk, **{f"result__{name}": value}).update(result=result)
+    if claimed:
+        job.result = result
+    return bool(claimed)
+
+
 def record_dump_target(job: Job, key: str, database_name: str) -> None:
     """What a dump writes, known once its first step resolved it."""
     Job.objects.filter(pk=job.pk).update(dump_key=key, database_name=database_name)

@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from pgclone.pg import databases, driver, postgres
@@ -38,6 +38,7 @@ PREFIX = databases.KEPT_PREFIX
 PENDING_SUFFIX = "_kept"
 MARK_PREFIX = "pgclone kept: "
 DIGEST_HEX = 40  # 13 + 40 = 53 bytes, within PostgreSQL's 63
+LOCK_CLASS = 0x7067636C  # "pgcl": the first key of pgclone's advisory locks
 
 
 def kept_name(location: str, key: str) -> str:
@@ -147,6 +148,22 @@ def comment(connection: driver.Connection, name: str, text: str) -> None:
         connection,
         sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(text)),
     )
+
+
+@contextlib.contextmanager
+def pending_lock(connection: driver.Connection, pending: str) -> Iterator[bool]:
+    """Whether this session holds, for the block, the lock on the pending copy
+    ``pending``: whoever keeps or drops one holds it (the worker whose job
+    succeeded, or the sweep), so neither drops what the other is renaming. A
+    session-level advisory lock in the server's ``postgres`` database, which
+    ends with the session (a worker killed while holding it holds nothing)."""
+    key = [LOCK_CLASS, pending]
+    held = execute(connection, "SELECT pg_try_advisory_lock(%s, hashtext(%s))", key)[0][0]
+    try:
+        yield bool(held)
+    finally:
+        if held:
+            execute(connection, "SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
 
 
 def confirm(connection: driver.Connection, pending: str, name: str, mark: KeptMark) -> None:

@@ -8,7 +8,9 @@ is loaded and, when the config asks, :func:`keep_pending` copies what it
 loaded before anything of the live database (owner, grants, settings) or the
 hooks touch it. That copy becomes the kept one in :func:`confirm`, once the
 job has succeeded (``confirming`` wraps the swap step for it); the job's
-cleanup and the sweep drop it otherwise, as they drop the temporary database.
+cleanup and the sweep drop it otherwise, as they drop the temporary database,
+but for a job that succeeded and whose worker was lost before it kept the
+copy: the sweep keeps it then (:func:`confirm_left`).
 """
 
 from __future__ import annotations
@@ -173,62 +175,81 @@ def confirming(step: runner.StepFunction) -> runner.StepFunction:
     return run
 
 
-def _confirm_and_say(job: Job) -> None:
-    if not job.result.get("kept_pending"):
+def _confirm_and_say(job: Job, late: str = "") -> None:
+    pending = job.result.get("kept_pending")
+    if not pending:
         return
     try:
-        note = confirm(job)
+        with (
+            databases.maintenance(live_conn(job)) as connection,
+            kept_copies.pending_lock(connection, pending) as held,
+        ):
+            if not held or not jobs.claim_result(job, "kept_pending", pending):
+                return  # the sweep (or the worker) keeps it
+            note = confirm(connection, job, pending)
     except Exception as exc:
         logger.exception("pgclone job %s: keeping a copy failed", job.pk)
         note = f"warning: the copy was not kept: {runner.describe_error(exc).strip()}"
-        _drop_pending(job)
+        _drop_pending(job, pending)
     last = "record" if job.kind == Job.Kind.VERIFY else "swap"
     step = job.steps.get(name=last)
-    jobs.set_step_message(job, last, f"{step.message}; {note}")
+    jobs.set_step_message(job, last, f"{step.message}; {note}{late}")
 
 
-def confirm(job: Job) -> str:
-    """The job succeeded: its pending copy becomes the dump's kept copy (replacing
-    an older one of pgclone's), then the oldest copies beyond the limits go."""
+def confirm_left(name: str) -> bool:
+    """For the sweep: ``name`` is a pending copy whose job is over. When that job
+    succeeded (its worker lost before it kept the copy), the copy is kept now
+    (or dropped, as the worker would have); returns whether it was such a job's."""
+    if not name.endswith(kept_copies.PENDING_SUFFIX):
+        return False
+    owners = Job.objects.with_id_prefix(databases.id_prefix(name.split("_")[2]))
+    job = owners.filter(status=Job.Status.SUCCEEDED).first()
+    if job is None or job.result.get("kept_pending") != name:
+        return False
+    _confirm_and_say(job, " (by the sweep: the worker was lost before it kept it)")
+    return True
+
+
+def confirm(connection: driver.Connection, job: Job, pending: str) -> str:
+    """The job succeeded: its ``pending`` copy becomes the dump's kept copy
+    (replacing an older one of pgclone's), then the oldest copies beyond the
+    limits go."""
     key, location, name = _names(job)
     live = live_conn(job)
-    pending = job.result["kept_pending"]
-    with databases.maintenance(live) as connection:
-        why = ownership.reason(connection, pending, live.name, job.pk)
-        if why or not databases.exists(connection, pending):
-            return f"kept no copy: {pending!r} is gone or not pgclone's ({why or 'gone'})"
-        existing = kept_copies.look(connection, name)
-        if existing is not None:
-            refused = kept_copies.refusal(existing)
-            if refused:
-                databases.drop(connection, pending)
-                return (
-                    f"kept no copy: a database {name!r} exists and is not pgclone's ({refused}); "
-                    "whoever made it (or a superuser) should drop it"
-                )
-            databases.drop(connection, name)
-        mark = kept_copies.KeptMark(
-            key=key,
-            location=location,
-            job=str(job.pk),
-            made=timezone.now().isoformat(timespec="seconds"),
-            template=conf.template_database(job.database_alias) or "",
-        )
-        kept_copies.confirm(connection, pending, name, mark)
-        evicted = evict(connection)
-    jobs.update_result(job, kept_pending=None, kept_copy=name)
+    why = ownership.reason(connection, pending, live.name, job.pk)
+    if why or not databases.exists(connection, pending):
+        return f"kept no copy: {pending!r} is gone or not pgclone's ({why or 'gone'})"
+    existing = kept_copies.look(connection, name)
+    if existing is not None:
+        refused = kept_copies.refusal(existing)
+        if refused:
+            databases.drop(connection, pending)
+            return (
+                f"kept no copy: a database {name!r} exists and is not pgclone's ({refused}); "
+                "whoever made it (or a superuser) should drop it"
+            )
+        databases.drop(connection, name)
+    mark = kept_copies.KeptMark(
+        key=key,
+        location=location,
+        job=str(job.pk),
+        made=timezone.now().isoformat(timespec="seconds"),
+        template=conf.template_database(job.database_alias) or "",
+    )
+    kept_copies.confirm(connection, pending, name, mark)
+    evicted = evict(connection)
+    jobs.update_result(job, kept_copy=name)
     note = f"kept a copy of {key} as {name}"
     if name in evicted:
         return f"kept no copy of {key}: it alone is beyond PGCLONE_KEPT_COPIES(_BYTES)"
     return note + (f" (dropped the older {', '.join(evicted)})" if evicted else "")
 
 
-def _drop_pending(job: Job) -> None:
-    pending = job.result.get("kept_pending")
+def _drop_pending(job: Job, pending: str) -> None:
     live = live_conn(job)
     try:
         with databases.maintenance(live) as connection:
-            if pending and not ownership.reason(connection, pending, live.name, job.pk):
+            if not ownership.reason(connection, pending, live.name, job.pk):
                 databases.drop(connection, pending)
     except Exception:  # the sweep drops it: its job is over
         logger.exception("pgclone job %s: dropping %s failed", job.pk, pending)

@@ -110,17 +110,15 @@ def fetch(job: Job) -> None:
     checked = "complete"
     if _unpacks(storage, manifest):
         checked = "complete (its checksum is checked as it is unpacked)"
-    elif isinstance(storage, LocalStorage) or not manifest.pre_data_sha256:
-        # Reading a local file twice is cheap: check it before creating anything.
-        # From S3, a container whose manifest names its pre-data's SHA-256 is
+    elif not manifest.pre_data_sha256:
+        # A container whose manifest names its pre-data's SHA-256 is read once,
         # checked as it streams (the SQL it holds runs only once checked, its
-        # rows are swapped in only once the whole dump is); any other dump
-        # holds SQL that would run before its end: it is read twice.
+        # rows are swapped in only once the whole dump is), or not at all when
+        # a kept copy of it is used. Any other dump holds SQL that would run
+        # before its end: it is read twice, the first time here.
         with storage.open(key) as source:
             streams.verify(source, manifest.sha256)
-        checked = "its checksum verified"
-        if not isinstance(storage, LocalStorage):
-            checked += " (read whole before anything of it runs)"
+        checked = "its checksum verified (read whole before anything of it runs)"
     jobs.update_result(job, manifest=stored)
     size = human_bytes(manifest.size)
     jobs.set_step_message(job, "fetch", f"{key} ({size}) found, {checked}.{decryptable}")

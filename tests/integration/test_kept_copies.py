@@ -17,7 +17,7 @@ from django.utils import timezone
 from pgclone import api, payloads, sweeping
 from pgclone.exceptions import RestoreRefused
 from pgclone.models import Job
-from pgclone.pg import kept_copies
+from pgclone.pg import databases, kept_copies, postgres
 from pgclone.steps import restore as restore_steps
 from tests.helpers import TARGET, authors, fingerprint, make_dump, pgclone_databases, psql, wait_for
 
@@ -390,3 +390,49 @@ def test_the_sweep_drops_the_copy_of_a_job_that_died_half_way(local_location, ke
     finally:
         with app.connection_for_write() as connection:
             connection.default_channel.queue_delete(queue)
+
+
+def test_a_copy_left_pending_by_a_job_that_succeeded_is_kept_by_the_sweep(
+    local_location, kept, monkeypatch
+):
+    """The worker is lost just after the job was recorded succeeded, before it
+    made the pending copy the kept one: the sweep keeps it, unless a worker
+    holds it (keeping it), and drops it once nobody will."""
+    from pgclone.engine import jobs
+    from pgclone.steps import kept as kept_steps
+
+    key = make_dump("ann", local_location)
+    with monkeypatch.context() as lost:  # the worker's last act never comes
+        lost.setattr(kept_steps, "_confirm_and_say", lambda job, late="": None)
+        job = api.restore(key, config="keep", database="target", inline=True)
+    pending = kept_copies.pending_name(job.pk)
+    assert job.status == Job.Status.SUCCEEDED and authors(TARGET) == ["ann"]
+    assert pending in pgclone_databases() and kept_name(job) not in kept_databases()
+
+    sweeping.sweep()
+
+    job.refresh_from_db()
+    assert kept_name(job) in kept_databases() and pending not in pgclone_databases()
+    assert swap_message(job).endswith(
+        f"kept a copy of {key} as {kept_name(job)} (by the sweep: the worker was lost before "
+        "it kept it)"
+    )
+    assert catalog(kept_name(job))["comment"].startswith("pgclone kept: ")
+    again = api.restore(key, config="keep", database="target", inline=True)
+    assert "from the kept copy" in again.steps.get(name="restore_temp").message
+
+    # A worker keeping its copy holds its lock: the sweep leaves it be, then
+    # drops it once the worker is gone without keeping it.
+    with monkeypatch.context() as lost:
+        lost.setattr(kept_steps, "_confirm_and_say", lambda job, late="": None)
+        psql(f'DROP DATABASE "{kept_name(job)}"')
+        third = api.restore(key, config="keep", database="target", inline=True)
+    pending = kept_copies.pending_name(third.pk)
+    assert jobs.claim_result(third, "kept_pending", pending)
+    with databases.maintenance(postgres.conn_info()) as worker:
+        with kept_copies.pending_lock(worker, pending) as held:
+            assert held
+            sweeping.sweep()
+            assert pending in pgclone_databases()
+        sweeping.sweep()
+    assert pending not in pgclone_databases() and kept_name(third) not in kept_databases()

@@ -295,20 +295,21 @@ def flip_middle(data: bytes) -> bytes:
     return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
 
 
-def test_corrupt_bytes_in_local_storage_are_caught_before_anything_is_created(
+def test_corrupt_bytes_in_local_storage_are_caught_before_the_swap(
     celery_worker, pgclone_cli, local_location, unchanged_target
 ):
     key = make_dump("never", local_location)
     damage(local_location, key, flip_middle)
 
     result = restore_cli(pgclone_cli, local_location, key)
-    # A local file is read twice: its checksum first, before the temporary
-    # database is created (from S3, as it streams, before the swap).
+    # Read once, from a local folder as from S3: checked as it streams (its
+    # SQL only once checked), the temporary database dropped when it fails.
     job = assert_refused(result, code=1, message="The dump is damaged")
-    fetch = job.steps.get(name="fetch")
-    assert fetch.status == JobStep.Status.FAILED
-    assert "The dump is damaged" in fetch.message
-    assert job.steps.get(name="restore_temp").status == JobStep.Status.SKIPPED
+    assert job.steps.get(name="fetch").status == JobStep.Status.SUCCEEDED
+    restore_temp = job.steps.get(name="restore_temp")
+    assert restore_temp.status == JobStep.Status.FAILED
+    assert "The dump is damaged" in restore_temp.message
+    assert job.steps.get(name="swap").status == JobStep.Status.SKIPPED
     assert pgclone_databases() == []
 
 
