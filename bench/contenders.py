@@ -250,9 +250,10 @@ def checkpoint(bench: Bench, label: str) -> None:
     bench.record(f"{label}_s", bench.run(argv, name=label))
 
 
-def file_copy(bench: Bench, template: str) -> None:
+def file_copy(bench: Bench, template: str, label: str = "kept_file_copy") -> None:
     """``psql -c 'CREATE DATABASE … TEMPLATE template STRATEGY FILE_COPY'`` (its drop
-    untimed), recorded as ``kept_file_copy_s``: what a copy of a kept copy costs at best."""
+    untimed), recorded as ``{label}_s``: by default what a copy of a kept copy
+    costs at best."""
     name = bench.db["copy"]
     drop_database(name)
     bench.databases.add(name)
@@ -260,7 +261,7 @@ def file_copy(bench: Bench, template: str) -> None:
         sql.Identifier(name), sql.Identifier(template)
     )
     argv = ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", _as_text(statement)]
-    bench.record("kept_file_copy_s", bench.run(argv, name="kept_file_copy"))
+    bench.record(f"{label}_s", bench.run(argv, name=label))
     drop_database(name)
 
 

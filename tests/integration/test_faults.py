@@ -60,8 +60,7 @@ def own_worker(request, test_database_name, moto_server, tmp_path, settings):
         test_database_name, tmp_path / "worker.log", moto=moto_server, queue=queue, pool=pool
     )
     yield worker
-    if worker.process.poll() is None:
-        stop_worker(worker)
+    stop_worker(worker)  # also after a test killed it: its group and its TMPDIR
 
 
 def process_listing() -> str:
