@@ -179,18 +179,24 @@ def _confirm_and_say(job: Job, late: str = "") -> None:
     pending = job.result.get("kept_pending")
     if not pending:
         return
+    claimed = False
     try:
         with (
             databases.maintenance(live_conn(job)) as connection,
             kept_copies.pending_lock(connection, pending) as held,
         ):
-            if not held or not jobs.claim_result(job, "kept_pending", pending):
+            claimed = held and jobs.claim_result(job, "kept_pending", pending)
+            if not claimed:
                 return  # the sweep (or the worker) keeps it
             note = confirm(connection, job, pending)
     except Exception as exc:
         logger.exception("pgclone job %s: keeping a copy failed", job.pk)
-        note = f"warning: the copy was not kept: {runner.describe_error(exc).strip()}"
-        _drop_pending(job, pending)
+        error = runner.describe_error(exc).strip()
+        if claimed:
+            note = f"warning: the copy was not kept: {error}"
+            _drop_pending(job, pending)
+        else:  # still the job's to keep
+            note = f"warning: the copy is not kept yet (the sweep keeps it): {error}"
     last = "record" if job.kind == Job.Kind.VERIFY else "swap"
     step = job.steps.get(name=last)
     jobs.set_step_message(job, last, f"{step.message}; {note}{late}")
