@@ -153,10 +153,12 @@ def comment(connection: driver.Connection, name: str, text: str) -> None:
 @contextlib.contextmanager
 def pending_lock(connection: driver.Connection, pending: str) -> Iterator[bool]:
     """Whether this session holds, for the block, the lock on the pending copy
-    ``pending``: whoever keeps or drops one holds it (the worker whose job
-    succeeded, or the sweep), so neither drops what the other is renaming. A
-    session-level advisory lock in the server's ``postgres`` database, which
-    ends with the session (a worker killed while holding it holds nothing)."""
+    ``pending``: whoever keeps one takes it (the worker whose job succeeded, or
+    the sweep), and the sweep drops one only while it holds it, so that it
+    never drops what is being renamed. A session-level advisory lock in the
+    server's ``postgres`` database, which ends with the session (a worker
+    killed while holding it holds nothing). Any role that may connect there
+    may take it too: that can delay a drop, never stop a copy being kept."""
     key = [LOCK_CLASS, pending]
     held = execute(connection, "SELECT pg_try_advisory_lock(%s, hashtext(%s))", key)[0][0]
     try:

@@ -181,11 +181,14 @@ def _confirm_and_say(job: Job, late: str = "") -> None:
         return
     claimed = False
     try:
+        # The lock only keeps the sweep from dropping the copy while it is kept;
+        # the job's own claim decides who keeps it (any role may take an
+        # advisory lock: one held by another must not stop the keeping).
         with (
             databases.maintenance(live_conn(job)) as connection,
-            kept_copies.pending_lock(connection, pending) as held,
+            kept_copies.pending_lock(connection, pending),
         ):
-            claimed = held and jobs.claim_result(job, "kept_pending", pending)
+            claimed = jobs.claim_result(job, "kept_pending", pending)
             if not claimed:
                 return  # the sweep (or the worker) keeps it
             note = confirm(connection, job, pending)

@@ -4,6 +4,7 @@ by the next restore of the same dump; on the real services."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -17,7 +18,7 @@ from django.utils import timezone
 from pgclone import api, payloads, sweeping
 from pgclone.exceptions import RestoreRefused
 from pgclone.models import Job
-from pgclone.pg import databases, kept_copies, postgres
+from pgclone.pg import databases, driver, kept_copies, postgres
 from pgclone.steps import restore as restore_steps
 from tests.helpers import TARGET, authors, fingerprint, make_dump, pgclone_databases, psql, wait_for
 
@@ -184,6 +185,33 @@ def tenant(kept) -> Iterator[Tenant]:
         psql(f'ALTER DATABASE "{database}" WITH IS_TEMPLATE false ALLOW_CONNECTIONS true')
         psql(f'DROP DATABASE "{database}" WITH (FORCE)')
     psql(f"DROP ROLE {name}")
+
+
+def test_a_tenant_holding_the_pending_copys_lock_does_not_stop_the_keeping(
+    local_location, tenant, monkeypatch
+):
+    """Any role that may connect to the server's postgres database may take an
+    advisory lock, the pending copy's too: the worker keeps the copy anyway."""
+    from pgclone.steps import kept as kept_steps
+
+    key = make_dump("ann", local_location)
+    holder = driver.connect(host="127.0.0.1", user=tenant.name, dbname="postgres")
+    holder.autocommit = True
+    keep = kept_steps._confirm_and_say
+
+    def with_the_tenant_holding_its_lock(job: Job, late: str = "") -> None:
+        pending = kept_copies.pending_name(job.pk)
+        with kept_copies.pending_lock(holder, pending) as held:
+            assert held  # the tenant's session holds it while the worker keeps
+            keep(job, late)
+
+    monkeypatch.setattr(kept_steps, "_confirm_and_say", with_the_tenant_holding_its_lock)
+    with contextlib.closing(holder):
+        job = api.restore(key, config="keep", database="target", inline=True)
+
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert f"kept a copy of {key} as {kept_name(job)}" in swap_message(job)
+    assert kept_name(job) in kept_databases() and pgclone_databases() == []
 
 
 def test_a_database_of_the_kept_name_made_by_another_role_is_never_used_nor_dropped(
