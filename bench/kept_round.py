@@ -11,10 +11,9 @@ of the data, and a command's start-up, alternate with them.
 Every contender starts after a ``CHECKPOINT`` (untimed), so none pays for the
 dirty pages of what ran before. The plain restore is followed by a timed
 ``CHECKPOINT`` and a timed FILE_COPY of the database it restored, at once:
-what keeping a copy of it by hand would cost then, with the disk still
-writing back what the restore wrote (a FILE_COPY fsyncs every file it
-copies; the kept copy's own, on an idle disk, took 0.7 s where the copy of
-a database just restored took 3 s).
+what keeping a copy of it by hand would cost then (0.85-0.89 s at 1 GB,
+against 0.6-0.7 s for the kept copy's; the keep inside the job took 3.3-4.0
+s, for reasons docs/benchmarks.md has not found yet).
 """
 
 from __future__ import annotations
