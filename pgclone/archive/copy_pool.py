@@ -190,29 +190,32 @@ class CopyPool:
 class _Run:
     """The readable a session's COPY reads: ``first``'s rows, then those of the
     members the session takes after it while they are the same table's. The
-    member of another table that ends it is kept in ``next``."""
+    member of another table that ends it is kept in ``next``.
+
+    Each read returns a whole member, whatever size was asked for: both
+    drivers send what ``read`` returns as it is, so a member's bytes go to
+    the server without another copy of them in this process."""
 
     def __init__(self, pool: CopyPool, slot: int, first: Member) -> None:
         self._pool = pool
         self._slot = slot
         self._table = first.table
-        self._data = memoryview(first.data)
+        self._data = first.data
         self._ended = False
         self.next: Member | None = None
 
     def read(self, size: int = -1) -> bytes:
-        while not self._data:
+        data, self._data = self._data, b""
+        while not data:
             if self._ended:
                 return b""
             member = self._pool._take()  # Stopped, raised here, aborts the COPY
             if member is None or member.table is not self._table:
                 self.next, self._ended = member, True
                 return b""
-            self._data = memoryview(member.data)
-        size = len(self._data) if size < 0 else size
-        chunk, self._data = bytes(self._data[:size]), self._data[size:]
-        self._pool._bytes[self._slot] += len(chunk)
-        return chunk
+            data = member.data
+        self._pool._bytes[self._slot] += len(data)
+        return data
 
 
 class TableFeed:
@@ -223,18 +226,20 @@ class TableFeed:
     def __init__(self, pool: CopyPool, table: dict[str, Any]) -> None:
         self._pool = pool
         self._table = table
-        self._member = bytearray()
+        self._pieces: list[bytes] = []  # the member's, as the container's reader cut them
 
     def write(self, data: bytes) -> None:
-        self._member += data
+        self._pieces.append(data)
 
     def member_ended(self) -> None:
-        if self._member:
-            self._pool.put(Member(self._table, bytes(self._member)))
-            self._member.clear()
+        pieces, self._pieces = self._pieces, []
+        if len(pieces) == 1:
+            self._pool.put(Member(self._table, pieces[0]))
+        elif pieces:
+            self._pool.put(Member(self._table, b"".join(pieces)))
 
     def close(self) -> None:
         """The stream's end member came: its members were all put."""
 
     def abort(self) -> None:
-        self._member.clear()
+        self._pieces.clear()
