@@ -27,8 +27,11 @@ from pgclone.models import Job, JobStep
 PIPED_PROGRESS_SECONDS = 5.0
 NO_WORKER_HINT_SECONDS = 10.0
 RECONNECT_SECONDS = 120.0
-# Poll often at first, so that a short job's command returns soon after it ends,
-# then settle to a gentler rate for long ones.
+# Poll often at first, so that a short job's command returns soon after it ends
+# (a copy from a kept copy takes about a second: each poll is two indexed
+# reads), then settle to gentler rates for long ones.
+FIRST_POLL_SECONDS = 0.02
+FIRST_POLL_FOR_SECONDS = 3.0
 QUICK_POLL_SECONDS = 0.1
 QUICK_POLL_FOR_SECONDS = 15.0
 # The rate shown is measured over the last few seconds, not between two polls:
@@ -148,8 +151,13 @@ class Follower:
             self.on_silent()
 
     def _pause(self, started: float) -> None:
-        quick = time.monotonic() - started < QUICK_POLL_FOR_SECONDS
-        time.sleep(min(self.poll, QUICK_POLL_SECONDS) if quick else self.poll)
+        waited = time.monotonic() - started
+        if waited < FIRST_POLL_FOR_SECONDS:
+            time.sleep(min(self.poll, FIRST_POLL_SECONDS))
+        elif waited < QUICK_POLL_FOR_SECONDS:
+            time.sleep(min(self.poll, QUICK_POLL_SECONDS))
+        else:
+            time.sleep(self.poll)
 
     def _read(self) -> tuple[Job, list[JobStep]]:
         job = Job.objects.get(pk=self.job_id)
