@@ -233,9 +233,7 @@ class TableFeed:
 
     def member_ended(self) -> None:
         pieces, self._pieces = self._pieces, []
-        if len(pieces) == 1:
-            self._pool.put(Member(self._table, pieces[0]))
-        elif pieces:
+        if pieces:  # join hands back a member that came in one piece as it is
             self._pool.put(Member(self._table, b"".join(pieces)))
 
     def close(self) -> None:
