@@ -24,7 +24,7 @@ from pgclone.exceptions import (
 from pgclone.models import Job
 from pgclone.pg import job_tables, postgres, privileges
 from pgclone.sharing import requirement
-from pgclone.steps import copying, kept, leaving_out, options, workflow_for
+from pgclone.steps import copying, kept, leaving_out, options
 
 # Re-exported: the command and the admin list what `restore :…` can copy through the API.
 from pgclone.steps.sources import local_sizes as local_sizes
@@ -374,6 +374,8 @@ def keygen() -> tuple[str, str]:
 def cancel(job_id: Any, *, requested_by: str | None = None) -> Job:
     """Cancel a pending or running job; its worker stops it within seconds."""
     found = jobs.get_job(job_id)
+    from pgclone.steps.workflows import workflow_for  # loaded only once there is a job
+
     uncancellable = workflow_for(found.kind).uncancellable
     if not jobs.cancel(found, requested_by or starting.default_requester(), uncancellable):
         found.refresh_from_db()

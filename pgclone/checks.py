@@ -12,7 +12,6 @@ from pgclone import conf, configs
 from pgclone.engine.celery_app import celery_app_problem
 from pgclone.exceptions import ConfigurationError, PgCloneError
 from pgclone.pg import postgres
-from pgclone.steps import kept
 
 
 @checks.register("pgclone")
@@ -176,7 +175,24 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 @checks.register("pgclone")
 def check_kept_copies(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    return kept.check_settings()
+    """PGCLONE_KEPT_COPIES and PGCLONE_KEPT_COPIES_BYTES."""
+    found = []
+    for name, value, least in (
+        ("PGCLONE_KEPT_COPIES", conf.kept_copies(), 0),
+        ("PGCLONE_KEPT_COPIES_BYTES", conf.kept_copies_bytes(), 1),
+    ):
+        if value is None and name.endswith("BYTES"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            found.append(
+                checks.Error(
+                    f"{name} must be a whole number of at least {least}, not {value!r}.",
+                    hint="PGCLONE_KEPT_COPIES = 0 keeps none; PGCLONE_KEPT_COPIES_BYTES = None "
+                    "sets no bound on their size.",
+                    id="pgclone.E050" if name == "PGCLONE_KEPT_COPIES" else "pgclone.E051",
+                )
+            )
+    return found
 
 
 @checks.register("pgclone")

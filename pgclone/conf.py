@@ -255,6 +255,16 @@ def swap_wait_seconds() -> float:
     return float(_get("PGCLONE_SWAP_WAIT_SECONDS", 600))
 
 
+def kept_copies() -> Any:
+    """PGCLONE_KEPT_COPIES: how many kept copies one server holds at most."""
+    return _get("PGCLONE_KEPT_COPIES", 5)
+
+
+def kept_copies_bytes() -> Any:
+    """PGCLONE_KEPT_COPIES_BYTES: how many bytes they take at most (None: no bound)."""
+    return _get("PGCLONE_KEPT_COPIES_BYTES", None)
+
+
 def base_dir() -> str | None:
     base = getattr(settings, "BASE_DIR", None)
     return str(base) if base is not None else None

@@ -22,7 +22,6 @@ from pgclone.engine import jobs, runner
 from pgclone.exceptions import BrokerUnavailable, InvalidInput, PgCloneError
 from pgclone.models import Job
 from pgclone.payloads import DumpOptions, RestoreOptions
-from pgclone.steps import workflow_for
 from pgclone.storage import Storage, keys
 
 logger = logging.getLogger("pgclone")
@@ -62,6 +61,9 @@ def new_job(
         "options": {"requested": requested},
         "requested_by": requested_by or default_requester(),
     }
+    # The steps load with the first job, not when the admin or a command imports this.
+    from pgclone.steps.workflows import workflow_for
+
     steps = workflow_for(kind).step_names
     if refused is not None:
         jobs.create_job(kind, steps, **fields, status=Job.Status.FAILED, error=str(refused))
@@ -146,6 +148,8 @@ def start(job: Job, *, inline: bool, on_start: Callable[[Job], Any] | None) -> N
 
 
 def _run_inline(job: Job) -> None:
+    from pgclone.steps.workflows import workflow_for
+
     try:
         workflow_for(job.kind).run_all(job.pk)
     except PgCloneError:
@@ -161,6 +165,8 @@ def _enqueue(job: Job) -> None:
 
     checks.require_celery_app(job)
     kind = job.kind
+    from pgclone.steps.workflows import workflow_for
+
     signature = workflow_for(kind).chain(str(job.pk), queue=conf.celery_queue())
 
     def send() -> None:

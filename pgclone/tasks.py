@@ -27,7 +27,7 @@ from pgclone.engine import notify
 from pgclone.engine.workflow import Workflow
 from pgclone.exceptions import PgCloneError
 from pgclone.models import Job
-from pgclone.steps import WORKFLOWS
+from pgclone.steps.workflows import WORKFLOWS
 
 logger = logging.getLogger("pgclone")
 

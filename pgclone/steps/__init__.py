@@ -1,14 +1,6 @@
-"""The job kinds, each declared once as a workflow beside its step functions."""
+"""What each kind of job does, step by step: the step functions, and the
+workflows that order them (``pgclone.steps.workflows``).
 
-from __future__ import annotations
-
-from pgclone.engine.workflow import Workflow
-from pgclone.steps.dump import WORKFLOW as DUMP
-from pgclone.steps.restore import WORKFLOW as RESTORE
-from pgclone.steps.trial import WORKFLOW as VERIFY
-
-WORKFLOWS: dict[str, Workflow] = {w.kind: w for w in (DUMP, RESTORE, VERIFY)}
-
-
-def workflow_for(kind: str) -> Workflow:
-    return WORKFLOWS[kind]
+Importing a module of this package loads only what that module needs: a
+system check that asks ``routing`` does not load the dump and restore steps.
+"""

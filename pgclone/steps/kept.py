@@ -20,8 +20,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
-from django.core import checks
 from django.utils import timezone
 
 from pgclone import conf, payloads
@@ -34,39 +32,6 @@ from pgclone.steps.restore_swap import drop_own, live_conn
 from pgclone.storage import Storage, keys
 
 logger = logging.getLogger("pgclone")
-
-DEFAULT_KEPT_COPIES = 5
-
-
-def kept_copies_limit() -> int:
-    """PGCLONE_KEPT_COPIES: how many kept copies one server holds at most."""
-    return getattr(settings, "PGCLONE_KEPT_COPIES", DEFAULT_KEPT_COPIES)
-
-
-def kept_copies_bytes() -> int | None:
-    """PGCLONE_KEPT_COPIES_BYTES: how many bytes they take at most (None: no bound)."""
-    return getattr(settings, "PGCLONE_KEPT_COPIES_BYTES", None)
-
-
-def check_settings() -> list[checks.CheckMessage]:
-    """The system checks of PGCLONE_KEPT_COPIES and PGCLONE_KEPT_COPIES_BYTES."""
-    found = []
-    for name, value, least in (
-        ("PGCLONE_KEPT_COPIES", kept_copies_limit(), 0),
-        ("PGCLONE_KEPT_COPIES_BYTES", kept_copies_bytes(), 1),
-    ):
-        if value is None and name.endswith("BYTES"):
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            found.append(
-                checks.Error(
-                    f"{name} must be a whole number of at least {least}, not {value!r}.",
-                    hint="PGCLONE_KEPT_COPIES = 0 keeps none; PGCLONE_KEPT_COPIES_BYTES = None "
-                    "sets no bound on their size.",
-                    id="pgclone.E050" if name == "PGCLONE_KEPT_COPIES" else "pgclone.E051",
-                )
-            )
-    return found
 
 
 def _names(job: Job) -> tuple[str, str, str]:
@@ -269,7 +234,7 @@ def evict(connection: driver.Connection) -> list[str]:
     at most PGCLONE_KEPT_COPIES of them taking at most PGCLONE_KEPT_COPIES_BYTES."""
     ours = [found for found in kept_copies.all_kept(connection) if not kept_copies.refusal(found)]
     ours.sort(key=lambda found: found.mark.made if found.mark else "")
-    limit, bound = kept_copies_limit(), kept_copies_bytes()
+    limit, bound = conf.kept_copies(), conf.kept_copies_bytes()
     dropped = []
     while ours and (len(ours) > limit or (bound is not None and sum(f.size for f in ours) > bound)):
         oldest = ours.pop(0)

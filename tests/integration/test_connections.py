@@ -23,7 +23,7 @@ from pgclone import api
 from pgclone.models import Job
 from pgclone.pg import postgres
 from pgclone.pg import swap as swapping
-from pgclone.steps import WORKFLOWS
+from pgclone.steps.workflows import WORKFLOWS
 from tests.helpers import make_dump
 
 pytestmark = pytest.mark.django_db(transaction=True)

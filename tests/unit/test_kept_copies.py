@@ -64,13 +64,13 @@ def test_keep_copy_is_a_restore_config_key(settings):
 
 
 def test_the_limits_are_checked(settings):
-    from pgclone.steps import kept
+    from pgclone.checks import check_kept_copies
 
-    assert kept.check_settings() == []  # 5 copies, no bound on bytes
+    assert check_kept_copies() == []  # 5 copies, no bound on bytes
     settings.PGCLONE_KEPT_COPIES = -1
     settings.PGCLONE_KEPT_COPIES_BYTES = "10GB"
-    found = {message.id: message.msg for message in kept.check_settings()}
+    found = {message.id: message.msg for message in check_kept_copies()}
     assert "PGCLONE_KEPT_COPIES must be a whole number of at least 0" in found["pgclone.E050"]
     assert "PGCLONE_KEPT_COPIES_BYTES must be a whole number of at least 1" in found["pgclone.E051"]
     settings.PGCLONE_KEPT_COPIES, settings.PGCLONE_KEPT_COPIES_BYTES = 0, 10 * 2**30
-    assert kept.check_settings() == []
+    assert check_kept_copies() == []

@@ -8,7 +8,7 @@ import pytest
 
 from pgclone.engine import runner, workflow
 from pgclone.models import Job
-from pgclone.steps import WORKFLOWS, workflow_for
+from pgclone.steps.workflows import WORKFLOWS, workflow_for
 
 
 def test_each_kind_is_declared_once_with_the_step_names_people_see():
