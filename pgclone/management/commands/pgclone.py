@@ -33,8 +33,8 @@ def end_without_a_last_collection() -> None:
     """Spare the process the garbage collections of the interpreter's shutdown.
 
     When Python exits it tears its modules down and collects, several times
-    over, the 70,000 objects Django, Celery and the drivers made: 0.15 s of a
-    0.75 s ``manage.py pgclone jobs``, each time a command ends. Frozen first
+    over, the 70,000 objects Django, Celery and the drivers made: about 0.1 s
+    of a 0.6 s ``manage.py pgclone jobs``, each time a command ends. Frozen first
     (the last thing the command's process does, registered at its start), they
     are left to the system, which frees the whole process at once. Only at
     exit: a process that calls the command and lives on keeps its collector.
