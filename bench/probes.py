@@ -18,17 +18,19 @@ from bench.postgres import PG
 PSS_EVERY = 10
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, from each thread's ``children`` file."""
-    pids, todo = [], [pid]
+def _tree(pid: int) -> list[tuple[int, int]]:
+    """``pid`` and its descendants with their depth (0 for ``pid``), from each
+    thread's ``children`` file."""
+    found, todo = [], [(pid, 0)]
     while todo:
-        current = todo.pop()
-        pids.append(current)
+        current, depth = todo.pop()
+        found.append((current, depth))
         with contextlib.suppress(OSError):
             for task in Path(f"/proc/{current}/task").iterdir():
                 with contextlib.suppress(OSError):
-                    todo.extend(int(child) for child in (task / "children").read_text().split())
-    return pids
+                    children = (task / "children").read_text().split()
+                    todo.extend((int(child), depth + 1) for child in children)
+    return found
 
 
 def _rss(pid: int) -> tuple[str, int]:
@@ -61,8 +63,11 @@ class MemorySampler:
     """Samples a process tree every 50 ms (PSS every PSS_EVERY-th time) and
     keeps the peaks of one measurement.
 
-    The PostgreSQL tools the worker runs count in ``tree_rss`` only: the
-    targets are about the worker's own memory.
+    The worker's own processes are its main process and their children (a
+    prefork pool); what those start (the PostgreSQL tools, and a child
+    caught between its fork and its exec, which shares its parent's pages
+    and would count them twice) count in ``tree_rss`` only: the targets are
+    about the worker's own memory.
     """
 
     TOOLS = ("pg_dump", "pg_restore", "zstd", "psql")
@@ -85,10 +90,10 @@ class MemorySampler:
         self._ticks += 1
         with_pss = self._ticks % PSS_EVERY == 0
         worker_rss = worker_pss = task_rss = tree_rss = 0
-        for pid in _tree(self.pid):
+        for pid, depth in _tree(self.pid):
             name, rss = _rss(pid)
             tree_rss += rss
-            if name not in self.TOOLS:
+            if depth <= 1 and name not in self.TOOLS:
                 worker_rss += rss
                 task_rss = max(task_rss, rss)
                 if with_pss:
