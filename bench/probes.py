@@ -42,7 +42,7 @@ def _rss(pid: int) -> tuple[str, int]:
     name, rss = "", 0
     for line in status.splitlines():
         if line.startswith("Name:"):
-            name = line.split(None, 1)[1].strip() if len(line.split()) > 1 else ""
+            name = line.partition(":")[2].strip()
         elif line.startswith("VmRSS:"):
             rss = int(line.split()[1]) * 1024
     return name, rss
@@ -63,8 +63,8 @@ class MemorySampler:
     """Samples a process tree every 50 ms (PSS every PSS_EVERY-th time) and
     keeps the peaks of one measurement.
 
-    The worker's own processes are its main process and their children (a
-    prefork pool); what those start (the PostgreSQL tools, and a child
+    The worker's own processes are its main process and that process's
+    children (a prefork pool); what those start (the PostgreSQL tools, and a child
     caught between its fork and its exec, which shares its parent's pages
     and would count them twice) count in ``tree_rss`` only: the targets are
     about the worker's own memory.
