@@ -162,11 +162,10 @@ def _run_inline(job: Job) -> None:
 
 def _enqueue(job: Job) -> None:
     from pgclone import checks
+    from pgclone.steps.workflows import workflow_for
 
     checks.require_celery_app(job)
     kind = job.kind
-    from pgclone.steps.workflows import workflow_for
-
     signature = workflow_for(kind).chain(str(job.pk), queue=conf.celery_queue())
 
     def send() -> None:

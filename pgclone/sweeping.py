@@ -251,9 +251,9 @@ def _drop_orphan_databases(servers: list[tuple[databases.Maintenance, set[str]]]
 
 def _drop_orphan_kept_copies() -> None:
     """Kept copies whose dump is gone from the storage (removed by other means)."""
-    try:
-        from pgclone.steps import kept as kept_steps
+    from pgclone.steps import kept as kept_steps
 
+    try:
         dropped = kept_steps.drop_orphans(get_storage())
     except Exception as exc:  # the storage unreachable: nothing is dropped
         logger.warning("pgclone: could not look for kept copies of removed dumps: %s", exc)
