@@ -20,7 +20,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from pgclone import conf
-from pgclone.engine import claims, notify
+from pgclone.engine import claims, notify, wakeups
 from pgclone.exceptions import JobNotFound
 from pgclone.models import Job, JobStep
 
@@ -140,6 +140,8 @@ def claim_step(job: Job, step: JobStep, hostname: str | None) -> bool:
         )
         if claimed and not started:
             transaction.set_rollback(True)  # cancelled an instant ago
+    if claimed and started:
+        wakeups.changed(job.pk)
     if claimed and started and job.started_at is None:
         notify.started(job.pk)
     return bool(claimed and started)
@@ -155,17 +157,19 @@ def start_progress(job_id: Any, total: int | None, label: str = "") -> None:
     Job.objects.filter(pk=job_id).update(
         progress_done=0, progress_total=total, progress_label=label
     )
+    wakeups.changed(job_id)
 
 
 def record_progress(job_id: Any, done: int, total: int | None, label: str | None = None) -> bool:
     """How far the step got (a beat too); False once the job stopped running."""
     running = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING)
     fields = {"progress_label": label} if label is not None else {}
-    return bool(
-        running.update(
-            progress_done=done, progress_total=total, heartbeat_at=timezone.now(), **fields
-        )
+    recorded = running.update(
+        progress_done=done, progress_total=total, heartbeat_at=timezone.now(), **fields
     )
+    if recorded:
+        wakeups.changed(job_id)
+    return bool(recorded)
 
 
 def is_cancelled(job_id: Any) -> bool:
@@ -205,6 +209,7 @@ def succeed_step(job_id: Any, name: str) -> None:
     JobStep.objects.filter(job_id=job_id, name=name).update(
         status=JobStep.Status.SUCCEEDED, finished_at=timezone.now()
     )
+    wakeups.changed(job_id)
 
 
 def succeed_job(job_id: Any) -> None:
@@ -213,6 +218,7 @@ def succeed_job(job_id: Any) -> None:
         .exclude(status__in=Job.FINISHED)
         .update(status=Job.Status.SUCCEEDED, finished_at=timezone.now(), current_step="")
     ):
+        wakeups.changed(job_id)
         notify.ended(job_id)
 
 
@@ -225,6 +231,7 @@ def end_job(job_id: Any, status: str, error: str = "") -> None:
     )
     _skip_pending(job_id)
     if ended:
+        wakeups.changed(job_id)
         notify.ended(job_id)
 
 
@@ -257,6 +264,7 @@ def cancel(job: Job, requested_by: str, uncancellable: Collection[str] = ()) -> 
     )
     if cancelled:
         _skip_pending(job.pk)
+        wakeups.changed(job.pk)
     return bool(cancelled)
 
 
@@ -272,6 +280,7 @@ def mark_lost(job: Job, what: str, still: models.Q) -> bool:
             status=JobStep.Status.FAILED, finished_at=now, message=what
         )
         _skip_pending(job.pk)
+    wakeups.changed(job.pk)
     return True
 
 
@@ -293,6 +302,7 @@ def expire_waiting(job: Job, what: str) -> bool:
         ):
             return False
         _skip_pending(job.pk)
+    wakeups.changed(job.pk)
     return True
 
 

@@ -1,9 +1,11 @@
 """Following a job live: its steps as they start and end, and its progress.
 
 Everything is read back from the job rows, so a job can be followed from any
-machine that reaches the database, whichever worker runs it. On a terminal
-progress is one line rewritten in place; piped, it is a plain line now and
-then.
+machine that reaches the database, whichever worker runs it. The rows are read
+again when the job's worker says they changed (``pgclone.engine.wakeups``),
+and at least every second; where the job tables are not in PostgreSQL, by
+polling. On a terminal progress is one line rewritten in place; piped, it is
+a plain line now and then.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from pgclone import conf
+from pgclone.engine import wakeups
 from pgclone.exceptions import JobNotFound
 from pgclone.humanize import human_bytes, human_seconds
 from pgclone.models import Job, JobStep
@@ -27,9 +30,12 @@ from pgclone.models import Job, JobStep
 PIPED_PROGRESS_SECONDS = 5.0
 NO_WORKER_HINT_SECONDS = 10.0
 RECONNECT_SECONDS = 120.0
-# Poll often at first, so that a short job's command returns soon after it ends
-# (a copy from a kept copy takes about a second: each poll is two indexed
-# reads), then settle to gentler rates for long ones.
+# Woken by the job's changes, a follower reads at least this often: the
+# worker's heartbeat (a lost worker), the hint when no worker starts the job.
+LISTENING_READ_SECONDS = 1.0
+# Without notifications, poll often at first, so that a short job's command
+# returns soon after it ends (a copy from a kept copy takes about a second:
+# each poll is two indexed reads), then settle to gentler rates for long ones.
 FIRST_POLL_SECONDS = 0.02
 FIRST_POLL_FOR_SECONDS = 3.0
 QUICK_POLL_SECONDS = 0.1
@@ -150,7 +156,10 @@ class Follower:
             self._last_sweep = time.monotonic()
             self.on_silent()
 
-    def _pause(self, started: float) -> None:
+    def _pause(self, started: float, listener: wakeups.Listener | None = None) -> None:
+        if listener is not None:
+            listener.wait(LISTENING_READ_SECONDS)
+            return
         waited = time.monotonic() - started
         if waited < FIRST_POLL_FOR_SECONDS:
             time.sleep(min(self.poll, FIRST_POLL_SECONDS))
@@ -165,6 +174,10 @@ class Follower:
 
     def run(self, stop: threading.Event | None = None) -> Job:
         """Show the job until it ends (or ``stop`` is set); return its last state."""
+        with wakeups.listening(self.job_id) as listener:
+            return self._run(stop, listener)
+
+    def _run(self, stop: threading.Event | None, listener: wakeups.Listener | None) -> Job:
         started = time.monotonic()
         hinted = False
         lost_since: float | None = None
@@ -184,7 +197,7 @@ class Follower:
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since > RECONNECT_SECONDS:
                     raise
-                self._pause(started)
+                self._pause(started, listener)
                 continue
             self._show_steps(steps)
             if job.is_finished or (stop is not None and stop.is_set()):
@@ -202,7 +215,7 @@ class Follower:
                     f"Still waiting for a worker to start the job. Is a Celery worker running "
                     f"and consuming from {queue}? (Or run the job here with --inline.)"
                 )
-            self._pause(started)
+            self._pause(started, listener)
 
 
 def _clock(moment: Any) -> str:
