@@ -280,6 +280,7 @@ def execute_all(bench: Bench) -> None:
         stack.callback(bench.cleanup)
         bench.work.mkdir(parents=True)
         (bench.work / "tmp").mkdir()
+        bench.compile_packages()
         for role in ("jobs", "target"):
             bench.new_database(role)
         bench.run(
