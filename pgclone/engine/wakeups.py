@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
+import selectors
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +34,12 @@ from pgclone.pg.driver import sql
 logger = logging.getLogger(__name__)
 
 
+def _alias() -> str:
+    """Where the job rows are written, so where the notifications are sent (a
+    router may send reads to a replica, which no NOTIFY reaches)."""
+    return router.db_for_write(Job)
+
+
 def channel(job_id: Any) -> str:
     """The channel of one job: its followers wake for it alone."""
     return f"pgclone_job_{uuid.UUID(str(job_id)).hex}"
@@ -42,7 +48,7 @@ def channel(job_id: Any) -> str:
 def changed(job_id: Any) -> None:
     """Tell the job's followers that its rows changed. Never raises: a
     notification that can't be sent only makes a follower read later."""
-    connection = connections[router.db_for_write(Job)]
+    connection = connections[_alias()]
     if connection.vendor != "postgresql":
         return
     # In a transaction (an admin request's), a savepoint keeps a failure from
@@ -60,7 +66,7 @@ class Listener:
     nothing else: what makes its socket readable is a notification (or its end)."""
 
     def __init__(self, job_id: Any) -> None:
-        self._conn = postgres.conn_info(router.db_for_read(Job))
+        self._conn = postgres.conn_info(_alias())
         self._channel = channel(job_id)
         self._connection: Any = None
         self._next_attempt = 0.0
@@ -90,9 +96,10 @@ class Listener:
                 return True
             time.sleep(timeout)
             return False
-        readable, _, _ = select.select([self._connection.fileno()], [], [], timeout)
-        if not readable:
-            return False
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._connection.fileno(), selectors.EVENT_READ)
+            if not selector.select(timeout):
+                return False
         try:
             driver.take_notifies(self._connection)
         except driver.Error:  # the session ended (a swap ends every session): reopen it
@@ -110,7 +117,7 @@ class Listener:
 def listening(job_id: Any) -> Iterator[Listener | None]:
     """A :class:`Listener` on the job, or None when the job tables are not in
     PostgreSQL (then the follower polls); closed on leaving."""
-    if connections[router.db_for_read(Job)].vendor != "postgresql":
+    if connections[_alias()].vendor != "postgresql":
         yield None
         return
     listener = Listener(job_id)
