@@ -156,7 +156,7 @@ class Follower:
             self._last_sweep = time.monotonic()
             self.on_silent()
 
-    def _pause(self, started: float, listener: wakeups.Listener | None = None) -> None:
+    def _pause(self, started: float, listener: wakeups.Listener | None) -> None:
         if listener is not None:
             listener.wait(LISTENING_READ_SECONDS)
             return
