@@ -24,20 +24,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DatabaseError, connections, transaction
 
 from pgclone.exceptions import PgCloneError
-from pgclone.models import Job
-from pgclone.pg import driver, postgres
+from pgclone.pg import driver, job_tables, postgres
 from pgclone.pg.driver import sql
 
 logger = logging.getLogger(__name__)
-
-
-def _alias() -> str:
-    """Where the job rows are written, so where the notifications are sent (a
-    router may send reads to a replica, which no NOTIFY reaches)."""
-    return router.db_for_write(Job)
 
 
 def channel(job_id: Any) -> str:
@@ -48,7 +41,9 @@ def channel(job_id: Any) -> str:
 def changed(job_id: Any) -> None:
     """Tell the job's followers that its rows changed. Never raises: a
     notification that can't be sent only makes a follower read later."""
-    connection = connections[_alias()]
+    # Sent, and listened for, where the job rows are written: a router may
+    # send reads to a replica, which no NOTIFY reaches.
+    connection = connections[job_tables.jobs_alias()]
     if connection.vendor != "postgresql":
         return
     # In a transaction (an admin request's), a savepoint keeps a failure from
@@ -66,7 +61,7 @@ class Listener:
     nothing else: what makes its socket readable is a notification (or its end)."""
 
     def __init__(self, job_id: Any) -> None:
-        self._conn = postgres.conn_info(_alias())
+        self._conn = postgres.conn_info(job_tables.jobs_alias())
         self._channel = channel(job_id)
         self._connection: Any = None
         self._next_attempt = 0.0
@@ -117,7 +112,7 @@ class Listener:
 def listening(job_id: Any) -> Iterator[Listener | None]:
     """A :class:`Listener` on the job, or None when the job tables are not in
     PostgreSQL (then the follower polls); closed on leaving."""
-    if connections[_alias()].vendor != "postgresql":
+    if connections[job_tables.jobs_alias()].vendor != "postgresql":
         yield None
         return
     listener = Listener(job_id)
