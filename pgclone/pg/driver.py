@@ -85,21 +85,18 @@ def backend_pid(connection: Connection) -> int:
     return connection.get_backend_pid()
 
 
-def take_notifies(connection: Connection) -> int:
+def take_notifies(connection: Connection) -> None:
     """Read what the server sent an idle ``connection`` (without blocking) and
-    forget the notifications received; returns how many there were. Raises
-    the driver's error once the session has ended."""
+    forget the notifications received. Raises the driver's error once the
+    session has ended."""
     if is_psycopg3:
         pgconn = connection.pgconn
         pgconn.consume_input()
-        count = 0
         while pgconn.notifies() is not None:
-            count += 1
-        return count
+            pass
+        return
     connection.poll()
-    count = len(connection.notifies)
     connection.notifies.clear()
-    return count
 
 
 def copy_table(source: Connection, target: Connection, copy_out: Any, copy_in: Any) -> int:
