@@ -8,8 +8,9 @@ round (untimed), which the restore from it, ``copy KEY NEWNAME`` and the raw
 ``CREATE DATABASE … TEMPLATE kept STRATEGY FILE_COPY`` read. ``restore :NAME``
 of the data, and a command's start-up, alternate with them.
 
-Every contender starts after a ``CHECKPOINT`` (untimed), so none pays for the
-dirty pages of what ran before. The plain restore is followed by a timed
+Every contender starts after a ``CHECKPOINT`` and a ``sync`` (untimed: the
+bench's :func:`bench.session.settle`), so none pays for the dirty pages of
+what ran before. The plain restore is followed by a timed
 ``CHECKPOINT`` and a timed FILE_COPY of the database it restored, at once:
 what keeping a copy of it by hand would cost then (0.85-0.89 s at 1 GB,
 against 0.6-0.7 s for the kept copy's; the keep inside the job took 3.3-4.0
@@ -18,10 +19,8 @@ s, for reasons docs/benchmarks.md has not found yet).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from bench import contenders
-from bench.postgres import drop_database, execute
+from bench.postgres import drop_database
 from bench.session import Bench, Worker
 
 
@@ -34,13 +33,6 @@ def kept_round(bench: Bench, main: Worker) -> None:
     )
     kept = contenders.kept_copy_of(bench, setup)
     bench.extra["kept_copy"] = kept
-
-    def checkpointed(contender: Callable[[], None]) -> Callable[[], None]:
-        def go() -> None:
-            execute("CHECKPOINT")
-            contender()
-
-        return go
 
     def copied_by_hand() -> None:
         contenders.checkpoint(bench, "kept_checkpoint")
@@ -87,12 +79,12 @@ def kept_round(bench: Bench, main: Worker) -> None:
 
     bench.alternate(
         [
-            ("restore, no kept copy", checkpointed(plain)),
-            ("restore keeping a copy", checkpointed(first_keeping)),
-            ("restore from its kept copy", checkpointed(from_kept)),
-            ("restore :NAME (kept round)", checkpointed(local)),
-            ("FILE_COPY of the kept copy", checkpointed(lambda: contenders.file_copy(bench, kept))),
-            ("copy KEY NEWNAME", checkpointed(copy)),
+            ("restore, no kept copy", plain),
+            ("restore keeping a copy", first_keeping),
+            ("restore from its kept copy", from_kept),
+            ("restore :NAME (kept round)", local),
+            ("FILE_COPY of the kept copy", lambda: contenders.file_copy(bench, kept)),
+            ("copy KEY NEWNAME", copy),
             ("command start-up (kept round)", startup),
         ]
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from bench import contenders, django_pgclone
 from bench.harness import log
 from bench.kept_round import kept_round
-from bench.postgres import build_database, drop_database, execute
+from bench.postgres import build_database, drop_database
 from bench.session import BENCH, Bench, Worker
 from bench.sharing_round import sharing_round
 
@@ -181,9 +181,8 @@ def local_round(bench: Bench, main: Worker) -> None:
     """``restore :NAME`` against the template copy it is built on."""
 
     # Both copy files that must be on disk first: each starts from a fresh
-    # checkpoint, so neither pays for the dirty pages of what ran before.
+    # checkpoint (Bench.alternate settles), so neither pays for what ran before.
     def pgclone() -> None:
-        execute("CHECKPOINT")
         contenders.pgclone_job(
             bench,
             "local_restore",
@@ -192,12 +191,11 @@ def local_round(bench: Bench, main: Worker) -> None:
             memory="local_restore_1x",
         )
 
-    def template() -> None:
-        execute("CHECKPOINT")
-        contenders.template_copy(bench)
-
     bench.alternate(
-        [("pgclone restore :NAME", pgclone), ("CREATE DATABASE ... TEMPLATE", template)]
+        [
+            ("pgclone restore :NAME", pgclone),
+            ("CREATE DATABASE ... TEMPLATE", lambda: contenders.template_copy(bench)),
+        ]
     )
 
 
