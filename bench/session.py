@@ -282,7 +282,9 @@ class Bench:
 
     def alternate(self, contenders: list[tuple[str, Callable[[], None]]]) -> None:
         """Each contender ``reps`` times, the order rotated each round, each
-        started after :func:`settle`.
+        started after :func:`settle`; the machine's busy CPU time over each
+        run of a contender is recorded as ``cpu_s[NAME]`` (what it costs on
+        two CPUs that its duration alone doesn't show).
 
         django-pgclone is measured if it works here: its failure is recorded in
         the notes and the run goes on without it.
@@ -295,15 +297,17 @@ class Bench:
                     continue
                 settle()
                 log(f"rep {rep + 1}/{self.reps}: {name}")
-                if not name.startswith("django-pgclone"):
-                    contender()
-                    continue
+                before = busy_cpu_seconds()
                 try:
                     contender()
                 except Exception as exc:
+                    if not name.startswith("django-pgclone"):
+                        raise
                     failed.add(name)
                     self.notes.append(f"{name} failed here, so it is not measured: {exc}")
                     log(f"{name} failed: {exc}")
+                    continue
+                self.record(f"cpu_s[{name}]", busy_cpu_seconds() - before)
 
     # cleanup ------------------------------------------------------------------
 
@@ -375,3 +379,12 @@ def settle() -> None:
     """
     execute("CHECKPOINT")
     os.sync()
+
+
+def busy_cpu_seconds() -> float:
+    """The CPU time every process of the machine has spent so far (``/proc/stat``:
+    user, nice, system, irq, softirq and steal; not idle or iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
