@@ -32,9 +32,12 @@ def dump_round(bench: Bench, main: Worker) -> str:
             job = contenders.pgclone_job(
                 bench, label, ["dump", "--database", "data"], worker, memory=f"{label}_1x"
             )
-            keys[label] = job["key"]
-            bench.extra.setdefault("sizes", {})[label] = job["result"].get("size")
-            bench.extra["sizes"]["raw"] = job["result"].get("raw_size")
+            # A baseline's dump under its prefix: the restore round restores
+            # this pgclone's dump, and the size target measures it.
+            keys[worker.prefix + label] = job["key"]
+            bench.extra.setdefault("sizes", {})[worker.prefix + label] = job["result"].get("size")
+            if not worker.prefix:
+                bench.extra["sizes"]["raw"] = job["result"].get("raw_size")
 
         return go
 
